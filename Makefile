@@ -1,0 +1,20 @@
+# Every target installs what it needs first (scripts/bootstrap is a no-op when up to date).
+VENV := .venv/bin
+.PHONY: setup run test lint bench
+
+setup:
+	@scripts/bootstrap
+
+run: setup
+	$(VENV)/podpulse demo
+
+test: setup
+	scripts/with-redis $(VENV)/python -m pytest
+
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy libs/common/src services/worker/src services/prober/src services/alerter/src services/tagger/src
+
+bench: setup
+	$(VENV)/python benchmarks/twin.py

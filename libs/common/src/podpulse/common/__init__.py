@@ -1,0 +1,1 @@
+"""podpulse.common — settings, logging, telemetry, bus, RunPod clients and the CLI root."""

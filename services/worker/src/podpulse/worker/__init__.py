@@ -1,0 +1,1 @@
+"""podpulse.worker — the RunPod serverless handler and the local RunPod twin."""
