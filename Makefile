@@ -6,7 +6,7 @@ setup:
 	@scripts/bootstrap
 
 run: setup
-	$(VENV)/podpulse demo
+	$(VENV)/podpulse twin demo
 
 test: setup
 	scripts/with-redis $(VENV)/python -m pytest

@@ -1,0 +1,62 @@
+"""``python -m podpulse.worker``: a RunPod serverless worker serving the configured handler.
+
+This is what RunPod's container runs and what the twin spawns; the runpod SDK reads the
+platform URLs and the worker id from the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from .settings import WorkerSettings
+
+
+def build_config(settings: WorkerSettings) -> dict[str, Any]:
+    """The ``runpod.serverless.start`` config for ``settings.handler``."""
+    limit = settings.worker_max_concurrency
+    if settings.handler == "calibrated":
+        from . import calibrated
+
+        return calibrated.runpod_config(settings)
+    if settings.handler == "calibrated-stream":
+        from . import calibrated
+
+        return {
+            "handler": calibrated.make_stream_handler(settings),
+            "return_aggregate_stream": True,
+            "concurrency_modifier": lambda _current: limit,
+        }
+    if settings.handler == "model":
+        from . import handler
+
+        config: dict[str, Any] = handler.runpod_config(settings)
+        return config
+    module_name, sep, attr = settings.handler.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(
+            f"PODPULSE_HANDLER={settings.handler!r}: expected 'calibrated', 'model' or MODULE:FUNC"
+        )
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"PODPULSE_HANDLER={settings.handler!r} cannot be loaded: {exc}") from None
+    if not callable(target):
+        raise SystemExit(f"PODPULSE_HANDLER={settings.handler!r} is not callable")
+    if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+        return {"handler": target, "return_aggregate_stream": True,
+                "concurrency_modifier": lambda _current: limit}  # fmt: skip
+    return {"handler": target, "concurrency_modifier": lambda _current: limit}
+
+
+def main() -> None:
+    """Build the settings once, then hand over to the runpod SDK's worker loop."""
+    config = build_config(WorkerSettings())
+    import runpod  # late: importing the SDK costs a second and needs no settings
+
+    runpod.serverless.start(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The twin's ASGI app: public, worker-facing and management routes on one server."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from podpulse.common.runpod import EndpointConfig
+
+from ._config import TwinConfig
+from ._http import ApiError, check_bearer, error_response, read_json
+from ._platform import Platform
+from ._public_api import public_routes
+from ._worker_api import worker_routes
+
+__all__ = ["create_app", "serve", "serve_in_thread"]
+
+
+def _management_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    check_bearer(request, platform.config.api_key.get_secret_value())
+    if request.path_params["endpoint_id"] != platform.config.endpoint_id:
+        raise ApiError(404, f"endpoint {request.path_params['endpoint_id']!r} not found")
+    return platform
+
+
+def _endpoint_body(platform: Platform) -> dict[str, Any]:
+    return {"id": platform.config.endpoint_id, "name": platform.config.endpoint_id,
+            **platform.scaling.to_v2()}  # fmt: skip
+
+
+async def get_endpoint(request: Request) -> JSONResponse:
+    """GET /v2/serverless/{id}: the endpoint's workers and scaling settings."""
+    return JSONResponse(_endpoint_body(_management_platform(request)))
+
+
+async def patch_endpoint(request: Request) -> JSONResponse:
+    """PATCH /v2/serverless/{id}: change workers and scaling; unknown parts are refused."""
+    platform = _management_platform(request)
+    body = await read_json(request, 1024 * 1024)
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    unknown = set(body) - {"workers", "scaling"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    merged = platform.scaling.to_v2()
+    if "workers" in body:
+        if not isinstance(body["workers"], dict):
+            raise ApiError(400, "'workers' must be an object")
+        merged["workers"] = {**merged["workers"], **body["workers"]}
+    if "scaling" in body:
+        merged["scaling"] = body["scaling"]
+    try:
+        config = EndpointConfig.from_v2(merged)
+    except (ValidationError, ValueError) as exc:
+        raise ApiError(400, f"invalid endpoint settings: {exc}") from None
+    platform.update_scaling(config)
+    return JSONResponse(_endpoint_body(platform))
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+def create_app(config: TwinConfig) -> Starlette:
+    """Build the app; the platform starts and stops with the app's lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        platform = Platform(config)
+        app.state.platform = platform
+        await platform.start()
+        try:
+            yield
+        finally:
+            await platform.close()
+
+    routes = [
+        # Management first: /v2/serverless/{id} would otherwise read as an endpoint route.
+        Route("/v2/serverless/{endpoint_id}", get_endpoint, methods=["GET"]),
+        Route("/v2/serverless/{endpoint_id}", patch_endpoint, methods=["PATCH"]),
+        *public_routes,
+        *worker_routes,
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+
+
+class _TwinServer(uvicorn.Server):
+    """uvicorn waits for open requests before the lifespan ends; worker long-polls would
+    hold it for take_hold_s, so the platform lets them go first."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        app = self.config.loaded_app
+        if app is not None:
+            platform = getattr(_unwrap(app).state, "platform", None)
+            if platform is not None:
+                platform.begin_shutdown()
+        await super().shutdown(sockets)
+
+
+def _server(config: TwinConfig) -> uvicorn.Server:
+    return _TwinServer(
+        uvicorn.Config(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            # Worker long-polls sit idle for take_hold_s; keep their connections open.
+            timeout_keep_alive=int(config.take_hold_s) + 30,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+    )
+
+
+def serve(config: TwinConfig) -> None:
+    """Run the twin in the foreground until interrupted."""
+    _server(config).run()
+
+
+@contextlib.contextmanager
+def serve_in_thread(config: TwinConfig) -> Iterator[Platform]:
+    """Run the twin in a background thread (tests, the demo, an embedded prober target)."""
+    server = _server(config)
+    thread = threading.Thread(target=server.run, name="podpulse-twin", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"the twin failed to start on {config.url}")
+            threading.Event().wait(0.01)
+        app = server.config.loaded_app
+        # uvicorn may wrap the app in middleware; the Starlette app holds the state.
+        platform: Platform = _unwrap(app).state.platform
+        yield platform
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _unwrap(app: Any) -> Starlette:
+    while not isinstance(app, Starlette):
+        app = app.app
+    return app

@@ -1,0 +1,228 @@
+"""The platform: one endpoint's queue, its workers, and the loop that scales and polices them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from typing import Any
+
+import structlog
+
+from podpulse.common.runpod import EndpointConfig
+
+from ._config import TwinConfig
+from ._jobs import JobQueue
+from ._scaler import Snapshot, workers_to_add
+from ._workers import WorkerPool, WorkerRecord, WorkerState
+
+__all__ = ["Platform"]
+
+log = structlog.get_logger("podpulse.twin")
+
+
+class Platform:
+    """Everything behind the twin's HTTP routes."""
+
+    def __init__(self, config: TwinConfig) -> None:
+        self.config = config
+        self.scaling: EndpointConfig = config.scaling
+        self.queue = JobQueue()
+        # Workers authenticate with their own key, as RunPod gives each worker one.
+        self.worker_key = secrets.token_urlsafe(24)
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        self.pool = WorkerPool(base_env=self._platform_env(), log_dir=config.log_dir)
+        self._stop_wakeups: dict[str, asyncio.Event] = {}
+        self._wake = asyncio.Event()
+        self.queue.on_queued = self._wake.set
+        self._loop_task: asyncio.Task[None] | None = None
+        self.closing = False
+
+    # --- life cycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start workersMin workers and the control loop."""
+        self._loop_task = asyncio.create_task(self._control_loop(), name="twin-control")
+
+    def begin_shutdown(self) -> None:
+        """Stop workers and answer parked long-polls, so the server's drain is quick."""
+        self.closing = True
+        for record in list(self.pool.workers.values()):
+            self.pool.stop(record)
+        self.queue.release_takers()
+        for event in self._stop_wakeups.values():
+            event.set()
+
+    async def close(self) -> None:
+        """Stop the loop, release parked polls, and stop every worker process."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        self.queue.release_takers()
+        for event in self._stop_wakeups.values():
+            event.set()
+        await asyncio.to_thread(self.pool.shutdown)
+        for job in self.queue.in_progress():
+            self.queue.fail(job, "the twin shut down while the job was running")
+
+    def update_scaling(self, config: EndpointConfig) -> None:
+        """Apply new endpoint settings (management PATCH); the loop acts on the next tick."""
+        self.scaling = config
+        self._wake.set()
+
+    # --- worker-facing --------------------------------------------------------------------
+    def worker_seen(self, worker_id: str) -> WorkerRecord:
+        """Note a worker call and return its record."""
+        return self.pool.seen(worker_id)
+
+    def request_stop(self, worker_id: str, job_id: str) -> None:
+        """Queue a job-stop signal for a worker and wake its long-poll."""
+        record = self.pool.workers.get(worker_id)
+        if record is None:
+            return
+        record.pending_stops.append(job_id)
+        self._stop_event(worker_id).set()
+
+    async def wait_stops(self, worker_id: str) -> list[str]:
+        """Long-poll for job ids this worker must stop."""
+        record = self.pool.workers.get(worker_id)
+        if record is None or self.closing:
+            return []
+        if not record.pending_stops:
+            event = self._stop_event(worker_id)
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self.config.stop_hold_s)
+        stops, record.pending_stops = record.pending_stops, []
+        return stops
+
+    def _stop_event(self, worker_id: str) -> asyncio.Event:
+        return self._stop_wakeups.setdefault(worker_id, asyncio.Event())
+
+    # --- views ----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """RunPod's /health body."""
+        busy = {j.worker_id for j in self.queue.in_progress()}
+        counts = {"idle": 0, "running": 0, "initializing": 0, "ready": 0, "throttled": 0,
+                  "unhealthy": 0}  # fmt: skip
+        for record in self.pool.workers.values():
+            if record.state is WorkerState.INITIALIZING:
+                counts["initializing"] += 1
+            elif record.id in busy:
+                counts["running"] += 1
+            elif record.state is WorkerState.READY:
+                counts["idle"] += 1
+                counts["ready"] += 1
+        jobs = {
+            "completed": self.queue.counters.completed,
+            "failed": self.queue.counters.failed,
+            "inProgress": len(self.queue.in_progress()),
+            "inQueue": self.queue.in_queue(),
+            "retried": self.queue.counters.retried,
+        }
+        return {"jobs": jobs, "workers": counts}
+
+    # --- the loop -------------------------------------------------------------------------
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                self._tick()
+            except Exception:  # one bad tick must not stop scaling for good
+                log.exception("twin control tick failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
+
+    def _tick(self) -> None:
+        self.pool.start_due()
+        self._reap()
+        for job in self.queue.expire():
+            # The worker still runs a timed-out job until told to stop it.
+            if job.worker_id is not None:
+                self.request_stop(job.worker_id, job.id)
+        self._scale_up()
+        self._scale_down()
+
+    def _reap(self) -> None:
+        gone = self.pool.reap(external_timeout_s=3 * self.config.ping_interval_ms / 1000)
+        for record, reason in gone:
+            self._stop_wakeups.pop(record.id, None)
+            self.queue.release_takers(record.id)
+            lost = [j for j in self.queue.in_progress() if j.worker_id == record.id]
+            for job in lost:
+                self.queue.fail(job, f"worker {record.id} died while running the job: {reason}")
+            if lost or record.state is not WorkerState.STOPPING:
+                log.warning(
+                    "worker gone", worker_id=record.id, reason=reason, jobs_failed=len(lost)
+                )
+
+    def _snapshot(self) -> Snapshot:
+        workers = self.pool.workers.values()
+        return Snapshot(
+            active=sum(r.state is not WorkerState.STOPPING for r in workers),
+            initializing=sum(r.state is WorkerState.INITIALIZING for r in workers),
+            queued=self.queue.in_queue(),
+            in_progress=len(self.queue.in_progress()),
+            oldest_wait_s=self.queue.oldest_wait_s(),
+        )
+
+    def _scale_up(self) -> None:
+        for _ in range(workers_to_add(self.scaling, self._snapshot())):
+            record = self.pool.spawn({}, cold_start_s=self.config.cold_start_ms / 1000)
+            log.info("worker starting", worker_id=record.id)
+
+    def _scale_down(self) -> None:
+        now = time.monotonic()
+        busy = {j.worker_id for j in self.queue.in_progress()}
+        active = [r for r in self.pool.workers.values() if r.state is not WorkerState.STOPPING]
+        for record in active:
+            if record.id in busy:
+                record.last_busy = now
+        surplus = len(active) - self.scaling.workers_min
+        # Stop the longest-idle first, and never below workersMin.
+        idle = sorted(
+            (r for r in active if r.id not in busy and r.state is WorkerState.READY),
+            key=lambda r: r.last_busy,
+        )
+        for record in idle:
+            if surplus <= 0:
+                break
+            if now - record.last_busy >= self.scaling.idle_timeout_s:
+                self.queue.release_takers(record.id)
+                self.pool.stop(record)
+                self._stop_event(record.id).set()
+                surplus -= 1
+                log.info("worker idle, stopping", worker_id=record.id)
+        # Workers above workersMax (after a PATCH lowered it) stop once idle.
+        over = len(active) - self.scaling.workers_max
+        for record in idle:
+            if over <= 0:
+                break
+            if record.state is not WorkerState.STOPPING:
+                self.queue.release_takers(record.id)
+                self.pool.stop(record)
+                over -= 1
+
+    # --- env ------------------------------------------------------------------------------
+    def _platform_env(self) -> dict[str, str]:
+        base = f"{self.config.base_url}/{self.config.endpoint_id}"
+        # The query string matters: the SDK appends "&job_in_progress=" and "&isStream=".
+        query = "?gpu=twin"
+        return {
+            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID{query}",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID{query}",
+            "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
+            "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID{query}",
+            "RUNPOD_AI_API_KEY": self.worker_key,
+            "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
+            "RUNPOD_PING_INTERVAL": str(self.config.ping_interval_ms),
+            "RUNPOD_LOG_LEVEL": self.config.worker_log_level,
+            # The SDK's start-up fitness checks dial 8.8.8.8 and probe for GPUs; a local
+            # worker has neither, and a failed check kills it with os._exit.
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            "RUNPOD_SKIP_GPU_CHECK": "true",
+            "PODPULSE_HANDLER": self.config.handler,
+            "PYTHONUNBUFFERED": "1",
+            **self.config.worker_env,
+        }

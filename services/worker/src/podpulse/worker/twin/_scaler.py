@@ -1,0 +1,41 @@
+"""Scaling decisions, as RunPod's two scaler types make them. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from podpulse.common.runpod import EndpointConfig
+
+__all__ = ["Snapshot", "workers_to_add"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the scaler sees at one tick."""
+
+    active: int  # workers not stopping (initializing or ready)
+    initializing: int
+    queued: int
+    in_progress: int
+    oldest_wait_s: float
+
+
+def workers_to_add(config: EndpointConfig, now: Snapshot) -> int:
+    """How many workers to start now (never more than workersMax allows).
+
+    QUEUE_DELAY: start another worker when a request has waited longer than queueDelay
+    seconds, one per waiting request not already covered by a worker that is starting.
+    REQUEST_COUNT: workers = ceil((inQueue + inProgress) / requestCount).
+    Both keep at least workersMin; scaling down is by idle timeout, elsewhere.
+    """
+    room = config.workers_max - now.active
+    if room <= 0:
+        return 0
+    want = max(0, config.workers_min - now.active)
+    if config.scaler_type == "REQUEST_COUNT":
+        needed = math.ceil((now.queued + now.in_progress) / config.scaler_value)
+        want = max(want, needed - now.active)
+    elif now.queued > now.initializing and now.oldest_wait_s > config.scaler_value:
+        want = max(want, 1)
+    return min(want, room)

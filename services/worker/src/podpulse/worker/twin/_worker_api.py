@@ -1,0 +1,132 @@
+"""The worker-facing API of RunPod serverless, as runpod 1.12 SDK workers call it.
+
+job-take and job-stop are long-polls held until there is something to answer; job-done
+bodies arrive form-encoded but hold JSON (the SDK's ``_transmit``), so they are parsed as
+JSON whatever the content type says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ._http import ApiError, check_bearer, read_body
+from ._platform import Platform
+
+__all__ = ["worker_routes"]
+
+# A worker's result can be large (RunPod allows up to 20 MB for /runsync outputs).
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+
+
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    check_bearer(request, platform.worker_key)
+    if request.path_params["endpoint_id"] != platform.config.endpoint_id:
+        raise ApiError(404, f"endpoint {request.path_params['endpoint_id']!r} not found")
+    return platform
+
+
+async def _take(request: Request, *, batch: bool) -> Response:
+    platform = _platform(request)
+    record = platform.worker_seen(request.path_params["worker_id"])
+    if record.state == "stopping" or platform.closing:
+        return Response(status_code=204)
+    count = 1
+    if batch:
+        raw = request.query_params.get("batch_size", "1")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ApiError(400, "'batch_size' must be a positive integer")
+        count = int(raw)
+    jobs = await platform.queue.take(record.id, count, platform.config.take_hold_s)
+    if not jobs:
+        return Response(status_code=204)
+    if platform.config.dispatch_ms > 0:
+        # Simulated platform dispatch latency. RunPod counts its own dispatch as queue
+        # time, so the take is re-stamped after the wait and delayTime includes it.
+        await asyncio.sleep(platform.config.dispatch_ms / 1000)
+        platform.queue.restamp_start(jobs)
+    if batch:
+        return JSONResponse([job.for_worker() for job in jobs])
+    return JSONResponse(jobs[0].for_worker())
+
+
+async def job_take(request: Request) -> Response:
+    """GET /job-take/{worker}: one job, or 204 after the hold."""
+    return await _take(request, batch=False)
+
+
+async def job_take_batch(request: Request) -> Response:
+    """GET /job-take-batch/{worker}?batch_size=N: up to N jobs as a list."""
+    return await _take(request, batch=True)
+
+
+async def _result_body(request: Request) -> dict[str, object]:
+    body = await read_body(request, MAX_RESULT_BYTES)
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"result body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "result body must be a JSON object")
+    return data
+
+
+async def job_done(request: Request) -> Response:
+    """POST /job-done/{worker}/{job}: the final result (``output`` or ``error``)."""
+    platform = _platform(request)
+    platform.worker_seen(request.path_params["worker_id"])
+    data = await _result_body(request)
+    job = platform.queue.jobs.get(request.path_params["job_id"])
+    # Results for jobs already cancelled, timed out or forgotten are accepted and dropped,
+    # so the SDK does not retry them.
+    if job is not None and job.worker_id == request.path_params["worker_id"]:
+        error = data.get("error")
+        output = data.get("output")
+        if request.query_params.get("isStream") == "true" and not output and job.stream:
+            output = [chunk.get("output") for chunk in job.stream]
+        platform.queue.complete(job, output, None if error is None else str(error))
+    return JSONResponse({})
+
+
+async def job_stream(request: Request) -> Response:
+    """POST /job-stream/{worker}/{job}: one partial output of a generator handler."""
+    platform = _platform(request)
+    platform.worker_seen(request.path_params["worker_id"])
+    data = await _result_body(request)
+    job = platform.queue.jobs.get(request.path_params["job_id"])
+    if job is not None and job.worker_id == request.path_params["worker_id"]:
+        platform.queue.add_stream(job, [{"output": data.get("output")}])
+    return JSONResponse({})
+
+
+async def job_stop(request: Request) -> Response:
+    """GET /job-stop/{worker}: long-poll answering ``{"jobsToStop": [...]}``."""
+    platform = _platform(request)
+    worker_id = request.path_params["worker_id"]
+    platform.worker_seen(worker_id)
+    stops = await platform.wait_stops(worker_id)
+    if not stops:
+        return Response(status_code=204)
+    return JSONResponse({"jobsToStop": stops})
+
+
+async def ping(request: Request) -> Response:
+    """GET /ping/{worker}: the SDK's heartbeat."""
+    platform = _platform(request)
+    platform.worker_seen(request.path_params["worker_id"])
+    return JSONResponse({})
+
+
+worker_routes = [
+    Route("/v2/{endpoint_id}/job-take/{worker_id}", job_take, methods=["GET"]),
+    Route("/v2/{endpoint_id}/job-take-batch/{worker_id}", job_take_batch, methods=["GET"]),
+    Route("/v2/{endpoint_id}/job-done/{worker_id}/{job_id}", job_done, methods=["POST"]),
+    Route("/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}", job_stream, methods=["POST"]),
+    Route("/v2/{endpoint_id}/job-stop/{worker_id}", job_stop, methods=["GET"]),
+    Route("/v2/{endpoint_id}/ping/{worker_id}", ping, methods=["GET"]),
+]

@@ -1,0 +1,168 @@
+"""Worker processes: real ``python -m podpulse.worker`` runs with RunPod's platform env.
+
+Each worker gets its own process group, because the runpod SDK forks a heartbeat process
+that would outlive a worker killed with SIGKILL; stopping a worker signals the whole group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+__all__ = ["WorkerPool", "WorkerRecord", "WorkerState"]
+
+# The SDK stops gracefully on SIGTERM once its long-polls return; past this it is killed.
+STOP_GRACE_S = 5.0
+
+
+class WorkerState(StrEnum):
+    """Where a worker is in its life, as RunPod's /health counts them."""
+
+    INITIALIZING = "initializing"  # spawned (or waiting out the cold-start delay)
+    READY = "ready"  # has asked for work at least once
+    STOPPING = "stopping"  # told to stop; takes no more jobs
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    """A worker the twin knows: one it spawned, or an external SDK worker that called in."""
+
+    id: str
+    state: WorkerState
+    spawned_at: float
+    process: subprocess.Popen[bytes] | None = None
+    start_after: float = 0.0  # monotonic time the process is started (cold-start delay)
+    last_seen: float = field(default_factory=time.monotonic)
+    last_busy: float = field(default_factory=time.monotonic)
+    stop_sent_at: float | None = None
+    pending_stops: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    pending_env: dict[str, str] | None = None  # set while the cold-start delay runs
+    spawned: bool = True  # False for an external SDK worker that called in
+
+
+class WorkerPool:
+    """Starts, tracks and stops worker processes."""
+
+    def __init__(self, *, base_env: Mapping[str, str], log_dir: Path) -> None:
+        self._base_env = dict(base_env)
+        self._log_dir = log_dir
+        self.workers: dict[str, WorkerRecord] = {}
+
+    def spawn(self, env: Mapping[str, str], *, cold_start_s: float = 0.0) -> WorkerRecord:
+        """Register a new worker; its process starts now or after the cold-start delay."""
+        worker_id = f"twin-{uuid.uuid4().hex[:12]}"
+        now = time.monotonic()
+        record = WorkerRecord(
+            id=worker_id,
+            state=WorkerState.INITIALIZING,
+            spawned_at=now,
+            start_after=now + cold_start_s,
+            log_path=self._log_dir / f"{worker_id}.log",
+        )
+        self.workers[worker_id] = record
+        if cold_start_s <= 0:
+            self._start_process(record, env)
+        else:
+            record.pending_env = dict(env)
+        return record
+
+    def start_due(self) -> None:
+        """Start processes whose cold-start delay has passed."""
+        now = time.monotonic()
+        for record in self.workers.values():
+            env = record.pending_env
+            if env is not None and now >= record.start_after:
+                record.pending_env = None
+                if record.state is not WorkerState.STOPPING:
+                    self._start_process(record, env)
+
+    def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
+        full_env = {**os.environ, **self._base_env, **env, "RUNPOD_POD_ID": record.id}
+        assert record.log_path is not None
+        with record.log_path.open("ab") as log:
+            record.process = subprocess.Popen(
+                [sys.executable, "-m", "podpulse.worker"],
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def seen(self, worker_id: str) -> WorkerRecord:
+        """Note a call from a worker; an unknown id is an external SDK worker joining."""
+        record = self.workers.get(worker_id)
+        if record is None:
+            record = WorkerRecord(
+                id=worker_id, state=WorkerState.READY, spawned_at=time.monotonic(), spawned=False
+            )
+            self.workers[worker_id] = record
+        record.last_seen = time.monotonic()
+        if record.state is WorkerState.INITIALIZING:
+            record.state = WorkerState.READY
+        return record
+
+    def stop(self, record: WorkerRecord) -> None:
+        """Ask a worker to stop (SIGTERM to its group); it takes no more jobs from now."""
+        record.state = WorkerState.STOPPING
+        record.stop_sent_at = time.monotonic()
+        if record.process is not None and record.process.poll() is None:
+            _signal_group(record.process, signal.SIGTERM)
+
+    def reap(self, *, external_timeout_s: float) -> list[tuple[WorkerRecord, str]]:
+        """Forget workers that are gone; returns each with the reason it ended."""
+        gone: list[tuple[WorkerRecord, str]] = []
+        now = time.monotonic()
+        for record in list(self.workers.values()):
+            reason = None
+            if record.process is not None:
+                code = record.process.poll()
+                if code is not None:
+                    # The heartbeat child may outlive its parent; end the whole group.
+                    _signal_group(record.process, signal.SIGKILL)
+                    reason = _describe_exit(code)
+                elif record.stop_sent_at is not None and now - record.stop_sent_at > STOP_GRACE_S:
+                    _signal_group(record.process, signal.SIGKILL)
+            elif not record.spawned and now - record.last_seen > external_timeout_s:
+                reason = f"sent no ping or job request for {external_timeout_s:.0f} s"
+            elif record.state is WorkerState.STOPPING and record.process is None:
+                reason = "stopped before its cold start finished"
+            if reason is not None:
+                del self.workers[record.id]
+                gone.append((record, reason))
+        return gone
+
+    def shutdown(self) -> None:
+        """Stop every worker: SIGTERM, a short grace, then SIGKILL."""
+        procs = [r.process for r in self.workers.values() if r.process is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        self.workers.clear()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"worker process was killed by {signal.Signals(-code).name}"
+    return f"worker process exited with code {code}"
