@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from podpulse.common.runpod import EndpointConfig
+from podpulse.common.runpod import EndpointConfig, RunPodError
 
 from ._config import TwinConfig
 from ._http import ApiError, check_bearer, error_response, read_json
@@ -62,7 +62,7 @@ async def patch_endpoint(request: Request) -> JSONResponse:
         merged["scaling"] = body["scaling"]
     try:
         config = EndpointConfig.from_v2(merged)
-    except (ValidationError, ValueError) as exc:
+    except (ValidationError, ValueError, RunPodError) as exc:
         raise ApiError(400, f"invalid endpoint settings: {exc}") from None
     platform.update_scaling(config)
     return JSONResponse(_endpoint_body(platform))

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ._http import ApiError, check_bearer, read_json
-from ._jobs import FINAL, Job, Policy
+from ._jobs import FINAL, Job, JobStatus, Policy
 from ._platform import Platform
 
 __all__ = ["public_routes"]
@@ -76,7 +76,8 @@ async def _submit(request: Request, *, sync: bool) -> tuple[Platform, Job]:
 async def run(request: Request) -> JSONResponse:
     """POST /run: queue a job and answer its id at once."""
     _, job = await _submit(request, sync=False)
-    return JSONResponse({"id": job.id, "status": job.status.value})
+    # RunPod answers the acceptance, IN_QUEUE, even when a worker takes the job at once.
+    return JSONResponse({"id": job.id, "status": JobStatus.IN_QUEUE.value})
 
 
 async def runsync(request: Request) -> JSONResponse:
@@ -130,7 +131,7 @@ async def retry(request: Request) -> JSONResponse:
             400,
             f"job {job.id!r} is {job.status.value}; only FAILED or TIMED_OUT jobs can be retried",
         )
-    return JSONResponse({"id": job.id, "status": job.status.value})
+    return JSONResponse({"id": job.id, "status": JobStatus.IN_QUEUE.value})
 
 
 async def purge_queue(request: Request) -> JSONResponse:

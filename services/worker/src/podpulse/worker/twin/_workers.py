@@ -54,7 +54,7 @@ class WorkerPool:
     """Starts, tracks and stops worker processes."""
 
     def __init__(self, *, base_env: Mapping[str, str], log_dir: Path) -> None:
-        self._base_env = dict(base_env)
+        self.base_env = dict(base_env)
         self._log_dir = log_dir
         self.workers: dict[str, WorkerRecord] = {}
 
@@ -87,7 +87,7 @@ class WorkerPool:
                     self._start_process(record, env)
 
     def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
-        full_env = {**os.environ, **self._base_env, **env, "RUNPOD_POD_ID": record.id}
+        full_env = {**os.environ, **self.base_env, **env, "RUNPOD_POD_ID": record.id}
         assert record.log_path is not None
         with record.log_path.open("ab") as log:
             record.process = subprocess.Popen(

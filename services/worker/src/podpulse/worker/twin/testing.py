@@ -6,10 +6,12 @@ import contextlib
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
 
@@ -17,7 +19,21 @@ from ._app import serve_in_thread
 from ._config import TwinConfig
 from ._platform import Platform
 
-__all__ = ["RunningTwin", "running_twin"]
+T = TypeVar("T")
+
+__all__ = ["RunningTwin", "running_twin", "wait_until"]
+
+
+def wait_until(check: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
+    """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(0.05)
 
 
 @dataclass
@@ -47,14 +63,21 @@ class RunningTwin:
         """``{base_url}/{endpoint_id}``."""
         return f"{self.base_url}/{self.endpoint_id}"
 
+    def client(self, timeout_s: float = 60.0) -> httpx.Client:
+        """A synchronous HTTP client speaking RunPod's public API to this twin."""
+        return httpx.Client(
+            base_url=self.endpoint_url,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=timeout_s,
+        )
+
     def wait_ready(self, workers: int, timeout_s: float = 60.0) -> None:
         """Block until ``workers`` workers have asked for jobs (their SDK loop is up)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.platform.queue.waiting_takers() >= workers:
-                return
-            time.sleep(0.02)
-        raise TimeoutError(f"{workers} twin worker(s) not ready after {timeout_s:.0f} s")
+        wait_until(
+            lambda: self.platform.queue.waiting_takers() >= workers,
+            timeout_s,
+            f"{workers} twin worker(s) to ask for jobs",
+        )
 
 
 def _free_port() -> int:

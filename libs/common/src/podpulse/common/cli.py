@@ -1,0 +1,89 @@
+"""The ``podpulse`` command: whatever commands the installed podpulse services contribute.
+
+Each service registers a typer sub-app (or a single function) under the entry-point group
+``podpulse.cli``; the entry's name is the command's name. A service whose CLI fails to import
+costs only its own commands: the others still work, and the error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from importlib import metadata
+from importlib.metadata import EntryPoint
+
+import typer
+
+__all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "main"]
+
+ENTRY_POINT_GROUP = "podpulse.cli"
+_BUILTIN_COMMANDS = frozenset({"version"})
+
+
+def build_app(entry_points: Iterable[EntryPoint]) -> typer.Typer:
+    """The root app with a command per loadable entry point, plus ``version``."""
+    app = typer.Typer(
+        name="podpulse",
+        help="Probe, alert on and release a model served on RunPod serverless.",
+        rich_markup_mode="rich",
+        no_args_is_help=True,
+        # Tracebacks with locals could print a secret read into a variable.
+        pretty_exceptions_show_locals=False,
+    )
+
+    @app.callback()
+    def _root() -> None:
+        # A callback keeps this a group even with one command, so `podpulse version` stays
+        # `podpulse version` instead of collapsing into `podpulse`.
+        return None
+
+    app.command("version", help="List the installed podpulse distributions and versions.")(_version)
+
+    seen = set(_BUILTIN_COMMANDS)
+    for plugin in sorted(entry_points, key=lambda ep: ep.name):
+        if plugin.name in seen:
+            _report(plugin, "a command of that name is already registered")
+            continue
+        try:
+            target = plugin.load()
+        except Exception as exc:  # whatever a plugin raises on import must spare the others
+            _report(plugin, f"{type(exc).__name__}: {exc}")
+            continue
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=plugin.name)
+        elif callable(target):
+            app.command(plugin.name)(target)
+        else:
+            _report(plugin, f"expected a typer.Typer or a function, got {type(target).__name__}")
+            continue
+        seen.add(plugin.name)
+    return app
+
+
+def app_from_installed() -> typer.Typer:
+    """The root app built from the entry points of the installed distributions."""
+    return build_app(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def main() -> None:
+    """Console-script entry point for ``podpulse``."""
+    app_from_installed()(prog_name="podpulse")
+
+
+def _version() -> None:
+    found = {
+        dist.metadata["Name"]: dist.version
+        for dist in metadata.distributions()
+        if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith("podpulse-")
+    }
+    for name in sorted(found):
+        typer.echo(f"{name} {found[name]}")
+
+
+def _report(plugin: EntryPoint, why: str) -> None:
+    # One line per broken plugin, on stderr, so `podpulse ... | jq` still gets clean stdout.
+    first_line = why.splitlines()[0] if why else "unknown error"
+    print(
+        f"podpulse: skipping command {plugin.name!r} ({plugin.value}): {first_line}",
+        file=sys.stderr,
+    )

@@ -1,0 +1,62 @@
+"""Clients for RunPod serverless: the job API (``RunPodClient``) and endpoint configuration
+over REST v2 (``ManagementClient``). Both work the same against the local twin."""
+
+from ._client import DEFAULT_BASE_URL, DEFAULT_RUNSYNC_WAIT_MS, RunPodClient
+from ._config import RECOMMENDED_CONFIG, EndpointConfig, ScalerType
+from ._errors import (
+    RunPodAuthError,
+    RunPodBadRequest,
+    RunPodConnectionError,
+    RunPodError,
+    RunPodNotFound,
+    RunPodProtocolError,
+    RunPodRateLimited,
+    RunPodServerError,
+    RunPodTimeout,
+)
+from ._http import ApiKey
+from ._management import DEFAULT_MANAGEMENT_BASE_URL, ManagementClient
+from ._models import (
+    Health,
+    Job,
+    JobCounts,
+    JobPolicy,
+    JobStatus,
+    PurgeResult,
+    StreamChunk,
+    StreamResult,
+    WorkerCounts,
+)
+from ._retry import Backoff, parse_retry_after
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MANAGEMENT_BASE_URL",
+    "DEFAULT_RUNSYNC_WAIT_MS",
+    "RECOMMENDED_CONFIG",
+    "ApiKey",
+    "Backoff",
+    "EndpointConfig",
+    "Health",
+    "Job",
+    "JobCounts",
+    "JobPolicy",
+    "JobStatus",
+    "ManagementClient",
+    "PurgeResult",
+    "RunPodAuthError",
+    "RunPodBadRequest",
+    "RunPodClient",
+    "RunPodConnectionError",
+    "RunPodError",
+    "RunPodNotFound",
+    "RunPodProtocolError",
+    "RunPodRateLimited",
+    "RunPodServerError",
+    "RunPodTimeout",
+    "ScalerType",
+    "StreamChunk",
+    "StreamResult",
+    "WorkerCounts",
+    "parse_retry_after",
+]

@@ -1,0 +1,284 @@
+"""One place that sends a request to RunPod: auth, timeouts, retries and error mapping."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ._errors import (
+    RunPodAuthError,
+    RunPodBadRequest,
+    RunPodConnectionError,
+    RunPodError,
+    RunPodNotFound,
+    RunPodProtocolError,
+    RunPodRateLimited,
+    RunPodServerError,
+    RunPodTimeout,
+)
+from ._retry import Backoff, parse_retry_after
+
+logger = logging.getLogger("podpulse.common.runpod")
+
+ApiKey = str | Callable[[], str]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_EXCERPT_CHARS = 300
+_USER_AGENT = "podpulse"
+
+
+class Requester:
+    """Sends JSON requests with bearer auth over one shared ``httpx.AsyncClient``.
+
+    The key is resolved on every attempt, so a rotated key (a callable re-reading a file or
+    the environment) takes effect without rebuilding the client.
+    """
+
+    def __init__(
+        self,
+        api_key: ApiKey,
+        *,
+        client: httpx.AsyncClient | None,
+        timeout: float,
+        max_retries: int,
+        backoff: Backoff | None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._api_key = api_key
+        self._owns_client = client is None
+        # Built once: every call reuses pooled connections, so a caller timing a request
+        # measures RunPod, not TLS handshakes or client construction.
+        self._client = client if client is not None else httpx.AsyncClient()
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff if backoff is not None else Backoff()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    def _key(self, call: str) -> str:
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        if not key or not key.strip():
+            raise RunPodAuthError(f"RunPod {call}: no API key is configured", call=call)
+        return key.strip()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        call: str,
+        idempotent: bool,
+        not_found: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        read_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Send until success or a final failure; return the response's JSON object.
+
+        ``idempotent`` says whether a 5xx or a dropped connection may be retried: a request
+        that might have taken effect on the server is only retried when doing it twice is
+        harmless. 429 and connect failures are always retried because the server did not
+        act on the request.
+        """
+        timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
+        attempt = 0
+        while True:
+            key = self._key(call)
+            try:
+                response = await self._client.request(
+                    method,
+                    url,
+                    json=body,
+                    params=params,
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "Accept": "application/json",
+                        "User-Agent": _USER_AGENT,
+                    },
+                    timeout=timeout,
+                )
+            except httpx.TransportError as exc:
+                # A failed connect never reached RunPod. Any other timeout means the caller's
+                # time budget is spent, so it is reported rather than silently doubled.
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                dropped = idempotent and not isinstance(exc, httpx.TimeoutException)
+                if (never_sent or dropped) and attempt < self.max_retries:
+                    await self._wait(call, attempt, type(exc).__name__, None)
+                    attempt += 1
+                    continue
+                raise _transport_error(exc, call, timeout) from None
+
+            status = response.status_code
+            retryable = status == 429 or (status >= 500 and idempotent)
+            if retryable and attempt < self.max_retries:
+                await self._wait(call, attempt, f"HTTP {status}", response)
+                attempt += 1
+                continue
+            if status >= 400:
+                retry_after = parse_retry_after(
+                    response.headers.get("Retry-After"), self.backoff.now()
+                )
+                raise _status_error(
+                    response,
+                    call=call,
+                    not_found=not_found,
+                    key=key,
+                    idempotent=idempotent,
+                    retries=attempt,
+                    retry_after=retry_after,
+                )
+            return _json_object(response, call, key)
+
+    async def _wait(
+        self, call: str, attempt: int, reason: str, response: httpx.Response | None
+    ) -> None:
+        header = response.headers.get("Retry-After") if response is not None else None
+        delay = self.backoff.delay(attempt, header)
+        logger.info(
+            "RunPod %s: %s, retry %d/%d in %.2fs",
+            call,
+            reason,
+            attempt + 1,
+            self.max_retries,
+            delay,
+        )
+        await self.backoff.sleep(delay)
+
+
+def parse_model(model: type[ModelT], data: dict[str, Any], call: str) -> ModelT:
+    """Validate a response object, naming the offending field when it does not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(whole response)"
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise RunPodProtocolError(
+            f"RunPod {call} response has an unexpected shape: field {field!r}: "
+            f"{first['msg']}{more}",
+            call=call,
+            field=field,
+        ) from None
+
+
+def _excerpt(response: httpx.Response, key: str) -> str:
+    text = response.text.strip()
+    if len(key) >= 4:  # a server echoing the header back must not leak it into an exception
+        text = text.replace(key, "***")
+    if len(text) > _EXCERPT_CHARS:
+        text = text[:_EXCERPT_CHARS] + "…"
+    return text or "(empty body)"
+
+
+def _reason(response: httpx.Response, key: str) -> str:
+    """RunPod's own error text: the ``error``/``message``/``detail`` field, else the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return _excerpt(response, key)
+    if isinstance(data, dict):
+        for name in ("error", "message", "detail"):
+            if data.get(name):
+                value = data[name]
+                text = value if isinstance(value, str) else json.dumps(value)
+                return text.replace(key, "***") if len(key) >= 4 else text
+    return _excerpt(response, key)
+
+
+def _status_error(
+    response: httpx.Response,
+    *,
+    call: str,
+    not_found: str,
+    key: str,
+    idempotent: bool,
+    retries: int,
+    retry_after: float | None,
+) -> RunPodError:
+    status = response.status_code
+    tried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+    if status in (401, 403):
+        return RunPodAuthError(
+            f"RunPod {call}: the API key was rejected (HTTP {status}); "
+            "check that it is current and has access to this endpoint",
+            call=call,
+            status_code=status,
+        )
+    if status == 404:
+        return RunPodNotFound(f"RunPod {call}: {not_found} (HTTP 404)", call=call, status_code=404)
+    if status == 429:
+        return RunPodRateLimited(
+            f"RunPod {call}: rate limited (HTTP 429){tried}",
+            call=call,
+            status_code=429,
+            retry_after_s=retry_after,
+        )
+    if status >= 500:
+        excerpt = _excerpt(response, key)
+        note = (
+            ""
+            if idempotent
+            else "; not retried because the server may already have acted on it "
+            "(check the job's status before submitting again)"
+        )
+        return RunPodServerError(
+            f"RunPod {call}: server error HTTP {status}{tried}{note}: {excerpt}",
+            call=call,
+            status_code=status,
+            body_excerpt=excerpt,
+        )
+    return RunPodBadRequest(
+        f"RunPod {call}: request refused (HTTP {status}): {_reason(response, key)}",
+        call=call,
+        status_code=status,
+    )
+
+
+def _transport_error(exc: httpx.TransportError, call: str, timeout: httpx.Timeout) -> RunPodError:
+    if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.ConnectTimeout):
+            phase, seconds = "connecting", timeout.connect
+        elif isinstance(exc, httpx.WriteTimeout):
+            phase, seconds = "sending the request", timeout.write
+        elif isinstance(exc, httpx.PoolTimeout):
+            phase, seconds = "waiting for a free connection", timeout.pool
+        else:
+            phase, seconds = "waiting for the response", timeout.read
+        after = f" after {seconds:g}s" if seconds is not None else ""
+        return RunPodTimeout(
+            f"RunPod {call}: timed out{after} {phase}", call=call, timeout_s=seconds
+        )
+    return RunPodConnectionError(
+        f"RunPod {call}: connection failed ({type(exc).__name__}: {exc})", call=call
+    )
+
+
+def _json_object(response: httpx.Response, call: str, key: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise RunPodProtocolError(
+            f"RunPod {call}: response is not JSON (HTTP {response.status_code}, "
+            f"content-type {response.headers.get('content-type', 'none')!r}): "
+            f"{_excerpt(response, key)}",
+            call=call,
+            status_code=response.status_code,
+        ) from None
+    if not isinstance(data, dict):
+        raise RunPodProtocolError(
+            f"RunPod {call}: expected a JSON object, got {type(data).__name__}",
+            call=call,
+            status_code=response.status_code,
+        )
+    return data

@@ -1,0 +1,107 @@
+"""Helpers for podpulse's tests: a real, throwaway Redis on a free loopback port.
+
+Importable by every service's tests (``from podpulse.common.testing import redis_server``);
+nothing here is used at run time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+__all__ = ["free_port", "redis_server"]
+
+_START_ATTEMPTS = 3  # free_port() can race another process for the port; a retry settles it
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
+    """Start a private ``redis-server``, yield its URL (db 0), and stop it afterwards.
+
+    No persistence and its own temporary directory, so nothing outlives the block. Raises
+    RuntimeError when redis-server is not installed or does not answer PING in *timeout_s*.
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError(
+            "redis-server is not on PATH; install Redis (apt install redis-server, "
+            "brew install redis) to run tests that need a real broker"
+        )
+    with tempfile.TemporaryDirectory(prefix="podpulse-redis-") as workdir:
+        last_error = ""
+        for _ in range(_START_ATTEMPTS):
+            port = free_port()
+            logfile = Path(workdir) / f"redis-{port}.log"
+            process = _spawn(executable, port, Path(workdir), logfile)
+            try:
+                url = f"redis://127.0.0.1:{port}/0"
+                last_error = _wait_for_ping(process, url, timeout_s, logfile)
+                if not last_error:
+                    yield url
+                    return
+            finally:
+                _stop(process)
+        raise RuntimeError(f"redis-server did not start: {last_error}")
+
+
+def _spawn(executable: str, port: int, workdir: Path, logfile: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        executable,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+        "--logfile", str(logfile),
+    ]  # fmt: skip
+    # S603: the argv is an absolute path from shutil.which and values we made; no shell.
+    return subprocess.Popen(  # noqa: S603
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _wait_for_ping(
+    process: subprocess.Popen[bytes], url: str, timeout_s: float, logfile: Path
+) -> str:
+    """Empty string once PING answers; otherwise why it never did."""
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log = logfile.read_text(errors="replace") if logfile.exists() else ""
+                return f"exited with {process.returncode}: {log.strip()[-500:]}"
+            try:
+                if client.ping():
+                    return ""
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        return f"no PING reply from {url} within {timeout_s} s"
+    finally:
+        client.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,43 @@
+"""The test helpers: a real throwaway Redis and free ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import redis
+
+from podpulse.common.testing import free_port, redis_server
+
+
+def test_redis_server_serves_then_goes_away() -> None:
+    """Inside the block the URL answers PING and stores data; after it, nothing listens."""
+    with redis_server() as url:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        assert client.ping() is True
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+        client.close()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+
+
+def test_missing_redis_server_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without redis-server on PATH the error says so and how to install it."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with (
+        pytest.raises(RuntimeError, match="redis-server is not on PATH; install Redis"),
+        redis_server(),
+    ):
+        pass
+
+
+def test_free_port_can_be_bound() -> None:
+    """free_port() returns a loopback port that is free to bind."""
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        assert sock.getsockname()[1] == port

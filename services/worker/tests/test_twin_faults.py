@@ -1,0 +1,83 @@
+"""Worker deaths on the twin: jobs fail with a clear error, never hang; the pool recovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from podpulse.worker.twin.testing import running_twin, wait_until
+
+
+def test_worker_killed_mid_job_fails_the_job_and_is_replaced() -> None:
+    """SIGKILL on a busy worker: its job FAILS naming the worker; a new one takes over."""
+    with running_twin(workers_min=1, workers_max=1) as twin, twin.client() as api:
+        job_id = api.post("/run", json={"input": {"exec_ms": 30_000}}).json()["id"]
+        running = wait_until(
+            lambda: (b := api.get(f"/status/{job_id}").json())["status"] == "IN_PROGRESS" and b,
+            10,
+            "the job to start",
+        )
+        record = twin.platform.pool.workers[running["workerId"]]
+        assert record.process is not None
+        os.kill(record.process.pid, signal.SIGKILL)
+        failed = wait_until(
+            lambda: (b := api.get(f"/status/{job_id}").json())["status"] == "FAILED" and b,
+            10,
+            "the job to fail",
+        )
+        assert running["workerId"] in failed["error"]
+        assert "SIGKILL" in failed["error"]
+        # workersMin 1 brings a fresh worker, which serves the next job.
+        body = api.post("/runsync", json={"input": {"exec_ms": 5}}).json()
+        assert body["status"] == "COMPLETED"
+        assert body["workerId"] != running["workerId"]
+
+
+def test_handler_crash_fails_the_job_with_the_exit_code() -> None:
+    """A handler that exits the process mid-job ends that job FAILED, with the exit code."""
+    with running_twin(workers_min=1, workers_max=1) as twin, twin.client() as api:
+        body = api.post("/runsync", json={"input": {"crash": True, "exec_ms": 200}}).json()
+        assert body["status"] == "FAILED"
+        assert "exited with code 17" in body["error"]
+        assert api.post("/runsync", json={"input": {}}).json()["status"] == "COMPLETED"
+
+
+def test_streaming_handler_output_arrives_through_stream() -> None:
+    """A generator handler's partial outputs come back from /stream, then the aggregate."""
+    with running_twin(handler="calibrated-stream") as twin, twin.client() as api:
+        job_id = api.post("/run", json={"input": {"chunks": 4, "exec_ms": 100}}).json()["id"]
+        chunks: list[object] = []
+
+        def drained() -> bool:
+            body = api.get(f"/stream/{job_id}").json()
+            chunks.extend(c["output"] for c in body["stream"])
+            return body["status"] == "COMPLETED"
+
+        wait_until(drained, 20, "the stream to finish")
+        assert chunks == [{"chunk": i} for i in range(4)]
+        final = api.get(f"/status/{job_id}").json()
+        assert final["output"] == [{"chunk": i} for i in range(4)]
+
+
+def test_an_external_sdk_worker_joins_and_serves() -> None:
+    """An SDK worker the twin did not start, given the platform env, takes and runs jobs."""
+    with running_twin(workers_min=0, workers_max=1, wait_ready=False) as twin:
+        env = {**os.environ, **twin.platform.pool.base_env, "RUNPOD_POD_ID": "external-1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "podpulse.worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: twin.platform.queue.waiting_takers() >= 1, 30, "external worker")
+            with twin.client() as api:
+                body = api.post("/runsync", json={"input": {"exec_ms": 5}}).json()
+            assert body["status"] == "COMPLETED"
+            assert body["workerId"] == "external-1"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

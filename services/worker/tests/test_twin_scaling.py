@@ -1,0 +1,125 @@
+"""The twin's scaler: real worker processes started and stopped as RunPod's would be."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
+from podpulse.worker.twin.testing import running_twin, wait_until
+
+SLOW = {"CALIBRATED_EXEC_MS": "1500", "WORKER_MAX_CONCURRENCY": "1"}
+
+
+def test_queue_delay_scales_up_then_idle_workers_stop() -> None:
+    """QUEUE_DELAY adds workers while requests wait; idle ones stop after idleTimeout."""
+    with (
+        running_twin(
+            workers_min=1, workers_max=3, env=SLOW, scaler_value=0.5, idle_timeout_s=2
+        ) as twin,
+        twin.client() as api,
+    ):
+        ids = [api.post("/run", json={"input": {}}).json()["id"] for _ in range(6)]
+        wait_until(lambda: len(twin.platform.pool.workers) == 3, 20, "three workers")
+        done = wait_until(
+            lambda: all(api.get(f"/status/{i}").json()["status"] == "COMPLETED" for i in ids),
+            60,
+            "all six jobs",
+        )
+        assert done
+        workers = {api.get(f"/status/{i}").json()["workerId"] for i in ids}
+        assert len(workers) >= 2
+        # Back to workersMin once the extra workers have idled for 2 s.
+        wait_until(lambda: len(twin.platform.pool.workers) == 1, 30, "scale-down to one")
+        health = api.get("/health").json()
+        assert health["workers"]["idle"] + health["workers"]["running"] == 1
+        assert api.post("/runsync", json={"input": {"exec_ms": 1}}).json()["status"] == "COMPLETED"
+
+
+def test_request_count_scales_from_zero_with_cold_start() -> None:
+    """REQUEST_COUNT starts ceil(jobs / n) workers from zero; cold start shows in delayTime."""
+    with (
+        running_twin(
+            workers_min=0,
+            workers_max=2,
+            env={"WORKER_MAX_CONCURRENCY": "1"},
+            scaler_type="REQUEST_COUNT",
+            scaler_value=1,
+            idle_timeout_s=30,
+            cold_start_ms=500,
+        ) as twin,
+        twin.client() as api,
+    ):
+        assert api.get("/health").json()["workers"] == {
+            "idle": 0, "running": 0, "initializing": 0, "ready": 0, "throttled": 0,
+            "unhealthy": 0,
+        }  # fmt: skip
+        ids = [api.post("/run", json={"input": {"exec_ms": 300}}).json()["id"] for _ in range(2)]
+        assert api.get("/health").json()["workers"]["initializing"] == 2
+        bodies = wait_until(
+            lambda: (
+                [
+                    b
+                    for b in (api.get(f"/status/{i}").json() for i in ids)
+                    if b["status"] == "COMPLETED"
+                ]
+                if all(api.get(f"/status/{i}").json()["status"] == "COMPLETED" for i in ids)
+                else None
+            ),
+            60,
+            "both jobs",
+        )
+        # Each job waited at least the 500 ms cold-start delay plus a real process start.
+        assert min(b["delayTime"] for b in bodies) >= 500
+        assert len({b["workerId"] for b in bodies}) == 2
+
+
+def test_management_patch_changes_scaling_live() -> None:
+    """The v2 management client reads and changes the twin's settings; bad values get 400."""
+    with running_twin(workers_min=1, workers_max=1, env=SLOW) as twin:
+
+        async def scenario() -> tuple[EndpointConfig, EndpointConfig]:
+            url = twin.base_url
+            async with ManagementClient(twin.api_key, base_url=url) as mgmt:
+                before = await mgmt.get(twin.endpoint_id)
+                after = await mgmt.update(
+                    twin.endpoint_id,
+                    EndpointConfig(
+                        workers_min=2,
+                        workers_max=4,
+                        idle_timeout_s=180,
+                        scaler_type=ScalerType.QUEUE_DELAY,
+                        scaler_value=1,
+                    ),
+                )
+                return before, after
+
+        before, after = asyncio.run(scenario())
+        # What the client refuses to send, the twin refuses too, saying which field.
+        refused = httpx.patch(
+            f"{twin.base_url}/serverless/{twin.endpoint_id}",
+            json={"scaling": {"type": "QUEUE_DELAY", "queueDelay": 0.1}},
+            headers={"Authorization": f"Bearer {twin.api_key}"},
+        )
+        assert refused.status_code == 400
+        assert "queueDelay" in refused.json()["error"]
+        assert httpx.patch(
+            f"{twin.base_url}/serverless/{twin.endpoint_id}",
+            json={"workers": {"min": 1}, "colour": "red"},
+            headers={"Authorization": f"Bearer {twin.api_key}"},
+        ).json() == {"error": "unknown field(s): colour"}
+        assert (before.workers_min, before.workers_max) == (1, 1)
+        assert (after.workers_min, after.workers_max, after.idle_timeout_s) == (2, 4, 180)
+        # workersMin 2 is acted on: a second real worker starts and asks for jobs.
+        twin.wait_ready(2, timeout_s=30)
+        assert len(twin.platform.pool.workers) == 2
+
+
+def test_workers_start_within_a_few_seconds() -> None:
+    """A warm pool of two is ready (both SDK loops polling) soon after the twin starts."""
+    started = time.monotonic()
+    with running_twin(workers_min=2, workers_max=2, wait_ready=False) as twin:
+        twin.wait_ready(2, timeout_s=30)
+        assert time.monotonic() - started < 30
