@@ -24,7 +24,7 @@ class WorkerSettings(BaseSettings):
     worker_max_concurrency: int = Field(
         default=1,
         ge=1,
-        le=256,
+        le=4096,
         validation_alias="WORKER_MAX_CONCURRENCY",
         description="Jobs one worker runs at once (the SDK's concurrency_modifier).",
     )
