@@ -13,6 +13,10 @@ from importlib import metadata
 from importlib.metadata import EntryPoint
 
 import typer
+from pydantic import ValidationError
+
+from .logging import configure_logging
+from .settings import CommonSettings
 
 __all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "main"]
 
@@ -66,7 +70,13 @@ def app_from_installed() -> typer.Typer:
 
 
 def main() -> None:
-    """Console-script entry point for ``podpulse``."""
+    """Console-script entry point for ``podpulse``: settings and logging once, then the app."""
+    try:
+        settings = CommonSettings()
+    except ValidationError as exc:
+        print(f"podpulse: invalid settings in the environment:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings)
     app_from_installed()(prog_name="podpulse")
 
 

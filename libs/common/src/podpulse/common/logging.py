@@ -142,6 +142,9 @@ def configure_logging(settings: CommonSettings, *, stream: TextIO | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # httpx logs every request at INFO: a load test would drown its own log in them.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
     structlog.configure(
         processors=[

@@ -10,6 +10,9 @@ import importlib
 import inspect
 from typing import Any
 
+from podpulse.common.logging import configure_logging
+from podpulse.common.settings import CommonSettings
+
 from .settings import WorkerSettings
 
 
@@ -52,6 +55,7 @@ def build_config(settings: WorkerSettings) -> dict[str, Any]:
 
 def main() -> None:
     """Build the settings once, then hand over to the runpod SDK's worker loop."""
+    configure_logging(CommonSettings())
     config = build_config(WorkerSettings())
     import runpod  # late: importing the SDK costs a second and needs no settings
 
