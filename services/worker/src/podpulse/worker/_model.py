@@ -1,0 +1,241 @@
+"""Load the causal LM once at start-up: dtype, attention, quantisation that fits the GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "LoadedModel",
+    "ModelLoadError",
+    "choose_quantization",
+    "kv_cache_bytes",
+    "load_model",
+    "pick_dtype",
+    "weight_bytes",
+]
+
+Quantization = Literal["none", "int8", "nf4"]
+_GIB = 1024**3
+# Room beyond weights and KV cache: prefill activations of a batch (4 x 2k tokens through
+# Qwen2-7B's MLP alone is ~0.6 GiB), cuBLAS workspaces, the logits, allocator fragmentation.
+_WORKSPACE_BYTES = 2 * _GIB
+# Bytes per quantisable (nn.Linear) weight: int8 stores one byte plus a per-row scale; nf4
+# stores half a byte plus an fp32 absmax per 64-value block.
+_QUANT_BYTES = {"int8": 1.0, "nf4": 0.5 + 4 / 64}
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be served; the message says why in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model ready to generate, with what the handler needs to know about it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    quantization: Quantization
+    context_length: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+
+
+def pick_dtype(device_type: str, bf16_supported: bool) -> torch.dtype:
+    """bf16 where the GPU supports it, fp16 on other GPUs, fp32 on CPU."""
+    if device_type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def weight_bytes(config: Any, quantization: Quantization, dtype: torch.dtype) -> int:
+    """Bytes the weights take on the device, from a weightless (meta) copy of the model."""
+    from transformers import AutoModelForCausalLM
+
+    auto: Any = AutoModelForCausalLM  # transformers' stubs leave from_config untyped
+    with torch.device("meta"):
+        skeleton = auto.from_config(config)
+    element = torch.empty((), dtype=dtype).element_size()
+    total = 0.0
+    for name, module in skeleton.named_modules():
+        for param in module.parameters(recurse=False):
+            quantised = (
+                quantization != "none"
+                and isinstance(module, torch.nn.Linear)
+                # bitsandbytes leaves the output head in full precision.
+                and not name.endswith("lm_head")
+            )
+            per = _QUANT_BYTES[quantization] if quantised else element
+            total += param.numel() * per
+    return int(total)
+
+
+def kv_cache_bytes(config: Any, tokens: int, dtype: torch.dtype) -> int:
+    """Bytes of KV cache for ``tokens`` positions summed over all rows of a batch."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    element = torch.empty((), dtype=dtype).element_size()
+    return int(2 * text.num_hidden_layers * kv_heads * head_dim * element * tokens)
+
+
+def choose_quantization(
+    requested: str,
+    *,
+    on_cuda: bool,
+    bnb_available: bool,
+    free_bytes: int | None,
+    sizes: dict[Quantization, int],
+    reserve_bytes: int,
+) -> Quantization:
+    """The quantisation to load with, or ModelLoadError when nothing fits.
+
+    ``auto`` takes the highest precision whose weights plus the reserve fit ``free_bytes``;
+    on CPU every request means ``none``.
+    """
+    if not on_cuda:
+        return "none"
+    if requested in ("int8", "nf4") and not bnb_available:
+        raise ModelLoadError(f"QUANTIZATION={requested} needs bitsandbytes and accelerate")
+    order: list[Quantization] = ["none", "int8", "nf4"] if bnb_available else ["none"]
+    candidates: list[Quantization] = order if requested == "auto" else [_as_q(requested)]
+    if free_bytes is None:
+        return candidates[0]
+    for choice in candidates:
+        if sizes[choice] + reserve_bytes <= free_bytes:
+            return choice
+    smallest = candidates[-1]
+    raise ModelLoadError(
+        f"model too large: {smallest} weights {sizes[smallest] / _GIB:.2f} GiB plus "
+        f"{reserve_bytes / _GIB:.2f} GiB KV/workspace reserve exceed {free_bytes / _GIB:.2f} GiB "
+        "free GPU memory"
+        + ("" if bnb_available or requested != "auto" else " (bitsandbytes is not installed)")
+    )
+
+
+def _as_q(value: str) -> Quantization:
+    if value == "int8":
+        return "int8"
+    if value == "nf4":
+        return "nf4"
+    return "none"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_model(
+    model_id: str, *, quantization: str = "auto", kv_reserve_tokens: int = 8192
+) -> LoadedModel:
+    """Load tokenizer and model from a local folder or hub id, or raise ModelLoadError."""
+    import transformers
+
+    hf: Any = transformers  # its stubs leave most of what we call untyped
+    # Progress bars on a worker's stderr are noise in RunPod's log view.
+    hf.utils.logging.disable_progress_bar()
+    looks_local = model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
+    if looks_local and not Path(model_id).expanduser().exists():
+        raise ModelLoadError(f"MODEL_ID={model_id}: no such folder")
+    try:
+        config = hf.AutoConfig.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:
+        reason = _first_line(exc)
+        raise ModelLoadError(f"MODEL_ID={model_id}: cannot read its config: {reason}") from None
+    on_cuda = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    dtype = pick_dtype(device.type, on_cuda and torch.cuda.is_bf16_supported())
+    try:
+        sizes: dict[Quantization, int] = {
+            q: weight_bytes(config, q, dtype) for q in ("none", "int8", "nf4")
+        }
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"MODEL_ID={model_id} is not a causal language model "
+            f"({type(config).__name__}): {_first_line(exc)}"
+        ) from None
+    has_accelerate = importlib.util.find_spec("accelerate") is not None
+    bnb = has_accelerate and importlib.util.find_spec("bitsandbytes") is not None
+    free = torch.cuda.mem_get_info(device)[0] if on_cuda else None
+    reserve = kv_cache_bytes(config, kv_reserve_tokens, dtype) + _WORKSPACE_BYTES
+    chosen = choose_quantization(
+        quantization,
+        on_cuda=on_cuda,
+        bnb_available=bnb,
+        free_bytes=free,
+        sizes=sizes,
+        reserve_bytes=reserve,
+    )
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
+    if chosen != "none":
+        kwargs["quantization_config"] = (
+            hf.BitsAndBytesConfig(load_in_8bit=True)
+            if chosen == "int8"
+            else hf.BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_use_double_quant=True,
+            )
+        )
+    if on_cuda and has_accelerate:
+        kwargs["device_map"] = {"": device.index or 0}
+    try:
+        tokenizer: Any = hf.AutoTokenizer.from_pretrained(model_id)
+        model: Any = hf.AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"MODEL_ID={model_id}: cannot load: {_first_line(exc)}") from None
+    if on_cuda and not has_accelerate:
+        model = model.to(device)  # accelerate places weights on load; without it, move them
+    model.eval()
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ModelLoadError(f"MODEL_ID={model_id}: the tokenizer has no chat template")
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=str(getattr(config, "_name_or_path", "") or model_id),
+        device=device,
+        dtype=dtype,
+        quantization=chosen,
+        context_length=_context_length(config, tokenizer),
+        eos_token_ids=_eos_ids(model, tokenizer),
+        pad_token_id=_pad_id(tokenizer),
+    )
+
+
+def _context_length(config: Any, tokenizer: Any) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = int(getattr(text, "max_position_embeddings", 0) or 0)
+    tok_limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    # Tokenizers without a limit report a huge sentinel (1e30); only a real one narrows.
+    if 0 < tok_limit < 10**7:
+        limit = min(limit, tok_limit) if limit else tok_limit
+    return limit or 2048
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return tuple(sorted(ids))
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0

@@ -1,0 +1,170 @@
+"""The model handler on the tiny model, served by a real runpod SDK worker behind the twin."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from podpulse.worker.tiny import TINY_MODEL_NAME, ensure_tiny_model
+from podpulse.worker.twin.testing import RunningTwin, running_twin
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTwin]:
+    cache = tmp_path_factory.getbasetemp() / "podpulse-cache"
+    ensure_tiny_model(cache)  # built once here, not by the worker on its first start
+    env = {"PODPULSE_CACHE_DIR": str(cache), "WORKER_MAX_CONCURRENCY": "4",
+           "WORKER_MAX_NEW_TOKENS": "64"}  # fmt: skip
+    with running_twin(handler="model", env=env, idle_timeout_s=600) as twin:
+        yield twin
+
+
+@pytest.fixture(scope="module")
+def api(model_twin: RunningTwin) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=model_twin.endpoint_url,
+        headers={"Authorization": f"Bearer {model_twin.api_key}"},
+        timeout=60,
+    ) as client:
+        yield client
+
+
+def runsync(api: httpx.Client, payload: object) -> dict:
+    response = api.post("/runsync", json={"input": payload})
+    response.raise_for_status()
+    body: dict = response.json()
+    return body
+
+
+def test_job_completes_through_the_real_handler_on_the_tiny_model(api: httpx.Client) -> None:
+    """A question job COMPLETES with the handler's full output and RunPod timing fields."""
+    body = runsync(api, {"question": "How do I move into data engineering?",
+                         "profile": {"skills": ["SQL"], "location": "Toronto"},
+                         "max_new_tokens": 8, "seed": 1})  # fmt: skip
+    assert body["status"] == "COMPLETED", body
+    out = body["output"]
+    assert out["model"] == TINY_MODEL_NAME
+    assert set(out) >= {"text", "usage", "timings", "validation", "model"}
+    assert 1 <= out["usage"]["output_tokens"] <= 8
+    assert body["executionTime"] >= 0
+    assert body["workerId"]
+
+
+def test_concurrent_jobs_on_one_worker_are_batched(api: httpx.Client) -> None:
+    """Four concurrent jobs on the one worker all complete, and they shared forward passes."""
+    payloads = [{"question": f"Question {i}?", "max_new_tokens": 16, "temperature": 0}
+                for i in range(4)]  # fmt: skip
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda p: runsync(api, p), payloads))
+    assert [b["status"] for b in bodies] == ["COMPLETED"] * 4
+    assert len({b["workerId"] for b in bodies}) == 1
+    assert max(b["output"]["batch_size"] for b in bodies) >= 2
+
+
+def test_bad_input_fails_the_job_with_the_field_named(api: httpx.Client) -> None:
+    """A malformed input FAILS the job with the validation message; no worker crash."""
+    body = runsync(api, {"question": "hi", "temperature": 7})
+    assert body["status"] == "FAILED"
+    assert "input.temperature" in body["error"]
+
+
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),  # JSON has neither
+    st.text(max_size=30),
+)
+_json = st.recursive(_json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+), max_leaves=12)  # fmt: skip
+_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "x"]),
+                                  "content": st.text(max_size=60)})  # fmt: skip
+# Mostly near-valid inputs, so that many reach the model and the rest fail at a single field.
+_near_valid = st.fixed_dictionaries(
+    {},
+    optional={
+        "question": st.one_of(st.text(max_size=80), _json_leaf),
+        "messages": st.lists(_message, max_size=3),
+        "profile": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["background", "skills", "goals", "location", "age"]),
+                st.one_of(st.text(max_size=40), st.lists(st.text(max_size=10), max_size=3)),
+            ),
+            _json_leaf,
+        ),
+        "max_new_tokens": st.one_of(st.integers(-2, 70), _json_leaf),
+        "temperature": st.one_of(st.floats(-1, 3, allow_nan=False), _json_leaf),
+        "top_p": st.floats(-0.5, 1.5, allow_nan=False),
+        "seed": st.integers(-5, 2**64),
+        "stop": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5), max_size=6)),
+    },
+)
+
+
+_text = st.text(min_size=1, max_size=80).filter(str.strip)
+_valid_options = {
+    "max_new_tokens": st.integers(1, 16),
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0.05, 1),
+    "seed": st.integers(0, 2**63 - 1),
+    "stop": st.lists(st.text(min_size=1, max_size=5), max_size=4),
+}
+# Valid jobs with arbitrary text and parameters: these reach the model.
+_valid = st.one_of(
+    st.fixed_dictionaries(
+        {"question": _text},
+        optional={
+            **_valid_options,
+            "profile": st.fixed_dictionaries(
+                {}, optional={k: st.text(max_size=40) for k in ("background", "goals", "location")}
+            ),
+        },
+    ),
+    st.fixed_dictionaries(
+        {
+            "messages": st.lists(_message.filter(lambda m: m["role"] != "x"), max_size=3).map(
+                lambda ms: [*ms, {"role": "user", "content": "and now?"}]
+            )
+        },
+        optional=_valid_options,
+    ),
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+# A null input never reaches a worker: the platform answers 400 itself (as RunPod does).
+@given(payload=st.one_of(_valid, _near_valid, _json.filter(lambda value: value is not None)))
+def test_any_input_gets_an_answer_or_an_error_and_the_worker_survives(
+    api: httpx.Client, payload: object
+) -> None:
+    """Generated inputs (200) each COMPLETE with output or FAIL with an error; none crash."""
+    body = runsync(api, payload)
+    event(f"status {body['status']}")  # pytest --hypothesis-show-statistics shows the mix
+    assert body["status"] in {"COMPLETED", "FAILED"}, body
+    if body["status"] == "FAILED":
+        assert isinstance(body["error"], str)
+        assert body["error"]
+        assert "Traceback" not in body["error"]
+    else:
+        assert "text" in body["output"]
+        assert body["output"]["usage"]["output_tokens"] <= 70
+
+
+def test_worker_still_serves_after_the_fuzzing(api: httpx.Client, model_twin: RunningTwin) -> None:
+    """After the generated inputs, a good job completes on the same, original worker."""
+    first = runsync(api, {"question": "hi", "max_new_tokens": 2})
+    second = runsync(api, {"question": "still there?", "max_new_tokens": 4})
+    assert first["status"] == second["status"] == "COMPLETED"
+    assert first["workerId"] == second["workerId"]
