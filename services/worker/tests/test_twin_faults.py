@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from podpulse.worker.twin.testing import running_twin, wait_until
 
@@ -81,3 +82,55 @@ def test_an_external_sdk_worker_joins_and_serves() -> None:
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_cancel_stops_the_running_job_on_its_worker_and_drops_a_queued_one() -> None:
+    """Cancel: the running job stops on its one-slot worker (job-stop), the queued one drops."""
+    env = {"WORKER_MAX_CONCURRENCY": "1"}
+    # Cancelling right after the take can beat the SDK's 100 ms job pick-up; the heartbeat
+    # (every second here) then shows the job still running and the stop is sent again.
+    with (
+        running_twin(env=env, scaler_value=60, ping_interval_ms=1000) as twin,
+        twin.client() as api,
+    ):
+        running = api.post("/run", json={"input": {"exec_ms": 60_000}}).json()["id"]
+        wait_until(lambda: api.get(f"/status/{running}").json()["status"] == "IN_PROGRESS", 10)
+        queued = api.post("/run", json={"input": {"exec_ms": 5}}).json()["id"]
+        assert api.get(f"/status/{queued}").json()["status"] == "IN_QUEUE"
+        assert api.post(f"/cancel/{queued}").json()["status"] == "CANCELLED"
+        assert api.post(f"/cancel/{running}").json()["status"] == "CANCELLED"
+        # One worker, one slot: the next job runs only once the 60 s job was really stopped.
+        started = time.monotonic()
+        body = api.post("/runsync", json={"input": {"exec_ms": 5}}).json()
+        assert body["status"] == "COMPLETED"
+        assert time.monotonic() - started < 10
+        assert api.get(f"/status/{queued}").json()["status"] == "CANCELLED"
+        assert api.get("/health").json()["jobs"]["inQueue"] == 0
+
+
+def test_refresh_worker_replaces_the_worker_after_the_job() -> None:
+    """A handler asking refresh_worker completes its job, then a fresh worker serves."""
+    with running_twin() as twin, twin.client() as api:
+        first = api.post("/runsync", json={"input": {"refresh": True, "exec_ms": 5}}).json()
+        assert first["status"] == "COMPLETED"
+        assert "refresh_worker" not in first["output"]
+        wait_until(lambda: first["workerId"] not in twin.platform.pool.workers, 15, "old worker")
+        second = api.post("/runsync", json={"input": {"exec_ms": 5}}).json()
+        assert second["status"] == "COMPLETED"
+        assert second["workerId"] != first["workerId"]
+
+
+def test_a_worker_that_cannot_start_is_retried_with_backoff_and_jobs_wait() -> None:
+    """A handler that cannot load: /health shows unhealthy, restarts back off, jobs stay queued."""
+    with (
+        running_twin(handler="no_such_module:handler", wait_ready=False) as twin,
+        twin.client() as api,
+    ):
+        job = api.post("/run", json={"input": {}}).json()["id"]
+        wait_until(lambda: api.get("/health").json()["workers"]["unhealthy"] == 1, 30)
+        logs = list(twin.config.log_dir.glob("twin-*.log"))
+        time.sleep(3)
+        # With back-off (2 s, 4 s, ...) only a couple more starts fit in three seconds.
+        assert len(list(twin.config.log_dir.glob("twin-*.log"))) <= len(logs) + 2
+        assert "cannot be loaded" in logs[0].read_text()
+        assert api.get(f"/status/{job}").json()["status"] == "IN_QUEUE"

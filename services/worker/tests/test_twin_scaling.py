@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 
@@ -57,7 +56,7 @@ def test_request_count_scales_from_zero_with_cold_start() -> None:
             "unhealthy": 0,
         }  # fmt: skip
         ids = [api.post("/run", json={"input": {"exec_ms": 300}}).json()["id"] for _ in range(2)]
-        assert api.get("/health").json()["workers"]["initializing"] == 2
+        wait_until(lambda: api.get("/health").json()["workers"]["initializing"] == 2, 5)
         bodies = wait_until(
             lambda: (
                 [
@@ -117,9 +116,23 @@ def test_management_patch_changes_scaling_live() -> None:
         assert len(twin.platform.pool.workers) == 2
 
 
-def test_workers_start_within_a_few_seconds() -> None:
-    """A warm pool of two is ready (both SDK loops polling) soon after the twin starts."""
-    started = time.monotonic()
-    with running_twin(workers_min=2, workers_max=2, wait_ready=False) as twin:
-        twin.wait_ready(2, timeout_s=30)
-        assert time.monotonic() - started < 30
+def test_lowering_workers_max_stops_the_extra_workers_but_never_below_min() -> None:
+    """PATCH workersMax 3 -> 1 (min 1) stops two idle workers and keeps exactly one."""
+    with running_twin(workers_min=3, workers_max=3, idle_timeout_s=600) as twin:
+        response = httpx.patch(
+            f"{twin.base_url}/serverless/{twin.endpoint_id}",
+            json={"workers": {"min": 1, "max": 1}},
+            headers={"Authorization": f"Bearer {twin.api_key}"},
+        )
+        assert response.json()["workers"] == {"min": 1, "max": 1, "idleTimeout": 600}
+        seen: list[int] = []
+
+        def one_left() -> bool:
+            active = [r for r in twin.platform.pool.workers.values() if r.state != "stopping"]
+            seen.append(len(active))
+            return len(twin.platform.pool.workers) == 1
+
+        wait_until(one_left, 20, "two workers to stop")
+        assert min(seen) == 1
+        with twin.client() as api:
+            assert api.post("/runsync", json={"input": {}}).json()["status"] == "COMPLETED"

@@ -74,7 +74,12 @@ def main() -> None:
     try:
         settings = CommonSettings()
     except ValidationError as exc:
-        print(f"podpulse: invalid settings in the environment:\n{exc}", file=sys.stderr)
+        # Name the variable and the rule, never the value: a bad REDIS_URL can hold a password.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_input=False)
+        )
+        print(f"podpulse: invalid settings in the environment: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)
     app_from_installed()(prog_name="podpulse")

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
+    "ALIAS_ONLY_ENV",
     "ALERT_WEBHOOK_URL",
     "KNOWN_SECRETS",
     "RUNPOD_API_KEY",
@@ -35,11 +36,23 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
 
 
+# Every podpulse settings class reads a field from the environment only under its documented
+# alias (REDIS_URL, MODEL_ID, ...). Fields stay settable by name in code, but the by-name
+# environment lookup pydantic-settings adds for that is pointed at a prefix nobody sets, so a
+# stray HANDLER or SEED in a container cannot configure a service.
+ALIAS_ONLY_ENV = SettingsConfigDict(
+    extra="ignore",
+    validate_by_name=True,
+    validate_by_alias=True,
+    env_prefix="PODPULSE_FIELD_NAME__",
+)
+
+
 class CommonSettings(BaseSettings):
     """What every podpulse process needs: where the bus is, how to log, which endpoint."""
 
     # extra="ignore": services read their own variables from the same environment.
-    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
+    model_config = ALIAS_ONLY_ENV
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -114,7 +127,7 @@ class TelemetrySettings(BaseSettings):
     program that assembles the pipeline.
     """
 
-    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
+    model_config = ALIAS_ONLY_ENV
 
     otel_sdk_disabled: bool = Field(
         default=False,

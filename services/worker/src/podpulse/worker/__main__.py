@@ -6,12 +6,18 @@ platform URLs and the worker id from the environment.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import inspect
+import os
+import signal
+import threading
+import time
 from typing import Any
 
 from podpulse.common.logging import configure_logging
 from podpulse.common.settings import CommonSettings
+from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 
 from .settings import WorkerSettings
 
@@ -53,10 +59,32 @@ def build_config(settings: WorkerSettings) -> dict[str, Any]:
     return {"handler": target, "concurrency_modifier": lambda _current: limit}
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker's process group when the twin that started it is gone.
+
+    Without this a worker outlives a twin killed hard, and the SDK's job-take loop, which
+    retries connection errors without sleeping, spins a core forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="podpulse-parent-watch", daemon=True).start()
+
+
 def main() -> None:
     """Build the settings once, then hand over to the runpod SDK's worker loop."""
+    settings = WorkerSettings()
     configure_logging(CommonSettings())
-    config = build_config(WorkerSettings())
+    configure_telemetry("podpulse-worker")
+    atexit.register(shutdown_telemetry)
+    if settings.parent_pid is not None:
+        _exit_with_parent(settings.parent_pid)
+    # The SDK reads its log level from the environment when it is imported.
+    os.environ["RUNPOD_LOG_LEVEL"] = settings.runpod_log_level
+    config = build_config(settings)
     import runpod  # late: importing the SDK costs a second and needs no settings
 
     runpod.serverless.start(config)

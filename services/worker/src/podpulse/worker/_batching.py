@@ -125,6 +125,7 @@ class BatchGenerator:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self.stats = BatchStats()
+        self._dead: BaseException | None = None  # why the generation thread ended, if it did
         # Jobs a caller has announced (arrived, not yet submitted). Written from the event loop,
         # read here: an idle loop waits for companions only while some are on their way, so a
         # lone job never pays the batch wait. A stale read costs at most one wait or one
@@ -153,6 +154,8 @@ class BatchGenerator:
         return self._enqueue(request).future
 
     def _enqueue(self, request: GenerationRequest) -> _Row:
+        if self._dead is not None:
+            raise RuntimeError("the generation thread has stopped") from self._dead
         seed = request.seed if request.seed is not None else random.getrandbits(63)
         future: concurrent.futures.Future[GenerationResult] = concurrent.futures.Future()
         row = _Row(request, future, time.perf_counter(), seed)
@@ -185,21 +188,41 @@ class BatchGenerator:
     # -- the generation thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                fresh = self._admit()
-                if fresh is None:
-                    break
-                try:
-                    if fresh:
-                        logits = self._prefill(fresh)
-                        self._choose(fresh, logits)
-                    elif self._rows:
-                        logits = self._decode()
-                        self._choose(self._rows, logits)
-                    self._retire()
-                except Exception as exc:  # every job in flight must hear of it
-                    self._fail_all(fresh, exc)
+        try:
+            with torch.inference_mode():
+                self._loop()
+        except BaseException as exc:
+            # Whatever ended the loop, no job may wait forever for a thread that is gone.
+            self._dead = exc
+            self._fail_all([], exc)
+            self._drain(exc)
+            raise
+
+    def _loop(self) -> None:
+        while True:
+            fresh = self._admit()
+            if fresh is None:
+                break
+            try:
+                if fresh:
+                    logits = self._prefill(fresh)
+                    self._choose(fresh, logits)
+                elif self._rows:
+                    logits = self._decode()
+                    self._choose(self._rows, logits)
+                self._retire()
+            except Exception as exc:  # every job in flight must hear of it
+                self._fail_all(fresh, exc)
+
+    def _drain(self, exc: BaseException) -> None:
+        while True:
+            try:
+                row = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if row is not None:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    row.future.set_exception(exc)
 
     def _admit(self) -> list[_Row] | None:
         """Rows to prefill this step (maybe none); None when the generator is closing."""

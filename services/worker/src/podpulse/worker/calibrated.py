@@ -4,7 +4,7 @@ It does no inference. Execution time is drawn from a configured distribution (or
 a share of jobs fail or kill the worker, and token counts follow a fixed decode speed, so
 scaling experiments and tests know exactly what the platform should report. A job's input
 may override the draws for one job: ``{"exec_ms": 20, "fail": true, "crash": true,
-"output_tokens": 64}``.
+"output_tokens": 64, "refresh": true}`` (refresh: ask RunPod to replace the worker after it).
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def make_handler(settings: WorkerSettings) -> Callable[[dict[str, Any]], Any]:
             tokens if tokens is not None else exec_ms / 1000 * settings.tokens_per_second
         )
         finished = time.time()
+        refresh = {"refresh_worker": True} if job_input.get("refresh") is True else {}
         return {
+            **refresh,
             "text": "calibrated " * min(output_tokens, 16),
             "usage": {"input_tokens": len(str(job_input)) // 4, "output_tokens": output_tokens},
             "timings": {

@@ -179,7 +179,11 @@ class ModelHandler:
             # this job, and the other jobs of the batch get the same answer.
             return {"error": "CUDA out of memory; the worker will restart", "refresh_worker": True}
         except Exception as exc:  # the worker must outlive any one job
-            log.exception("job.failed", job_id=job_id, error_type=type(exc).__name__)
+            if self._log_content:
+                log.exception("job.failed", job_id=job_id, error_type=type(exc).__name__)
+            else:
+                # No traceback by default: its frames and messages may quote the prompt.
+                log.error("job.failed", job_id=job_id, error_type=type(exc).__name__)  # noqa: TRY400
             return {"error": f"generation failed: {type(exc).__name__}"}
 
     async def _handle(self, job: Any, job_id: str) -> dict[str, Any]:

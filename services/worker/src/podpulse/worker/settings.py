@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from podpulse.common.settings import ALIAS_ONLY_ENV
 
 __all__ = ["WorkerSettings"]
 
@@ -14,7 +16,7 @@ __all__ = ["WorkerSettings"]
 class WorkerSettings(BaseSettings):
     """What a worker process serves and how; read from the environment."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ALIAS_ONLY_ENV
 
     handler: str = Field(
         default="calibrated",
@@ -27,6 +29,18 @@ class WorkerSettings(BaseSettings):
         le=4096,
         validation_alias="WORKER_MAX_CONCURRENCY",
         description="Jobs one worker runs at once (the SDK's concurrency_modifier).",
+    )
+
+    runpod_log_level: Literal["DEBUG", "INFO", "WARN", "ERROR"] = Field(
+        default="INFO",
+        validation_alias="RUNPOD_LOG_LEVEL",
+        description="The runpod SDK's log level. Not DEBUG in production: at DEBUG the SDK "
+        "prints every handler output, answers included, straight to stdout.",
+    )
+    parent_pid: int | None = Field(
+        default=None,
+        validation_alias="PODPULSE_PARENT_PID",
+        description="Set by the twin: the worker exits when that process is gone.",
     )
 
     # Calibrated handler: a stand-in with known timing and failure behaviour.

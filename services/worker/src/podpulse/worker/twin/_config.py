@@ -53,7 +53,11 @@ class TwinConfig(BaseModel):
         default=0.0, ge=0, description="Extra delay before a new worker process starts."
     )
     take_hold_s: float = Field(
-        default=20.0, gt=0, description="How long a worker's job-take long-poll is held."
+        default=20.0,
+        gt=0,
+        le=60,
+        # The SDK abandons a job-take after 90 s; holding longer would hand jobs to nobody.
+        description="How long a worker's job-take long-poll is held (at most 60 s).",
     )
     stop_hold_s: float = Field(
         default=20.0, gt=0, description="How long a worker's job-stop long-poll is held."

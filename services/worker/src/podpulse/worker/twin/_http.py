@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-__all__ = ["ApiError", "check_bearer", "error_response", "read_json"]
+__all__ = ["ApiError", "check_bearer", "error_response", "parse_count", "read_body", "read_json"]
+
+# ASCII digits only, and few enough that int() is cheap: str.isdigit() accepts "²".
+_COUNT = re.compile(r"[0-9]{1,12}")
 
 
 class ApiError(Exception):
@@ -35,10 +39,17 @@ def check_bearer(request: Request, expected: str) -> None:
         raise ApiError(401, "Unauthorized: missing or invalid API key")
 
 
+def parse_count(raw: str, name: str) -> int:
+    """A non-negative integer query parameter, or a 400 naming it."""
+    if not _COUNT.fullmatch(raw):
+        raise ApiError(400, f"{name!r} must be a non-negative integer")
+    return int(raw)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing anything over ``limit`` bytes without buffering it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _COUNT.fullmatch(declared) and int(declared) > limit:
         raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0

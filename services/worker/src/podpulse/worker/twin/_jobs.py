@@ -22,8 +22,9 @@ __all__ = ["Job", "JobQueue", "JobStatus", "Policy"]
 # RunPod keeps /runsync results for a minute and /run results for 30 minutes.
 SYNC_RETENTION_S = 60.0
 ASYNC_RETENTION_S = 30 * 60.0
-# RunPod's default execution timeout for an endpoint (10 minutes).
+# RunPod's defaults: execution timeout 10 minutes; a job expires after 24 hours.
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
+DEFAULT_TTL_MS = 24 * 3600 * 1000
 
 
 class JobStatus(StrEnum):
@@ -45,7 +46,7 @@ class Policy:
     """A request's ``policy`` object: execution timeout and queue TTL in milliseconds."""
 
     execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS
-    ttl_ms: int | None = None
+    ttl_ms: int = DEFAULT_TTL_MS
     low_priority: bool = False
 
 
@@ -222,6 +223,19 @@ class JobQueue:
                 if not entry[2].done():
                     entry[2].set_result([])
 
+    def requeue(self, jobs: Iterable[Job]) -> None:
+        """Put taken jobs back at the head of the queue (their take never reached a worker)."""
+        for job in reversed(list(jobs)):
+            if job.status is not JobStatus.IN_PROGRESS:
+                continue
+            self._running.pop(job.id, None)
+            job.status = JobStatus.IN_QUEUE
+            job.started_at = None
+            job.worker_id = None
+            (self._low if job.policy.low_priority else self._queued).appendleft(job)
+        self._dispatch()
+        self.on_queued()
+
     def restamp_start(self, jobs: Iterable[Job]) -> None:
         """Move the take time of running jobs to now (after simulated dispatch latency)."""
         now = self._clock()
@@ -286,8 +300,7 @@ class JobQueue:
                     JobStatus.TIMED_OUT,
                 )
         for queue in (self._queued, self._low):
-            for job in [j for j in queue if j.policy.ttl_ms is not None]:
-                assert job.policy.ttl_ms is not None
+            for job in list(queue):
                 if (now - job.created_at) * 1000 > job.policy.ttl_ms:
                     self.fail(
                         job,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import time
 from typing import Any
@@ -13,7 +14,7 @@ import structlog
 from podpulse.common.runpod import EndpointConfig
 
 from ._config import TwinConfig
-from ._jobs import JobQueue
+from ._jobs import JobQueue, JobStatus
 from ._scaler import Snapshot, workers_to_add
 from ._workers import WorkerPool, WorkerRecord, WorkerState
 
@@ -38,10 +39,12 @@ class Platform:
         self.queue.on_queued = self._wake.set
         self._loop_task: asyncio.Task[None] | None = None
         self.closing = False
+        self._failed_starts = 0  # consecutive workers that died before their first job-take
+        self._spawn_after = 0.0
 
     # --- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Start workersMin workers and the control loop."""
+        """Start the control loop; its first tick starts workersMin workers."""
         self._loop_task = asyncio.create_task(self._control_loop(), name="twin-control")
 
     def begin_shutdown(self) -> None:
@@ -74,7 +77,10 @@ class Platform:
     # --- worker-facing --------------------------------------------------------------------
     def worker_seen(self, worker_id: str) -> WorkerRecord:
         """Note a worker call and return its record."""
-        return self.pool.seen(worker_id)
+        record = self.pool.seen(worker_id)
+        if record.spawned:
+            self._failed_starts = 0
+        return record
 
     def request_stop(self, worker_id: str, job_id: str) -> None:
         """Queue a job-stop signal for a worker and wake its long-poll."""
@@ -83,6 +89,22 @@ class Platform:
             return
         record.pending_stops.append(job_id)
         self._stop_event(worker_id).set()
+
+    def reconcile(self, worker_id: str, running: list[str]) -> None:
+        """Stop again any job a worker still runs that the platform has ended.
+
+        A stop signal that reaches the SDK before its job loop has started the job (it looks
+        every 100 ms) is dropped by the SDK; the heartbeat's job list shows that, and the
+        signal is sent again.
+        """
+        record = self.pool.workers.get(worker_id)
+        if record is None:
+            return
+        for job_id in running:
+            job = self.queue.jobs.get(job_id)
+            ended = job is None or job.status is not JobStatus.IN_PROGRESS
+            if ended and job_id not in record.pending_stops:
+                self.request_stop(worker_id, job_id)
 
     async def wait_stops(self, worker_id: str) -> list[str]:
         """Long-poll for job ids this worker must stop."""
@@ -105,7 +127,7 @@ class Platform:
         """RunPod's /health body."""
         busy = {j.worker_id for j in self.queue.in_progress()}
         counts = {"idle": 0, "running": 0, "initializing": 0, "ready": 0, "throttled": 0,
-                  "unhealthy": 0}  # fmt: skip
+                  "unhealthy": min(self._failed_starts, 1)}  # fmt: skip
         for record in self.pool.workers.values():
             if record.state is WorkerState.INITIALIZING:
                 counts["initializing"] += 1
@@ -147,6 +169,14 @@ class Platform:
     def _reap(self) -> None:
         gone = self.pool.reap(external_timeout_s=3 * self.config.ping_interval_ms / 1000)
         for record, reason in gone:
+            if record.spawned and record.state is WorkerState.INITIALIZING:
+                # It died before asking for work (bad handler, model that cannot load): back
+                # off before the next start instead of respawning in a tight loop.
+                self._failed_starts += 1
+                delay = min(2.0**self._failed_starts, 60.0)
+                self._spawn_after = time.monotonic() + delay
+                log.error("worker failed to start", worker_id=record.id, reason=reason,
+                          log=str(record.log_path), retry_in_s=delay)  # fmt: skip
             self._stop_wakeups.pop(record.id, None)
             self.queue.release_takers(record.id)
             lost = [j for j in self.queue.in_progress() if j.worker_id == record.id]
@@ -168,6 +198,8 @@ class Platform:
         )
 
     def _scale_up(self) -> None:
+        if time.monotonic() < self._spawn_after:
+            return
         for _ in range(workers_to_add(self.scaling, self._snapshot())):
             record = self.pool.spawn({}, cold_start_s=self.config.cold_start_ms / 1000)
             log.info("worker starting", worker_id=record.id)
@@ -179,30 +211,27 @@ class Platform:
         for record in active:
             if record.id in busy:
                 record.last_busy = now
-        surplus = len(active) - self.scaling.workers_min
-        # Stop the longest-idle first, and never below workersMin.
+        # Longest-idle first. Idle past idleTimeout stops down to workersMin; above workersMax
+        # (a PATCH lowered it) idle workers stop at once. Never below workersMin either way.
         idle = sorted(
             (r for r in active if r.id not in busy and r.state is WorkerState.READY),
             key=lambda r: r.last_busy,
         )
+        running = len(active)
         for record in idle:
-            if surplus <= 0:
+            if running <= self.scaling.workers_min:
                 break
-            if now - record.last_busy >= self.scaling.idle_timeout_s:
-                self.queue.release_takers(record.id)
-                self.pool.stop(record)
-                self._stop_event(record.id).set()
-                surplus -= 1
-                log.info("worker idle, stopping", worker_id=record.id)
-        # Workers above workersMax (after a PATCH lowered it) stop once idle.
-        over = len(active) - self.scaling.workers_max
-        for record in idle:
-            if over <= 0:
-                break
-            if record.state is not WorkerState.STOPPING:
-                self.queue.release_takers(record.id)
-                self.pool.stop(record)
-                over -= 1
+            expired = now - record.last_busy >= self.scaling.idle_timeout_s
+            if expired or running > self.scaling.workers_max:
+                self.stop_worker(record, "idle" if expired else "above workersMax")
+                running -= 1
+
+    def stop_worker(self, record: WorkerRecord, why: str) -> None:
+        """Stop one worker: no more jobs, its long-polls answered, SIGTERM to its group."""
+        self.queue.release_takers(record.id)
+        self.pool.stop(record)
+        self._stop_event(record.id).set()
+        log.info("worker stopping", worker_id=record.id, reason=why)
 
     # --- env ------------------------------------------------------------------------------
     def _platform_env(self) -> dict[str, str]:
@@ -223,6 +252,7 @@ class Platform:
             "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
             "RUNPOD_SKIP_GPU_CHECK": "true",
             "PODPULSE_HANDLER": self.config.handler,
+            "PODPULSE_PARENT_PID": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
             **self.config.worker_env,
         }

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ._http import ApiError, check_bearer, read_json
+from ._http import ApiError, check_bearer, parse_count, read_json
 from ._jobs import FINAL, Job, JobStatus, Policy
 from ._platform import Platform
 
@@ -84,11 +84,14 @@ async def runsync(request: Request) -> JSONResponse:
     """POST /runsync: queue a job and wait for it up to ?wait= ms."""
     wait_ms = DEFAULT_SYNC_WAIT_MS
     if "wait" in request.query_params:
-        raw = request.query_params["wait"]
         low, high = SYNC_WAIT_RANGE_MS
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise ApiError(400, f"'wait' must be an integer between {low} and {high} (ms)")
-        wait_ms = int(raw)
+        message = f"'wait' must be an integer between {low} and {high} (ms)"
+        try:
+            wait_ms = parse_count(request.query_params["wait"], "wait")
+        except ApiError:
+            raise ApiError(400, message) from None
+        if not low <= wait_ms <= high:
+            raise ApiError(400, message)
     _, job = await _submit(request, sync=True)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(job.done.wait(), wait_ms / 1000)

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._http import ApiError, check_bearer, read_body
+from ._http import ApiError, check_bearer, parse_count, read_body
 from ._platform import Platform
 
 __all__ = ["worker_routes"]
 
-# A worker's result can be large (RunPod allows up to 20 MB for /runsync outputs).
+# Generous on purpose: the twin should never be the reason a worker's result is lost.
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 
@@ -38,12 +38,16 @@ async def _take(request: Request, *, batch: bool) -> Response:
         return Response(status_code=204)
     count = 1
     if batch:
-        raw = request.query_params.get("batch_size", "1")
-        if not raw.isdigit() or int(raw) < 1:
+        count = parse_count(request.query_params.get("batch_size", "1"), "batch_size")
+        if count < 1:
             raise ApiError(400, "'batch_size' must be a positive integer")
-        count = int(raw)
     jobs = await platform.queue.take(record.id, count, platform.config.take_hold_s)
     if not jobs:
+        return Response(status_code=204)
+    if await request.is_disconnected():
+        # The worker gave up on this poll (or died) while it was parked: the jobs never
+        # reached it, so they go back to the head of the queue instead of timing out there.
+        platform.queue.requeue(jobs)
         return Response(status_code=204)
     if platform.config.dispatch_ms > 0:
         # Simulated platform dispatch latency. RunPod counts its own dispatch as queue
@@ -90,6 +94,11 @@ async def job_done(request: Request) -> Response:
         if request.query_params.get("isStream") == "true" and not output and job.stream:
             output = [chunk.get("output") for chunk in job.stream]
         platform.queue.complete(job, output, None if error is None else str(error))
+    if data.get("stopPod"):
+        # refresh_worker: RunPod replaces the worker after this job; so does the twin.
+        record = platform.pool.workers.get(request.path_params["worker_id"])
+        if record is not None:
+            platform.stop_worker(record, "refresh_worker requested by the handler")
     return JSONResponse({})
 
 
@@ -116,9 +125,12 @@ async def job_stop(request: Request) -> Response:
 
 
 async def ping(request: Request) -> Response:
-    """GET /ping/{worker}: the SDK's heartbeat."""
+    """GET /ping/{worker}: the SDK's heartbeat, listing the jobs the worker is running."""
     platform = _platform(request)
-    platform.worker_seen(request.path_params["worker_id"])
+    worker_id = request.path_params["worker_id"]
+    platform.worker_seen(worker_id)
+    running = request.query_params.get("job_id") or ""
+    platform.reconcile(worker_id, [job_id for job_id in running.split(",") if job_id])
     return JSONResponse({})
 
 

@@ -20,6 +20,10 @@ from pathlib import Path
 
 __all__ = ["WorkerPool", "WorkerRecord", "WorkerState"]
 
+# Defaults the caller's environment may override: a local worker exports spans only when the
+# user points OTEL_* at a collector; otherwise every export would fail against localhost:4318.
+_ENV_DEFAULTS = {"OTEL_TRACES_EXPORTER": "none"}
+
 # The SDK stops gracefully on SIGTERM once its long-polls return; past this it is killed.
 STOP_GRACE_S = 5.0
 
@@ -87,7 +91,13 @@ class WorkerPool:
                     self._start_process(record, env)
 
     def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
-        full_env = {**os.environ, **self.base_env, **env, "RUNPOD_POD_ID": record.id}
+        full_env = {
+            **_ENV_DEFAULTS,
+            **os.environ,
+            **self.base_env,
+            **env,
+            "RUNPOD_POD_ID": record.id,
+        }
         assert record.log_path is not None
         with record.log_path.open("ab") as log:
             record.process = subprocess.Popen(
