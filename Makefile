@@ -6,7 +6,7 @@ setup:
 	@scripts/bootstrap
 
 run: setup
-	$(VENV)/podpulse twin demo
+	$(VENV)/podpulse loadtest --concurrency 1,2,3,4 --runs 30
 
 test: setup
 	scripts/with-redis $(VENV)/python -m pytest

@@ -15,8 +15,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
-    "ALIAS_ONLY_ENV",
     "ALERT_WEBHOOK_URL",
+    "ALIAS_ONLY_ENV",
     "KNOWN_SECRETS",
     "RUNPOD_API_KEY",
     "SLACK_WEBHOOK_URL",

@@ -48,6 +48,8 @@ class RequestRecord:
     output_tokens: int | None = None
     error: str | None = None  # short reason; never the prompt or the answer
     shard: int = 0
+    rate_limited: int = 0  # 429 answers this request got (and backed off from) before its end
+    model: str | None = None  # the model the endpoint says answered, for gen_ai.request.model
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,8 @@ class RequestRecord:
             output_tokens=opt_int("output_tokens"),
             error=opt_str("error"),
             shard=int(row.get("shard") or 0),
+            rate_limited=int(row.get("rate_limited") or 0),
+            model=opt_str("model"),
         )
 
 

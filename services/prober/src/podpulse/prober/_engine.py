@@ -1,0 +1,405 @@
+"""The load engine: closed- and open-loop request schedules against one RunPod endpoint.
+
+Coordinated omission. Every request has an *intended* start, and its total runs from there:
+
+* closed loop: ``concurrency`` slots, each sending its next request when its previous one
+  finished, so a slot's next intended start is its previous request's done time;
+* open loop: arrivals at a constant or Poisson rate from a fixed schedule. A request that
+  leaves late (a saturated event loop, or the in-flight cap) keeps its scheduled intended
+  start, so the lateness is counted in its total and shows as schedule lag.
+
+Request style. Each request is one ``POST /runsync?wait=`` and, only if that comes back
+unfinished (the wait ran out, or hosted RunPod returned early), ``GET /status`` every
+``poll_interval_s``. /runsync answers the moment the job finishes, so total is measured to
+within one loopback/network round trip, with no polling quantisation; the runpod SDK's own
+``run_sync`` polls once a second (and drops delayTime/executionTime), which would quantise
+every total to 1 s steps. Polling at 50 ms bounds the error of the rare long job to 50 ms.
+
+429. The RunPod client is built with ``max_retries=0``: its own retries would sleep out of
+sight and hide the 429s. Here each 429 is counted on the request (``rate_limited``), the slot
+backs off (Retry-After when given, else jittered exponential), and the request is sent again;
+its total still runs from the intended start, so the back-off is paid for in the latency a
+user would see. After ``rate_limit_retries`` it ends as RATE_LIMITED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from podpulse.common.runpod import (
+    Backoff,
+    Job,
+    JobPolicy,
+    JobStatus,
+    RunPodClient,
+    RunPodError,
+    RunPodRateLimited,
+    RunPodTimeout,
+)
+
+from ._records import Outcome, RequestRecord
+
+__all__ = ["Arrival", "Clock", "Engine", "EngineResult", "Load", "RequestOptions", "arrivals"]
+
+Arrival = Literal["closed", "constant", "poisson"]
+_REASON_CHARS = 300
+# How long cancelling in-flight jobs may take after Ctrl-C, so an interrupt stays prompt.
+_CANCEL_GRACE_S = 2.0
+
+
+class Clock:
+    """Epoch seconds from the monotonic perf counter: exact intervals, no NTP steps."""
+
+    def __init__(self) -> None:
+        self._epoch0 = time.time()
+        self._perf0 = time.perf_counter()
+
+    def now(self) -> float:
+        """Current epoch time in seconds."""
+        return self._epoch0 + (time.perf_counter() - self._perf0)
+
+    def to_perf(self, epoch: float) -> float:
+        """The ``time.perf_counter()`` reading at epoch time ``epoch`` (for benchmarks)."""
+        return epoch - self._epoch0 + self._perf0
+
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until epoch time ``when`` (returns at once if it has passed)."""
+        delay = when - self.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The shape of the load: arrival process, concurrency, and how long it lasts.
+
+    ``runs`` and ``duration_s`` bound the measured requests; with both, whichever comes
+    first ends the run. For the open loop ``concurrency`` caps requests in flight (0: no cap).
+    """
+
+    arrival: Arrival = "closed"
+    concurrency: int = 1
+    runs: int | None = None
+    duration_s: float | None = None
+    rate: float | None = None
+    warmup: int = 0
+    seed: int | None = None
+    # Sharding: this process takes arrivals index, index + step, ... of the whole schedule.
+    index: int = 0
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if self.runs is None and self.duration_s is None:
+            raise ValueError("a load needs runs, a duration, or both")
+        if self.arrival == "closed" and self.concurrency < 1:
+            raise ValueError("a closed loop needs concurrency >= 1")
+        if self.arrival != "closed" and not (self.rate and self.rate > 0):
+            raise ValueError(f"a {self.arrival} arrival needs a rate > 0 (requests/s)")
+        if not 0 <= self.index < self.step:
+            raise ValueError("shard index must be in [0, step)")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """How each request is sent."""
+
+    timeout_s: float = 120.0
+    wait_ms: int = 90_000
+    poll_interval_s: float = 0.05
+    policy: JobPolicy | None = None
+    rate_limit_retries: int = 5
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def runsync_wait_ms(self) -> int:
+        """?wait= for /runsync: at most the timeout, within RunPod's 1 s..5 min."""
+        return max(1000, min(self.wait_ms, int(self.timeout_s * 1000) + 1000, 300_000))
+
+
+@dataclass
+class EngineResult:
+    """What a run measured."""
+
+    records: list[RequestRecord]
+    warmup_records: list[RequestRecord]
+    started_at: float | None = None
+
+
+def arrivals(load: Load) -> Iterator[tuple[int, float]]:
+    """This shard's open-loop arrivals as (global index, offset in s from the start)."""
+    rate = load.rate or 1.0
+    rng = random.Random(load.seed)
+    offset = 0.0
+    for index in itertools.count():
+        if load.arrival == "poisson":
+            # Every shard draws the same global sequence and keeps its share, so the union
+            # of the shards' schedules is exactly the unsharded schedule.
+            offset += rng.expovariate(rate)
+        else:
+            offset = index / rate
+        if index % load.step == load.index:
+            yield index, offset
+
+
+class Engine:
+    """Sends one run's requests and reports each as it finishes.
+
+    ``make_input(seq)`` gives the job input of request ``seq``; ``on_record`` is called once
+    per measured request, in completion order (warm-up requests are not reported).
+    """
+
+    def __init__(
+        self,
+        client: RunPodClient,
+        *,
+        run_id: str,
+        make_input: Callable[[int], Any],
+        options: RequestOptions | None = None,
+        on_record: Callable[[RequestRecord], None] | None = None,
+        concurrency_label: int | None = None,
+        shard: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.make_input = make_input
+        self.options = options or RequestOptions()
+        self.on_record = on_record
+        self.concurrency_label = concurrency_label
+        self.shard = shard
+        self.clock = clock or Clock()
+        self.started_at: float | None = None  # when the measured part began (epoch s)
+        self._in_flight: set[str] = set()
+        # Strong references to fire-and-forget cancels, which asyncio would otherwise drop.
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def run(self, load: Load, *, start_at: float | None = None) -> EngineResult:
+        """Warm up, then send the measured requests; returns when all have finished.
+
+        ``start_at`` (epoch s) delays the measured part until then, so shards start together.
+        On cancellation (Ctrl-C) the jobs still in flight are cancelled on the endpoint, best
+        effort, and the cancellation propagates; reported records are already written.
+        """
+        result = EngineResult(records=[], warmup_records=[])
+        label = self.concurrency_label or load.concurrency
+        try:
+            if load.warmup:
+                await self._warmup(load, label, result)
+            if start_at is not None:
+                await self.clock.sleep_until(start_at)
+            result.started_at = self.started_at = self.clock.now()
+            if load.arrival == "closed":
+                await self._closed(load, label, result)
+            else:
+                await self._open(load, label, result)
+        except asyncio.CancelledError:
+            await self._cancel_in_flight()
+            raise
+        return result
+
+    async def _warmup(self, load: Load, label: int, result: EngineResult) -> None:
+        counter = itertools.count()
+        slots = max(1, min(load.warmup, load.concurrency or 1))
+
+        async def slot() -> None:
+            while (n := next(counter)) < load.warmup:
+                record = await self.request(-1 - n, self.clock.now(), label)
+                result.warmup_records.append(record)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(slots):
+                group.create_task(slot())
+
+    async def _closed(self, load: Load, label: int, result: EngineResult) -> None:
+        assert result.started_at is not None
+        deadline = None if load.duration_s is None else result.started_at + load.duration_s
+        seqs = itertools.count(load.index, load.step)
+        issued = itertools.count()
+
+        def next_seq(intended: float) -> int | None:
+            if deadline is not None and intended >= deadline:
+                return None
+            if load.runs is not None and next(issued) >= load.runs:
+                return None
+            return next(seqs)
+
+        async def slot() -> None:
+            intended = self.clock.now()
+            while (seq := next_seq(intended)) is not None:
+                record = await self.request(seq, intended, label)
+                self._report(record, result)
+                intended = record.done  # the slot's next request was due when this one ended
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(load.concurrency):
+                group.create_task(slot())
+
+    async def _open(self, load: Load, label: int, result: EngineResult) -> None:
+        assert result.started_at is not None
+        # A little lead so the first arrival is not already late when the loop gets to it.
+        start = result.started_at + 0.005
+        cap = asyncio.Semaphore(load.concurrency) if load.concurrency > 0 else None
+
+        async def one(seq: int, intended: float) -> None:
+            if cap is None:
+                record = await self.request(seq, intended, label)
+            else:
+                async with cap:  # waiting here is lateness; the intended start stays put
+                    record = await self.request(seq, intended, label)
+            self._report(record, result)
+
+        async with asyncio.TaskGroup() as group:
+            for sent, (seq, offset) in enumerate(arrivals(load)):
+                if load.runs is not None and sent >= load.runs:
+                    break
+                if load.duration_s is not None and offset >= load.duration_s:
+                    break
+                await self.clock.sleep_until(start + offset)
+                group.create_task(one(seq, start + offset))
+
+    def _report(self, record: RequestRecord, result: EngineResult) -> None:
+        result.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    async def request(self, seq: int, intended: float, label: int) -> RequestRecord:
+        """Send request ``seq`` due at ``intended``; never raises for a failed request."""
+        state = _Attempt()
+        sent = self.clock.now()
+        outcome, error = Outcome.OK, None
+        try:
+            async with asyncio.timeout(self.options.timeout_s):
+                final = await self._until_final(self.make_input(seq), state)
+            outcome, error = _outcome(final)
+        except TimeoutError:
+            outcome = Outcome.CLIENT_TIMEOUT
+            error = f"no final status within the client timeout ({self.options.timeout_s:g} s)"
+            if state.job is not None:
+                self._cancel_later(state.job.id)
+        except RunPodRateLimited as exc:
+            outcome, error = Outcome.RATE_LIMITED, _short(str(exc))
+        except RunPodTimeout as exc:
+            outcome, error = Outcome.CLIENT_TIMEOUT, _short(str(exc))
+        except RunPodError as exc:
+            outcome, error = Outcome.HTTP_ERROR, _short(str(exc))
+        done = self.clock.now()
+        job = state.job
+        usage, model = _usage(job.output) if job is not None else ({}, None)
+        return RequestRecord(
+            run_id=self.run_id,
+            seq=seq,
+            concurrency=label,
+            intended=intended,
+            sent=sent,
+            done=done,
+            outcome=outcome,
+            job_id=job.id if job else None,
+            status=job.status.value if job else None,
+            worker_id=job.worker_id if job else None,
+            delay_ms=job.delay_time_ms if job else None,
+            exec_ms=job.execution_time_ms if job else None,
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            error=error,
+            shard=self.shard,
+            rate_limited=state.rate_limited,
+            model=model,
+        )
+
+    async def _until_final(self, job_input: Any, state: _Attempt) -> Job:
+        options = self.options
+        wait_ms = options.runsync_wait_ms()
+        state.job = await self._call(
+            lambda: self.client.runsync(job_input, wait_ms=wait_ms, policy=options.policy),
+            state,
+        )
+        job_id = state.job.id
+        self._in_flight.add(job_id)
+        try:
+            while not state.job.status.is_final:
+                await asyncio.sleep(options.poll_interval_s)
+                state.job = await self._call(lambda: self.client.status(job_id), state)
+        finally:
+            self._in_flight.discard(job_id)
+        return state.job
+
+    async def _call(self, send: Callable[[], Awaitable[Job]], state: _Attempt) -> Job:
+        while True:
+            try:
+                return await send()
+            except RunPodRateLimited as exc:
+                state.rate_limited += 1
+                if state.rate_limited > self.options.rate_limit_retries:
+                    raise
+                backoff = self.options.backoff
+                wait = (
+                    min(exc.retry_after_s, backoff.retry_after_cap_s)
+                    if exc.retry_after_s is not None
+                    else backoff.delay(state.rate_limited - 1)
+                )
+                await backoff.sleep(wait)
+
+    def _cancel_later(self, job_id: str) -> None:
+        # The job would go on occupying a worker after we stopped waiting for it.
+        task = asyncio.get_running_loop().create_task(self._cancel(job_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel(self, job_id: str) -> None:
+        with contextlib.suppress(RunPodError, TimeoutError):
+            async with asyncio.timeout(_CANCEL_GRACE_S):
+                await self.client.cancel(job_id)
+
+    async def _cancel_in_flight(self) -> None:
+        if self._in_flight:
+            await asyncio.gather(*(self._cancel(job_id) for job_id in list(self._in_flight)))
+
+
+@dataclass
+class _Attempt:
+    job: Job | None = None
+    rate_limited: int = 0
+
+
+def _outcome(job: Job) -> tuple[Outcome, str | None]:
+    match job.status:
+        case JobStatus.COMPLETED:
+            return Outcome.OK, None
+        case JobStatus.TIMED_OUT:
+            return Outcome.TIMED_OUT, _short(_text(job.error) or "TIMED_OUT")
+        case JobStatus.CANCELLED:
+            return Outcome.CANCELLED, _short(_text(job.error) or "CANCELLED")
+        case _:
+            return Outcome.FAILED, _short(_text(job.error) or "FAILED without an error message")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _short(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else text
+    return first[:_REASON_CHARS]
+
+
+def _usage(output: Any) -> tuple[dict[str, int], str | None]:
+    """Token counts and model name from the handler's output, when it reports them."""
+    if not isinstance(output, dict):
+        return {}, None
+    usage = output.get("usage")
+    counts = {}
+    if isinstance(usage, dict):
+        for key in ("input_tokens", "output_tokens"):
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                counts[key] = value
+    model = output.get("model")
+    return counts, model if isinstance(model, str) else None

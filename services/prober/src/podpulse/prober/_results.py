@@ -1,0 +1,127 @@
+"""A run's folder: ``results/<run_id>/`` with requests.csv, summary.json, and soak extras.
+
+Rows are appended and flushed one by one as requests finish, so a crash of the prober loses
+nothing already measured (``report`` can rebuild the summary from the CSV). Each shard of a
+sharded run writes its own ``requests-shard<i>.csv``: several processes appending to one
+file could interleave a header with rows. summary.json is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from ._records import CSV_COLUMNS, RequestRecord
+
+__all__ = [
+    "SUMMARY_FILE",
+    "ResultsWriter",
+    "csv_name",
+    "new_run_id",
+    "read_records",
+    "read_summary",
+    "run_dir",
+    "write_json",
+]
+
+SUMMARY_FILE = "summary.json"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def new_run_id(kind: str) -> str:
+    """A sortable, unique run id, e.g. ``20260115T030000Z-load-1a2b3c``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe as a folder name (no separators, no leading dot)."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def run_dir(results_dir: Path, run_id: str) -> Path:
+    """``<results_dir>/<run_id>``."""
+    return results_dir / check_run_id(run_id)
+
+
+def csv_name(shard: int = 0, shards: int = 1) -> str:
+    """The CSV a shard writes: ``requests.csv`` for an unsharded run."""
+    return "requests.csv" if shards == 1 else f"requests-shard{shard}.csv"
+
+
+class ResultsWriter:
+    """Appends request rows to a run's CSV, flushed after every row."""
+
+    def __init__(self, folder: Path, *, shard: int = 0, shards: int = 1) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.path = folder / csv_name(shard, shards)
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._file: IO[str] = self.path.open("a", newline="", encoding="utf-8")
+        self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS, extrasaction="raise")
+        if fresh:
+            self._csv.writeheader()
+            self._file.flush()
+
+    def write(self, record: RequestRecord) -> None:
+        """Append one row and flush it to the OS (a process crash then loses nothing; an OS
+        crash may, but an fsync per request would cost more than the measurement's error)."""
+        self._csv.writerow(record.to_row())
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_records(folder: Path) -> list[RequestRecord]:
+    """Every row of every requests*.csv in a run folder, in (done) time order."""
+    records: list[RequestRecord] = []
+    for path in sorted(folder.glob("requests*.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            # A row cut short by a crash mid-write lacks its last fields; skip it.
+            records.extend(
+                RequestRecord.from_row(row)
+                for row in csv.DictReader(handle)
+                if row.get("total_ms") not in (None, "")
+            )
+    records.sort(key=lambda r: r.done)
+    return records
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """A run's summary.json."""
+    data: dict[str, Any] = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+    return data

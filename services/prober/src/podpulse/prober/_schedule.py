@@ -1,0 +1,60 @@
+"""The prober's beat schedule, built from its settings.
+
+Beat runs ``redbeat.RedBeatScheduler`` (see podpulse.common.bus): at start-up it writes these
+entries to Redis and takes the redbeat lock, so however many beat processes run, one fires.
+Entries carry no sizes: each task reads them from the settings of the worker that runs it, so
+changing a size is a worker restart, not a beat one.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery.schedules import crontab, schedule
+
+__all__ = ["SMOKE_ENTRY", "SWEEP_ENTRY", "beat_schedule", "parse_cron"]
+
+SMOKE_ENTRY = "podpulse.prober.smoke"
+SWEEP_ENTRY = "podpulse.prober.sweep"
+
+_CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def parse_cron(expression: str) -> crontab:
+    """A five-field cron expression (``"0 3 * * *"``: 03:00 UTC daily) as a Celery crontab.
+
+    Raises ValueError naming the expression when it has another number of fields or a field
+    Celery cannot parse.
+    """
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        raise ValueError(
+            f"cron expression {expression!r} must have 5 fields "
+            "(minute hour day-of-month month day-of-week)"
+        )
+    try:
+        return crontab(**dict(zip(_CRON_FIELDS, fields, strict=True)))
+    except ValueError as exc:
+        raise ValueError(f"cron expression {expression!r}: {exc}") from exc
+
+
+def beat_schedule(*, smoke_every_s: float | None, sweep_cron: str | None) -> dict[str, Any]:
+    """Celery ``beat_schedule`` entries: a smoke run every *smoke_every_s*, a sweep on cron.
+
+    A falsy value leaves that entry out. The smoke message expires after one period: when the
+    prober workers are busy (a soak holds them for an hour) stale smokes are dropped instead of
+    running back to back once the soak ends.
+    """
+    entries: dict[str, Any] = {}
+    if smoke_every_s:
+        if smoke_every_s < 0:
+            raise ValueError(f"smoke interval must be positive, got {smoke_every_s}")
+        entries[SMOKE_ENTRY] = {
+            "task": "podpulse.prober.smoke",
+            "schedule": schedule(run_every=timedelta(seconds=smoke_every_s)),
+            "options": {"expires": float(smoke_every_s)},
+        }
+    if sweep_cron:
+        entries[SWEEP_ENTRY] = {"task": "podpulse.prober.sweep", "schedule": parse_cron(sweep_cron)}
+    return entries

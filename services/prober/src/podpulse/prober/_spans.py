@@ -1,0 +1,63 @@
+"""One OpenTelemetry CLIENT span ``runpod.job`` per request, with DESIGN.md's attributes.
+
+The span starts at the request's intended start and ends when its result arrived, so its
+duration is the request's total as the prober reports it (client-side queueing included).
+It is emitted after the fact, with explicit times, once the record is complete.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from ._records import RequestRecord
+
+__all__ = ["SPAN_NAME", "emit_span", "span_attributes"]
+
+SPAN_NAME = "runpod.job"
+
+
+def span_attributes(
+    record: RequestRecord, *, endpoint_id: str, kind: str, model: str | None = None
+) -> dict[str, AttributeValue]:
+    """The span's attributes; ones the request did not produce are left out, not faked."""
+    values: dict[str, AttributeValue | None] = {
+        "runpod.endpoint.id": endpoint_id,
+        "runpod.job.id": record.job_id,
+        "runpod.job.status": record.status or record.outcome.value,
+        "runpod.worker.id": record.worker_id,
+        "runpod.delay_ms": record.delay_ms,
+        "runpod.execution_ms": record.exec_ms,
+        "podpulse.total_ms": round(record.total_ms, 3),
+        "podpulse.probe.run_id": record.run_id,
+        "podpulse.probe.kind": kind,
+        "podpulse.probe.concurrency": record.concurrency,
+        "podpulse.probe.outcome": record.outcome.value,
+        "gen_ai.request.model": record.model or model,
+        "gen_ai.usage.input_tokens": record.input_tokens,
+        "gen_ai.usage.output_tokens": record.output_tokens,
+        "podpulse.tokens_per_second": record.tokens_per_second,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def emit_span(
+    record: RequestRecord,
+    *,
+    endpoint_id: str,
+    kind: str,
+    model: str | None = None,
+    tracer: Tracer | None = None,
+) -> None:
+    """Record one finished request as a ``runpod.job`` span (status ERROR on failure)."""
+    tracer = tracer or trace.get_tracer("podpulse.prober")
+    span = tracer.start_span(
+        SPAN_NAME,
+        kind=SpanKind.CLIENT,
+        start_time=round(record.intended * 1e9),
+        attributes=span_attributes(record, endpoint_id=endpoint_id, kind=kind, model=model),
+    )
+    if not record.ok:
+        span.set_status(Status(StatusCode.ERROR, f"{record.outcome.value}: {record.error or ''}"))
+    span.end(end_time=round(record.done * 1e9))

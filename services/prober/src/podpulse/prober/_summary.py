@@ -1,0 +1,336 @@
+"""``RunStats``: everything a summary needs, mergeable exactly across shards.
+
+A run split over several prober processes (Celery shards) gives one ``RunStats`` per shard;
+``merge`` adds them, and ``to_summary`` of the merge equals ``to_summary`` of one ``RunStats``
+built from every record. That holds because each part merges exactly: histograms add counts
+in fixed buckets, counters add, first/last take min/max, and failure examples keep the three
+smallest distinct reasons (the same three whatever the split).
+
+Latency percentiles are over successful requests only (a failure's "latency" is a timeout
+or an error page); failures are counted by kind and judged by the success rate.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._records import Outcome, RequestRecord
+from ._stats import Histogram
+from .settings import ProberSettings
+
+__all__ = ["PERCENTILE_METHOD", "RunStats", "Slo"]
+
+PERCENTILE_METHOD = (
+    "nearest-rank (the value at rank ceil(q/100*n)) over 0.1 ms buckets, successful requests"
+)
+_EXAMPLES = 3
+_REASON_CHARS = 200
+_METRICS = ("total", "exec", "delay", "overhead", "schedule_lag")
+
+
+class Slo(BaseModel):
+    """The thresholds a load test passes when all hold (DESIGN.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exec_p50_ms: float = Field(default=3000, gt=0)
+    exec_p95_ms: float = Field(default=5000, gt=0)
+    total_p50_ms: float = Field(default=5000, gt=0)
+    total_p95_ms: float = Field(default=8000, gt=0)
+    success_pct: float = Field(default=99.0, ge=0, le=100)
+
+    @classmethod
+    def from_settings(cls, settings: ProberSettings) -> Slo:
+        """The SLO configured in the prober's settings."""
+        return cls(
+            exec_p50_ms=settings.slo_exec_p50_ms,
+            exec_p95_ms=settings.slo_exec_p95_ms,
+            total_p50_ms=settings.slo_total_p50_ms,
+            total_p95_ms=settings.slo_total_p95_ms,
+            success_pct=settings.slo_success_pct,
+        )
+
+
+class RunStats:
+    """Histograms, outcome counts, tokens and time span of a set of requests.
+
+    With ``window_s`` set it also keeps one ``RunStats`` per window of that length, counted
+    from ``origin`` (epoch seconds) by each request's done time: the soak's windows. Shards
+    of one soak must share ``origin`` (the probe's ``start_at``) for their windows to line up.
+    """
+
+    def __init__(self, *, window_s: float | None = None, origin: float | None = None) -> None:
+        if window_s is not None and (window_s <= 0 or origin is None):
+            raise ValueError("windows need window_s > 0 and an origin")
+        self.window_s = window_s
+        self.origin = origin
+        self.hist: dict[str, Histogram] = {name: Histogram() for name in _METRICS}
+        self.outcomes: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.input_tokens = 0
+        self.output_tokens = 0
+        # Execution time of the successful requests that reported output tokens, in 0.1 ms
+        # units (an integer, so shards add up exactly): the denominator of decode tokens/s.
+        self.token_exec_units = 0
+        self.rate_limited = 0
+        self.first_intended: float | None = None
+        self.last_done: float | None = None
+        self.windows: dict[int, RunStats] = {}
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[RequestRecord],
+        *,
+        window_s: float | None = None,
+        origin: float | None = None,
+    ) -> RunStats:
+        """Statistics over ``records``."""
+        stats = cls(window_s=window_s, origin=origin)
+        for record in records:
+            stats.add(record)
+        return stats
+
+    @property
+    def requests(self) -> int:
+        """Measured requests (warm-up excluded)."""
+        return sum(self.outcomes.values())
+
+    @property
+    def ok(self) -> int:
+        """Requests that completed."""
+        return self.outcomes[Outcome.OK.value]
+
+    def add(self, record: RequestRecord) -> None:
+        """Count one finished request."""
+        kind = record.outcome.value
+        self.outcomes[kind] += 1
+        self.rate_limited += record.rate_limited
+        self.first_intended = _min(self.first_intended, record.intended)
+        self.last_done = _max(self.last_done, record.done)
+        self.hist["schedule_lag"].add(record.schedule_lag_ms)
+        if record.ok:
+            self.hist["total"].add(record.total_ms)
+            if record.exec_ms is not None:
+                self.hist["exec"].add(record.exec_ms)
+            if record.delay_ms is not None:
+                self.hist["delay"].add(record.delay_ms)
+            if (overhead := record.overhead_ms) is not None:
+                self.hist["overhead"].add(overhead)
+            self.input_tokens += record.input_tokens or 0
+            if record.output_tokens and record.exec_ms:
+                self.output_tokens += record.output_tokens
+                self.token_exec_units += round(record.exec_ms * 10)
+        else:
+            reason = (record.error or record.status or kind)[:_REASON_CHARS]
+            self.examples[kind] = _smallest({*self.examples.get(kind, ()), reason})
+        if self.window_s is not None:
+            assert self.origin is not None
+            index = max(0, int((record.done - self.origin) // self.window_s))
+            self.windows.setdefault(index, RunStats()).add(record)
+
+    def merge(self, other: RunStats) -> RunStats:
+        """A new ``RunStats`` over both sets of requests (exact, order-independent)."""
+        if (self.window_s, self.origin) != (other.window_s, other.origin):
+            raise ValueError(
+                "cannot merge RunStats with different windows "
+                f"({self.window_s}@{self.origin} vs {other.window_s}@{other.origin})"
+            )
+        merged = RunStats(window_s=self.window_s, origin=self.origin)
+        merged.hist = {name: self.hist[name].merge(other.hist[name]) for name in _METRICS}
+        merged.outcomes = self.outcomes + other.outcomes
+        for kind in {*self.examples, *other.examples}:
+            merged.examples[kind] = _smallest(
+                {*self.examples.get(kind, ()), *other.examples.get(kind, ())}
+            )
+        merged.input_tokens = self.input_tokens + other.input_tokens
+        merged.output_tokens = self.output_tokens + other.output_tokens
+        merged.token_exec_units = self.token_exec_units + other.token_exec_units
+        merged.rate_limited = self.rate_limited + other.rate_limited
+        merged.first_intended = _min(self.first_intended, other.first_intended)
+        merged.last_done = _max(self.last_done, other.last_done)
+        for index in {*self.windows, *other.windows}:
+            mine, theirs = self.windows.get(index), other.windows.get(index)
+            merged.windows[index] = (
+                mine.merge(theirs) if mine and theirs else (mine or theirs or RunStats())
+            )
+        return merged
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict that ``from_json`` reads back into an equal ``RunStats``."""
+        return {
+            "window_s": self.window_s,
+            "origin": self.origin,
+            "hist": {name: hist.to_json() for name, hist in self.hist.items()},
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "examples": dict(sorted(self.examples.items())),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "token_exec_units": self.token_exec_units,
+            "rate_limited": self.rate_limited,
+            "first_intended": self.first_intended,
+            "last_done": self.last_done,
+            "windows": {str(i): w.to_json() for i, w in sorted(self.windows.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunStats:
+        """Read ``to_json`` output back."""
+        stats = cls(window_s=data.get("window_s"), origin=data.get("origin"))
+        for name in _METRICS:
+            stats.hist[name] = Histogram.from_json(data["hist"][name])
+        stats.outcomes = Counter({str(k): int(v) for k, v in data["outcomes"].items()})
+        stats.examples = {str(k): [str(r) for r in v] for k, v in data["examples"].items()}
+        stats.input_tokens = int(data["input_tokens"])
+        stats.output_tokens = int(data["output_tokens"])
+        stats.token_exec_units = int(data["token_exec_units"])
+        stats.rate_limited = int(data["rate_limited"])
+        stats.first_intended = data.get("first_intended")
+        stats.last_done = data.get("last_done")
+        stats.windows = {int(i): RunStats.from_json(w) for i, w in data["windows"].items()}
+        return stats
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunStats) and self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal by value, so not hashable
+
+    @property
+    def duration_s(self) -> float:
+        """From the first intended start to the last result."""
+        if self.first_intended is None or self.last_done is None:
+            return 0.0
+        return max(0.0, self.last_done - self.first_intended)
+
+    @property
+    def success_pct(self) -> float | None:
+        """Completed requests as a percentage of all measured requests."""
+        return 100.0 * self.ok / self.requests if self.requests else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Output tokens over execution seconds of successful requests (the alert's tokens/s)."""
+        if not self.token_exec_units:
+            return None
+        return self.output_tokens / (self.token_exec_units / 10_000)
+
+    def latency(self, name: str) -> dict[str, float | None]:
+        """P50/P95/P99 and mean of one metric, in ms."""
+        hist = self.hist[name]
+        return {
+            "p50": _round(hist.percentile(50) if hist.count else None),
+            "p95": _round(hist.percentile(95) if hist.count else None),
+            "p99": _round(hist.percentile(99) if hist.count else None),
+            "mean": _round(hist.mean()),
+            "count": hist.count,
+        }
+
+    def slo_rows(self, slo: Slo) -> list[dict[str, Any]]:
+        """The user's table: metric, SLO, actual, margin, status, one row per threshold."""
+        total, execution = self.hist["total"], self.hist["exec"]
+        checks: list[tuple[str, float, float | None, str]] = [
+            ("Exec P50", slo.exec_p50_ms, _p(execution, 50), "<="),
+            ("Exec P95", slo.exec_p95_ms, _p(execution, 95), "<="),
+            ("Total P50", slo.total_p50_ms, _p(total, 50), "<="),
+            ("Total P95", slo.total_p95_ms, _p(total, 95), "<="),
+            ("Success rate", slo.success_pct, self.success_pct, ">="),
+        ]
+        rows = []
+        for metric, limit, actual, sense in checks:
+            unit = "%" if metric == "Success rate" else "ms"
+            margin = (
+                None if actual is None else (limit - actual if sense == "<=" else actual - limit)
+            )
+            rows.append(
+                {
+                    "metric": metric,
+                    "slo": f"{'≤' if sense == '<=' else '≥'} {limit:g} {unit}",
+                    "threshold": limit,
+                    "unit": unit,
+                    "actual": _round(actual),
+                    "margin": _round(margin),
+                    # Headroom as a share of the threshold, comparable across metrics.
+                    "margin_pct": None if margin is None else round(100 * margin / limit, 2),
+                    "status": "PASS" if margin is not None and margin >= 0 else "FAIL",
+                }
+            )
+        return rows
+
+    def breakdown_pct(self) -> dict[str, float | None]:
+        """Mean total split into execution, queue (delayTime) and overhead, in percent."""
+        total = self.hist["total"].mean()
+        parts = {"execution": "exec", "queue": "delay", "overhead": "overhead"}
+        if not total:
+            return dict.fromkeys(parts)
+        return {
+            name: _round(100 * mean / total, 2)
+            if (mean := self.hist[metric].mean()) is not None
+            else None
+            for name, metric in parts.items()
+        }
+
+    def to_summary(self, slo: Slo) -> dict[str, Any]:
+        """The body of summary.json for these requests."""
+        rows = self.slo_rows(slo)
+        duration = self.duration_s
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "failed": self.requests - self.ok,
+            "success_rate_pct": _round(self.success_pct, 3),
+            "failures": {
+                kind: {"count": count, "examples": self.examples.get(kind, [])}
+                for kind, count in sorted(self.outcomes.items())
+                if kind != Outcome.OK.value
+            },
+            "rate_limited_responses": self.rate_limited,
+            "percentile_method": PERCENTILE_METHOD,
+            "latency_ms": {name: self.latency(name) for name in _METRICS},
+            "breakdown_pct": self.breakdown_pct(),
+            "tokens": {
+                "input": self.input_tokens,
+                "output": self.output_tokens,
+                "tokens_per_second": _round(self.tokens_per_second, 2),
+                "throughput_tokens_per_s": _round(
+                    self.output_tokens / duration if duration else None, 2
+                ),
+            },
+            "throughput_rps": _round(self.ok / duration if duration else None, 3),
+            "started_at": _iso(self.first_intended),
+            "ended_at": _iso(self.last_done),
+            "duration_s": round(duration, 3),
+            "slo": {
+                "passed": all(row["status"] == "PASS" for row in rows),
+                "thresholds": slo.model_dump(),
+                "rows": rows,
+            },
+        }
+
+
+def _p(hist: Histogram, q: float) -> float | None:
+    return hist.percentile(q) if hist.count else None
+
+
+def _smallest(reasons: set[str]) -> list[str]:
+    return sorted(reasons)[:_EXAMPLES]
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()

@@ -1,0 +1,68 @@
+"""Sweeps: one row per concurrency level, and which level to run at.
+
+The recommendation is the highest concurrency whose run met every SLO line, reported with
+its tightest margin (the SLO line with the least headroom, as a share of its threshold):
+that is how close the recommended level is to failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["recommend", "sweep_rows"]
+
+
+def sweep_rows(levels: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Concurrency | Total P50 | Exec P50 | Queue P50 | Status, from each level's summary."""
+    rows = []
+    for concurrency in sorted(levels):
+        summary = levels[concurrency]
+        latency = summary["latency_ms"]
+        slo_rows = summary["slo"]["rows"]
+        tightest = _tightest(slo_rows)
+        rows.append(
+            {
+                "concurrency": concurrency,
+                "total_p50_ms": latency["total"]["p50"],
+                "total_p95_ms": latency["total"]["p95"],
+                "exec_p50_ms": latency["exec"]["p50"],
+                "queue_p50_ms": latency["delay"]["p50"],
+                "success_rate_pct": summary["success_rate_pct"],
+                "status": "PASS" if summary["slo"]["passed"] else "FAIL",
+                "tightest": {
+                    "metric": tightest["metric"],
+                    "margin": tightest["margin"],
+                    "margin_pct": tightest["margin_pct"],
+                    "unit": tightest["unit"],
+                },
+            }
+        )
+    return rows
+
+
+def _tightest(slo_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The SLO line closest to failing: a failing line if any, else the latency line with the
+    least headroom relative to its threshold. A passing success rate is left out: 100% against
+    99% is "1 point of headroom", which is not comparable with milliseconds and would always
+    look tightest."""
+    failing = [row for row in slo_rows if row["status"] == "FAIL"]
+    candidates = failing or [row for row in slo_rows if row["unit"] == "ms"] or slo_rows
+    return min(
+        candidates,
+        key=lambda r: float("-inf") if r["margin_pct"] is None else r["margin_pct"],
+    )
+
+
+def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The highest passing concurrency and its tightest margin; None when no level passed."""
+    passing = [row for row in rows if row["status"] == "PASS"]
+    if not passing:
+        return None
+    best = max(passing, key=lambda row: row["concurrency"])
+    return {
+        "concurrency": best["concurrency"],
+        "tightest": best["tightest"],
+        # A failing level below the recommended one means the endpoint is noisy: say so.
+        "failed_levels": [row["concurrency"] for row in rows if row["status"] == "FAIL"],
+    }

@@ -1,0 +1,158 @@
+"""The prober's settings: one typed object, built once at the entry point and passed down.
+
+Every field reads ``PROBER_<FIELD>`` from the environment (``PROBER_SLO_TOTAL_P95_MS=6000``).
+The endpoint itself (``RUNPOD_ENDPOINT_ID``, ``RUNPOD_ENDPOINT_BASE_URL``) and its key
+(``RUNPOD_API_KEY``) are common settings and secrets, not the prober's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ProberSettings"]
+
+
+class ProberSettings(BaseSettings):
+    """Where results go, what the SLO is, how requests are sent, and when probes run."""
+
+    model_config = SettingsConfigDict(env_prefix="PROBER_", extra="ignore")
+
+    # Results and inputs.
+    results_dir: Path = Field(
+        default=Path("results"), description="Runs are written to <results_dir>/<run_id>/."
+    )
+    prompts_path: Path | None = Field(
+        default=None,
+        description="JSONL prompt set (one {question, profile?, max_new_tokens?} per line); "
+        "unset means the career questions shipped with podpulse.prober.",
+    )
+
+    # The SLO a load test must meet (DESIGN.md), all on successful requests.
+    slo_exec_p50_ms: float = Field(default=3000, gt=0, description="Execution time P50 limit.")
+    slo_exec_p95_ms: float = Field(default=5000, gt=0, description="Execution time P95 limit.")
+    slo_total_p50_ms: float = Field(default=5000, gt=0, description="Total latency P50 limit.")
+    slo_total_p95_ms: float = Field(default=8000, gt=0, description="Total latency P95 limit.")
+    slo_success_pct: float = Field(
+        default=99.0, ge=0, le=100, description="Lowest share of requests that must complete."
+    )
+
+    # Soak.
+    soak_p95_ms: float = Field(
+        default=4000, gt=0, description="Total-latency P95 every soak window must stay under."
+    )
+    soak_window_s: float = Field(
+        default=60, gt=0, description="Length of a soak window for per-window statistics."
+    )
+    soak_concurrency: int = Field(default=2, ge=1, description="Concurrency of a soak.")
+    soak_duration_s: float = Field(
+        default=1800, gt=0, description="Default soak length (30 min; DESIGN.md says 30-60)."
+    )
+    soak_min_change_pct: float = Field(
+        default=10,
+        ge=0,
+        description="A trend counts as degradation only when the fitted change over the whole "
+        "soak is at least this share of the mean window value (and its 95% CI excludes 0).",
+    )
+
+    # How each request is sent.
+    timeout_s: float = Field(
+        default=120, gt=0, description="Per-request client timeout, from the send to the result."
+    )
+    warmup: int = Field(
+        default=2, ge=0, description="Requests sent first and left out of the statistics."
+    )
+    runsync_wait_ms: int = Field(
+        default=90_000,
+        ge=1000,
+        le=300_000,
+        description="?wait= of /runsync (RunPod accepts 1 s to 5 min); capped at the timeout.",
+    )
+    status_poll_ms: float = Field(
+        default=50,
+        gt=0,
+        le=1000,
+        description="Poll interval of /status for a job /runsync returned unfinished.",
+    )
+    rate_limit_retries: int = Field(
+        default=5, ge=0, description="429 answers one request backs off from before giving up."
+    )
+    model_name: str | None = Field(
+        default=None,
+        description="gen_ai.request.model on spans when the endpoint's output names no model.",
+    )
+
+    # The embedded twin, used when no hosted endpoint is configured.
+    twin_workers_min: int = Field(
+        default=2, ge=0, description="workersMin of the embedded twin (RunPod's advice: 2)."
+    )
+    twin_workers_max: int = Field(
+        default=5, ge=1, description="workersMax of the embedded twin (RunPod's advice: 5)."
+    )
+    twin_idle_timeout_s: int = Field(
+        default=180, ge=1, le=3600, description="idleTimeout of the embedded twin's workers."
+    )
+    twin_exec_ms: float = Field(
+        default=1000,
+        ge=0,
+        description="Median execution time of the embedded twin's calibrated handler.",
+    )
+    twin_exec_distribution: Literal["fixed", "uniform", "normal", "lognormal"] = Field(
+        default="lognormal",
+        description="How the calibrated handler draws execution times (lognormal: a real tail).",
+    )
+    twin_exec_jitter: float = Field(
+        default=0.25, ge=0, le=5, description="Spread of the distribution (sigma for lognormal)."
+    )
+    twin_worker_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Jobs one twin worker runs at once. At its limit the runpod SDK sleeps 1 s "
+        "before asking for more work (as on hosted RunPod), which shows as queue delay.",
+    )
+    twin_error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of twin jobs that fail (fault drills)."
+    )
+    twin_crash_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of twin jobs that kill their worker."
+    )
+
+    # Schedules the prober's Celery beat runs.
+    smoke_every_s: float = Field(
+        default=900, gt=0, description="Seconds between scheduled smoke probes."
+    )
+    smoke_runs: int = Field(default=5, ge=1, description="Requests in one smoke probe.")
+    smoke_concurrency: int = Field(default=1, ge=1, description="Concurrency of a smoke probe.")
+    sweep_cron: str = Field(
+        default="0 3 * * *",
+        description="Crontab (minute hour day month weekday, UTC) of the scheduled sweep.",
+    )
+    # NoDecode: "1,2,3,4" from the environment, split by the validator below.
+    sweep_levels: Annotated[tuple[int, ...], NoDecode] = Field(
+        default=(1, 2, 3, 4), description="Concurrency levels of the scheduled sweep."
+    )
+    sweep_runs: int = Field(default=30, ge=1, description="Requests per level of the sweep.")
+
+    @field_validator("sweep_levels", mode="before")
+    @classmethod
+    def _split_levels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("sweep_levels")
+    @classmethod
+    def _positive_levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(level < 1 for level in value):
+            raise ValueError("sweep levels must be one or more concurrencies >= 1")
+        return value
+
+    @field_validator("sweep_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"sweep_cron must have 5 fields, got {value!r}")
+        return value

@@ -1,0 +1,361 @@
+"""The prober's tasks on real processes: `celery worker` and `celery beat` (redbeat) subprocesses,
+a real redis-server, and the twin with real runpod SDK workers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+
+from podpulse.common.bus import create_celery_app
+from podpulse.common.events import ProbeRunCompleted, parse_event
+from podpulse.common.settings import CommonSettings
+from podpulse.common.testing import free_port, redis_server
+from podpulse.prober import Target
+from podpulse.prober._results import read_records, read_summary
+from podpulse.prober._stats import percentile
+from podpulse.prober._summary import RunStats
+
+pytestmark = pytest.mark.slow
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A celery subprocess and its log file."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for(self, needle: str, timeout_s: float = 30.0) -> None:
+        _wait(lambda: needle in self.text(), timeout_s, f"{needle!r} in {self.log.name}")
+
+
+@contextmanager
+def celery(*args: str, env: dict[str, str], log: Path) -> Iterator[Proc]:
+    """`celery -A podpulse.prober.app <args>`; SIGTERM (warm shutdown) when the block ends."""
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "podpulse.prober.app", *args],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
+        )  # fmt: skip
+    proc = Proc(popen, log)
+    try:
+        yield proc
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
+def worker(env: dict[str, str], log: Path, name: str) -> AbstractContextManager[Proc]:
+    return celery(
+        "worker", "-Q", "prober", "-c", "1", "-P", "prefork", "-n", f"{name}@%h", "-l", "INFO",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", env=env, log=log,
+    )  # fmt: skip
+
+
+def beat(env: dict[str, str], log: Path) -> AbstractContextManager[Proc]:
+    return celery("beat", "-S", "redbeat.RedBeatScheduler", "-l", "INFO", env=env, log=log)
+
+
+def _wait(check: Callable[[], object], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+    return result
+
+
+def _env(redis_url: str, target: Target, results: Path, **extra: str) -> dict[str, str]:
+    key = target.api_key if isinstance(target.api_key, str) else target.api_key()
+    return (
+        os.environ
+        | {
+            "REDIS_URL": redis_url,
+            "RUNPOD_ENDPOINT_ID": target.endpoint_id,
+            "RUNPOD_ENDPOINT_BASE_URL": target.base_url,
+            "RUNPOD_API_KEY": key,
+            "PROBER_RESULTS_DIR": str(results),
+            "PROBER_WARMUP": "0",
+            "PROBER_TIMEOUT_S": "30",
+            "PROBER_SMOKE_EVERY_S": "3600",
+            "OTEL_SDK_DISABLED": "true",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+        }
+        | extra
+    )
+
+
+def _send(redis_url: str, name: str, task_id: str, **kwargs: Any) -> None:
+    """Send a prober task by name, as the CLI or another service would."""
+    sender = create_celery_app("prober", CommonSettings(redis_url=redis_url))
+    with sender.connection_for_write() as conn:
+        sender.send_task(name, kwargs=kwargs, task_id=task_id, connection=conn)
+
+
+def _events(client: redis.Redis, queue: str = "alerter") -> list[ProbeRunCompleted]:
+    """ProbeRunCompleted events waiting on *queue* (nothing consumes it in these tests)."""
+    events = []
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        event = parse_event(args[0])
+        assert isinstance(event, ProbeRunCompleted)
+        events.append(event)
+    return events
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    conn.flushdb()  # each test starts with empty queues, no redbeat lock and no run claims
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def app_env(redis_url: str, twin_target: Target, tmp_path: Path) -> dict[str, str]:
+    return _env(redis_url, twin_target, tmp_path / "results")
+
+
+@dataclass
+class _Inbox:
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+@contextmanager
+def subscriber(redis_url: str) -> Iterator[_Inbox]:
+    """A real worker (in a thread) consuming the alerter queue as its probe-run subscriber."""
+    app = create_celery_app("alerter", CommonSettings(redis_url=redis_url))
+    inbox = _Inbox()
+
+    @app.task(name="podpulse.alerter.on_probe_run")  # type: ignore[untyped-decorator]
+    def on_probe_run(payload: dict[str, Any]) -> None:
+        with inbox.changed:
+            inbox.payloads.append(payload)
+            inbox.changed.notify_all()
+
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, queues=["alerter"], shutdown_timeout=10
+    ):
+        yield inbox
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_scheduled_smoke_runs_on_real_beat_and_worker(
+    redis_url: str, client: redis.Redis, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Beat fires the smoke schedule, a worker runs it against the twin, writes its results
+    and publishes ProbeRunCompleted, which the alerter's subscriber task receives."""
+    env = app_env | {"PROBER_SMOKE_EVERY_S": "2", "PROBER_SMOKE_RUNS": "3"}
+    with ExitStack() as stack:
+        inbox = stack.enter_context(subscriber(redis_url))
+        stack.enter_context(worker(env, tmp_path / "worker.log", "w1")).wait_for("ready.")
+        stack.enter_context(beat(env, tmp_path / "beat.log"))
+        with inbox.changed:
+            assert inbox.changed.wait_for(lambda: inbox.payloads, timeout=60), "no event"
+            payload = inbox.payloads[0]
+    event = parse_event(payload)
+    assert isinstance(event, ProbeRunCompleted)
+    assert (event.kind, event.endpoint_id, event.slo_passed) == (
+        "smoke",
+        app_env["RUNPOD_ENDPOINT_ID"],
+        True,
+    )
+    assert event.run_id.startswith("smoke-")
+    folder = Path(event.results_path)
+    assert folder == tmp_path / "results" / event.run_id
+    assert read_summary(folder) == event.summary
+    assert event.summary["requests"] == event.summary["ok"] == 3
+    assert len(read_records(folder)) == 3
+
+
+def test_two_beats_fire_the_schedule_once_per_interval(
+    client: redis.Redis, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Two beats on one Redis: one holds the redbeat lock and fires; the queue gets one smoke
+    per interval, not two."""
+    env = app_env | {"PROBER_SMOKE_EVERY_S": "1"}
+    with (
+        beat(env, tmp_path / "beat-a.log") as first,
+        beat(env, tmp_path / "beat-b.log") as second,
+    ):
+        _wait(lambda: client.llen("prober"), 30, "the first scheduled smoke")
+        start = client.llen("prober")
+        time.sleep(6)
+        fired = client.llen("prober") - start
+        assert first.popen.poll() is None
+        assert second.popen.poll() is None
+        holders = [p for p in (first, second) if "Acquired lock" in p.text()]
+    assert 4 <= fired <= 7, fired  # two beats would have sent about 12
+    assert len(holders) == 1
+
+
+def test_redelivered_soak_runs_once(
+    client: redis.Redis, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A 6 s soak under a 2 s visibility timeout is delivered again to a second worker, which
+    skips it: the soak runs once, writes one folder and publishes one event."""
+    env = app_env | {"VISIBILITY_TIMEOUT_S": "2"}
+    with (
+        worker(env, tmp_path / "w1.log", "w1") as w1,
+        worker(env, tmp_path / "w2.log", "w2") as w2,
+    ):
+        w1.wait_for("ready.")
+        w2.wait_for("ready.")
+        _send(env["REDIS_URL"], "podpulse.prober.soak", "redelivery-test", duration_s=6,
+              window_s=2, concurrency=[1], input_overrides={"exec_ms": 150})  # fmt: skip
+        _wait(lambda: _events(client), 60, "the soak's event")
+
+        def logs() -> str:
+            return w1.text() + w2.text()
+
+        _wait(lambda: "probe_run_skipped" in logs(), 20, "a redelivered copy to be skipped")
+    events = _events(client)
+    assert [e.run_id for e in events] == ["soak-redelivery-test"]
+    assert logs().count('"probe_run_completed"') == 1
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["soak-redelivery-test"]
+    records = read_records(tmp_path / "results" / "soak-redelivery-test")
+    assert len({r.seq for r in records}) == len(records) >= 20
+
+
+def test_sharded_load_is_merged_exactly(
+    client: redis.Redis, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A load split over two workers writes one summary whose percentiles are those of every
+    request of both shards."""
+    with (
+        worker(app_env, tmp_path / "w1.log", "w1") as w1,
+        worker(app_env, tmp_path / "w2.log", "w2") as w2,
+    ):
+        w1.wait_for("ready.")
+        w2.wait_for("ready.")
+        _send(app_env["REDIS_URL"], "podpulse.prober.load_sharded", "sharded-test", shards=2,
+              lead_s=1.5, runs=24, concurrency=[4], input_overrides={"exec_ms": 60})  # fmt: skip
+        (event,) = _wait(lambda: _events(client), 60, "the merged run's event")
+        shard_runs = [p.text().count("podpulse.prober.load_shard[") for p in (w1, w2)]
+    folder = tmp_path / "results" / "load-sharded-test"
+    records = read_records(folder)
+    assert sorted((r.shard, r.seq % 2) for r in records) == sorted([(0, 0)] * 12 + [(1, 1)] * 12)
+    assert min(shard_runs) >= 1  # each worker ran a shard
+    summary = read_summary(folder)
+    assert summary == event.summary
+    assert summary["requests"] == 24
+    whole = RunStats.from_records(records)
+    assert summary["latency_ms"]["total"] == whole.latency("total")
+    p95 = percentile([r.total_ms for r in records if r.ok], 95)
+    assert summary["latency_ms"]["total"]["p95"] == pytest.approx(p95, abs=0.06)
+
+
+# --- Redis restarted mid-run ----------------------------------------------------------------
+
+
+class _RestartableRedis:
+    """A redis-server on a fixed port that can be stopped and started again (no persistence)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        probe = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        _wait(lambda: _pings(probe), 10, "redis-server to answer")
+        probe.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_redis_restart_mid_run_loses_no_row(twin_target: Target, tmp_path: Path) -> None:
+    """Redis stopped and started again while a load runs: every request is in requests.csv,
+    before and after the outage, the summary is written and the event published."""
+    with tempfile.TemporaryDirectory(prefix="podpulse-redis-") as workdir:
+        server = _RestartableRedis(Path(workdir))
+        server.start()
+        try:
+            env = _env(server.url, twin_target, tmp_path / "results")
+            folder = tmp_path / "results" / "load-restart-test"
+
+            def csv_rows() -> int:
+                return len(read_records(folder)) if folder.exists() else 0
+
+            with worker(env, tmp_path / "w1.log", "w1") as w1:
+                w1.wait_for("ready.")
+                _send(server.url, "podpulse.prober.load", "restart-test", runs=30,
+                      concurrency=[1], input_overrides={"exec_ms": 150})  # fmt: skip
+                _wait(lambda: csv_rows() >= 5, 30, "rows before the outage")
+                stopped_at = time.time()
+                server.stop()
+                time.sleep(1.5)
+                server.start()
+                restarted_at = time.time()
+                _wait((folder / "summary.json").exists, 60, "the run to finish")
+                client = redis.Redis.from_url(server.url)
+                (event,) = _wait(lambda: _events(client), 30, "the event after the restart")
+                client.close()
+            assert "Connection to broker lost" in w1.text()
+        finally:
+            server.stop()
+    records = read_records(folder)
+    assert sorted(r.seq for r in records) == list(range(30))
+    assert any(r.done < stopped_at for r in records)
+    assert any(r.done > restarted_at for r in records)
+    summary = read_summary(folder)
+    assert summary["requests"] == 30
+    assert summary["interrupted"] is False
+    assert event.run_id == "load-restart-test"
+    assert event.summary == summary

@@ -1,0 +1,263 @@
+"""The prober's bus pieces without a worker: schedule, exact shard merging, run claims on a real
+Redis, the bounded event publish, and the app's configuration."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from podpulse.common.bus import create_celery_app, queue_for_task
+from podpulse.common.settings import CommonSettings
+from podpulse.common.testing import free_port, redis_server
+from podpulse.prober import app as prober_app
+from podpulse.prober._locks import KEY_PREFIX, claim_run
+from podpulse.prober._probe import ProbeSpec
+from podpulse.prober._records import Outcome, RequestRecord
+from podpulse.prober._schedule import SMOKE_ENTRY, SWEEP_ENTRY, beat_schedule, parse_cron
+from podpulse.prober._shards import ShardBoard, merge_shards, stats_from_json, stats_to_json
+from podpulse.prober._stats import percentile
+from podpulse.prober._summary import RunStats
+from podpulse.prober.tasks import publish_completed
+
+# Celery signals are process-wide; this process also runs other tests' workers.
+prober_app.detach_signals()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[redis.Redis]:
+    with redis_server() as url:
+        conn = redis.Redis.from_url(url)
+        yield conn
+        conn.close()
+
+
+def _record(seq: int, total_ms: float, shard: int = 0) -> RequestRecord:
+    start = 1_700_000_000.0 + seq
+    return RequestRecord(
+        run_id="r", seq=seq, concurrency=4, intended=start, sent=start,
+        done=start + total_ms / 1000, outcome=Outcome.OK, delay_ms=1.0,
+        exec_ms=total_ms / 2, shard=shard,
+    )  # fmt: skip
+
+
+def _wait(check: Callable[[], object], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+def test_beat_schedule_comes_from_settings() -> None:
+    """Smoke every smoke_every_s (expiring after one period), sweep on the settings' cron."""
+    entries = beat_schedule(smoke_every_s=900, sweep_cron="0 3 * * *")
+    smoke, sweep = entries[SMOKE_ENTRY], entries[SWEEP_ENTRY]
+    assert smoke["task"] == "podpulse.prober.smoke"
+    assert smoke["schedule"].run_every == timedelta(seconds=900)
+    assert smoke["options"] == {"expires": 900.0}
+    assert sweep["task"] == "podpulse.prober.sweep"
+    assert (sweep["schedule"].hour, sweep["schedule"].minute) == ({3}, {0})
+    assert all(queue_for_task(entry["task"]) == "prober" for entry in entries.values())
+    assert beat_schedule(smoke_every_s=None, sweep_cron=None) == {}
+
+
+@pytest.mark.parametrize("expression", ["0 3 * *", "61 * * * *", "0 3 * * * *"])
+def test_bad_cron_names_the_expression(expression: str) -> None:
+    """A cron with the wrong field count or an out-of-range field fails, quoting itself."""
+    with pytest.raises(ValueError, match=r"cron expression '.*'"):
+        parse_cron(expression)
+
+
+def test_worker_app_as_celery_sees_it(tmp_path: Path) -> None:
+    """`celery -A podpulse.prober.app` gets the schedule from PROBER_*, every task, and keeps
+    long tasks running through a broker reconnect."""
+    script = (
+        "import json; from podpulse.prober.app import app; app.loader.import_default_modules();"
+        "c = app.conf; print(json.dumps({'tasks': sorted(t for t in app.tasks"
+        " if t.startswith('podpulse.')), 'beat': {k: [v['task'], str(v['schedule'])]"
+        " for k, v in c.beat_schedule.items()}, 'transport': c.broker_transport_options,"
+        " 'cancel': c.worker_cancel_long_running_tasks_on_connection_loss,"
+        " 'acks_late': c.task_acks_late, 'backend': c.result_backend}))"
+    )
+    env = {"PROBER_SMOKE_EVERY_S": "120", "PROBER_SWEEP_CRON": "30 2 * * *",
+           "VISIBILITY_TIMEOUT_S": "4", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    conf = json.loads(out.stdout.strip().splitlines()[-1])
+    assert conf["tasks"] == sorted(
+        f"podpulse.prober.{name}"
+        for name in ("smoke", "load", "sweep", "soak", "load_sharded", "load_shard",
+                     "merge_load_shards")
+    )  # fmt: skip
+    assert conf["beat"][SMOKE_ENTRY][0] == "podpulse.prober.smoke"
+    assert conf["beat"][SMOKE_ENTRY][1] == "<freq: 2.00 minutes>"
+    assert conf["beat"][SWEEP_ENTRY] == [
+        "podpulse.prober.sweep",
+        "<crontab: 30 2 * * * (m/h/dM/MY/d)>",
+    ]
+    assert conf["transport"] == {
+        "visibility_timeout": 4, "unacked_restore_interval": 2, "unacked_restore_throttle": 1,
+    }  # fmt: skip
+    assert (conf["cancel"], conf["acks_late"], conf["backend"]) == (False, True, None)
+
+
+# --- exact merging --------------------------------------------------------------------------
+
+
+def test_merged_shards_report_the_percentiles_of_all_requests() -> None:
+    """Merging shards gives the nearest-rank P50/P95/P99 over every request; averaging the
+    shards' P95s would not."""
+    rng = random.Random(7)
+    fast = [_record(i, rng.uniform(900, 1100), shard=0) for i in range(0, 300, 2)]
+    slow = [_record(i, rng.uniform(900, 1100) + (4000 if i % 10 == 1 else 0), shard=1)
+            for i in range(1, 300, 2)]  # fmt: skip
+    parts = {0: {4: RunStats.from_records(fast)}, 1: {4: RunStats.from_records(slow)}}
+    merged = merge_shards(parts, 2)[4]
+    totals = [r.total_ms for r in fast + slow]
+    for q in (50, 95, 99):
+        assert merged.hist["total"].percentile(q) == pytest.approx(percentile(totals, q), abs=0.05)
+    assert merged == RunStats.from_records(fast + slow)
+    averaged = sum(p[4].hist["total"].percentile(95) or 0 for p in parts.values()) / 2
+    assert abs(averaged - (merged.hist["total"].percentile(95) or 0)) > 1000
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    totals=st.lists(st.floats(0, 60_000, allow_nan=False), min_size=1, max_size=80),
+    shards=st.integers(1, 5),
+    q=st.sampled_from([50, 90, 95, 99, 100]),
+)
+def test_merge_is_exact_for_any_split(totals: list[float], shards: int, q: int) -> None:
+    """For any latencies dealt to any number of shards, the merge's percentile is the
+    percentile over all of them (to the histogram's 0.1 ms) and survives JSON."""
+    parts = {
+        shard: {1: RunStats.from_records(
+            _record(i, total) for i, total in enumerate(totals) if i % shards == shard
+        )}
+        for shard in range(shards)
+    }  # fmt: skip
+    via_json = {shard: stats_from_json(json.loads(json.dumps(stats_to_json(part))))
+                for shard, part in parts.items()}  # fmt: skip
+    merged = merge_shards(via_json, shards)[1]
+    expected = percentile(totals, q)
+    assert expected is not None
+    assert merged.hist["total"].percentile(q) == pytest.approx(expected, abs=0.05 + 1e-6)
+    assert merged.requests == len(totals)
+
+
+def test_merge_refuses_an_incomplete_run() -> None:
+    """A merge missing a shard (or with a stranger) fails rather than report part of a run."""
+    part = {1: RunStats.from_records([_record(0, 10.0)])}
+    with pytest.raises(ValueError, match=r"missing \[1\], unexpected \[\]"):
+        merge_shards({0: part}, 2)
+    with pytest.raises(ValueError, match=r"unexpected \[2\]"):
+        merge_shards({0: part, 1: part, 2: part}, 2)
+
+
+def test_shard_board_completes_once(client: redis.Redis) -> None:
+    """Only the post that completes the set says so; a re-posted shard neither overwrites its
+    first statistics nor completes the set again."""
+    board = ShardBoard(client, f"board-{time.time_ns()}")
+    first = {1: RunStats.from_records([_record(0, 10.0)])}
+    second = {1: RunStats.from_records([_record(1, 20.0)])}
+    assert board.post(0, first, 2) is False
+    assert board.post(1, second, 2) is True
+    assert board.post(1, first, 2) is False
+    assert board.collect() == {0: first, 1: second}
+    assert 0 < client.ttl(board.key) <= 2 * 24 * 3600
+
+
+# --- run claims -----------------------------------------------------------------------------
+
+
+def test_a_run_id_is_claimed_once(client: redis.Redis) -> None:
+    """While a run holds its claim a second one is refused as running; afterwards as done."""
+    run_id = f"claim-{time.time_ns()}"
+    with claim_run(client, run_id, ttl_s=30) as first:
+        assert first.owned
+        with claim_run(client, run_id, ttl_s=30) as second:
+            assert (second.owned, second.state) == (False, "running")
+    with claim_run(client, run_id, ttl_s=30) as third:
+        assert (third.owned, third.state) == (False, "completed")
+    assert client.get(f"{KEY_PREFIX}{run_id}:done") == b"ok"
+    assert not client.exists(f"{KEY_PREFIX}{run_id}:lease")
+
+
+def test_a_failed_run_is_not_run_again(client: redis.Redis) -> None:
+    """A run that raised is remembered too: a redelivery would overwrite its partial results."""
+    run_id = f"fail-{time.time_ns()}"
+    with pytest.raises(RuntimeError), claim_run(client, run_id, ttl_s=30):
+        raise RuntimeError("engine blew up")
+    assert client.get(f"{KEY_PREFIX}{run_id}:done") == b"failed"
+    with claim_run(client, run_id, ttl_s=30) as again:
+        assert again.state == "completed"
+
+
+def test_the_lease_is_renewed_and_retaken_while_the_run_goes_on(client: redis.Redis) -> None:
+    """A run longer than its lease keeps it; a lease Redis lost (restart) is taken back, and
+    one another holder took is reported lost, never stolen back."""
+    run_id = f"renew-{time.time_ns()}"
+    lease = f"{KEY_PREFIX}{run_id}:lease"
+    with claim_run(client, run_id, ttl_s=0.6, renew_every_s=0.1) as claim:
+        time.sleep(1.0)  # beyond the 0.6 s TTL: only renewal keeps the key
+        assert client.get(lease) == claim.token.encode()
+        client.delete(lease)
+        _wait(lambda: client.get(lease) == claim.token.encode())
+        client.set(lease, "someone-else")
+        _wait(lambda: claim.lost)
+        assert client.get(lease) == b"someone-else"
+    assert client.get(lease) == b"someone-else"  # finishing leaves a foreign lease alone
+
+
+def test_concurrent_claims_let_exactly_one_run(client: redis.Redis) -> None:
+    """Eight threads racing for one run id: one runs, seven are skipped."""
+    run_id = f"race-{time.time_ns()}"
+    owned: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def contender() -> None:
+        barrier.wait()
+        with claim_run(client, run_id, ttl_s=30) as claim:
+            owned.append(claim.owned)
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=contender) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(owned) == [False] * 7 + [True]
+
+
+# --- publishing -----------------------------------------------------------------------------
+
+
+def test_publish_gives_up_after_its_bounded_retries(tmp_path: Path) -> None:
+    """With no broker the event publish retries its few times, logs, and returns False."""
+    dead = create_celery_app(
+        "prober", CommonSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+    dead.conf.broker_connection_timeout = 0.2
+    spec = ProbeSpec(kind="smoke", run_id="smoke-offline", runs=1)
+    started = time.monotonic()
+    sent = publish_completed(
+        dead, spec, {"passed": True}, tmp_path, "ep-twin", delays_s=(0.05, 0.05)
+    )
+    assert sent is False
+    assert time.monotonic() - started < 20

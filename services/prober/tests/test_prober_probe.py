@@ -1,0 +1,172 @@
+"""run_probe end to end on a real twin: results folder, partial summaries, sweeps, soaks, shards."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from podpulse.prober import (
+    Engine,
+    Load,
+    ProberSettings,
+    ProbeSpec,
+    RequestRecord,
+    RunStats,
+    Target,
+    merge_stats,
+    read_records,
+    run_probe,
+    write_summary,
+)
+from podpulse.prober._soak import soak_verdict
+
+
+def _rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open(newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def _spec(**changes) -> ProbeSpec:
+    base = {"run_id": "r1", "runs": 4, "warmup": 0, "input_overrides": {"exec_ms": 30}}
+    return ProbeSpec.model_validate(base | changes)
+
+
+async def test_csv_rows_appear_while_the_run_is_going(twin_target: Target, tmp_path: Path):
+    """requests.csv holds each finished request before the run ends."""
+    spec = _spec(runs=12, input_overrides={"exec_ms": 120})
+    task = asyncio.create_task(run_probe(spec, twin_target, tmp_path))
+    csv_path = tmp_path / "r1" / "requests.csv"
+    while _rows(csv_path) < 2:
+        assert not task.done()
+        await asyncio.sleep(0.02)
+    assert not task.done()
+    stats = await task
+    assert _rows(csv_path) == 12 == stats[1].requests
+
+
+async def test_cancel_writes_a_partial_summary(twin_target: Target, tmp_path: Path):
+    """A cancelled run still writes summary.json, marked interrupted, over what finished."""
+    spec = _spec(runs=200, input_overrides={"exec_ms": 80})
+    task = asyncio.create_task(run_probe(spec, twin_target, tmp_path))
+    csv_path = tmp_path / "r1" / "requests.csv"
+    while _rows(csv_path) < 3:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["requests"] == _rows(csv_path) >= 3
+    assert summary["requests"] < 200
+
+
+async def test_one_client_span_per_request(twin_target: Target, tmp_path: Path):
+    """Each measured request becomes one runpod.job span carrying its run and timings."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spec = _spec(runs=3, warmup=1)
+    await run_probe(spec, twin_target, tmp_path, tracer=provider.get_tracer("test"))
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["runpod.job"] * 3
+    records = {r.job_id: r for r in read_records(tmp_path / "r1")}
+    for span in spans:
+        attrs = span.attributes or {}
+        record = records[attrs["runpod.job.id"]]
+        assert attrs["podpulse.probe.run_id"] == "r1"
+        assert attrs["runpod.endpoint.id"] == twin_target.endpoint_id
+        assert attrs["podpulse.total_ms"] == pytest.approx(record.total_ms, abs=0.01)
+        assert span.start_time == round(record.intended * 1e9)
+
+
+async def test_sweep_writes_one_row_per_level_and_recommends(twin_target: Target, tmp_path: Path):
+    """A sweep summarises each level, tables them, and recommends the highest passing one."""
+    spec = _spec(kind="sweep", concurrency=(1, 2), runs=4)
+    await run_probe(spec, twin_target, tmp_path)
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert [row["concurrency"] for row in summary["table"]] == [1, 2]
+    assert all(row["status"] == "PASS" for row in summary["table"])
+    assert summary["recommendation"]["concurrency"] == 2
+    assert summary["passed"] is True
+    assert {r.concurrency for r in read_records(tmp_path / "r1")} == {1, 2}
+
+
+async def test_sweep_with_an_impossible_slo_recommends_nothing(twin_target: Target, tmp_path):
+    """When no level meets the SLO the sweep fails and there is no recommendation."""
+    settings = ProberSettings(slo_total_p50_ms=1)
+    spec = _spec(kind="sweep", concurrency=(1, 2), runs=2)
+    await run_probe(spec, twin_target, tmp_path, settings=settings)
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["recommendation"] is None
+    assert summary["passed"] is False
+    assert [row["status"] for row in summary["table"]] == ["FAIL", "FAIL"]
+
+
+async def test_shards_merge_into_the_whole_run(twin_target: Target, tmp_path: Path):
+    """Two shards of one run send their shares; merged stats summarise all requests."""
+    spec = _spec(concurrency=(2,), runs=7)
+    parts = await asyncio.gather(
+        *(run_probe(spec, twin_target, tmp_path, shard=i, shards=2) for i in range(2))
+    )
+    assert sorted(p[2].requests for p in parts) == [3, 4]
+    assert not (tmp_path / "r1" / "summary.json").exists()
+    from_files = [
+        {int(k): RunStats.from_json(v) for k, v in json.loads(path.read_text()).items()}
+        for path in sorted((tmp_path / "r1").glob("stats-shard*.json"))
+    ]
+    merged = merge_stats(from_files)
+    summary = write_summary(tmp_path, spec, merged)
+    records = read_records(tmp_path / "r1")
+    assert summary["requests"] == 7 == len(records)
+    assert len({r.seq for r in records}) == 7
+    assert merged[2] == RunStats.from_records(records)
+
+
+async def test_stable_soak_passes_with_plot_and_report(twin_target: Target, tmp_path: Path):
+    """A steady soak: no failures, P95 under the limit, no trend; PNG and report written."""
+    spec = _spec(
+        kind="soak",
+        concurrency=(2,),
+        runs=None,
+        duration_s=4.0,
+        window_s=1.0,
+        input_overrides={"exec_ms": 40},
+    )
+    await run_probe(spec, twin_target, tmp_path)
+    folder = tmp_path / "r1"
+    summary = json.loads((folder / "summary.json").read_text())
+    soak = summary["soak"]
+    assert soak["passed"] is True, soak["checks"]
+    assert len(soak["windows"]) >= 4
+    assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "PASS" in (folder / "report.md").read_text().splitlines()[0]
+
+
+async def test_growing_execution_time_fails_the_soak_trend_test(twin_target: Target):
+    """Execution time growing over the run fails the P95 and throughput trend tests."""
+    records: list[RequestRecord] = []
+    async with twin_target.client(timeout_s=10) as client:
+        engine = Engine(
+            client,
+            run_id="degrade",
+            make_input=lambda seq: {"exec_ms": 20 + 6 * seq},
+            on_record=records.append,
+        )
+        await engine.run(Load(concurrency=2, duration_s=4.0))
+    assert engine.started_at is not None
+    stats = RunStats.from_records(records, window_s=0.5, origin=engine.started_at)
+    verdict = soak_verdict(stats, p95_threshold_ms=4000, min_change_pct=10)
+    checks = {c["check"]: c["passed"] for c in verdict["checks"]}
+    assert checks["no P95 degradation"] is False
+    assert checks["no throughput degradation"] is False
+    assert checks["zero failures"] is True
+    assert verdict["passed"] is False
