@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from ._http import ApiKey, Requester, parse_model
+from ._http import ApiKey, HttpClientBase, Requester, parse_model
 from ._models import Health, Job, JobPolicy, PurgeResult, StreamResult
 from ._retry import Backoff
 
@@ -24,7 +23,7 @@ def path_segment(value: str, what: str) -> str:
     return quote(value, safe="")
 
 
-class RunPodClient:
+class RunPodClient(HttpClientBase):
     """Async client for one RunPod serverless endpoint (hosted, or the local twin).
 
     Retry rules (``max_retries`` extra attempts, waits shaped by ``backoff``):
@@ -66,21 +65,6 @@ class RunPodClient:
 
     def __repr__(self) -> str:
         return f"RunPodClient(endpoint_id={self.endpoint_id!r}, base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool, unless it was passed in."""
-        await self._http.aclose()
 
     async def run(
         self, input: Any, *, webhook: str | None = None, policy: JobPolicy | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -30,6 +31,27 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _EXCERPT_CHARS = 300
 _USER_AGENT = "podpulse"
+
+
+class HttpClientBase:
+    """The async-context life cycle both RunPod clients share: one ``Requester`` each."""
+
+    _http: Requester
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool, unless it was passed in."""
+        await self._http.aclose()
 
 
 class Requester:

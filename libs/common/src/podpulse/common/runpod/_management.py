@@ -6,20 +6,19 @@ only v2's ``GET``/``PATCH /serverless/{id}`` is spoken here.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from ._client import path_segment
 from ._config import EndpointConfig
-from ._http import ApiKey, Requester
+from ._http import ApiKey, HttpClientBase, Requester
 from ._retry import Backoff
 
 DEFAULT_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
 
 
-class ManagementClient:
+class ManagementClient(HttpClientBase):
     """Async client for endpoint configuration.
 
     Both calls are retried on 429, 5xx and dropped connections: a GET is a read, and a
@@ -44,21 +43,6 @@ class ManagementClient:
 
     def __repr__(self) -> str:
         return f"ManagementClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool, unless it was passed in."""
-        await self._http.aclose()
 
     async def get(self, endpoint_id: str) -> EndpointConfig:
         """The endpoint's current config (``GET /serverless/{id}``)."""
