@@ -165,7 +165,7 @@ def subscriber(redis_url: str) -> Iterator[_Inbox]:
     app = create_celery_app("alerter", CommonSettings(redis_url=redis_url))
     inbox = _Inbox()
 
-    @app.task(name="podpulse.alerter.on_probe_run")  # type: ignore[untyped-decorator]
+    @app.task(name="podpulse.alerter.on_probe_run", shared=False)  # type: ignore[untyped-decorator]
     def on_probe_run(payload: dict[str, Any]) -> None:
         with inbox.changed:
             inbox.payloads.append(payload)
