@@ -110,11 +110,48 @@ def test_report_rebuilds_a_summary_from_the_csv_of_a_dead_run(tmp_path: Path):
                 )
             )
     done = _podpulse(tmp_path, "report", "dead", "--json")
-    assert done.returncode == 0, done.stderr
+    # An interrupted run never passes, however good its few requests looked.
+    assert done.returncode == 1, done.stderr
     summary = json.loads(done.stdout)
     assert summary["requests"] == 3
     assert summary["interrupted"] is True
+    assert summary["passed"] is False
     assert summary["latency_ms"]["total"]["p50"] == 500.0
+
+
+def test_report_of_a_damaged_run_folder_exits_2_naming_the_problem(tmp_path: Path):
+    """A corrupt summary.json or a CSV without spec.json is a clear error, not a traceback."""
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "summary.json").write_text("{not json", encoding="utf-8")
+    done = _podpulse(tmp_path, "report", "corrupt")
+    assert done.returncode == 2
+    assert "cannot be read" in done.stderr
+    assert "Traceback" not in done.stderr
+    orphan = tmp_path / "orphan"
+    with ResultsWriter(orphan) as writer:
+        writer.write(
+            RequestRecord(
+                run_id="orphan",
+                seq=0,
+                concurrency=1,
+                intended=1.0,
+                sent=1.0,
+                done=2.0,
+                outcome=Outcome.OK,
+            )
+        )
+    done = _podpulse(tmp_path, "report", "orphan")
+    assert done.returncode == 2
+    assert "spec.json" in done.stderr
+
+
+def test_a_run_id_is_never_reused(tmp_path: Path):
+    """Writing into a run folder that already has requests.csv is refused, not appended."""
+    folder = tmp_path / "once"
+    ResultsWriter(folder).close()
+    with pytest.raises(FileExistsError, match="run ids name one run"):
+        ResultsWriter(folder)
 
 
 def test_ctrl_c_writes_the_partial_summary_and_exits_130(tmp_path: Path):

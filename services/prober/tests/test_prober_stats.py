@@ -249,6 +249,26 @@ def test_sweep_recommends_the_highest_passing_level_with_its_tightest_margin():
     assert recommend([r for r in rows if r["status"] == "FAIL"]) is None
 
 
+def test_a_passing_level_above_a_failing_one_is_not_recommended():
+    """1 PASS, 2 FAIL, 3 PASS: the recommendation is 1; level 3 passing was luck."""
+    rows = sweep_rows({1: _level(1000, True, 80), 2: _level(6000, False, -5),
+                       3: _level(3000, True, 12.5)})  # fmt: skip
+    best = recommend(rows)
+    assert best is not None
+    assert best["concurrency"] == 1
+    assert best["failed_levels"] == [2]
+
+
+def test_success_rate_keeps_three_decimals():
+    """98.96% success is shown as 98.96 with a -0.04 margin, not rounded up to 99.0."""
+    records = [rec(100.0, seq=i) for i in range(9896)]
+    records += [rec(100.0, seq=10_000 + i, outcome=Outcome.FAILED) for i in range(104)]
+    rows = {row["metric"]: row for row in RunStats.from_records(records).slo_rows(Slo())}
+    assert rows["Success rate"]["actual"] == 98.96
+    assert rows["Success rate"]["margin"] == -0.04
+    assert rows["Success rate"]["status"] == "FAIL"
+
+
 def test_summary_of_no_requests_fails_cleanly():
     """An empty run has no percentiles and fails every SLO line instead of crashing."""
     summary = RunStats().to_summary(Slo())

@@ -68,12 +68,16 @@ class ResultsWriter:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.path = folder / csv_name(shard, shards)
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._file: IO[str] = self.path.open("a", newline="", encoding="utf-8")
+        try:
+            # "x": a run id names one run; appending to an old CSV would mix two runs' rows.
+            self._file: IO[str] = self.path.open("x", newline="", encoding="utf-8")
+        except FileExistsError:
+            raise FileExistsError(
+                f"{self.path} already exists: run ids name one run each; choose another --run-id"
+            ) from None
         self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS, extrasaction="raise")
-        if fresh:
-            self._csv.writeheader()
-            self._file.flush()
+        self._csv.writeheader()
+        self._file.flush()
 
     def write(self, record: RequestRecord) -> None:
         """Append one row and flush it to the OS (a process crash then loses nothing; an OS

@@ -252,8 +252,9 @@ class RunStats:
                     "slo": f"{'≤' if sense == '<=' else '≥'} {limit:g} {unit}",
                     "threshold": limit,
                     "unit": unit,
-                    "actual": _round(actual),
-                    "margin": _round(margin),
+                    # Percentages keep three decimals: 98.96% must not print as 99.0 and FAIL.
+                    "actual": _round(actual, 3 if unit == "%" else 1),
+                    "margin": _round(margin, 3 if unit == "%" else 1),
                     # Headroom as a share of the threshold, comparable across metrics.
                     "margin_pct": None if margin is None else round(100 * margin / limit, 2),
                     "status": "PASS" if margin is not None and margin >= 0 else "FAIL",

@@ -55,14 +55,18 @@ def _tightest(slo_rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The highest passing concurrency and its tightest margin; None when no level passed."""
-    passing = [row for row in rows if row["status"] == "PASS"]
-    if not passing:
+    """The highest concurrency that passes with every lower level passing too, and its
+    tightest margin; None when the lowest level fails. A lone passing level above a failing
+    one is luck, not capacity, so it is never recommended."""
+    recommended = None
+    for row in sorted(rows, key=lambda r: r["concurrency"]):
+        if row["status"] != "PASS":
+            break
+        recommended = row
+    if recommended is None:
         return None
-    best = max(passing, key=lambda row: row["concurrency"])
     return {
-        "concurrency": best["concurrency"],
-        "tightest": best["tightest"],
-        # A failing level below the recommended one means the endpoint is noisy: say so.
+        "concurrency": recommended["concurrency"],
+        "tightest": recommended["tightest"],
         "failed_levels": [row["concurrency"] for row in rows if row["status"] == "FAIL"],
     }

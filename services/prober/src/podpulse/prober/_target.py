@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
@@ -34,8 +34,8 @@ class Target:
 
     endpoint_id: str
     base_url: str
-    api_key: ApiKey
-    kind: Literal["hosted", "twin"]
+    api_key: ApiKey = field(repr=False)
+    kind: Literal["hosted", "twin"] = "hosted"
 
     @contextlib.asynccontextmanager
     async def client(

@@ -119,6 +119,12 @@ def _run(spec: ProbeSpec, settings: ProberSettings, results_dir: Path, as_json: 
         load_prompts(spec.prompts or settings.prompts_path)
     except PromptSetError as exc:
         raise _usage(str(exc)) from None
+    folder = run_dir(results_dir, spec.run_id)
+    if any(folder.glob("requests*.csv")):
+        # Checked before an embedded twin starts; the writer refuses it too.
+        raise _usage(
+            f"run {spec.run_id!r} already exists in {folder.parent}; choose another --run-id"
+        )
     err = Console(stderr=True)
     # Spans only when asked for: a one-off run on a laptop has no collector, and the SDK's
     # default OTLP exporter would retry against localhost:4318 and hold the exit for seconds.
@@ -249,12 +255,16 @@ def report(
         folder = run_dir(results_dir or settings.results_dir, run_id)
     except ValueError as exc:
         raise _usage(str(exc)) from None
-    if (folder / "summary.json").exists():
-        summary = read_summary(folder)
-    elif any(folder.glob("requests*.csv")):
-        summary = _rebuild(folder, settings)
-    else:
-        raise _usage(f"no run {run_id!r} in {folder.parent} (no summary.json or requests.csv)")
+    try:
+        if (folder / "summary.json").exists():
+            summary = read_summary(folder)
+        elif any(folder.glob("requests*.csv")):
+            summary = _rebuild(folder, settings)
+        else:
+            raise _usage(f"no run {run_id!r} in {folder.parent} (no summary.json or requests.csv)")
+    except (OSError, ValueError, KeyError, ValidationError) as exc:
+        # A damaged run folder is bad input: say which file and why, never a traceback.
+        raise _usage(f"run {run_id!r} cannot be read: {type(exc).__name__}: {exc}") from None
     _show(summary, as_json)
     if not summary["passed"]:
         raise typer.Exit(_EXIT_FAILED)
