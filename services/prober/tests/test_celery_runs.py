@@ -285,6 +285,29 @@ def test_sharded_load_is_merged_exactly(
     assert summary["latency_ms"]["total"]["p95"] == pytest.approx(p95, abs=0.06)
 
 
+def test_a_sharded_run_with_a_failed_shard_still_reports(
+    client: redis.Redis, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Shard 1 of 2 raises (its prompt set is gone): it posts a failure marker, the merge runs
+    on shard 0's requests, and the summary and the event say the run is incomplete."""
+    spec = {"kind": "load", "run_id": "load-shard-fails", "runs": 4, "concurrency": [2],
+            "warmup": 0, "input_overrides": {"exec_ms": 30}}  # fmt: skip
+    with worker(app_env, tmp_path / "w1.log", "w1") as w1:
+        w1.wait_for("ready.")
+        _send(app_env["REDIS_URL"], "podpulse.prober.load_shard", "fails.shard0",
+              spec=spec, shard=0, shards=2)  # fmt: skip
+        _send(app_env["REDIS_URL"], "podpulse.prober.load_shard", "fails.shard1",
+              spec=spec | {"prompts": str(tmp_path / "gone.jsonl")}, shard=1, shards=2)  # fmt: skip
+        (event,) = _wait(lambda: _events(client), 30, "the incomplete run's event")
+        assert '"probe_run_shards_failed"' in w1.text()
+    summary = read_summary(tmp_path / "results" / "load-shard-fails")
+    assert summary == event.summary
+    assert (summary["interrupted"], summary["passed"], event.slo_passed) == (True, False, False)
+    assert summary["requests"] == 2  # shard 0's share
+    assert summary["shards"]["missing"] == [1]
+    assert "PromptSetError" in summary["shards"]["failed"]["1"]
+
+
 # --- Redis restarted mid-run ----------------------------------------------------------------
 
 

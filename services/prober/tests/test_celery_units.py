@@ -3,6 +3,7 @@ Redis, the bounded event publish, and the app's configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -22,7 +23,7 @@ from podpulse.common.bus import create_celery_app, queue_for_task
 from podpulse.common.settings import CommonSettings
 from podpulse.common.testing import free_port, redis_server
 from podpulse.prober import app as prober_app
-from podpulse.prober._locks import KEY_PREFIX, claim_run
+from podpulse.prober._locks import KEY_PREFIX, LeaseLostError, claim_run, while_held
 from podpulse.prober._probe import ProbeSpec
 from podpulse.prober._records import Outcome, RequestRecord
 from podpulse.prober._schedule import SMOKE_ENTRY, SWEEP_ENTRY, beat_schedule, parse_cron
@@ -183,6 +184,28 @@ def test_shard_board_completes_once(client: redis.Redis) -> None:
     assert 0 < client.ttl(board.key) <= 2 * 24 * 3600
 
 
+def test_a_retried_post_that_completed_the_set_still_sends_the_merge(client: redis.Redis) -> None:
+    """A post whose reply was lost is retried with its token: the retry (added=0) still learns
+    it completed the set, and no other post does."""
+    board = ShardBoard(client, f"board-{time.time_ns()}")
+    stats = {1: RunStats.from_records([_record(0, 10.0)])}
+    assert board.post(0, stats, 2, token="shard0") is False
+    assert board.post(1, stats, 2, token="shard1") is True
+    assert board.post(1, stats, 2, token="shard1") is True  # the retry of that same post
+    assert board.post(0, stats, 2, token="shard0") is False
+    assert board.post_failure(1, "late copy", 2, token="other") is False
+
+
+def test_a_failed_shard_completes_the_set_and_is_named(client: redis.Redis) -> None:
+    """A failure marker counts towards the set, so the merge is sent; it reads back apart."""
+    board = ShardBoard(client, f"board-{time.time_ns()}")
+    stats = {1: RunStats.from_records([_record(0, 10.0)])}
+    assert board.post(0, stats, 2) is False
+    assert board.post_failure(1, "PromptSetError: gone", 2) is True
+    assert board.read() == ({0: stats}, {1: "PromptSetError: gone"})
+    assert board.collect() == {0: stats}
+
+
 # --- run claims -----------------------------------------------------------------------------
 
 
@@ -223,6 +246,29 @@ def test_the_lease_is_renewed_and_retaken_while_the_run_goes_on(client: redis.Re
         _wait(lambda: claim.lost)
         assert client.get(lease) == b"someone-else"
     assert client.get(lease) == b"someone-else"  # finishing leaves a foreign lease alone
+
+
+def test_a_run_whose_lease_is_lost_stops(client: redis.Redis) -> None:
+    """Another holder takes the lease mid-run: the run is cancelled and LeaseLostError raised;
+    a run that keeps its lease returns its result."""
+    run_id = f"lost-{time.time_ns()}"
+    cancelled = asyncio.Event()
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with claim_run(client, run_id, ttl_s=30, renew_every_s=0.05) as claim:
+        assert asyncio.run(while_held(claim, asyncio.sleep(0.1, "ok"), check_s=0.02)) == "ok"
+        client.set(f"{KEY_PREFIX}{run_id}:lease", "someone-else")
+        started = time.monotonic()
+        with pytest.raises(LeaseLostError, match=run_id):
+            asyncio.run(while_held(claim, work(), check_s=0.02))
+    assert cancelled.is_set()
+    assert time.monotonic() - started < 5
 
 
 def test_concurrent_claims_let_exactly_one_run(client: redis.Redis) -> None:

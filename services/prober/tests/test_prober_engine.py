@@ -250,3 +250,16 @@ async def test_refused_connection_is_an_http_error(tmp_path: Path):
     [record] = records
     assert record.outcome is Outcome.HTTP_ERROR
     assert "connection failed" in (record.error or "")
+
+
+async def test_a_late_shard_counts_its_delay_from_the_shared_start():
+    """Open loop with start_at already past (warm-up overran it): the schedule still counts
+    from start_at, so the delay is schedule lag and part of every total."""
+    client = _mock_client([httpx.Response(200, json=_DONE)] * 2)
+    records: list[RequestRecord] = []
+    engine = _engine(client, records)
+    start_at = engine.clock.now() - 0.5
+    await engine.run(Load(arrival="constant", rate=100, runs=2, concurrency=0), start_at=start_at)
+    assert engine.started_at == start_at
+    assert sorted(r.intended - start_at for r in records) == pytest.approx([0.005, 0.015], abs=1e-6)
+    assert all(r.schedule_lag_ms >= 480 and r.total_ms >= 480 for r in records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from podpulse.prober import (
     run_probe,
     write_summary,
 )
+from podpulse.prober._engine import arrivals
+from podpulse.prober._probe import shard_load
 from podpulse.prober._soak import soak_verdict
 
 
@@ -170,3 +173,26 @@ async def test_growing_execution_time_fails_the_soak_trend_test(twin_target: Tar
     assert checks["no throughput degradation"] is False
     assert checks["zero failures"] is True
     assert verdict["passed"] is False
+
+
+def test_an_open_loop_cap_below_the_shard_count_is_refused():
+    """A cap of 1 over 3 shards would leave two shards uncapped (0): refused, not run."""
+    spec = _spec(arrival="poisson", rate=10, concurrency=(1,), runs=6)
+    with pytest.raises(ValueError, match="cap of 1 cannot be split over 3 shards"):
+        shard_load(spec, 1, 0, 3)
+    caps = [shard_load(spec, 4, i, 3) for i in range(3)]
+    assert [load.concurrency for load in caps if load] == [2, 1, 1]
+    assert [shard_load(spec, 0, i, 3).concurrency for i in range(3)] == [0, 0, 0]  # type: ignore[union-attr]
+
+
+def test_unseeded_sharded_poisson_shards_partition_one_schedule():
+    """Without a seed every shard derives the same one from the run id, so together the shards
+    send exactly one Poisson schedule."""
+    spec = _spec(arrival="poisson", rate=10, concurrency=(0,), runs=9)
+    loads = [shard_load(spec, 0, i, 3) for i in range(3)]
+    (seed,) = {load.seed for load in loads if load}
+    assert seed is not None
+    assert shard_load(spec, 0, 1, 3) == loads[1]  # deterministic: every delivery agrees
+    whole = Load(arrival="poisson", rate=10, runs=9, seed=seed)
+    union = sorted(a for load in loads if load for a in itertools.islice(arrivals(load), 3))
+    assert union == list(itertools.islice(arrivals(whole), 9))

@@ -182,9 +182,12 @@ class Engine:
     async def run(self, load: Load, *, start_at: float | None = None) -> EngineResult:
         """Warm up, then send the measured requests; returns when all have finished.
 
-        ``start_at`` (epoch s) delays the measured part until then, so shards start together.
-        On cancellation (Ctrl-C) the jobs still in flight are cancelled on the endpoint, best
-        effort, and the cancellation propagates; reported records are already written.
+        ``start_at`` (epoch s) delays the measured part until then, so shards start together,
+        and is its origin: an open-loop schedule (and a duration) counts from ``start_at``
+        even when warm-up ran past it, so a late shard's delay shows as schedule lag and in
+        every total instead of shifting its schedule out of sight. On cancellation (Ctrl-C)
+        the jobs still in flight are cancelled on the endpoint, best effort, and the
+        cancellation propagates; reported records are already written.
         """
         result = EngineResult(records=[], warmup_records=[])
         label = self.concurrency_label or load.concurrency
@@ -193,7 +196,7 @@ class Engine:
                 await self._warmup(load, label, result)
             if start_at is not None:
                 await self.clock.sleep_until(start_at)
-            result.started_at = self.started_at = self.clock.now()
+            result.started_at = self.started_at = self.clock.now() if start_at is None else start_at
             if load.arrival == "closed":
                 await self._closed(load, label, result)
             else:

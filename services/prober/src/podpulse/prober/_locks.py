@@ -12,22 +12,33 @@ task claims its run id first:
 
 A second delivery finds either key and is skipped with a log line. Redis restarted without
 persistence loses both keys; the renewer takes the lease back (``SET NX``) on its next beat, so
-a copy delivered afterwards is still refused.
+a copy delivered afterwards is still refused -- unless that copy claimed the run first, in which
+case the claim is marked ``lost`` and :func:`while_held` stops this copy's run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
 
 import redis
 import structlog
 
-__all__ = ["DONE_TTL_S", "KEY_PREFIX", "RunClaim", "claim_run", "lease_ttl_s"]
+__all__ = [
+    "DONE_TTL_S",
+    "KEY_PREFIX",
+    "LeaseLostError",
+    "RunClaim",
+    "claim_run",
+    "lease_ttl_s",
+    "while_held",
+]
 
 KEY_PREFIX = "podpulse:prober:run:"
 # How long a finished run id is remembered. Far beyond any visibility timeout or retry, so a
@@ -37,6 +48,10 @@ DONE_TTL_S = 7 * 24 * 3600
 LEASE_GRACE_S = 300.0
 # The renewer beats at most this far apart, and at least three times per lease.
 MAX_RENEW_INTERVAL_S = 60.0
+# How often a running run looks at its claim for a lost lease.
+LEASE_CHECK_S = 1.0
+
+T = TypeVar("T")
 
 _log = structlog.get_logger(__name__)
 
@@ -82,6 +97,32 @@ class RunClaim:
     def owned(self) -> bool:
         """True when this process holds the lease and must run the run."""
         return self.state == "acquired"
+
+
+class LeaseLostError(RuntimeError):
+    """Another holder took the run's lease while it ran, so this copy stopped."""
+
+
+async def while_held(claim: RunClaim, work: Awaitable[T], *, check_s: float = LEASE_CHECK_S) -> T:
+    """Await *work* while *claim* holds its lease; cancel it and raise LeaseLostError if lost.
+
+    A lost lease means another process is running the same run into the same folder: two
+    copies would send the load twice and interleave their rows, so this one stops (its
+    partial results are written as on any cancellation).
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while not (await asyncio.wait({task}, timeout=check_s))[0]:
+            if claim.lost:
+                _log.error("probe_run_stopped_lease_lost", run_id=claim.run_id)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise LeaseLostError(f"run {claim.run_id}: another holder took its lease")
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    return task.result()
 
 
 def _keys(run_id: str) -> list[str]:

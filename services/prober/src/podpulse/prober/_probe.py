@@ -10,6 +10,7 @@ their ``RunStats`` and calls ``write_summary`` once.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from .settings import ProberSettings
 __all__ = [
     "ProbeKind",
     "ProbeSpec",
+    "check_sharding",
     "merge_stats",
     "run_probe",
     "shard_load",
@@ -126,12 +128,37 @@ def _part(total: int, parts: int, index: int) -> int:
     return total // parts + (1 if index < total % parts else 0)
 
 
+def _shard_seed(run_id: str) -> int:
+    """The Poisson seed every shard of an unseeded run derives from its run id."""
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
+
+
+def check_sharding(spec: ProbeSpec, shards: int) -> None:
+    """Raise ValueError when ``spec`` cannot be split over ``shards`` as asked."""
+    if spec.arrival == "closed":
+        return
+    for level in spec.concurrency:
+        _check_cap(level, shards)
+
+
+def _check_cap(level: int, shards: int) -> None:
+    # An open-loop cap below the shard count cannot be split: a shard given 0 would run
+    # uncapped, and giving every shard 1 would let ``shards`` requests fly when the spec
+    # promised the endpoint fewer. Refusing keeps the cap a promise.
+    if 0 < level < shards:
+        raise ValueError(
+            f"an in-flight cap of {level} cannot be split over {shards} shards: "
+            "use a cap of at least the shard count, 0 (no cap), or fewer shards"
+        )
+
+
 def shard_load(spec: ProbeSpec, level: int, shard: int = 0, shards: int = 1) -> Load | None:
     """The load shard ``shard`` of ``shards`` runs at ``level``; None when it has no share.
 
     Closed loop: the level's slots are split over the shards, and the runs in proportion to
     the slots. Open loop: shard i takes arrivals i, i+k, i+2k... of the one global schedule,
-    so the shards together send exactly the unsharded schedule.
+    so the shards together send exactly the unsharded schedule; the in-flight cap is split
+    too, so it must be 0 or at least ``shards`` (``check_sharding``).
     """
     if not 0 <= shard < shards:
         raise ValueError(f"shard must be in [0, {shards}), got {shard}")
@@ -153,6 +180,12 @@ def shard_load(spec: ProbeSpec, level: int, shard: int = 0, shards: int = 1) -> 
             index=shard,
             step=shards,
         )
+    _check_cap(level, shards)
+    seed = spec.seed
+    if seed is None and shards > 1:
+        # Shards that drew their own sequences would each keep every k-th arrival of a
+        # different schedule, and the union would not be Poisson: they must share one.
+        seed = _shard_seed(spec.run_id)
     return Load(
         arrival=spec.arrival,
         concurrency=_part(level, shards, shard) if level else 0,
@@ -160,7 +193,7 @@ def shard_load(spec: ProbeSpec, level: int, shard: int = 0, shards: int = 1) -> 
         duration_s=spec.duration_s,
         rate=spec.rate,
         warmup=warmup_each,
-        seed=spec.seed,
+        seed=seed,
         index=shard,
         step=shards,
     )
@@ -192,6 +225,7 @@ async def run_probe(
     settings = settings or ProberSettings()
     if shards > 1 and spec.kind == "soak" and spec.start_at is None:
         raise ValueError("a sharded soak needs start_at, so that the shards' windows line up")
+    check_sharding(spec, shards)
     prompts = load_prompts(spec.prompts or settings.prompts_path)
     folder = run_dir(results_dir, spec.run_id)
     window_s = _window(spec, settings)
@@ -309,7 +343,8 @@ def summarize(
     """summary.json's content: per-level SLO verdicts, a sweep table, or a soak verdict.
 
     ``passed`` at the top is what the CLI's exit code and the completion event report: the
-    SLO held (every level of a sweep), or the soak passed.
+    SLO held, a sweep found a level to recommend (it is there to find where the SLO breaks),
+    or the soak passed. An interrupted run never passes: its evidence is incomplete.
     """
     slo = Slo.from_settings(settings)
     head: dict[str, Any] = {
@@ -323,7 +358,7 @@ def summarize(
         levels = {level: stats.to_summary(slo) for level, stats in results.items()}
         rows = sweep_rows(levels)
         return head | {
-            "passed": bool(rows) and all(row["status"] == "PASS" for row in rows),
+            "passed": not interrupted and recommend(rows) is not None,
             "levels": {str(level): summary for level, summary in levels.items()},
             "table": rows,
             "recommendation": recommend(rows),
@@ -339,6 +374,8 @@ def summarize(
             min_change_pct=settings.soak_min_change_pct,
         )
         summary["passed"] = summary["soak"]["passed"]
+    if interrupted:
+        summary["passed"] = False
     return summary
 
 

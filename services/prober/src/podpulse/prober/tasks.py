@@ -27,9 +27,9 @@ from kombu.exceptions import OperationalError
 
 from podpulse.common.events import ProbeRunCompleted, publish
 
-from ._locks import claim_run, lease_ttl_s
-from ._probe import ProbeKind, ProbeSpec, run_probe, write_summary
-from ._results import read_summary, run_dir
+from ._locks import RunClaim, claim_run, lease_ttl_s, while_held
+from ._probe import ProbeKind, ProbeSpec, check_sharding, merge_stats, run_probe, write_summary
+from ._results import read_summary, run_dir, write_json
 from ._shards import ShardBoard, merge_shards, stats_from_json
 from ._summary import RunStats
 from ._target import Target, resolve_target
@@ -102,6 +102,7 @@ def load_sharded(
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     spec = _spec("load", self.request.id, {"start_at": time.time() + lead_s} | changes)
+    check_sharding(spec, shards)  # refused here, not by every shard after the lead
     with claim_run(_redis(), f"{spec.run_id}.dispatch", ttl_s=lease_ttl_s(lead_s)) as claim:
         if not claim.owned:
             return None
@@ -117,58 +118,151 @@ def load_sharded(
 
 @app.task(name="podpulse.prober.load_shard")  # type: ignore[untyped-decorator]
 def load_shard(spec: dict[str, Any], shard: int, shards: int) -> dict[str, Any] | None:
-    """Run shard *shard* of *shards* of *spec*; post its statistics; the last one merges."""
+    """Run shard *shard* of *shards* of *spec*; post its statistics; the last one merges.
+
+    However the shard ends it posts to the board -- its statistics, or a failure marker when
+    it raised -- so the run's set always completes and its merge is sent exactly once.
+    """
     probe = ProbeSpec.model_validate(spec)
     name = f"{probe.run_id}.shard{shard}"
+    # Without a target the merge still needs an endpoint id for the event.
+    endpoint_id = common_settings.runpod_endpoint_id or "unknown"
     with claim_run(_redis(), name, ttl_s=lease_ttl_s(_expected_s(probe))) as claim:
         if not claim.owned:
             return None
-        with _target() as target:
-            endpoint_id = target.endpoint_id
-            stats = asyncio.run(
-                run_probe(
-                    probe,
-                    target,
-                    settings.results_dir,
-                    settings=settings,
-                    shard=shard,
-                    shards=shards,
-                )
-            )
-        complete = _with_retries(
-            lambda: ShardBoard(_redis(), probe.run_id).post(shard, stats, shards),
-            what="shard_stats",
-            run_id=probe.run_id,
-        )
-    if complete:
-        _with_retries(
-            lambda: merge_load_shards.apply_async(
-                kwargs={"spec": spec, "shards": shards, "endpoint_id": endpoint_id}
-            ),
-            what="merge_task",
-            run_id=probe.run_id,
-        )
+        outcome: Mapping[int, RunStats] | str = "ended before posting its statistics"
+        complete: bool | None = None
+        try:
+            with _target() as target:
+                endpoint_id = target.endpoint_id
+                outcome = asyncio.run(_run_shard(probe, target, shard, shards, claim))
+        except BaseException as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+            _log.exception("probe_shard_failed", run_id=probe.run_id, shard=shard)
+            raise
+        finally:
+            complete = _post_shard(probe, shard, shards, outcome, token=claim.token)
+            if complete:
+                _send_merge(spec, shards, endpoint_id, run_id=probe.run_id)
     return {"run_id": probe.run_id, "shard": shard, "complete": bool(complete)}
+
+
+async def _run_shard(
+    probe: ProbeSpec, target: Target, shard: int, shards: int, claim: RunClaim
+) -> dict[int, RunStats]:
+    run = run_probe(
+        probe, target, settings.results_dir, settings=settings, shard=shard, shards=shards
+    )
+    return await while_held(claim, run)
+
+
+def _post_shard(
+    probe: ProbeSpec, shard: int, shards: int, outcome: Mapping[int, RunStats] | str, *, token: str
+) -> bool | None:
+    """Post the shard's statistics or failure; True when it completed the set, None if lost."""
+    board = ShardBoard(_redis(), probe.run_id)
+
+    def post() -> bool:
+        if isinstance(outcome, str):
+            return board.post_failure(shard, outcome, shards, token=token)
+        return board.post(shard, outcome, shards, token=token)
+
+    complete = _with_retries(post, what="shard_stats", run_id=probe.run_id)
+    if complete is None:
+        _log.error(
+            "probe_shard_not_posted",
+            run_id=probe.run_id,
+            shard=shard,
+            consequence="the run's merge will not run: no summary.json, no event",
+        )
+    else:
+        _log.info(
+            "probe_shard_posted",
+            run_id=probe.run_id,
+            shard=shard,
+            failed=isinstance(outcome, str),
+            completes_run=complete,
+        )
+    return complete
+
+
+def _send_merge(spec: dict[str, Any], shards: int, endpoint_id: str, *, run_id: str) -> None:
+    sent = _with_retries(
+        lambda: merge_load_shards.apply_async(
+            kwargs={"spec": spec, "shards": shards, "endpoint_id": endpoint_id}
+        ),
+        what="merge_task",
+        run_id=run_id,
+    )
+    if sent is None:
+        _log.error(
+            "probe_run_merge_not_sent",
+            run_id=run_id,
+            consequence="no summary.json, no event; the shards' stats are on the board and disk",
+        )
 
 
 @app.task(name="podpulse.prober.merge_load_shards")  # type: ignore[untyped-decorator]
 def merge_load_shards(spec: dict[str, Any], shards: int, endpoint_id: str) -> dict[str, Any] | None:
-    """Merge every shard's RunStats exactly, write the one summary, publish the event."""
+    """Merge every shard's RunStats exactly, write the one summary, publish the event.
+
+    When shards failed the summary is marked interrupted, covers what the other shards (and
+    the failed ones' partial stats-shard files) measured, names the failed and missing shards
+    under ``shards``, and does not pass; the event is published all the same.
+    """
     probe = ProbeSpec.model_validate(spec)
     folder = run_dir(settings.results_dir, probe.run_id)
     with claim_run(_redis(), probe.run_id, ttl_s=lease_ttl_s(0)) as claim:
         if not claim.owned:
             return None
-        parts = _shard_parts(ShardBoard(_redis(), probe.run_id).collect(), folder, shards)
+        posted, failed = ShardBoard(_redis(), probe.run_id).read()
+        parts = _shard_parts(posted, folder, shards)
+        missing = sorted(set(range(shards)) - set(parts))
+        interrupted = bool(failed or missing)
+        merged = (
+            merge_stats([parts[i] for i in sorted(parts)])
+            if interrupted
+            else merge_shards(parts, shards)
+        )
         summary = write_summary(
             settings.results_dir,
             probe,
-            merge_shards(parts, shards),
+            merged,
             settings,
+            interrupted=interrupted,
             endpoint_id=endpoint_id,
         )
+        if interrupted:
+            summary = _mark_incomplete(folder, summary, shards, failed, missing)
     published = publish_completed(app, probe, summary, folder, endpoint_id)
     return _outcome(probe, summary, folder, published=published)
+
+
+def _mark_incomplete(
+    folder: Path,
+    summary: dict[str, Any],
+    shards: int,
+    failed: Mapping[int, str],
+    missing: Sequence[int],
+) -> dict[str, Any]:
+    # Missing: no statistics at all, so none of that shard's requests are in the summary.
+    summary |= {
+        "passed": False,  # part of the load was not sent or not counted: no verdict holds
+        "shards": {
+            "count": shards,
+            "failed": {str(shard): reason for shard, reason in sorted(failed.items())},
+            "missing": list(missing),
+        },
+    }
+    write_json(folder / "summary.json", summary)
+    _log.error(
+        "probe_run_shards_failed",
+        run_id=summary.get("run_id"),
+        failed=sorted(failed),
+        missing=list(missing),
+        reasons=dict(failed),
+    )
+    return summary
 
 
 def publish_completed(
@@ -201,7 +295,8 @@ def _run_and_publish(spec: ProbeSpec) -> dict[str, Any] | None:
         if not claim.owned:
             return None
         with _target() as target:
-            asyncio.run(run_probe(spec, target, settings.results_dir, settings=settings))
+            run = run_probe(spec, target, settings.results_dir, settings=settings)
+            asyncio.run(while_held(claim, run))
             endpoint_id = target.endpoint_id
     # run_probe wrote summary.json; the file is what the event reports.
     summary = read_summary(folder)
@@ -237,8 +332,9 @@ def _expected_s(spec: ProbeSpec) -> float:
 def _shard_parts(
     posted: dict[int, dict[int, RunStats]], folder: Path, shards: int
 ) -> dict[int, dict[int, RunStats]]:
-    # A shard missing from the board (Redis restarted without persistence after it posted)
-    # is read from the stats-shard<i>.json it wrote next to its rows.
+    # A shard without statistics on the board -- Redis restarted without persistence after it
+    # posted, or it failed and wrote its partial stats on the way out -- is read from the
+    # stats-shard<i>.json it wrote next to its rows.
     for shard in set(range(shards)) - set(posted):
         path = folder / f"stats-shard{shard}.json"
         if path.exists():
