@@ -154,6 +154,17 @@ def _run(spec: ProbeSpec, settings: ProberSettings, results_dir: Path, as_json: 
         raise typer.Exit(_EXIT_FAILED)
 
 
+# Options loadtest and soak share.
+WarmupOption = Annotated[int | None, typer.Option(min=0, help="Unmeasured warm-up requests.")]
+TimeoutOption = Annotated[
+    float | None, typer.Option(min=0.001, help="Per-request timeout in seconds.")
+]
+PromptsOption = Annotated[Path | None, typer.Option(help="Prompt-set JSONL file.")]
+ResultsDirOption = Annotated[Path | None, typer.Option(help="Where runs are written.")]
+RunIdOption = Annotated[str | None, typer.Option(help="Name of the run's folder.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print summary.json only.")]
+
+
 def loadtest(
     concurrency: Annotated[
         str | None,
@@ -172,19 +183,17 @@ def loadtest(
     rate: Annotated[
         float | None, typer.Option(min=0.001, help="Open loop: requests per second.")
     ] = None,
-    warmup: Annotated[int | None, typer.Option(min=0, help="Unmeasured warm-up requests.")] = None,
-    timeout: Annotated[
-        float | None, typer.Option(min=0.001, help="Per-request timeout in seconds.")
-    ] = None,
-    prompts: Annotated[Path | None, typer.Option(help="Prompt-set JSONL file.")] = None,
-    results_dir: Annotated[Path | None, typer.Option(help="Where runs are written.")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Name of the run's folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json only.")] = False,
+    warmup: WarmupOption = None,
+    timeout: TimeoutOption = None,
+    prompts: PromptsOption = None,
+    results_dir: ResultsDirOption = None,
+    run_id: RunIdOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Load test: the SLO table per level; several levels make a sweep with a recommendation.
 
-    Exits 1 when the SLO fails (at any level of a sweep). Set OTEL_TRACES_EXPORTER to emit
-    one runpod.job span per request.
+    Exits 1 when the SLO fails (a sweep: when no level can be recommended). Set
+    OTEL_TRACES_EXPORTER to emit one runpod.job span per request.
     """
     settings, _ = _settings()
     if arrival not in ("closed", "constant", "poisson"):
@@ -216,14 +225,12 @@ def soak(
     ] = None,
     runs: Annotated[int | None, typer.Option(min=1, help="Stop after this many requests.")] = None,
     window: Annotated[str | None, typer.Option(help="Window length: 60s, 5m.")] = None,
-    warmup: Annotated[int | None, typer.Option(min=0, help="Unmeasured warm-up requests.")] = None,
-    timeout: Annotated[
-        float | None, typer.Option(min=0.001, help="Per-request timeout in seconds.")
-    ] = None,
-    prompts: Annotated[Path | None, typer.Option(help="Prompt-set JSONL file.")] = None,
-    results_dir: Annotated[Path | None, typer.Option(help="Where runs are written.")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Name of the run's folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json only.")] = False,
+    warmup: WarmupOption = None,
+    timeout: TimeoutOption = None,
+    prompts: PromptsOption = None,
+    results_dir: ResultsDirOption = None,
+    run_id: RunIdOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Soak: fixed concurrency for a while; per-window P50/P95, trend tests, plot, report."""
     settings, _ = _settings()
