@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from podpulse.common.testing import free_port
 from podpulse.prober import Clock, Engine, Load, Outcome, RequestOptions, RequestRecord, Target
 from podpulse.prober._stats import percentile
 from podpulse.worker.twin import DEFAULT_API_KEY
@@ -111,13 +111,6 @@ def measurement_error(samples: int, exec_ms: float) -> tuple[Legs, Legs]:
     return prober, floor
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _open_loop(target: Target, rate: float, seconds: float) -> list[RequestRecord]:
     records: list[RequestRecord] = []
     options = RequestOptions(timeout_s=30)
@@ -135,7 +128,7 @@ async def _open_loop(target: Target, rate: float, seconds: float) -> list[Reques
 
 def sustained_rate(rates: list[float], seconds: float) -> list[tuple[float, list[RequestRecord]]]:
     """Section 2: open loop at each rate against a no-op twin in its own process."""
-    port = _free_port()
+    port = free_port()
     results = []
     with tempfile.TemporaryDirectory() as logs:
         proc = subprocess.Popen(

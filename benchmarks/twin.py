@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
+from podpulse.common.testing import free_port
 from podpulse.worker.twin import DEFAULT_API_KEY
 from podpulse.worker.twin.testing import running_twin, wait_until
 
@@ -87,13 +87,6 @@ def dispatch_and_overhead(samples: int) -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _drive(url: str, jobs: int, in_flight: int) -> float:
     # aiohttp, not httpx, drives the load: at hundreds of requests in flight httpx's pool
     # spends several ms of CPU per request here and the client would be what is measured.
@@ -123,7 +116,7 @@ async def _drive(url: str, jobs: int, in_flight: int) -> float:
 
 def throughput(workers: int, jobs: int, in_flight: int) -> float:
     """Jobs/s for a no-op handler on ``workers`` workers, twin in its own process."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as logs:
         proc = subprocess.Popen(
             [PODPULSE, "twin", "serve", "--port", str(port), "--workers-min", str(workers),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,21 +11,15 @@ from pathlib import Path
 
 import httpx
 
+from podpulse.common.testing import free_port
 from podpulse.worker.twin import DEFAULT_API_KEY
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_twin_serve_answers_health_and_runs_jobs(tmp_path: Path) -> None:
     """The CLI serves /health and runs jobs on its real workers, and stops on Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     output = tmp_path / "serve.out"
     with output.open("wb") as sink:
         proc = subprocess.Popen(

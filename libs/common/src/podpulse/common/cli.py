@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from .logging import configure_logging
-from .settings import CommonSettings
+from .settings import CommonSettings, describe_settings_error
 
 __all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "main"]
 
@@ -74,11 +74,7 @@ def main() -> None:
     try:
         settings = CommonSettings()
     except ValidationError as exc:
-        # Name the variable and the rule, never the value: a bad REDIS_URL can hold a password.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors(include_input=False)
-        )
+        problems = describe_settings_error(exc)
         print(f"podpulse: invalid settings in the environment: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Secret",
     "SecretError",
     "TelemetrySettings",
+    "describe_settings_error",
     "known_secret_values",
 ]
 
@@ -46,6 +47,14 @@ ALIAS_ONLY_ENV = SettingsConfigDict(
     validate_by_alias=True,
     env_prefix="PODPULSE_FIELD_NAME__",
 )
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Which variable is wrong and why, never its value: a bad REDIS_URL can hold a password."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        for err in exc.errors(include_input=False)
+    )
 
 
 class CommonSettings(BaseSettings):

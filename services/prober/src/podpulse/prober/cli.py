@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from podpulse.common.settings import CommonSettings, TelemetrySettings
+from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
 from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 
 from ._probe import ProbeSpec, run_probe
@@ -71,7 +71,8 @@ def _settings() -> tuple[ProberSettings, CommonSettings]:
     try:
         return ProberSettings(), CommonSettings()
     except ValidationError as exc:
-        raise _usage(f"invalid settings in the environment:\n{exc}") from None
+        problems = describe_settings_error(exc)
+        raise _usage(f"invalid settings in the environment: {problems}") from None
 
 
 def _spec(**fields: Any) -> ProbeSpec:
@@ -112,9 +113,14 @@ def _progress(spec: ProbeSpec, quiet: bool) -> Iterator[Any]:
         yield on_record
 
 
-def _run(spec: ProbeSpec, settings: ProberSettings, results_dir: Path, as_json: bool) -> None:
+def _run(
+    spec: ProbeSpec,
+    settings: ProberSettings,
+    common: CommonSettings,
+    results_dir: Path,
+    as_json: bool,
+) -> None:
     """Run the probe on the configured target, print the result, exit with its verdict."""
-    _, common = _settings()
     try:
         load_prompts(spec.prompts or settings.prompts_path)
     except PromptSetError as exc:
@@ -195,7 +201,7 @@ def loadtest(
     Exits 1 when the SLO fails (a sweep: when no level can be recommended). Set
     OTEL_TRACES_EXPORTER to emit one runpod.job span per request.
     """
-    settings, _ = _settings()
+    settings, common = _settings()
     if arrival not in ("closed", "constant", "poisson"):
         raise _usage(f"--arrival must be closed, constant or poisson, got {arrival!r}")
     levels = _levels(concurrency) if concurrency else ((1,) if arrival == "closed" else (0,))
@@ -215,7 +221,7 @@ def loadtest(
         timeout_s=timeout or settings.timeout_s,
         prompts=prompts,
     )
-    _run(spec, settings, results_dir or settings.results_dir, as_json)
+    _run(spec, settings, common, results_dir or settings.results_dir, as_json)
 
 
 def soak(
@@ -233,7 +239,7 @@ def soak(
     as_json: JsonOption = False,
 ) -> None:
     """Soak: fixed concurrency for a while; per-window P50/P95, trend tests, plot, report."""
-    settings, _ = _settings()
+    settings, common = _settings()
     seconds = _seconds(duration, "--duration")
     if seconds is None and runs is None:
         seconds = settings.soak_duration_s
@@ -248,7 +254,7 @@ def soak(
         timeout_s=timeout or settings.timeout_s,
         prompts=prompts,
     )
-    _run(spec, settings, results_dir or settings.results_dir, as_json)
+    _run(spec, settings, common, results_dir or settings.results_dir, as_json)
 
 
 def report(

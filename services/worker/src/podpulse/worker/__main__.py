@@ -24,7 +24,6 @@ from .settings import WorkerSettings
 
 def build_config(settings: WorkerSettings) -> dict[str, Any]:
     """The ``runpod.serverless.start`` config for ``settings.handler``."""
-    limit = settings.worker_max_concurrency
     if settings.handler == "calibrated":
         from . import calibrated
 
@@ -35,7 +34,7 @@ def build_config(settings: WorkerSettings) -> dict[str, Any]:
         return {
             "handler": calibrated.make_stream_handler(settings),
             "return_aggregate_stream": True,
-            "concurrency_modifier": lambda _current: limit,
+            "concurrency_modifier": settings.concurrency_modifier(),
         }
     if settings.handler == "model":
         from . import handler
@@ -55,8 +54,8 @@ def build_config(settings: WorkerSettings) -> dict[str, Any]:
         raise SystemExit(f"PODPULSE_HANDLER={settings.handler!r} is not callable")
     if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
         return {"handler": target, "return_aggregate_stream": True,
-                "concurrency_modifier": lambda _current: limit}  # fmt: skip
-    return {"handler": target, "concurrency_modifier": lambda _current: limit}
+                "concurrency_modifier": settings.concurrency_modifier()}  # fmt: skip
+    return {"handler": target, "concurrency_modifier": settings.concurrency_modifier()}
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -109,8 +109,7 @@ def make_stream_handler(settings: WorkerSettings) -> Callable[[dict[str, Any]], 
 
 def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
     """What ``runpod.serverless.start`` needs for the calibrated handler."""
-    limit = settings.worker_max_concurrency
     return {
         "handler": make_handler(settings),
-        "concurrency_modifier": lambda _current: limit,
+        "concurrency_modifier": settings.concurrency_modifier(),
     }

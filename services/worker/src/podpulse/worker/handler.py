@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -398,6 +397,4 @@ def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
         context_length=loaded.context_length,
         max_concurrency=settings.worker_max_concurrency,
     )
-    limit = settings.worker_max_concurrency
-    modifier: Callable[[int], int] = lambda _current: limit  # noqa: E731
-    return {"handler": handler.handle, "concurrency_modifier": modifier}
+    return {"handler": handler.handle, "concurrency_modifier": settings.concurrency_modifier()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,11 @@ class WorkerSettings(BaseSettings):
         validation_alias="PODPULSE_PARENT_PID",
         description="Set by the twin: the worker exits when that process is gone.",
     )
+
+    def concurrency_modifier(self) -> Callable[[int], int]:
+        """The SDK's concurrency_modifier: always WORKER_MAX_CONCURRENCY."""
+        limit = self.worker_max_concurrency
+        return lambda _current: limit
 
     # Calibrated handler: a stand-in with known timing and failure behaviour.
     exec_ms: float = Field(

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._http import ApiKey, HttpClientBase, Requester, parse_model
+from ._http import ApiKey, HttpClientBase, ModelT, Requester, parse_model
 from ._models import Health, Job, JobPolicy, PurgeResult, StreamResult
 from ._retry import Backoff
 
@@ -120,36 +120,28 @@ class RunPodClient(HttpClientBase):
     async def stream(self, job_id: str) -> StreamResult:
         """``GET /stream/{id}``: chunks a streaming handler produced since the last poll."""
         segment = path_segment(job_id, "job_id")
-        data = await self._http.request(
-            "GET",
-            f"{self._url}/stream/{segment}",
-            call="stream",
-            idempotent=True,
-            not_found=self._no_job(job_id),
+        return await self._read(
+            "GET", f"stream/{segment}", StreamResult, "stream", self._no_job(job_id)
         )
-        return parse_model(StreamResult, data, "stream")
 
     async def purge_queue(self) -> PurgeResult:
         """``POST /purge-queue``: drop every queued (not yet running) job."""
-        data = await self._http.request(
-            "POST",
-            f"{self._url}/purge-queue",
-            call="purge_queue",
-            idempotent=True,
-            not_found=self._no_endpoint(),
+        return await self._read(
+            "POST", "purge-queue", PurgeResult, "purge_queue", self._no_endpoint()
         )
-        return parse_model(PurgeResult, data, "purge_queue")
 
     async def health(self) -> Health:
         """``GET /health``: job and worker counts."""
+        return await self._read("GET", "health", Health, "health", self._no_endpoint())
+
+    async def _read(
+        self, method: str, path: str, model: type[ModelT], call: str, not_found: str
+    ) -> ModelT:
+        """An idempotent call under the endpoint whose answer is one typed model."""
         data = await self._http.request(
-            "GET",
-            f"{self._url}/health",
-            call="health",
-            idempotent=True,
-            not_found=self._no_endpoint(),
+            method, f"{self._url}/{path}", call=call, idempotent=True, not_found=not_found
         )
-        return parse_model(Health, data, "health")
+        return parse_model(model, data, call)
 
     async def _job_call(self, method: str, call: str, job_id: str, *, idempotent: bool) -> Job:
         segment = path_segment(job_id, "job_id")

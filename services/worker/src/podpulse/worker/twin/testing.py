@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.common.testing import free_port
 
 from ._app import serve_in_thread
 from ._config import TwinConfig
@@ -80,13 +80,6 @@ class RunningTwin:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running_twin(
     handler: str = "calibrated",
@@ -103,7 +96,7 @@ def running_twin(
     """Serve a twin on a free loopback port; stop it and its workers afterwards."""
     with tempfile.TemporaryDirectory(prefix="podpulse-twin-") as log_dir:
         config = TwinConfig(
-            port=_free_port(),
+            port=free_port(),
             handler=handler,
             worker_env=env or {},
             scaling=EndpointConfig(
