@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from podpulse.common.testing import free_port
+from podpulse.common.net import free_port
 from podpulse.prober import Clock, Engine, Load, Outcome, RequestOptions, RequestRecord, Target
 from podpulse.prober._stats import percentile
 from podpulse.worker.twin import DEFAULT_API_KEY

@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from podpulse.common.testing import free_port
+from podpulse.common.net import free_port
 from podpulse.worker.twin import DEFAULT_API_KEY
 from podpulse.worker.twin.testing import running_twin, wait_until
 

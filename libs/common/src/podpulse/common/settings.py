@@ -27,6 +27,7 @@ __all__ = [
     "SecretError",
     "TelemetrySettings",
     "describe_settings_error",
+    "env_settings",
     "known_secret_values",
 ]
 
@@ -47,6 +48,20 @@ ALIAS_ONLY_ENV = SettingsConfigDict(
     validate_by_alias=True,
     env_prefix="PODPULSE_FIELD_NAME__",
 )
+
+
+def env_settings(prefix: str) -> SettingsConfigDict:
+    """podpulse's naming scheme: field ``foo_bar`` of a settings class reads ``<prefix>FOO_BAR``.
+
+    Each service has its prefix (``PODPULSE_`` for what every process shares, ``TWIN_``,
+    ``WORKER_``, ``PROBER_``, ...). A field whose variable users already know from RunPod or
+    OpenTelemetry (``REDIS_URL``, ``RUNPOD_ENDPOINT_ID``, ``OTEL_*``) sets that exact name as
+    its ``validation_alias`` instead. ``extra="ignore"``: every service reads the same
+    environment, and the other services' variables are not errors here.
+    """
+    return SettingsConfigDict(
+        env_prefix=prefix, extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
 
 def describe_settings_error(exc: ValidationError) -> str:

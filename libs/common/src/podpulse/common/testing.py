@@ -7,7 +7,6 @@ nothing here is used at run time.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,17 +16,11 @@ from pathlib import Path
 
 import redis
 
+from .net import free_port
+
 __all__ = ["free_port", "redis_server"]
 
 _START_ATTEMPTS = 3  # free_port() can race another process for the port; a retry settles it
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

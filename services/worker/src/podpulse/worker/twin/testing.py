@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.common.testing import free_port
+from podpulse.common.net import free_port
 
 from ._app import serve_in_thread
 from ._config import TwinConfig
