@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from podpulse.common.bus import create_celery_app
-from podpulse.common.settings import CommonSettings
+from podpulse.common.settings import CommonSettings, TelemetrySettings
 from podpulse.common.telemetry import configure_telemetry, init_after_fork, shutdown_telemetry
 
 
@@ -95,11 +96,15 @@ def _fresh_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     shutdown_telemetry()
 
 
+def _settings(**values: object) -> TelemetrySettings:
+    # The fixture cleared OTEL_*, so these are the values given and the defaults.
+    return TelemetrySettings.model_validate(values)
+
+
 def test_spans_are_exported_with_exact_names_and_attributes() -> None:
     """A span made through the global API reaches the exporter as made, under service.name."""
     exporter = InMemorySpanExporter()
-    provider = configure_telemetry("prober", exporter=exporter)
-    assert trace.get_tracer_provider() is provider
+    configure_telemetry("prober", settings=_settings(), exporter=exporter)
     tracer = trace.get_tracer("podpulse.prober")
     with tracer.start_as_current_span("runpod.job", kind=SpanKind.CLIENT) as span:
         span.set_attribute("runpod.endpoint.id", "ep1")
@@ -112,19 +117,53 @@ def test_spans_are_exported_with_exact_names_and_attributes() -> None:
         "runpod.execution_ms": 1234,
     }
     assert finished.resource.attributes["service.name"] == "prober"
+    assert finished.instrumentation_scope.name == "podpulse.prober"
 
 
-def test_configure_is_idempotent() -> None:
-    """A second configure_telemetry in the same process returns the first provider."""
-    first = configure_telemetry("prober", exporter=InMemorySpanExporter())
-    assert configure_telemetry("alerter") is first
+def _names_and_services(exporter: InMemorySpanExporter) -> list[tuple[str, object]]:
+    return [(s.name, s.resource.attributes["service.name"]) for s in exporter.get_finished_spans()]
+
+
+def test_reconfiguring_switches_every_tracer_to_the_new_pipeline() -> None:
+    """A tracer taken before any configure follows each new pipeline; the old one is flushed."""
+    tracer = trace.get_tracer("podpulse.test")
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    configure_telemetry("prober", settings=_settings(), exporter=first)
+    with tracer.start_as_current_span("one"):
+        pass
+    configure_telemetry("alerter", settings=_settings(), exporter=second)
+    with tracer.start_as_current_span("two"):
+        pass
+    shutdown_telemetry()
+    assert _names_and_services(first) == [("one", "prober")]
+    assert _names_and_services(second) == [("two", "alerter")]
+
+
+def test_the_global_provider_is_set_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Configuring twice sets the global provider once: the API logs no override attempt."""
+    configure_telemetry("prober", settings=_settings(), exporter=InMemorySpanExporter())
+    installed = trace.get_tracer_provider()
+    with caplog.at_level(logging.WARNING):
+        configure_telemetry("prober", settings=_settings(), exporter=InMemorySpanExporter())
+    assert trace.get_tracer_provider() is installed
+    assert "Overriding of current TracerProvider" not in caplog.text
+
+
+def test_after_shutdown_spans_record_nothing() -> None:
+    """Once shut down, spans are non-recording and the old exporter receives nothing more."""
+    exporter = InMemorySpanExporter()
+    configure_telemetry("prober", settings=_settings(), exporter=exporter)
+    shutdown_telemetry()
+    with trace.get_tracer("t").start_as_current_span("late") as span:
+        assert not span.is_recording()
+    assert exporter.get_finished_spans() == ()
 
 
 def test_standard_resource_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_SERVICE_NAME overrides the code's name; OTEL_RESOURCE_ATTRIBUTES adds attributes."""
     monkeypatch.setenv("OTEL_SERVICE_NAME", "prober-canary")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,team=ml")
-    provider = configure_telemetry("prober", exporter=InMemorySpanExporter())
+    provider = configure_telemetry("prober", settings=_settings(), exporter=InMemorySpanExporter())
     attributes = provider.resource.attributes
     assert (
         attributes["service.name"],
@@ -137,11 +176,10 @@ def test_standard_resource_variables_win(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
-def test_sdk_disabled_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_disabled_records_nothing() -> None:
     """OTEL_SDK_DISABLED=true gives non-recording spans and exports nothing."""
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     exporter = InMemorySpanExporter()
-    configure_telemetry("prober", exporter=exporter)
+    configure_telemetry("prober", settings=_settings(sdk_disabled=True), exporter=exporter)
     with trace.get_tracer("t").start_as_current_span("x") as span:
         assert not span.is_recording()
     shutdown_telemetry()
@@ -153,7 +191,7 @@ def test_otlp_http_export_reaches_a_real_server(
 ) -> None:
     """Spans go as OTLP/HTTP protobuf to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, headers included."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-podpulse-canary=yes")
-    configure_telemetry("alerter")
+    configure_telemetry("alerter", settings=_settings())
     with trace.get_tracer("t").start_as_current_span("runpod.job") as span:
         span.set_attribute("runpod.job.status", "COMPLETED")
     shutdown_telemetry()
@@ -164,34 +202,32 @@ def test_otlp_http_export_reaches_a_real_server(
     assert received.headers["x-podpulse-canary"] == "yes"
 
 
-def test_exporter_none_sends_nothing(
-    collector: _Collector, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_exporter_none_sends_nothing(collector: _Collector) -> None:
     """OTEL_TRACES_EXPORTER=none builds no exporter: the endpoint receives nothing."""
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    configure_telemetry("alerter")
+    configure_telemetry("alerter", settings=_settings(traces_exporter="none"))
     with trace.get_tracer("t").start_as_current_span("dropped"):
         pass
     shutdown_telemetry()
     assert collector.received == []
 
 
-def test_forked_worker_child_builds_and_flushes_its_own_provider(collector: _Collector) -> None:
-    """After a fork, worker_process_init gives the child a fresh provider whose spans arrive."""
-    parent_provider = configure_telemetry("parent")
+def test_forked_worker_child_builds_and_flushes_its_own_pipeline(collector: _Collector) -> None:
+    """After a fork, worker_process_init gives the child its own pipeline; the parent keeps its."""
+    parent_exporter = InMemorySpanExporter()
+    configure_telemetry("parent", settings=_settings(), exporter=parent_exporter)
+    tracer = trace.get_tracer("podpulse.test")  # taken in the parent, used in both
     app = create_celery_app("tagger", CommonSettings())
-    disconnect = init_after_fork(app, "tagger")
+    disconnect = init_after_fork(app, "tagger", settings=_settings())
     try:
         pid = os.fork()
         if pid == 0:  # the child: never return into pytest
             code = 1
             try:
                 worker_process_init.send(sender=None)
-                child_provider = trace.get_tracer_provider()
-                with trace.get_tracer("t").start_as_current_span("in.child"):
+                with tracer.start_as_current_span("in.child"):
                     pass
                 worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-                code = 0 if child_provider is not parent_provider else 2
+                code = 0
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -199,4 +235,7 @@ def test_forked_worker_child_builds_and_flushes_its_own_provider(collector: _Col
         disconnect()
     assert os.waitstatus_to_exitcode(status) == 0
     assert collector.spans() == [("tagger", "in.child", {})]
-    assert trace.get_tracer_provider() is parent_provider
+    with tracer.start_as_current_span("in.parent"):
+        pass
+    shutdown_telemetry()
+    assert [s.name for s in parent_exporter.get_finished_spans()] == ["in.parent"]
