@@ -17,11 +17,11 @@ from typing import Annotated, Literal
 from pydantic import AliasGenerator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from podpulse.common.runpod import DEFAULT_BASE_URL, DEFAULT_MANAGEMENT_BASE_URL
-
 __all__ = [
     "ALERT_WEBHOOK_URL",
     "ALIAS_ONLY_ENV",
+    "DEFAULT_RUNPOD_ENDPOINT_BASE_URL",
+    "DEFAULT_RUNPOD_MANAGEMENT_BASE_URL",
     "DEFAULT_SECRET_TTL_S",
     "KNOWN_SECRETS",
     "RUNPOD_API_KEY",
@@ -40,6 +40,11 @@ __all__ = [
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["auto", "json", "console"]
+
+# RunPod's public APIs. Declared here, as the defaults of RUNPOD_ENDPOINT_BASE_URL and
+# RUNPOD_MANAGEMENT_BASE_URL; the clients in podpulse.common.runpod default to the same names.
+DEFAULT_RUNPOD_ENDPOINT_BASE_URL = "https://api.runpod.ai/v2"
+DEFAULT_RUNPOD_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
@@ -125,12 +130,12 @@ class CommonSettings(BaseSettings):
         description="The serverless endpoint probed, alerted on and released; unset for the twin.",
     )
     runpod_endpoint_base_url: str = Field(
-        default=DEFAULT_BASE_URL,
+        default=DEFAULT_RUNPOD_ENDPOINT_BASE_URL,
         validation_alias="RUNPOD_ENDPOINT_BASE_URL",
         description="Base of RunPod's public job API ({base}/{endpoint_id}/run and friends).",
     )
     runpod_management_base_url: str = Field(
-        default=DEFAULT_MANAGEMENT_BASE_URL,
+        default=DEFAULT_RUNPOD_MANAGEMENT_BASE_URL,
         validation_alias="RUNPOD_MANAGEMENT_BASE_URL",
         description="Base of RunPod's v2 management API (PATCH {base}/serverless/{id}).",
     )
