@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -137,6 +138,26 @@ def test_reconfiguring_switches_every_tracer_to_the_new_pipeline() -> None:
     shutdown_telemetry()
     assert _names_and_services(first) == [("one", "prober")]
     assert _names_and_services(second) == [("two", "alerter")]
+
+
+def test_a_decorated_coroutine_is_one_span_around_the_whole_call() -> None:
+    """start_as_current_span as a coroutine's decorator ends when the coroutine does."""
+    exporter = InMemorySpanExporter()
+    configure_telemetry("prober", settings=_settings(), exporter=exporter)
+    tracer = trace.get_tracer("podpulse.test")
+
+    @tracer.start_as_current_span("outer")
+    async def work() -> None:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("inner"):
+            pass
+
+    asyncio.run(work())
+    shutdown_telemetry()
+    inner, outer = exporter.get_finished_spans()
+    assert (inner.name, outer.name) == ("inner", "outer")
+    assert inner.parent is not None
+    assert inner.parent.span_id == outer.context.span_id
 
 
 def test_the_global_provider_is_set_once(caplog: pytest.LogCaptureFixture) -> None:
