@@ -107,8 +107,8 @@ def test_settings_variable_names_each_field() -> None:
 
 def test_fields_set_in_code_by_name() -> None:
     """An entry point can still build settings from values by field name."""
-    settings = CommonSettings(redis_url="redis://r:1/0", log_level="debug")
-    assert (settings.redis_url, settings.log_level) == ("redis://r:1/0", "DEBUG")
+    settings = CommonSettings(redis_url="redis://r:1/0", log_format="json")
+    assert (settings.redis_url, settings.log_format) == ("redis://r:1/0", "json")
 
 
 @pytest.mark.parametrize(

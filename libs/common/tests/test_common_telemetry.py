@@ -118,6 +118,7 @@ def test_spans_are_exported_with_exact_names_and_attributes() -> None:
         "runpod.execution_ms": 1234,
     }
     assert finished.resource.attributes["service.name"] == "prober"
+    assert finished.instrumentation_scope is not None
     assert finished.instrumentation_scope.name == "podpulse.prober"
 
 

@@ -48,8 +48,7 @@ DEFAULT_RUNPOD_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
-
-
+# The env_prefix of every podpulse settings class; no variable carries it (see env_settings).
 _BY_NAME_PREFIX = "PODPULSE_FIELD_NAME__"
 
 # Superseded by env_settings(prefix); kept only until the worker's settings move to it, and
@@ -127,7 +126,7 @@ class CommonSettings(BaseSettings):
     runpod_endpoint_id: str | None = Field(
         default=None,
         validation_alias="RUNPOD_ENDPOINT_ID",
-        description="The serverless endpoint probed, alerted on and released; unset for the twin.",
+        description="The hosted serverless endpoint probed, alerted on and released.",
     )
     runpod_endpoint_base_url: str = Field(
         default=DEFAULT_RUNPOD_ENDPOINT_BASE_URL,
@@ -163,7 +162,7 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(_REDIS_SCHEMES):
-            raise ValueError(f"REDIS_URL must start with one of {', '.join(_REDIS_SCHEMES)}")
+            raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
 
     @field_validator("runpod_endpoint_base_url", "runpod_management_base_url")
@@ -204,8 +203,7 @@ class TelemetrySettings(BaseSettings):
         unknown = sorted(set(names) - _TRACES_EXPORTERS)
         if unknown:
             raise ValueError(
-                f"OTEL_TRACES_EXPORTER: unsupported {', '.join(unknown)}; "
-                f"use {', '.join(sorted(_TRACES_EXPORTERS))}"
+                f"unsupported {', '.join(unknown)}; use {', '.join(sorted(_TRACES_EXPORTERS))}"
             )
         return names or ("none",)
 
