@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -261,3 +263,38 @@ def test_forked_worker_child_builds_and_flushes_its_own_pipeline(collector: _Col
         pass
     shutdown_telemetry()
     assert [s.name for s in parent_exporter.get_finished_spans()] == ["in.parent"]
+
+
+_FOREIGN_PROVIDER_FIRST = """
+import logging, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from podpulse.common.settings import TelemetrySettings
+from podpulse.common.telemetry import configure_telemetry
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+foreign = TracerProvider()
+trace.set_tracer_provider(foreign)
+exporter = InMemorySpanExporter()
+ours = configure_telemetry("prober", settings=TelemetrySettings(), exporter=exporter)
+with ours.get_tracer("t").start_as_current_span("explicit"):
+    pass
+ours.force_flush()
+assert trace.get_tracer_provider() is foreign
+print([span.name for span in exporter.get_finished_spans()])
+"""
+
+
+def test_a_foreign_global_provider_is_left_alone_and_reported() -> None:
+    """If another provider was set first, it stays, a warning says so, and ours still works."""
+    # A fresh interpreter: the global provider can be set once per process, and this one's is.
+    result = subprocess.run(
+        [sys.executable, "-c", _FOREIGN_PROVIDER_FIRST],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={key: value for key, value in os.environ.items() if not key.startswith("OTEL_")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['explicit']"
+    assert "another global TracerProvider is installed" in result.stderr
