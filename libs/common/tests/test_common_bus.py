@@ -96,7 +96,7 @@ def _release() -> ReleaseRecorded:
     )
 
 
-def test_config_is_what_design_asks(settings: CommonSettings) -> None:
+def test_config_carries_the_bus_guarantees(settings: CommonSettings) -> None:
     """JSON only, late acks, reject on lost worker, prefetch 1, long visibility, no backend."""
     conf = create_celery_app("prober", settings).conf
     assert conf.broker_url == settings.redis_url

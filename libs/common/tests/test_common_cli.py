@@ -1,18 +1,24 @@
-"""The podpulse command: gathering plugins, surviving broken ones, and the console script."""
+"""The podpulse command: gathering plugins, surviving broken ones, and the console script.
+
+All in-process: the console script pip writes only imports and calls cli.main.
+"""
 
 from __future__ import annotations
 
-import subprocess
+import logging
 import sys
 import textwrap
+from collections.abc import Iterator
+from importlib import metadata
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
-from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
+from podpulse.common.cli import ENTRY_POINT_GROUP, build_app, main
 
 _PLUGIN = '''
 import typer
@@ -108,11 +114,43 @@ def test_version_lists_installed_podpulse_distributions() -> None:
     assert all(line.startswith("podpulse-") for line in lines)
 
 
-def test_console_script_help_exits_zero() -> None:
-    """The installed `podpulse --help` runs, whatever the state of the installed plugins."""
-    script = Path(sys.executable).parent / "podpulse"
-    result = subprocess.run(
-        [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert "version" in result.stdout
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    """main() configures logging for the process; put the test process's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_console_script_is_main_and_help_exits_zero(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installed `podpulse` script is cli.main; `podpulse --help` exits 0 listing commands."""
+    (script,) = metadata.entry_points(group="console_scripts", name="podpulse")
+    assert script.load() is main
+    monkeypatch.setattr(sys, "argv", ["podpulse", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "version" in out
+    assert "config-doc" in out
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_bad_common_settings_exit_2_naming_the_variable_not_the_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad PODPULSE_LOG_LEVEL stops `podpulse` with exit 2, naming the variable only."""
+    monkeypatch.setenv("PODPULSE_LOG_LEVEL", "chatty-canary")
+    monkeypatch.setattr(sys, "argv", ["podpulse", "version"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("podpulse: invalid settings in the environment: PODPULSE_LOG_LEVEL: ")
+    assert "canary" not in err.lower()

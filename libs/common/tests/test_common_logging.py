@@ -10,6 +10,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podpulse.common.logging import REDACTED, configure_logging, redact_secrets, redact_text
-from podpulse.common.settings import KNOWN_SECRETS, CommonSettings, LogFormat
+from podpulse.common.settings import KNOWN_SECRETS, CommonSettings, LogFormat, Secret
 
 RUNPOD_KEY = "rpa_" + "X" * 30
 LEGACY_KEY = "AB12" * 8
@@ -131,6 +132,29 @@ def test_known_secret_values_are_redacted_and_follow_rotation(
     monkeypatch.setenv("ALERT_WEBHOOK_URL", f"https://alerts.example/{new}")
     log.info("sending", url=f"https://alerts.example/{new}")
     assert [line["url"] for line in _lines(stream)] == [REDACTED, REDACTED]
+
+
+def test_a_rotated_secret_file_is_redacted_once_the_ttl_has_passed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The redactor reads a secret file at most once per TTL, and redacts the rotated value."""
+    path = tmp_path / "webhook"
+    old, new = f"https://alerts.example/{uuid4().hex}", f"https://alerts.example/{uuid4().hex}"
+    path.write_text(old)
+    now = [0.0]
+    secret = Secret("ALERT_WEBHOOK_URL", clock=lambda: now[0])
+    stream = _Stream(tty=False)
+    configure_logging(
+        CommonSettings(log_format="json", log_level="DEBUG"), stream=stream, secrets=(secret,)
+    )
+    log = structlog.get_logger("podpulse.test")
+    monkeypatch.setenv("ALERT_WEBHOOK_URL_FILE", str(path))
+    log.info("sending", url=old)
+    path.write_text(new)
+    log.info("sending", url=new)  # within the TTL: the file is not read again
+    now[0] += 1.0
+    log.info("sending", url=new)
+    assert [line["url"] for line in _lines(stream)] == [REDACTED, new, REDACTED]
 
 
 def test_console_format_is_redacted_text() -> None:

@@ -11,22 +11,24 @@ from pydantic import ValidationError
 from podpulse.common.settings import (
     KNOWN_SECRETS,
     RUNPOD_API_KEY,
-    SLACK_WEBHOOK_URL,
     CommonSettings,
     Secret,
     SecretError,
     TelemetrySettings,
     known_secret_values,
+    settings_variable,
 )
 
 _COMMON_VARS = (
     "REDIS_URL",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
+    "PODPULSE_LOG_LEVEL",
+    "PODPULSE_LOG_FORMAT",
     "RUNPOD_ENDPOINT_ID",
     "RUNPOD_ENDPOINT_BASE_URL",
     "RUNPOD_MANAGEMENT_BASE_URL",
-    "VISIBILITY_TIMEOUT_S",
+    "PODPULSE_VISIBILITY_TIMEOUT_S",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
 )
 
 
@@ -43,29 +45,31 @@ def _canary() -> str:
     return f"canary-{uuid4().hex}"
 
 
+_DEFAULTS = {
+    "redis_url": "redis://127.0.0.1:6379/0",
+    "log_level": "INFO",
+    "log_format": "auto",
+    "runpod_endpoint_id": None,
+    "runpod_endpoint_base_url": "https://api.runpod.ai/v2",
+    "runpod_management_base_url": "https://api.runpod.io/v2",
+    "visibility_timeout_s": 7200,
+}
+
+
 def test_defaults_are_the_documented_ones() -> None:
-    """With no environment, every field has the default DESIGN.md and the brief name."""
-    settings = CommonSettings()
-    assert settings.model_dump() == {
-        "redis_url": "redis://127.0.0.1:6379/0",
-        "log_level": "INFO",
-        "log_format": "auto",
-        "runpod_endpoint_id": None,
-        "runpod_endpoint_base_url": "https://api.runpod.ai/v2",
-        "runpod_management_base_url": "https://api.runpod.io/v2",
-        "visibility_timeout_s": 7200,
-    }
+    """With no environment, every field has its documented default."""
+    assert CommonSettings().model_dump() == _DEFAULTS
 
 
 def test_environment_overrides_and_normalises(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each variable is read by its documented name; case and trailing slashes are normalised."""
     monkeypatch.setenv("REDIS_URL", "redis://redis:6379/3")
-    monkeypatch.setenv("LOG_LEVEL", "debug")
-    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    monkeypatch.setenv("PODPULSE_LOG_LEVEL", "debug")
+    monkeypatch.setenv("PODPULSE_LOG_FORMAT", "JSON")
     monkeypatch.setenv("RUNPOD_ENDPOINT_ID", "abc123xyz")
     monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", "http://127.0.0.1:8000/v2/")
     monkeypatch.setenv("RUNPOD_MANAGEMENT_BASE_URL", "http://127.0.0.1:8000/mgmt/")
-    monkeypatch.setenv("VISIBILITY_TIMEOUT_S", "30")
+    monkeypatch.setenv("PODPULSE_VISIBILITY_TIMEOUT_S", "30")
     settings = CommonSettings()
     assert (settings.redis_url, settings.log_level, settings.log_format) == (
         "redis://redis:6379/3",
@@ -78,9 +82,43 @@ def test_environment_overrides_and_normalises(monkeypatch: pytest.MonkeyPatch) -
     assert settings.visibility_timeout_s == 30
 
 
+def test_each_field_reads_only_its_one_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Old unprefixed names and prefix+field for an aliased field configure nothing."""
+    for name, value in {
+        "LOG_LEVEL": "DEBUG",
+        "LOG_FORMAT": "json",
+        "VISIBILITY_TIMEOUT_S": "30",
+        "PODPULSE_REDIS_URL": "redis://elsewhere:6379/0",
+        "PODPULSE_RUNPOD_ENDPOINT_ID": "ep-stray",
+        "PODPULSE_OTEL_TRACES_EXPORTER": "console",
+        "OTEL_OTEL_TRACES_EXPORTER": "console",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert CommonSettings().model_dump() == _DEFAULTS
+    assert TelemetrySettings().model_dump() == {"sdk_disabled": False, "traces_exporter": ("otlp",)}
+
+
+def test_settings_variable_names_each_field() -> None:
+    """settings_variable gives the prefixed name, or the alias users already know."""
+    assert settings_variable(CommonSettings, "log_level") == "PODPULSE_LOG_LEVEL"
+    assert settings_variable(CommonSettings, "redis_url") == "REDIS_URL"
+    assert settings_variable(TelemetrySettings, "traces_exporter") == "OTEL_TRACES_EXPORTER"
+
+
+def test_fields_set_in_code_by_name() -> None:
+    """An entry point can still build settings from values by field name."""
+    settings = CommonSettings(redis_url="redis://r:1/0", log_format="json")
+    assert (settings.redis_url, settings.log_format) == ("redis://r:1/0", "json")
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "chatty"), ("REDIS_URL", "http://x")],
+    [
+        ("PODPULSE_LOG_FORMAT", "xml"),
+        ("PODPULSE_LOG_LEVEL", "chatty"),
+        ("PODPULSE_VISIBILITY_TIMEOUT_S", "0"),
+        ("REDIS_URL", "http://x"),
+    ],
 )
 def test_bad_values_are_rejected_by_variable_name(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
@@ -103,8 +141,8 @@ def test_telemetry_settings_parse_the_spec_list(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", " OTLP , console")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     settings = TelemetrySettings()
-    assert settings.otel_traces_exporter == ("otlp", "console")
-    assert settings.otel_sdk_disabled is True
+    assert settings.traces_exporter == ("otlp", "console")
+    assert settings.sdk_disabled is True
 
 
 def test_telemetry_settings_reject_unknown_exporters(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,17 +161,83 @@ def test_secret_prefers_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert RUNPOD_API_KEY.get() == value
 
 
-def test_secret_file_is_reread_on_every_call(
+class _Clock:
+    """A monotonic clock that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rotated_file_is_picked_up_after_the_ttl_not_within(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Rotating the file's content changes the next get(), without a new Secret or restart."""
+    """Within the TTL get() keeps the file's last content; once it has passed, the new one."""
     path = tmp_path / "webhook"
     first, second = _canary(), _canary()
     path.write_text(f"  {first}\n")
     monkeypatch.setenv("SLACK_WEBHOOK_URL_FILE", str(path))
-    assert SLACK_WEBHOOK_URL.get() == first
+    clock = _Clock()
+    secret = Secret("SLACK_WEBHOOK_URL", ttl_s=1.0, clock=clock)
+    assert secret.get() == first
     path.write_text(second + "\n")
-    assert SLACK_WEBHOOK_URL.get() == second
+    clock.now += 0.999
+    assert secret.get() == first
+    clock.now += 0.001
+    assert secret.get() == second
+
+
+def test_a_new_file_path_or_variable_applies_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pointing *_FILE elsewhere, or setting the variable, needs no TTL to pass."""
+    first, second, third = _canary(), _canary(), _canary()
+    (tmp_path / "a").write_text(first)
+    (tmp_path / "b").write_text(second)
+    secret = Secret("RUNPOD_API_KEY", clock=_Clock())
+    monkeypatch.setenv("RUNPOD_API_KEY_FILE", str(tmp_path / "a"))
+    assert secret.get() == first
+    monkeypatch.setenv("RUNPOD_API_KEY_FILE", str(tmp_path / "b"))
+    assert secret.get() == second
+    monkeypatch.setenv("RUNPOD_API_KEY", third)
+    assert secret.get() == third
+
+
+def test_unreadable_file_raises_on_require_until_it_is_readable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An unreadable *_FILE raises on every require() in the TTL; a fixed mount counts after it."""
+    path = tmp_path / "missing"
+    monkeypatch.setenv("RUNPOD_API_KEY_FILE", str(path))
+    clock = _Clock()
+    secret = Secret("RUNPOD_API_KEY", clock=clock)
+    for _ in range(2):
+        with pytest.raises(SecretError, match=r"RUNPOD_API_KEY_FILE=.*cannot be read"):
+            secret.require()
+    value = _canary()
+    path.write_text(value)
+    with pytest.raises(SecretError, match="cannot be read"):
+        secret.require()
+    clock.now += 1.0
+    assert secret.require() == value
+
+
+def test_ttl_zero_reads_the_file_on_every_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ttl_s=0 turns the cache off; a negative TTL is refused."""
+    path = tmp_path / "k"
+    first, second = _canary(), _canary()
+    path.write_text(first)
+    monkeypatch.setenv("RUNPOD_API_KEY_FILE", str(path))
+    secret = Secret("RUNPOD_API_KEY", ttl_s=0, clock=_Clock())
+    assert secret.get() == first
+    path.write_text(second)
+    assert secret.get() == second
+    with pytest.raises(ValueError, match="ttl_s"):
+        Secret("X", ttl_s=-1)
 
 
 def test_empty_variable_falls_back_to_the_file(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from podpulse.common.bus import create_celery_app
-from podpulse.common.settings import CommonSettings
+from podpulse.common.settings import CommonSettings, TelemetrySettings
 from podpulse.common.telemetry import configure_telemetry, init_after_fork, shutdown_telemetry
 
 
@@ -95,11 +99,15 @@ def _fresh_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     shutdown_telemetry()
 
 
+def _settings(**values: object) -> TelemetrySettings:
+    # The fixture cleared OTEL_*, so these are the values given and the defaults.
+    return TelemetrySettings.model_validate(values)
+
+
 def test_spans_are_exported_with_exact_names_and_attributes() -> None:
     """A span made through the global API reaches the exporter as made, under service.name."""
     exporter = InMemorySpanExporter()
-    provider = configure_telemetry("prober", exporter=exporter)
-    assert trace.get_tracer_provider() is provider
+    configure_telemetry("prober", settings=_settings(), exporter=exporter)
     tracer = trace.get_tracer("podpulse.prober")
     with tracer.start_as_current_span("runpod.job", kind=SpanKind.CLIENT) as span:
         span.set_attribute("runpod.endpoint.id", "ep1")
@@ -112,19 +120,74 @@ def test_spans_are_exported_with_exact_names_and_attributes() -> None:
         "runpod.execution_ms": 1234,
     }
     assert finished.resource.attributes["service.name"] == "prober"
+    assert finished.instrumentation_scope is not None
+    assert finished.instrumentation_scope.name == "podpulse.prober"
 
 
-def test_configure_is_idempotent() -> None:
-    """A second configure_telemetry in the same process returns the first provider."""
-    first = configure_telemetry("prober", exporter=InMemorySpanExporter())
-    assert configure_telemetry("alerter") is first
+def _names_and_services(exporter: InMemorySpanExporter) -> list[tuple[str, object]]:
+    return [(s.name, s.resource.attributes["service.name"]) for s in exporter.get_finished_spans()]
+
+
+def test_reconfiguring_switches_every_tracer_to_the_new_pipeline() -> None:
+    """A tracer taken before any configure follows each new pipeline; the old one is flushed."""
+    tracer = trace.get_tracer("podpulse.test")
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    configure_telemetry("prober", settings=_settings(), exporter=first)
+    with tracer.start_as_current_span("one"):
+        pass
+    configure_telemetry("alerter", settings=_settings(), exporter=second)
+    with tracer.start_as_current_span("two"):
+        pass
+    shutdown_telemetry()
+    assert _names_and_services(first) == [("one", "prober")]
+    assert _names_and_services(second) == [("two", "alerter")]
+
+
+def test_a_decorated_coroutine_is_one_span_around_the_whole_call() -> None:
+    """start_as_current_span as a coroutine's decorator ends when the coroutine does."""
+    exporter = InMemorySpanExporter()
+    configure_telemetry("prober", settings=_settings(), exporter=exporter)
+    tracer = trace.get_tracer("podpulse.test")
+
+    @tracer.start_as_current_span("outer")
+    async def work() -> None:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("inner"):
+            pass
+
+    asyncio.run(work())
+    shutdown_telemetry()
+    inner, outer = exporter.get_finished_spans()
+    assert (inner.name, outer.name) == ("inner", "outer")
+    assert inner.parent is not None
+    assert inner.parent.span_id == outer.context.span_id
+
+
+def test_the_global_provider_is_set_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Configuring twice sets the global provider once: the API logs no override attempt."""
+    configure_telemetry("prober", settings=_settings(), exporter=InMemorySpanExporter())
+    installed = trace.get_tracer_provider()
+    with caplog.at_level(logging.WARNING):
+        configure_telemetry("prober", settings=_settings(), exporter=InMemorySpanExporter())
+    assert trace.get_tracer_provider() is installed
+    assert "Overriding of current TracerProvider" not in caplog.text
+
+
+def test_after_shutdown_spans_record_nothing() -> None:
+    """Once shut down, spans are non-recording and the old exporter receives nothing more."""
+    exporter = InMemorySpanExporter()
+    configure_telemetry("prober", settings=_settings(), exporter=exporter)
+    shutdown_telemetry()
+    with trace.get_tracer("t").start_as_current_span("late") as span:
+        assert not span.is_recording()
+    assert exporter.get_finished_spans() == ()
 
 
 def test_standard_resource_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_SERVICE_NAME overrides the code's name; OTEL_RESOURCE_ATTRIBUTES adds attributes."""
     monkeypatch.setenv("OTEL_SERVICE_NAME", "prober-canary")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,team=ml")
-    provider = configure_telemetry("prober", exporter=InMemorySpanExporter())
+    provider = configure_telemetry("prober", settings=_settings(), exporter=InMemorySpanExporter())
     attributes = provider.resource.attributes
     assert (
         attributes["service.name"],
@@ -137,11 +200,10 @@ def test_standard_resource_variables_win(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
-def test_sdk_disabled_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_disabled_records_nothing() -> None:
     """OTEL_SDK_DISABLED=true gives non-recording spans and exports nothing."""
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     exporter = InMemorySpanExporter()
-    configure_telemetry("prober", exporter=exporter)
+    configure_telemetry("prober", settings=_settings(sdk_disabled=True), exporter=exporter)
     with trace.get_tracer("t").start_as_current_span("x") as span:
         assert not span.is_recording()
     shutdown_telemetry()
@@ -153,7 +215,7 @@ def test_otlp_http_export_reaches_a_real_server(
 ) -> None:
     """Spans go as OTLP/HTTP protobuf to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, headers included."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-podpulse-canary=yes")
-    configure_telemetry("alerter")
+    configure_telemetry("alerter", settings=_settings())
     with trace.get_tracer("t").start_as_current_span("runpod.job") as span:
         span.set_attribute("runpod.job.status", "COMPLETED")
     shutdown_telemetry()
@@ -164,34 +226,32 @@ def test_otlp_http_export_reaches_a_real_server(
     assert received.headers["x-podpulse-canary"] == "yes"
 
 
-def test_exporter_none_sends_nothing(
-    collector: _Collector, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_exporter_none_sends_nothing(collector: _Collector) -> None:
     """OTEL_TRACES_EXPORTER=none builds no exporter: the endpoint receives nothing."""
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    configure_telemetry("alerter")
+    configure_telemetry("alerter", settings=_settings(traces_exporter="none"))
     with trace.get_tracer("t").start_as_current_span("dropped"):
         pass
     shutdown_telemetry()
     assert collector.received == []
 
 
-def test_forked_worker_child_builds_and_flushes_its_own_provider(collector: _Collector) -> None:
-    """After a fork, worker_process_init gives the child a fresh provider whose spans arrive."""
-    parent_provider = configure_telemetry("parent")
+def test_forked_worker_child_builds_and_flushes_its_own_pipeline(collector: _Collector) -> None:
+    """After a fork, worker_process_init gives the child its own pipeline; the parent keeps its."""
+    parent_exporter = InMemorySpanExporter()
+    configure_telemetry("parent", settings=_settings(), exporter=parent_exporter)
+    tracer = trace.get_tracer("podpulse.test")  # taken in the parent, used in both
     app = create_celery_app("tagger", CommonSettings())
-    disconnect = init_after_fork(app, "tagger")
+    disconnect = init_after_fork(app, "tagger", settings=_settings())
     try:
         pid = os.fork()
         if pid == 0:  # the child: never return into pytest
             code = 1
             try:
                 worker_process_init.send(sender=None)
-                child_provider = trace.get_tracer_provider()
-                with trace.get_tracer("t").start_as_current_span("in.child"):
+                with tracer.start_as_current_span("in.child"):
                     pass
                 worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-                code = 0 if child_provider is not parent_provider else 2
+                code = 0
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -199,4 +259,42 @@ def test_forked_worker_child_builds_and_flushes_its_own_provider(collector: _Col
         disconnect()
     assert os.waitstatus_to_exitcode(status) == 0
     assert collector.spans() == [("tagger", "in.child", {})]
-    assert trace.get_tracer_provider() is parent_provider
+    with tracer.start_as_current_span("in.parent"):
+        pass
+    shutdown_telemetry()
+    assert [s.name for s in parent_exporter.get_finished_spans()] == ["in.parent"]
+
+
+_FOREIGN_PROVIDER_FIRST = """
+import logging, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from podpulse.common.settings import TelemetrySettings
+from podpulse.common.telemetry import configure_telemetry
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+foreign = TracerProvider()
+trace.set_tracer_provider(foreign)
+exporter = InMemorySpanExporter()
+ours = configure_telemetry("prober", settings=TelemetrySettings(), exporter=exporter)
+with ours.get_tracer("t").start_as_current_span("explicit"):
+    pass
+ours.force_flush()
+assert trace.get_tracer_provider() is foreign
+print([span.name for span in exporter.get_finished_spans()])
+"""
+
+
+def test_a_foreign_global_provider_is_left_alone_and_reported() -> None:
+    """If another provider was set first, it stays, a warning says so, and ours still works."""
+    # A fresh interpreter: the global provider can be set once per process, and this one's is.
+    result = subprocess.run(
+        [sys.executable, "-c", _FOREIGN_PROVIDER_FIRST],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={key: value for key, value in os.environ.items() if not key.startswith("OTEL_")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['explicit']"
+    assert "another global TracerProvider is installed" in result.stderr

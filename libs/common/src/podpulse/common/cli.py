@@ -17,15 +17,16 @@ from pydantic import ValidationError
 
 from .logging import configure_logging
 from .settings import CommonSettings, describe_settings_error
+from .settings_doc import SettingsDocError, installed_settings, render
 
 __all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "main"]
 
 ENTRY_POINT_GROUP = "podpulse.cli"
-_BUILTIN_COMMANDS = frozenset({"version"})
+_BUILTIN_COMMANDS = frozenset({"version", "config-doc"})
 
 
 def build_app(entry_points: Iterable[EntryPoint]) -> typer.Typer:
-    """The root app with a command per loadable entry point, plus ``version``."""
+    """The root app with a command per loadable entry point, plus ``version`` and ``config-doc``."""
     app = typer.Typer(
         name="podpulse",
         help="Probe, alert on and release a model served on RunPod serverless.",
@@ -42,6 +43,10 @@ def build_app(entry_points: Iterable[EntryPoint]) -> typer.Typer:
         return None
 
     app.command("version", help="List the installed podpulse distributions and versions.")(_version)
+    app.command(
+        "config-doc",
+        help="Print the configuration reference (docs/configuration.md) for what is installed.",
+    )(_config_doc)
 
     seen = set(_BUILTIN_COMMANDS)
     for plugin in sorted(entry_points, key=lambda ep: ep.name):
@@ -89,6 +94,15 @@ def _version() -> None:
     }
     for name in sorted(found):
         typer.echo(f"{name} {found[name]}")
+
+
+def _config_doc() -> None:
+    try:
+        text = render(installed_settings())
+    except SettingsDocError as exc:
+        typer.echo(f"podpulse config-doc: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(text, nl=False)
 
 
 def _report(plugin: EntryPoint, why: str) -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from podpulse.common.settings import CommonSettings, known_secret_values
+from podpulse.common.settings import KNOWN_SECRETS, CommonSettings, Secret, known_secret_values
 
-__all__ = ["REDACTED", "configure_logging", "redact_secrets", "redact_text"]
+__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "redact_secrets", "redact_text"]
 
 REDACTED = "[REDACTED]"
 
@@ -49,7 +49,7 @@ _HANDLER_NAME = "podpulse"
 def redact_text(text: str, known: tuple[str, ...] | None = None) -> str:
     """Replace known secret values and anything shaped like a RunPod key or Slack webhook.
 
-    *known* defaults to the secrets' current values, read now (see settings.Secret).
+    *known* defaults to the known secrets' current values (see settings.Secret).
     """
     values = known_secret_values() if known is None else known
     # Longest first, so a secret that contains another is replaced whole.
@@ -72,16 +72,30 @@ def _redact(value: Any, known: tuple[str, ...]) -> Any:
     return value
 
 
-def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+class SecretRedactor:
     """structlog processor: redact secrets anywhere in the event dict, nested values included.
 
-    Runs after exceptions are rendered to text, so tracebacks and exception messages are covered.
+    Runs after exceptions are rendered to text, so tracebacks and exception messages are
+    covered. The values of *secrets* are asked for once per event, so every field of an event
+    sees the same rotation; each Secret keeps its file's content for a second, so a busy log
+    does not read every secret file on every line.
     """
-    known = known_secret_values()  # once per event, so every field sees the same rotation
-    return {
-        key: value if key in _SKIPPED_KEYS else _redact(value, known)
-        for key, value in event_dict.items()
-    }
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Iterable[Secret] = KNOWN_SECRETS) -> None:
+        self._secrets = tuple(secrets)
+
+    def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+        known = known_secret_values(self._secrets)
+        return {
+            key: value if key in _SKIPPED_KEYS else _redact(value, known)
+            for key, value in event_dict.items()
+        }
+
+
+redact_secrets = SecretRedactor()
+"""The redactor for podpulse's known secrets (RUNPOD_API_KEY and the webhook URLs)."""
 
 
 def _use_json(settings: CommonSettings, stream: TextIO) -> bool:
@@ -90,10 +104,16 @@ def _use_json(settings: CommonSettings, stream: TextIO) -> bool:
     return not _isatty(stream)
 
 
-def configure_logging(settings: CommonSettings, *, stream: TextIO | None = None) -> None:
+def configure_logging(
+    settings: CommonSettings,
+    *,
+    stream: TextIO | None = None,
+    secrets: Iterable[Secret] = KNOWN_SECRETS,
+) -> None:
     """Route structlog and stdlib logging to *stream* (stderr) as JSON lines or console text.
 
-    Safe to call again (in a forked child, or a test): it replaces its own handler rather than
+    The values of *secrets* are redacted from every line, whatever logger wrote it. Safe to
+    call again (in a forked child, or a test): it replaces its own handler rather than
     adding a second one, and leaves handlers that others attached alone.
     """
     out = sys.stderr if stream is None else stream
@@ -129,7 +149,7 @@ def configure_logging(settings: CommonSettings, *, stream: TextIO | None = None)
             structlog.processors.StackInfoRenderer(),
             exception_renderer,
             structlog.processors.UnicodeDecoder(),
-            redact_secrets,
+            SecretRedactor(secrets),
             renderer,
         ],
     )

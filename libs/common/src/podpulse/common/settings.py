@@ -1,22 +1,28 @@
-"""Settings every podpulse process shares, and secrets that are re-read on every use.
+"""Settings every podpulse process shares, and secrets read where they are used.
 
 This is the only module in podpulse.common that reads ``os.environ``: settings are built once at
-a process's entry point and passed down; secrets are read where they are used, so a rotated key
-or webhook URL takes effect without a restart.
+a process's entry point and passed down; secrets are read where they are used (and kept for at
+most a second), so a rotated key or webhook URL takes effect without a restart.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasGenerator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "ALERT_WEBHOOK_URL",
     "ALIAS_ONLY_ENV",
+    "DEFAULT_RUNPOD_ENDPOINT_BASE_URL",
+    "DEFAULT_RUNPOD_MANAGEMENT_BASE_URL",
+    "DEFAULT_SECRET_TTL_S",
     "KNOWN_SECRETS",
     "RUNPOD_API_KEY",
     "SLACK_WEBHOOK_URL",
@@ -29,24 +35,29 @@ __all__ = [
     "describe_settings_error",
     "env_settings",
     "known_secret_values",
+    "settings_variable",
 ]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["auto", "json", "console"]
 
+# RunPod's public APIs. Declared here, as the defaults of RUNPOD_ENDPOINT_BASE_URL and
+# RUNPOD_MANAGEMENT_BASE_URL; the clients in podpulse.common.runpod default to the same names.
+DEFAULT_RUNPOD_ENDPOINT_BASE_URL = "https://api.runpod.ai/v2"
+DEFAULT_RUNPOD_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
+
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
+# The env_prefix of every podpulse settings class; no variable carries it (see env_settings).
+_BY_NAME_PREFIX = "PODPULSE_FIELD_NAME__"
 
-
-# Every podpulse settings class reads a field from the environment only under its documented
-# alias (REDIS_URL, MODEL_ID, ...). Fields stay settable by name in code, but the by-name
-# environment lookup pydantic-settings adds for that is pointed at a prefix nobody sets, so a
-# stray HANDLER or SEED in a container cannot configure a service.
+# Superseded by env_settings(prefix); kept only until the worker's settings move to it, and
+# used by nothing in podpulse.common. It reads a field only under its explicit alias.
 ALIAS_ONLY_ENV = SettingsConfigDict(
     extra="ignore",
     validate_by_name=True,
     validate_by_alias=True,
-    env_prefix="PODPULSE_FIELD_NAME__",
+    env_prefix=_BY_NAME_PREFIX,
 )
 
 
@@ -55,13 +66,35 @@ def env_settings(prefix: str) -> SettingsConfigDict:
 
     Each service has its prefix (``PODPULSE_`` for what every process shares, ``TWIN_``,
     ``WORKER_``, ``PROBER_``, ...). A field whose variable users already know from RunPod or
-    OpenTelemetry (``REDIS_URL``, ``RUNPOD_ENDPOINT_ID``, ``OTEL_*``) sets that exact name as
-    its ``validation_alias`` instead. ``extra="ignore"``: every service reads the same
-    environment, and the other services' variables are not errors here.
+    OpenTelemetry (``REDIS_URL``, ``RUNPOD_ENDPOINT_ID``) sets that exact name as its
+    ``validation_alias`` instead. Either way a field reads exactly one variable, and a bad
+    value's error names that variable. Fields stay settable by name in code.
+    ``extra="ignore"``: every service reads the same environment, and the other services'
+    variables are not errors here.
     """
     return SettingsConfigDict(
-        env_prefix=prefix, extra="ignore", validate_by_name=True, validate_by_alias=True
+        # The variable's name becomes the field's validation alias, so pydantic's errors name
+        # it, and an explicit alias (REDIS_URL) simply takes its place.
+        alias_generator=AliasGenerator(validation_alias=lambda field: f"{prefix}{field.upper()}"),
+        # validate_by_name makes pydantic-settings also look a field up by <env_prefix><name>:
+        # for an aliased field that would be a second, undocumented variable
+        # (PODPULSE_REDIS_URL). Pointed at a prefix nobody sets, that lookup finds nothing.
+        env_prefix=_BY_NAME_PREFIX,
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
     )
+
+
+def settings_variable(settings_cls: type[BaseSettings], field_name: str) -> str:
+    """The environment variable a field of a podpulse settings class reads, e.g. REDIS_URL."""
+    alias = settings_cls.model_fields[field_name].validation_alias
+    if not isinstance(alias, str):
+        raise TypeError(
+            f"{settings_cls.__name__}.{field_name} has no single variable name: build its "
+            "model_config with env_settings(prefix) or give it a str validation_alias"
+        )
+    return alias
 
 
 def describe_settings_error(exc: ValidationError) -> str:
@@ -75,8 +108,7 @@ def describe_settings_error(exc: ValidationError) -> str:
 class CommonSettings(BaseSettings):
     """What every podpulse process needs: where the bus is, how to log, which endpoint."""
 
-    # extra="ignore": services read their own variables from the same environment.
-    model_config = ALIAS_ONLY_ENV
+    model_config = env_settings("PODPULSE_")
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -85,33 +117,30 @@ class CommonSettings(BaseSettings):
     )
     log_level: LogLevel = Field(
         default="INFO",
-        validation_alias="LOG_LEVEL",
         description="Lowest level written, for podpulse and for every stdlib logger.",
     )
     log_format: LogFormat = Field(
         default="auto",
-        validation_alias="LOG_FORMAT",
         description="'json' lines, 'console' for people, or 'auto': JSON unless stderr is a TTY.",
     )
     runpod_endpoint_id: str | None = Field(
         default=None,
         validation_alias="RUNPOD_ENDPOINT_ID",
-        description="The serverless endpoint probed, alerted on and released; unset for the twin.",
+        description="The hosted serverless endpoint probed, alerted on and released.",
     )
     runpod_endpoint_base_url: str = Field(
-        default="https://api.runpod.ai/v2",
+        default=DEFAULT_RUNPOD_ENDPOINT_BASE_URL,
         validation_alias="RUNPOD_ENDPOINT_BASE_URL",
         description="Base of RunPod's public job API ({base}/{endpoint_id}/run and friends).",
     )
     runpod_management_base_url: str = Field(
-        default="https://api.runpod.io/v2",
+        default=DEFAULT_RUNPOD_MANAGEMENT_BASE_URL,
         validation_alias="RUNPOD_MANAGEMENT_BASE_URL",
         description="Base of RunPod's v2 management API (PATCH {base}/serverless/{id}).",
     )
     visibility_timeout_s: int = Field(
         default=7200,
         ge=1,
-        validation_alias="VISIBILITY_TIMEOUT_S",
         description=(
             "Seconds before Redis hands an unacknowledged task to another worker. It must "
             "exceed the longest task (a 60-minute soak) or that task runs twice."
@@ -121,7 +150,7 @@ class CommonSettings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
-        # LOG_LEVEL=debug is what people type; the Literal keeps the canonical spelling.
+        # PODPULSE_LOG_LEVEL=debug is what people type; the Literal keeps the canonical spelling.
         return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("log_format", mode="before")
@@ -133,7 +162,7 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(_REDIS_SCHEMES):
-            raise ValueError(f"REDIS_URL must start with one of {', '.join(_REDIS_SCHEMES)}")
+            raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
 
     @field_validator("runpod_endpoint_base_url", "runpod_management_base_url")
@@ -151,21 +180,20 @@ class TelemetrySettings(BaseSettings):
     program that assembles the pipeline.
     """
 
-    model_config = ALIAS_ONLY_ENV
+    # The OpenTelemetry specification's own names: field sdk_disabled reads OTEL_SDK_DISABLED.
+    model_config = env_settings("OTEL_")
 
-    otel_sdk_disabled: bool = Field(
+    sdk_disabled: bool = Field(
         default=False,
-        validation_alias="OTEL_SDK_DISABLED",
         description="true: build a provider that records nothing and exports nothing.",
     )
     # NoDecode: pydantic-settings would parse a tuple from JSON; the validator splits commas.
-    otel_traces_exporter: Annotated[tuple[str, ...], NoDecode] = Field(
+    traces_exporter: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("otlp",),
-        validation_alias="OTEL_TRACES_EXPORTER",
         description="Comma-separated exporters: 'otlp' (OTLP/HTTP), 'console', or 'none'.",
     )
 
-    @field_validator("otel_traces_exporter", mode="before")
+    @field_validator("traces_exporter", mode="before")
     @classmethod
     def _split_exporters(cls, value: object) -> object:
         # The spec's format is a comma-separated list, not the JSON pydantic-settings expects.
@@ -175,8 +203,7 @@ class TelemetrySettings(BaseSettings):
         unknown = sorted(set(names) - _TRACES_EXPORTERS)
         if unknown:
             raise ValueError(
-                f"OTEL_TRACES_EXPORTER: unsupported {', '.join(unknown)}; "
-                f"use {', '.join(sorted(_TRACES_EXPORTERS))}"
+                f"unsupported {', '.join(unknown)}; use {', '.join(sorted(_TRACES_EXPORTERS))}"
             )
         return names or ("none",)
 
@@ -185,18 +212,49 @@ class SecretError(RuntimeError):
     """A secret is missing, or its ``*_FILE`` cannot be read."""
 
 
+# Long enough that a busy logger (the redactor asks for every secret on every event) costs one
+# file read per second, short enough that a rotated key is in use before anyone checks.
+DEFAULT_SECRET_TTL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _FileRead:
+    """What reading ``<NAME>_FILE`` gave, and when: a value, nothing, or why it failed."""
+
+    path: str
+    read_at: float
+    value: str | None
+    error: str | None
+
+
 class Secret:
     """A secret named by an environment variable, or by a file named in ``<NAME>_FILE``.
 
-    The value is read on every :meth:`get`, never cached, so rotating the variable's file (a
-    mounted Kubernetes or Docker secret) takes effect without a restart. The object itself is
-    safe to log: its repr and str show the name, never the value.
+    The variable is looked up on every :meth:`get` (an in-memory lookup). The file, the usual
+    way a mounted Kubernetes or Docker secret is rotated, is read again once *ttl_s* seconds
+    have passed on *clock* since the last read, or at once when ``<NAME>_FILE`` names another
+    path; so a rotation takes effect within *ttl_s*, without a restart. A failed read is kept
+    just as long. The object itself is safe to log: its repr and str show the name, never the
+    value.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("_clock", "_last_read", "_ttl_s", "description", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        ttl_s: float = DEFAULT_SECRET_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl_s < 0:
+            raise ValueError(f"ttl_s must be >= 0, got {ttl_s}")
         self.name = name
+        self.description = description
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._last_read: _FileRead | None = None
 
     @property
     def file_variable(self) -> str:
@@ -215,13 +273,10 @@ class Secret:
         path = os.environ.get(self.file_variable, "")
         if not path:
             return None
-        try:
-            text = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(
-                f"{self.file_variable}={path} cannot be read ({exc.strerror or exc})"
-            ) from exc
-        return text or None
+        read = self._read(path)
+        if read.error is not None:
+            raise SecretError(read.error)
+        return read.value
 
     def require(self) -> str:
         """The current value, or SecretError naming both places it could have come from."""
@@ -232,6 +287,22 @@ class Secret:
                 f"{self.file_variable} at a file holding it"
             )
         return value
+
+    def _read(self, path: str) -> _FileRead:
+        now = self._clock()
+        last = self._last_read
+        if last is not None and last.path == path and now - last.read_at < self._ttl_s:
+            return last
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            why = f"{self.file_variable}={path} cannot be read ({exc.strerror or exc})"
+            read = _FileRead(path, now, None, why)
+        else:
+            read = _FileRead(path, now, text or None, None)
+        # One assignment: a thread racing this one sees the old read or the new, never half.
+        self._last_read = read
+        return read
 
     def __repr__(self) -> str:
         return f"Secret({self.name!r})"
@@ -245,20 +316,29 @@ class Secret:
         return hash((Secret, self.name))
 
 
-RUNPOD_API_KEY = Secret("RUNPOD_API_KEY")
-SLACK_WEBHOOK_URL = Secret("SLACK_WEBHOOK_URL")
-ALERT_WEBHOOK_URL = Secret("ALERT_WEBHOOK_URL")
+RUNPOD_API_KEY = Secret(
+    "RUNPOD_API_KEY",
+    description="RunPod API key, sent as a bearer token to the job and management APIs.",
+)
+SLACK_WEBHOOK_URL = Secret(
+    "SLACK_WEBHOOK_URL",
+    description="Slack incoming-webhook URL alerts are posted to; the URL is the credential.",
+)
+ALERT_WEBHOOK_URL = Secret(
+    "ALERT_WEBHOOK_URL",
+    description="Generic webhook URL alerts are posted to as JSON.",
+)
 KNOWN_SECRETS: tuple[Secret, ...] = (RUNPOD_API_KEY, SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL)
 
 
-def known_secret_values() -> tuple[str, ...]:
-    """The current values of the known secrets that are set, for the log redactor.
+def known_secret_values(secrets: Iterable[Secret] = KNOWN_SECRETS) -> tuple[str, ...]:
+    """The current values of those *secrets* that are set, for the log redactor.
 
     An unreadable ``*_FILE`` is skipped rather than raised: the redactor runs inside logging,
     where an exception would hide the very message that reports the problem.
     """
     values: list[str] = []
-    for secret in KNOWN_SECRETS:
+    for secret in secrets:
         try:
             value = secret.get()
         except SecretError:

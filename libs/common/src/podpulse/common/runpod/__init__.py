@@ -1,7 +1,12 @@
 """Clients for RunPod serverless: the job API (``RunPodClient``) and endpoint configuration
 over REST v2 (``ManagementClient``). Both work the same against the local twin."""
 
-from ._client import DEFAULT_BASE_URL, DEFAULT_RUNSYNC_WAIT_MS, RunPodClient
+from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL as DEFAULT_BASE_URL
+from podpulse.common.settings import (
+    DEFAULT_RUNPOD_MANAGEMENT_BASE_URL as DEFAULT_MANAGEMENT_BASE_URL,
+)
+
+from ._client import DEFAULT_RUNSYNC_WAIT_MS, RunPodClient
 from ._config import RECOMMENDED_CONFIG, EndpointConfig, ScalerType
 from ._errors import (
     RunPodAuthError,
@@ -15,7 +20,7 @@ from ._errors import (
     RunPodTimeout,
 )
 from ._http import ApiKey
-from ._management import DEFAULT_MANAGEMENT_BASE_URL, ManagementClient
+from ._management import ManagementClient
 from ._models import (
     Health,
     Job,

@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 
+from podpulse.common.settings import (
+    DEFAULT_RUNPOD_MANAGEMENT_BASE_URL as DEFAULT_MANAGEMENT_BASE_URL,
+)
+
 from ._client import path_segment
 from ._config import EndpointConfig
 from ._http import ApiKey, HttpClientBase, Requester
 from ._retry import Backoff
-
-DEFAULT_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
 
 
 class ManagementClient(HttpClientBase):
