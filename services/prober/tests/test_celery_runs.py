@@ -27,9 +27,9 @@ from podpulse.common.events import ProbeRunCompleted, parse_event
 from podpulse.common.settings import CommonSettings
 from podpulse.common.testing import free_port, redis_server
 from podpulse.prober import Target
-from podpulse.prober._results import read_records, read_summary
-from podpulse.prober._stats import percentile
-from podpulse.prober._summary import RunStats
+from podpulse.prober._results_dir import read_records, read_summary
+from podpulse.common.histogram import percentile
+from podpulse.prober._run_stats import RunStats
 
 pytestmark = pytest.mark.slow
 

@@ -25,11 +25,11 @@ from podpulse.common.testing import free_port, redis_server
 from podpulse.prober import app as prober_app
 from podpulse.prober._locks import KEY_PREFIX, LeaseLostError, claim_run, while_held
 from podpulse.prober._probe import ProbeSpec
-from podpulse.prober._records import Outcome, RequestRecord
+from podpulse.prober._request_record import Outcome, RequestRecord
 from podpulse.prober._schedule import SMOKE_ENTRY, SWEEP_ENTRY, beat_schedule, parse_cron
 from podpulse.prober._shards import ShardBoard, merge_shards, stats_from_json, stats_to_json
-from podpulse.prober._stats import percentile
-from podpulse.prober._summary import RunStats
+from podpulse.common.histogram import percentile
+from podpulse.prober._run_stats import RunStats
 from podpulse.prober.tasks import publish_completed
 
 # Celery signals are process-wide; this process also runs other tests' workers.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from podpulse.prober import Outcome, ProbeSpec, RequestRecord
-from podpulse.prober._results import ResultsWriter, write_json
+from podpulse.prober._results_dir import ResultsWriter, write_json
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 # A small, quick embedded twin: one warm worker, 30 ms jobs, no warm-up.
