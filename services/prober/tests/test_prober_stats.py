@@ -162,7 +162,7 @@ def test_fit_trend_recovers_a_known_slope():
 
 
 def _soak(totals_per_window: list[list[float]], *, failures: int = 0) -> RunStats:
-    records = []
+    records: list[RequestRecord] = []
     for w, totals in enumerate(totals_per_window):
         for i, total in enumerate(totals):
             done = 1000.0 + w * 10 + (i + 1) * 10 / (len(totals) + 1)

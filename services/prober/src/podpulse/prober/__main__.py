@@ -27,10 +27,17 @@ _EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run Celery's command line (*argv*, default ``sys.argv[1:]``) on the prober's app."""
+    problems = []
     try:
-        common, prober = CommonSettings(), ProberSettings()
+        common = CommonSettings()
     except ValidationError as exc:
-        sys.stderr.write(f"invalid settings in the environment: {describe_settings_error(exc)}\n")
+        problems.append(describe_settings_error(exc))
+    try:
+        prober = ProberSettings()
+    except ValidationError as exc:
+        problems.append(describe_settings_error(exc))
+    if problems:
+        sys.stderr.write(f"invalid settings in the environment: {'; '.join(problems)}\n")
         return _EXIT_USAGE
     app = create_app(common, prober)
     connect_process_signals(app, common)

@@ -9,7 +9,7 @@ merges them and calls ``write_summary`` once (podpulse.prober._sharded).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry.trace import Tracer
@@ -190,7 +190,7 @@ def write_shard_stats(folder: Path, shard: int, results: Mapping[int, RunStats])
     )
 
 
-def merge_stats(parts: list[Mapping[int, RunStats]]) -> dict[int, RunStats]:
+def merge_stats(parts: Sequence[Mapping[int, RunStats]]) -> dict[int, RunStats]:
     """Merge the per-level RunStats of several shards."""
     merged: dict[int, RunStats] = {}
     for part in parts:
