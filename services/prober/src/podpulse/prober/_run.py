@@ -105,10 +105,15 @@ class _Run:
         self.shard, self.shards = shard, shards
         self.prompts = load_prompts(spec.prompts or settings.prompts_path)
         self.folder = run_dir(results_dir, spec.run_id)
+        # Opened before anything else is written: it refuses a run id that already ran.
         self.writer = ResultsWriter(self.folder, shard=shard, shards=shards)
         if shard == 0:
-            write_json(self.folder / "spec.json", spec.model_dump(mode="json"))
-            write_target(self.folder, target.info())
+            try:
+                write_json(self.folder / "spec.json", spec.model_dump(mode="json"))
+                write_target(self.folder, target.info())
+            except BaseException:
+                self.writer.close()
+                raise
 
     def __enter__(self) -> _Run:
         return self
@@ -124,8 +129,8 @@ class _Run:
     ) -> None:
         """Send this shard's requests of every level, filling ``results`` as they finish."""
         spec, settings = self.spec, self.settings
-        window_s = (spec.window_s or settings.soak_window_s) if spec.kind == "soak" else None
-        window_s = window_s or spec.window_s
+        # A soak always has windows; another kind only when its spec asks for them.
+        window_s = spec.window_s or (settings.soak_window_s if spec.kind == "soak" else None)
         options = RequestOptions(
             timeout_s=spec.timeout_s,
             wait_ms=settings.runsync_wait_ms,
