@@ -27,9 +27,10 @@ from podpulse.common.bus import create_celery_app
 from podpulse.common.events import ProbeRunCompleted, parse_event
 from podpulse.common.histogram import percentile
 from podpulse.common.settings import CommonSettings
+from podpulse.common.summary import read_summary
 from podpulse.common.testing import free_port, redis_server
 from podpulse.prober import ProberSettings, Target, TargetError
-from podpulse.prober._results_dir import read_records, read_summary
+from podpulse.prober._results_dir import read_records
 from podpulse.prober._run_stats import RunStats
 from podpulse.prober.app import create_app
 
@@ -206,7 +207,7 @@ def test_scheduled_smoke_runs_on_real_beat_and_worker(
     assert event.run_id.startswith("smoke-")
     folder = Path(event.results_path)
     assert folder == tmp_path / "results" / event.run_id
-    assert read_summary(folder) == event.summary
+    assert read_summary(folder / "summary.json") == event.summary
     assert event.summary.level.requests == event.summary.level.ok == 3
     assert event.summary.target.base_url == app_env["RUNPOD_ENDPOINT_BASE_URL"]
     assert len(read_records(folder)) == 3
@@ -282,7 +283,7 @@ def test_sharded_load_is_merged_exactly(
     records = read_records(folder)
     assert sorted((r.shard, r.seq % 2) for r in records) == sorted([(0, 0)] * 12 + [(1, 1)] * 12)
     assert min(shard_runs) >= 1  # each worker ran a shard
-    summary = read_summary(folder)
+    summary = read_summary(folder / "summary.json")
     assert summary == event.summary
     assert (summary.level.requests, summary.shards, summary.passed) == (24, None, True)
     whole = RunStats.from_records(records)
@@ -306,7 +307,7 @@ def test_a_sharded_run_with_a_failed_shard_still_reports(
               spec=spec | {"prompts": str(tmp_path / "gone.jsonl")}, shard=1, shards=2)  # fmt: skip
         (event,) = _wait(lambda: _events(client), 30, "the incomplete run's event")
         assert '"probe_run_shards_failed"' in w1.text()
-    summary = read_summary(tmp_path / "results" / "load-shard-fails")
+    summary = read_summary(tmp_path / "results" / "load-shard-fails" / "summary.json")
     assert summary == event.summary
     assert (summary.interrupted, summary.passed, event.slo_passed) == (True, False, False)
     assert summary.level.requests == 2  # shard 0's share
@@ -384,7 +385,7 @@ def test_redis_restart_mid_run_loses_no_row(twin_target: Target, tmp_path: Path)
     assert sorted(r.seq for r in records) == list(range(30))
     assert any(r.done < stopped_at for r in records)
     assert any(r.done > restarted_at for r in records)
-    summary = read_summary(folder)
+    summary = read_summary(folder / "summary.json")
     assert summary.level.requests == 30
     assert summary.interrupted is False
     assert event.run_id == "load-restart-test"

@@ -70,7 +70,7 @@ async def test_cancel_writes_a_partial_summary(twin_target: Target, tmp_path: Pa
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    summary = read_summary(tmp_path / "r1")
+    summary = read_summary(tmp_path / "r1" / "summary.json")
     assert summary.interrupted is True
     assert summary.passed is False
     assert summary.level.requests == _rows(csv_path) >= 3
@@ -102,7 +102,7 @@ async def test_sweep_writes_one_row_per_level_and_recommends(twin_target: Target
     """A sweep summarises each level, tables them, and recommends the highest passing one."""
     spec = _spec(kind="sweep", concurrency=(1, 2), runs=4)
     returned = await run_probe(spec, twin_target, tmp_path, settings=_SETTINGS)
-    summary = read_summary(tmp_path / "r1")
+    summary = read_summary(tmp_path / "r1" / "summary.json")
     assert summary == returned
     assert summary.target == twin_target.info()
     assert summary.sweep is not None
@@ -160,7 +160,7 @@ async def test_stable_soak_passes_with_plot_and_report(twin_target: Target, tmp_
     )
     await run_probe(spec, twin_target, tmp_path, settings=_SETTINGS)
     folder = tmp_path / "r1"
-    soak = read_summary(folder).soak
+    soak = read_summary(folder / "summary.json").soak
     assert soak is not None
     assert soak.passed is True, soak.checks
     assert len(soak.windows) >= 4

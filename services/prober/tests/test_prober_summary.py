@@ -65,7 +65,7 @@ def test_a_sweep_summary_round_trips(tmp_path: Path) -> None:
         for level in (1, 2, 3)
     }  # fmt: skip
     written = write_summary(tmp_path, spec, results, _SETTINGS, target=_TARGET)
-    assert read_summary(tmp_path / "sw") == written
+    assert read_summary(tmp_path / "sw" / "summary.json") == written
     assert written.sweep is not None
     assert [level.concurrency for level in written.levels] == [1, 2, 3]
     assert written.level.concurrency == 3  # all pass: the recommendation is the highest
@@ -82,7 +82,7 @@ def test_a_soak_summary_with_its_plot_round_trips(tmp_path: Path) -> None:
             writer.write(record)
     stats = RunStats.from_records(records, window_s=10, origin=records[0].intended)
     written = write_summary(tmp_path, spec, {1: stats}, _SETTINGS, target=_TARGET)
-    again = read_summary(tmp_path / "sk")
+    again = read_summary(tmp_path / "sk" / "summary.json")
     assert again == written
     assert again.soak is not None
     assert again.soak.plot == "latency.png"

@@ -8,13 +8,13 @@ into the one summary. The Celery app comes from ``podpulse.prober.app.create_app
 """
 
 from podpulse.common.histogram import Histogram, percentile
-from podpulse.common.summary import ProbeKind, ProbeSpec, RunSummary, Slo
+from podpulse.common.summary import ProbeKind, ProbeSpec, RunSummary, Slo, read_summary
 
 from ._engine import Engine
 from ._load import Arrival, Clock, Load, RequestOptions
 from ._prompts import Prompt, PromptSetError, load_prompts
 from ._request_record import CSV_COLUMNS, Outcome, RequestRecord
-from ._results_dir import new_run_id, read_records, read_summary, run_dir
+from ._results_dir import new_run_id, read_records, run_dir
 from ._run import merge_stats, run_probe, run_shard, write_shard_stats
 from ._run_stats import RunStats, slo_of
 from ._spec import scheduled_spec, shard_load

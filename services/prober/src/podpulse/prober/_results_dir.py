@@ -20,7 +20,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from podpulse.common import summary as _summary
 from podpulse.common.summary import RunSummary, TargetInfo, check_run_id
 
 from ._request_record import CSV_COLUMNS, RequestRecord
@@ -33,7 +32,6 @@ __all__ = [
     "csv_name",
     "new_run_id",
     "read_records",
-    "read_summary",
     "read_target",
     "run_dir",
     "write_json",
@@ -126,13 +124,9 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def write_summary_file(folder: Path, summary: RunSummary) -> Path:
-    """Write a run's summary.json (atomically)."""
+    """Write a run's summary.json (atomically); ``podpulse.common.summary.read_summary`` is
+    the one reader."""
     return write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
-
-
-def read_summary(folder: Path) -> RunSummary:
-    """A run's summary.json, validated; SummaryError (a ValueError) names the bad field."""
-    return _summary.read_summary(folder / SUMMARY_FILE)
 
 
 def write_target(folder: Path, target: TargetInfo) -> Path:

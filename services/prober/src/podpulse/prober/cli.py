@@ -24,13 +24,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
-from podpulse.common.summary import ProbeSpec, RunSummary, SummaryError
+from podpulse.common.summary import ProbeSpec, RunSummary, SummaryError, read_summary
 from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 
 from ._prompts import PromptSetError, load_prompts
 from ._render import show_summary
 from ._request_record import RequestRecord
-from ._results_dir import SUMMARY_FILE, new_run_id, read_records, read_summary, read_target, run_dir
+from ._results_dir import SUMMARY_FILE, new_run_id, read_records, read_target, run_dir
 from ._run import run_probe
 from ._run_stats import RunStats
 from ._summarize import summarize
@@ -314,7 +314,7 @@ def report(
         raise _usage(str(exc)) from None
     try:
         if (folder / SUMMARY_FILE).exists():
-            summary = read_summary(folder)
+            summary = read_summary(folder / SUMMARY_FILE)
         elif any(folder.glob("requests*.csv")):
             summary = _rebuild(folder, settings)
         else:
