@@ -443,3 +443,33 @@ def test_a_task_without_its_hosted_target_fails_and_publishes_nothing(  # noqa: 
     assert client.llen("alerter") == client.llen("tagger") == 0
     assert client.llen("prober") == 0  # a sharded run sent no shards either
     assert not results.exists()
+
+
+def test_a_twin_target_task_probes_an_embedded_twin_and_says_so(
+    redis_url: str, client: redis.Redis, tmp_path: Path
+) -> None:
+    """PROBER_TARGET=twin: a real worker's smoke starts its own twin, and the summary and the
+    event both name the twin as the target."""
+    app = create_app(
+        CommonSettings(redis_url=redis_url, runpod_endpoint_id=None),
+        ProberSettings(
+            target="twin", results_dir=tmp_path / "results", smoke_runs=2, warmup=0,
+            twin_workers_min=1, twin_workers_max=1, twin_exec_ms=30,
+            twin_exec_distribution="fixed", twin_worker_concurrency=4,
+        ),
+    )  # fmt: skip
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, queues=["prober"], shutdown_timeout=10
+    ):
+        app.send_task("podpulse.prober.smoke", task_id="twin-target")
+        (event,) = _wait(lambda: _events(client), 60, "the smoke's event")
+    assert (event.run_id, event.target_kind, event.slo_passed) == (
+        "smoke-twin-target",
+        "twin",
+        True,
+    )
+    summary = read_summary(Path(event.results_path) / "summary.json")
+    assert summary == event.summary
+    assert summary.target.kind == "twin"
+    assert summary.target.endpoint_id == event.endpoint_id
+    assert summary.level.requests == 2
