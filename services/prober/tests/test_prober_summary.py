@@ -4,12 +4,13 @@ every kind of run, and the event carries the same summary."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podpulse.common.events import ProbeRunCompleted, parse_event
-from podpulse.common.summary import ShardInfo, TargetInfo, parse_summary
+from podpulse.common.summary import FailureName, ShardInfo, TargetInfo, parse_summary
 from podpulse.prober import (
     Outcome,
     ProberSettings,
@@ -99,3 +100,8 @@ def test_an_interrupted_sharded_summary_round_trips_and_never_passes() -> None:
     assert (summary.interrupted, summary.passed) == (True, False)
     assert summary.level.slo.passed is True  # what was measured looked fine
     assert parse_summary(summary.model_dump_json()) == summary
+
+
+def test_every_failure_outcome_has_a_name_in_the_schema() -> None:
+    """The schema's failure kinds are exactly the prober's outcomes other than OK."""
+    assert set(get_args(FailureName)) == {o.value for o in Outcome} - {Outcome.OK.value}

@@ -17,9 +17,10 @@ every total to 1 s steps. Polling at 50 ms bounds the error of the rare long job
 
 429. The RunPod client is built with ``max_retries=0``: its own retries would sleep out of
 sight and hide the 429s. Here each 429 is counted on the request (``rate_limited``), the slot
-backs off (Retry-After when given, else jittered exponential), and the request is sent again;
-its total still runs from the intended start, so the back-off is paid for in the latency a
-user would see. After ``rate_limit_retries`` it ends as RATE_LIMITED.
+backs off (Retry-After when given, else jittered exponential: podpulse.common.retry), and the
+call is sent again; its total still runs from the intended start, so the back-off is paid for
+in the latency a user would see. A request's 429s share one budget across its /runsync and
+/status calls: after ``rate_limit_retries`` of them it ends as RATE_LIMITED.
 """
 
 from __future__ import annotations
