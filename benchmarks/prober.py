@@ -30,9 +30,9 @@ from typing import Any
 import aiohttp
 import httpx
 
+from podpulse.common.histogram import percentile
 from podpulse.common.net import free_port
 from podpulse.prober import Clock, Engine, Load, Outcome, RequestOptions, RequestRecord, Target
-from podpulse.prober._stats import percentile
 from podpulse.worker.twin import DEFAULT_API_KEY
 from podpulse.worker.twin.testing import running_twin, wait_until
 

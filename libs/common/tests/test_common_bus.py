@@ -14,6 +14,7 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
+from summary_examples import load_summary
 
 from podpulse.common.bus import (
     BEAT_LOCK_TIMEOUT_S,
@@ -163,14 +164,7 @@ def test_probe_run_fans_out_to_every_subscriber_queue(
 ) -> None:
     """One probe-run event reaches both the alerter's and the tagger's task, each on its queue."""
     app, _ = worker_app
-    event = ProbeRunCompleted(
-        run_id="run-1",
-        kind="load",
-        endpoint_id="ep-canary",
-        summary={"exec_p50_ms": 2100.0, "count": 40},
-        slo_passed=True,
-        results_path="results/run-1",
-    )
+    event = ProbeRunCompleted.of(load_summary("run-1"), results_path="results/run-1")
     ids = publish(app, event)
     received = sorted(inbox.wait_for(2))
     assert [(name, queue) for name, queue, _, _ in received] == [

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from summary_examples import load_summary
 
 from podpulse.common.bus import QUEUES, queue_for_task
 from podpulse.common.events import (
@@ -23,14 +24,7 @@ from podpulse.common.events import (
 )
 
 _EXAMPLES: list[BaseModel] = [
-    ProbeRunCompleted(
-        run_id="r1",
-        kind="soak",
-        endpoint_id="ep",
-        summary={"p95": {"exec_ms": 3900.5}, "failures": 0},
-        slo_passed=True,
-        results_path="results/r1",
-    ),
+    ProbeRunCompleted.of(load_summary("r1"), results_path="results/r1"),
     AlertStateChanged(
         rule="exec_p95",
         severity="CRITICAL",
@@ -102,6 +96,21 @@ def test_offsets_are_converted_and_naive_times_refused() -> None:
         parse_event(payload | {"recorded_at": "2026-01-01T12:00:00"})
 
 
+def test_a_probe_run_event_names_its_target_and_agrees_with_its_summary() -> None:
+    """The event carries the typed summary and its target kind; flat fields that disagree
+    with the summary (a green slo_passed on a failing run, another target) are refused."""
+    event = _EXAMPLES[0]
+    assert isinstance(event, ProbeRunCompleted)
+    assert (event.target_kind, event.endpoint_id) == ("hosted", "ep-canary")
+    payload = event.model_dump(mode="json")
+    assert parse_event(payload) == event
+    failing = ProbeRunCompleted.of(load_summary("r2", total_p95=9000.0), results_path="r")
+    assert failing.slo_passed is False
+    for change in ({"slo_passed": True}, {"target_kind": "twin"}, {"endpoint_id": "other"}):
+        with pytest.raises(EventError, match=f"{next(iter(change))} disagree with the summary"):
+            parse_event(failing.model_dump(mode="json") | change)
+
+
 def test_parse_error_names_the_type_and_the_field() -> None:
     """A missing or wrong field is reported as 'type ...: field: why'."""
     payload = _EXAMPLES[0].model_dump(mode="json")
@@ -112,7 +121,7 @@ def test_parse_error_names_the_type_and_the_field() -> None:
     message = str(caught.value)
     assert message.startswith("invalid event (type 'probe_run_completed'): ")
     assert "run_id: Field required" in message
-    assert "kind: Input should be 'load', 'sweep', 'soak' or 'smoke'" in message
+    assert "kind: Input should be 'smoke', 'load', 'sweep' or 'soak'" in message
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The prober's tasks on real processes: `celery worker` and `celery beat` (redbeat) subprocesses,
-a real redis-server, and the twin with real runpod SDK workers."""
+"""The prober's tasks on real processes: `python -m podpulse.prober worker|beat` (redbeat)
+subprocesses, a real redis-server, and the twin with real runpod SDK workers."""
 
 from __future__ import annotations
 
@@ -21,15 +21,18 @@ from typing import Any
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
+from celery.signals import task_failure
 
 from podpulse.common.bus import create_celery_app
 from podpulse.common.events import ProbeRunCompleted, parse_event
+from podpulse.common.histogram import percentile
 from podpulse.common.settings import CommonSettings
+from podpulse.common.summary import read_summary
 from podpulse.common.testing import free_port, redis_server
-from podpulse.prober import Target
-from podpulse.prober._results import read_records, read_summary
-from podpulse.prober._stats import percentile
-from podpulse.prober._summary import RunStats
+from podpulse.prober import ProberSettings, Target, TargetError
+from podpulse.prober._results_dir import read_records
+from podpulse.prober._run_stats import RunStats
+from podpulse.prober.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +56,10 @@ class Proc:
 
 @contextmanager
 def celery(*args: str, env: dict[str, str], log: Path) -> Iterator[Proc]:
-    """`celery -A podpulse.prober.app <args>`; SIGTERM (warm shutdown) when the block ends."""
+    """`python -m podpulse.prober <args>`; SIGTERM (warm shutdown) when the block ends."""
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "podpulse.prober.app", *args],
+            [sys.executable, "-m", "podpulse.prober", *args],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
         )  # fmt: skip
     proc = Proc(popen, log)
@@ -195,37 +198,41 @@ def test_scheduled_smoke_runs_on_real_beat_and_worker(
             payload = inbox.payloads[0]
     event = parse_event(payload)
     assert isinstance(event, ProbeRunCompleted)
-    assert (event.kind, event.endpoint_id, event.slo_passed) == (
+    assert (event.kind, event.target_kind, event.endpoint_id, event.slo_passed) == (
         "smoke",
+        "hosted",
         app_env["RUNPOD_ENDPOINT_ID"],
         True,
     )
     assert event.run_id.startswith("smoke-")
     folder = Path(event.results_path)
     assert folder == tmp_path / "results" / event.run_id
-    assert read_summary(folder) == event.summary
-    assert event.summary["requests"] == event.summary["ok"] == 3
+    assert read_summary(folder / "summary.json") == event.summary
+    assert event.summary.level.requests == event.summary.level.ok == 3
+    assert event.summary.target.base_url == app_env["RUNPOD_ENDPOINT_BASE_URL"]
     assert len(read_records(folder)) == 3
 
 
 def test_two_beats_fire_the_schedule_once_per_interval(
     client: redis.Redis, app_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Two beats on one Redis: one holds the redbeat lock and fires; the queue gets one smoke
-    per interval, not two."""
+    """Two beats on one Redis: one holds the redbeat lock and sends every smoke; the other,
+    still running, sends none, so the queue holds one smoke per tick, not two."""
     env = app_env | {"PROBER_SMOKE_EVERY_S": "1"}
+    sent = "Sending due task podpulse.prober.smoke"
     with (
         beat(env, tmp_path / "beat-a.log") as first,
         beat(env, tmp_path / "beat-b.log") as second,
     ):
-        _wait(lambda: client.llen("prober"), 30, "the first scheduled smoke")
-        start = client.llen("prober")
-        time.sleep(6)
-        fired = client.llen("prober") - start
+        _wait(lambda: max(p.text().count(sent) for p in (first, second)) >= 5, 60, "5 ticks")
         assert first.popen.poll() is None
         assert second.popen.poll() is None
+        counts = sorted(p.text().count(sent) for p in (first, second))
+        queued = client.llen("prober")
         holders = [p for p in (first, second) if "Acquired lock" in p.text()]
-    assert 4 <= fired <= 7, fired  # two beats would have sent about 12
+    assert counts[0] == 0, counts  # the beat without the lock never fired
+    assert queued >= 5
+    assert queued <= counts[1] + 1  # one message per tick (a tick may land between reads)
     assert len(holders) == 1
 
 
@@ -276,13 +283,13 @@ def test_sharded_load_is_merged_exactly(
     records = read_records(folder)
     assert sorted((r.shard, r.seq % 2) for r in records) == sorted([(0, 0)] * 12 + [(1, 1)] * 12)
     assert min(shard_runs) >= 1  # each worker ran a shard
-    summary = read_summary(folder)
+    summary = read_summary(folder / "summary.json")
     assert summary == event.summary
-    assert summary["requests"] == 24
+    assert (summary.level.requests, summary.shards, summary.passed) == (24, None, True)
     whole = RunStats.from_records(records)
-    assert summary["latency_ms"]["total"] == whole.latency("total")
+    assert summary.level.latency_ms.total == whole.latency("total")
     p95 = percentile([r.total_ms for r in records if r.ok], 95)
-    assert summary["latency_ms"]["total"]["p95"] == pytest.approx(p95, abs=0.06)
+    assert summary.level.latency_ms.total.p95 == pytest.approx(p95, abs=0.06)
 
 
 def test_a_sharded_run_with_a_failed_shard_still_reports(
@@ -300,12 +307,13 @@ def test_a_sharded_run_with_a_failed_shard_still_reports(
               spec=spec | {"prompts": str(tmp_path / "gone.jsonl")}, shard=1, shards=2)  # fmt: skip
         (event,) = _wait(lambda: _events(client), 30, "the incomplete run's event")
         assert '"probe_run_shards_failed"' in w1.text()
-    summary = read_summary(tmp_path / "results" / "load-shard-fails")
+    summary = read_summary(tmp_path / "results" / "load-shard-fails" / "summary.json")
     assert summary == event.summary
-    assert (summary["interrupted"], summary["passed"], event.slo_passed) == (True, False, False)
-    assert summary["requests"] == 2  # shard 0's share
-    assert summary["shards"]["missing"] == [1]
-    assert "PromptSetError" in summary["shards"]["failed"]["1"]
+    assert (summary.interrupted, summary.passed, event.slo_passed) == (True, False, False)
+    assert summary.level.requests == 2  # shard 0's share
+    assert summary.shards is not None
+    assert summary.shards.missing == (1,)
+    assert "PromptSetError" in summary.shards.failed[1]
 
 
 # --- Redis restarted mid-run ----------------------------------------------------------------
@@ -363,22 +371,105 @@ def test_redis_restart_mid_run_loses_no_row(twin_target: Target, tmp_path: Path)
                 _wait(lambda: csv_rows() >= 5, 30, "rows before the outage")
                 stopped_at = time.time()
                 server.stop()
-                time.sleep(1.5)
+                # Down until the worker has noticed, so the outage is one it lived through.
+                _wait(lambda: "Connection to broker lost" in w1.text(), 30, "the worker to notice")
                 server.start()
                 restarted_at = time.time()
                 _wait((folder / "summary.json").exists, 60, "the run to finish")
                 client = redis.Redis.from_url(server.url)
                 (event,) = _wait(lambda: _events(client), 30, "the event after the restart")
                 client.close()
-            assert "Connection to broker lost" in w1.text()
         finally:
             server.stop()
     records = read_records(folder)
     assert sorted(r.seq for r in records) == list(range(30))
     assert any(r.done < stopped_at for r in records)
     assert any(r.done > restarted_at for r in records)
-    summary = read_summary(folder)
-    assert summary["requests"] == 30
-    assert summary["interrupted"] is False
+    summary = read_summary(folder / "summary.json")
+    assert summary.level.requests == 30
+    assert summary.interrupted is False
     assert event.run_id == "load-restart-test"
     assert event.summary == summary
+
+
+# --- no target, no verdict ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "kwargs", "endpoint_id", "missing"),
+    [
+        ("podpulse.prober.smoke", {}, None, "RUNPOD_ENDPOINT_ID"),
+        ("podpulse.prober.smoke", {}, "ep-configured", "RUNPOD_API_KEY"),
+        ("podpulse.prober.load_sharded", {"shards": 2}, None, "RUNPOD_ENDPOINT_ID"),
+    ],
+)
+def test_a_task_without_its_hosted_target_fails_and_publishes_nothing(  # noqa: PLR0917
+    redis_url: str,
+    client: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    task: str,
+    kwargs: dict[str, Any],
+    endpoint_id: str | None,
+    missing: str,
+) -> None:
+    """PROBER_TARGET=hosted without an endpoint id or a key: a real worker's task fails naming
+    what is missing, starts no twin, writes no results and publishes no event."""
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    monkeypatch.delenv("RUNPOD_API_KEY_FILE", raising=False)
+    results = tmp_path / "results"
+    app = create_app(
+        CommonSettings(redis_url=redis_url, runpod_endpoint_id=endpoint_id),
+        ProberSettings(target="hosted", results_dir=results),
+    )
+    failures: list[BaseException] = []
+
+    def on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        if exception is not None and sender is not None and sender.app is app:
+            failures.append(exception)
+
+    task_failure.connect(on_failure, weak=False)
+    try:
+        with start_worker(
+            app, pool="solo", perform_ping_check=False, queues=["prober"], shutdown_timeout=10
+        ):
+            app.send_task(task, kwargs=kwargs, task_id=f"no-target-{time.time_ns()}")
+            _wait(lambda: failures, 30, "the task to fail")
+    finally:
+        task_failure.disconnect(on_failure)
+    (error,) = failures
+    assert isinstance(error, TargetError)
+    assert missing in str(error)
+    assert client.llen("alerter") == client.llen("tagger") == 0
+    assert client.llen("prober") == 0  # a sharded run sent no shards either
+    assert not results.exists()
+
+
+def test_a_twin_target_task_probes_an_embedded_twin_and_says_so(
+    redis_url: str, client: redis.Redis, tmp_path: Path
+) -> None:
+    """PROBER_TARGET=twin: a real worker's smoke starts its own twin, and the summary and the
+    event both name the twin as the target."""
+    app = create_app(
+        CommonSettings(redis_url=redis_url, runpod_endpoint_id=None),
+        ProberSettings(
+            target="twin", results_dir=tmp_path / "results", smoke_runs=2, warmup=0,
+            twin_workers_min=1, twin_workers_max=1, twin_exec_ms=30,
+            twin_exec_distribution="fixed", twin_worker_concurrency=4,
+        ),
+    )  # fmt: skip
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, queues=["prober"], shutdown_timeout=10
+    ):
+        app.send_task("podpulse.prober.smoke", task_id="twin-target")
+        (event,) = _wait(lambda: _events(client), 60, "the smoke's event")
+    assert (event.run_id, event.target_kind, event.slo_passed) == (
+        "smoke-twin-target",
+        "twin",
+        True,
+    )
+    summary = read_summary(Path(event.results_path) / "summary.json")
+    assert summary == event.summary
+    assert summary.target.kind == "twin"
+    assert summary.target.endpoint_id == event.endpoint_id
+    assert summary.level.requests == 2

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,20 +18,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podpulse.common.bus import create_celery_app, queue_for_task
+from podpulse.common.histogram import percentile
+from podpulse.common.retry import Retry
 from podpulse.common.settings import CommonSettings
+from podpulse.common.summary import TargetInfo
 from podpulse.common.testing import free_port, redis_server
-from podpulse.prober import app as prober_app
+from podpulse.prober import ProberSettings, ProbeSpec, RunStats, summarize
+from podpulse.prober.__main__ import main as prober_main
+from podpulse.prober._context import BUS_ERRORS, context_of
 from podpulse.prober._locks import KEY_PREFIX, LeaseLostError, claim_run, while_held
-from podpulse.prober._probe import ProbeSpec
-from podpulse.prober._records import Outcome, RequestRecord
+from podpulse.prober._request_record import Outcome, RequestRecord
+from podpulse.prober._runner import publish_completed
 from podpulse.prober._schedule import SMOKE_ENTRY, SWEEP_ENTRY, beat_schedule, parse_cron
-from podpulse.prober._shards import ShardBoard, merge_shards, stats_from_json, stats_to_json
-from podpulse.prober._stats import percentile
-from podpulse.prober._summary import RunStats
-from podpulse.prober.tasks import publish_completed
-
-# Celery signals are process-wide; this process also runs other tests' workers.
-prober_app.detach_signals()
+from podpulse.prober._sharded import ShardBoard, merge_shards, stats_from_json, stats_to_json
+from podpulse.prober.app import create_app
+from podpulse.prober.tasks import TASK_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -83,39 +82,55 @@ def test_bad_cron_names_the_expression(expression: str) -> None:
         parse_cron(expression)
 
 
-def test_worker_app_as_celery_sees_it(tmp_path: Path) -> None:
-    """`celery -A podpulse.prober.app` gets the schedule from PROBER_*, every task, and keeps
-    long tasks running through a broker reconnect."""
-    script = (
-        "import json; from podpulse.prober.app import app; app.loader.import_default_modules();"
-        "c = app.conf; print(json.dumps({'tasks': sorted(t for t in app.tasks"
-        " if t.startswith('podpulse.')), 'beat': {k: [v['task'], str(v['schedule'])]"
-        " for k, v in c.beat_schedule.items()}, 'transport': c.broker_transport_options,"
-        " 'cancel': c.worker_cancel_long_running_tasks_on_connection_loss,"
-        " 'acks_late': c.task_acks_late, 'backend': c.result_backend}))"
+def test_the_app_factory_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app() with no settings builds them from PROBER_* and the common variables: the
+    schedule, every task, and long tasks kept running through a broker reconnect."""
+    for name, value in {"PROBER_SMOKE_EVERY_S": "120", "PROBER_SWEEP_CRON": "30 2 * * *",
+                        "VISIBILITY_TIMEOUT_S": "4"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    conf = app.conf
+    assert sorted(t for t in app.tasks if t.startswith("podpulse.")) == sorted(TASK_NAMES)
+    assert str(conf.beat_schedule[SMOKE_ENTRY]["schedule"]) == "<freq: 2.00 minutes>"
+    assert str(conf.beat_schedule[SWEEP_ENTRY]["schedule"]) == (
+        "<crontab: 30 2 * * * (m/h/dM/MY/d)>"
     )
-    env = {"PROBER_SMOKE_EVERY_S": "120", "PROBER_SWEEP_CRON": "30 2 * * *",
-           "VISIBILITY_TIMEOUT_S": "4", "PATH": "/usr/bin:/bin"}  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
-        cwd=tmp_path,
-    )  # fmt: skip
-    conf = json.loads(out.stdout.strip().splitlines()[-1])
-    assert conf["tasks"] == sorted(
-        f"podpulse.prober.{name}"
-        for name in ("smoke", "load", "sweep", "soak", "load_sharded", "load_shard",
-                     "merge_load_shards")
-    )  # fmt: skip
-    assert conf["beat"][SMOKE_ENTRY][0] == "podpulse.prober.smoke"
-    assert conf["beat"][SMOKE_ENTRY][1] == "<freq: 2.00 minutes>"
-    assert conf["beat"][SWEEP_ENTRY] == [
-        "podpulse.prober.sweep",
-        "<crontab: 30 2 * * * (m/h/dM/MY/d)>",
-    ]
-    assert conf["transport"] == {
+    assert conf.broker_transport_options == {
         "visibility_timeout": 4, "unacked_restore_interval": 2, "unacked_restore_throttle": 1,
     }  # fmt: skip
-    assert (conf["cancel"], conf["acks_late"], conf["backend"]) == (False, True, None)
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
+    assert (conf.task_acks_late, conf.result_backend) == (True, None)
+    assert context_of(app).settings.smoke_every_s == 120
+
+
+def test_apps_carry_their_own_settings() -> None:
+    """Two apps built with different settings each hand their tasks their own; importing the
+    app module builds none, and an app the factory did not build has no context."""
+    import podpulse.prober.app as module
+
+    assert not hasattr(module, "app")
+    assert not hasattr(module, "settings")
+    a = create_app(CommonSettings(redis_url="redis://127.0.0.1:1/0"), ProberSettings(target="twin"))
+    b = create_app(CommonSettings(redis_url="redis://127.0.0.1:2/0"), ProberSettings())
+    assert (context_of(a).settings.target, context_of(b).settings.target) == ("twin", "hosted")
+    assert context_of(a).redis is not context_of(b).redis
+    assert a.tasks["podpulse.prober.smoke"].app is a
+    with pytest.raises(TypeError, match="create_app"):
+        context_of(create_celery_app("prober", CommonSettings()))
+
+
+def test_the_entry_point_refuses_bad_settings_without_printing_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """python -m podpulse.prober with a bad PROBER_TARGET exits 2 naming it; a bad REDIS_URL's
+    value (it can hold a password) is never printed."""
+    monkeypatch.setenv("PROBER_TARGET", "staging")
+    monkeypatch.setenv("REDIS_URL", "http://user:hunter2@example")
+    assert prober_main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "target" in err
+    assert "REDIS_URL" in err
+    assert "hunter2" not in err
 
 
 # --- exact merging --------------------------------------------------------------------------
@@ -238,7 +253,17 @@ def test_the_lease_is_renewed_and_retaken_while_the_run_goes_on(client: redis.Re
     run_id = f"renew-{time.time_ns()}"
     lease = f"{KEY_PREFIX}{run_id}:lease"
     with claim_run(client, run_id, ttl_s=0.6, renew_every_s=0.1) as claim:
-        time.sleep(1.0)  # beyond the 0.6 s TTL: only renewal keeps the key
+        seen = {"renewals": 0, "pttl": client.pttl(lease)}
+
+        def renewed_past_its_ttl() -> bool:
+            pttl = client.pttl(lease)
+            assert pttl > 0, "the lease expired while the run held it"
+            seen["renewals"] += pttl > seen["pttl"]
+            seen["pttl"] = pttl
+            # Eight renewals 0.1 s apart outlast the 0.6 s TTL: only renewal kept the key.
+            return seen["renewals"] >= 8
+
+        _wait(renewed_past_its_ttl)
         assert client.get(lease) == claim.token.encode()
         client.delete(lease)
         _wait(lambda: client.get(lease) == claim.token.encode())
@@ -300,10 +325,16 @@ def test_publish_gives_up_after_its_bounded_retries(tmp_path: Path) -> None:
         "prober", CommonSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     )
     dead.conf.broker_connection_timeout = 0.2
-    spec = ProbeSpec(kind="smoke", run_id="smoke-offline", runs=1)
-    started = time.monotonic()
-    sent = publish_completed(
-        dead, spec, {"passed": True}, tmp_path, "ep-twin", delays_s=(0.05, 0.05)
-    )
+    spec = ProbeSpec(kind="smoke", run_id="smoke-offline", runs=1, warmup=0)
+    target = TargetInfo(kind="hosted", endpoint_id="ep", base_url="http://127.0.0.1:1/v2")
+    stats = RunStats.from_records([_record(0, 10.0)])
+    summary = summarize(spec, {1: stats}, ProberSettings(), target=target)
+    retries: list[int] = []
+
+    def wait(attempt: int, _: BaseException) -> float:
+        retries.append(attempt)
+        return 0.05
+
+    sent = publish_completed(dead, summary, tmp_path, retry=Retry(BUS_ERRORS, 2, wait))
     assert sent is False
-    assert time.monotonic() - started < 20
+    assert retries == [0, 1]  # two retries after the first attempt, then it gives up

@@ -1,4 +1,5 @@
-"""The podpulse loadtest / soak / report commands, as a user runs them (real embedded twin)."""
+"""The podpulse loadtest / soak / report commands: flags and exit codes in-process (typer's
+runner) against the session's twin as a hosted endpoint, and one real process on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from podpulse.prober import Outcome, ProbeSpec, RequestRecord
-from podpulse.prober._results import ResultsWriter, write_json
+from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
+from podpulse.common.summary import TargetInfo, parse_summary
+from podpulse.prober import Outcome, ProbeSpec, RequestRecord, Target
+from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
-# A small, quick embedded twin: one warm worker, 30 ms jobs, no warm-up.
+_APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
+# A small, quick embedded twin for the real-process test: one warm worker, 30 ms jobs.
 _FAST_TWIN = {
     "PROBER_TWIN_WORKERS_MIN": "1",
     "PROBER_TWIN_WORKERS_MAX": "1",
@@ -26,46 +32,66 @@ _FAST_TWIN = {
     "PROBER_WARMUP": "0",
     "LOG_LEVEL": "WARNING",
 }
+_TWIN_INFO = TargetInfo(kind="twin", endpoint_id="ep-twin", base_url="http://127.0.0.1:1/v2")
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "PROBER_", "OTEL_"))}
-    return env | _FAST_TWIN | {"PROBER_RESULTS_DIR": str(tmp_path)} | extra
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Run `podpulse ...` in this process with a clean prober/RunPod environment."""
+    for name in list(os.environ):
+        if name.startswith(("RUNPOD_", "PROBER_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PROBER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PROBER_WARMUP", "0")
+    runner = CliRunner()
+
+    def invoke(*args: str, **env: str) -> Result:
+        return runner.invoke(_APP, list(args), env=env, catch_exceptions=False)
+
+    return invoke
 
 
-def _podpulse(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PODPULSE, *args],
-        env=_env(tmp_path, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def _hosted(target: Target) -> dict[str, str]:
+    """The session's twin, configured as the hosted endpoint."""
+    key = target.api_key if isinstance(target.api_key, str) else target.api_key()
+    return {
+        "RUNPOD_ENDPOINT_ID": target.endpoint_id,
+        "RUNPOD_ENDPOINT_BASE_URL": target.base_url,
+        "RUNPOD_API_KEY": key,
+    }
+
+
+def test_sweep_passes_names_its_target_and_report_reads_it(cli, twin_target: Target):
+    """loadtest --concurrency 1,2 exits 0, says which target it uses, prints the table and
+    recommendation; report reads the same summary back."""
+    done = cli("loadtest", "--concurrency", "1,2", "--runs", "5", "--run-id", "s1",
+               **_hosted(twin_target))  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert f"on target hosted: endpoint {twin_target.endpoint_id} at {twin_target.base_url}" in (
+        done.stderr
     )
-
-
-def test_sweep_on_the_embedded_twin_passes_and_report_reads_it(tmp_path: Path):
-    """loadtest --concurrency 1,2 exits 0, prints the table and recommendation; report reads it."""
-    done = _podpulse(tmp_path, "loadtest", "--concurrency", "1,2", "--runs", "5", "--run-id", "s1")
-    assert done.returncode == 0, done.stderr
     assert "Concurrency" in done.stdout
     assert "recommendation: concurrency 2" in done.stdout
     assert "Total P95" in done.stdout
-    again = _podpulse(tmp_path, "report", "s1", "--json")
-    assert again.returncode == 0, again.stderr
-    summary = json.loads(again.stdout)
-    assert summary["kind"] == "sweep"
-    assert [row["concurrency"] for row in summary["table"]] == [1, 2]
+    again = cli("report", "s1", "--json")
+    assert again.exit_code == 0, again.output
+    summary = parse_summary(again.stdout)
+    assert summary.kind == "sweep"
+    assert summary.target == twin_target.info().model_copy(update={"kind": "hosted"})
+    assert summary.sweep is not None
+    assert [row.concurrency for row in summary.sweep.table] == [1, 2]
 
 
-def test_impossible_slo_from_the_environment_exits_1(tmp_path: Path):
+def test_impossible_slo_from_the_environment_exits_1(cli, twin_target: Target):
     """An SLO no run can meet (PROBER_SLO_TOTAL_P50_MS=1) makes loadtest exit 1."""
-    done = _podpulse(tmp_path, "loadtest", "--runs", "5", "--json", PROBER_SLO_TOTAL_P50_MS="1")
-    assert done.returncode == 1, done.stderr
-    summary = json.loads(done.stdout)
-    rows = {row["metric"]: row["status"] for row in summary["slo"]["rows"]}
+    done = cli("loadtest", "--runs", "5", "--json", "--target", "hosted",
+               PROBER_SLO_TOTAL_P50_MS="1", **_hosted(twin_target))  # fmt: skip
+    assert done.exit_code == 1, done.output
+    summary = parse_summary(done.stdout)
+    rows = {row.metric: row.status for row in summary.level.slo.rows}
     assert rows["Total P50"] == "FAIL"
-    assert summary["requests"] == 5
+    assert summary.level.requests == 5
+    assert summary.passed is False
 
 
 @pytest.mark.parametrize(
@@ -74,91 +100,112 @@ def test_impossible_slo_from_the_environment_exits_1(tmp_path: Path):
         (["--concurrency", "1,x"], "--concurrency takes numbers"),
         (["--arrival", "poisson", "--runs", "3"], "need a rate"),
         (["--duration", "soon"], "--duration takes a positive duration"),
+        (["--target", "staging"], "--target must be hosted or twin"),
     ],
 )
-def test_bad_flags_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str):
+def test_bad_flags_exit_2_with_a_message(cli, args: list[str], message: str):
     """Malformed or inconsistent flags exit 2 and say what is wrong."""
-    done = _podpulse(tmp_path, "loadtest", *args)
-    assert done.returncode == 2
+    done = cli("loadtest", *args)
+    assert done.exit_code == 2
     assert message in done.stderr
 
 
-def test_endpoint_without_a_key_exits_2(tmp_path: Path):
+def test_soak_flags_are_checked_before_anything_starts(cli):
+    """soak --window with a bad duration exits 2 naming the flag."""
+    done = cli("soak", "--runs", "3", "--window", "later")
+    assert done.exit_code == 2
+    assert "--window takes a positive duration" in done.stderr
+
+
+def test_endpoint_without_a_key_exits_2(cli):
     """RUNPOD_ENDPOINT_ID without RUNPOD_API_KEY is refused, not silently run on the twin."""
-    done = _podpulse(tmp_path, "loadtest", "--runs", "1", RUNPOD_ENDPOINT_ID="abc123")
-    assert done.returncode == 2
+    done = cli("loadtest", "--runs", "1", RUNPOD_ENDPOINT_ID="abc123")
+    assert done.exit_code == 2
     assert "RUNPOD_API_KEY" in done.stderr
 
 
-def test_report_rebuilds_a_summary_from_the_csv_of_a_dead_run(tmp_path: Path):
-    """A run that died before its summary is reported from requests.csv alone."""
+def test_hosted_target_without_an_endpoint_exits_2(cli):
+    """--target hosted with no RUNPOD_ENDPOINT_ID is refused, never run on a twin."""
+    done = cli("loadtest", "--runs", "1", "--target", "hosted", RUNPOD_API_KEY="k")
+    assert done.exit_code == 2
+    assert "RUNPOD_ENDPOINT_ID" in done.stderr
+
+
+def _record(run_id: str, seq: int, *, done: float = 0.5) -> RequestRecord:
+    return RequestRecord(
+        run_id=run_id, seq=seq, concurrency=1, intended=100.0 + seq, sent=100.0 + seq,
+        done=100.0 + seq + done, outcome=Outcome.OK, delay_ms=100, exec_ms=300,
+    )  # fmt: skip
+
+
+def test_report_rebuilds_a_summary_from_the_csv_of_a_dead_run(cli, tmp_path: Path):
+    """A run that died before its summary is reported from requests.csv, spec.json and
+    target.json; an interrupted run never passes, however good its few requests looked."""
     folder = tmp_path / "dead"
     write_json(folder / "spec.json", ProbeSpec(run_id="dead", runs=10).model_dump(mode="json"))
+    write_target(folder, _TWIN_INFO)
     with ResultsWriter(folder) as writer:
         for seq in range(3):
-            writer.write(
-                RequestRecord(
-                    run_id="dead",
-                    seq=seq,
-                    concurrency=1,
-                    intended=100.0 + seq,
-                    sent=100.0 + seq,
-                    done=100.5 + seq,
-                    outcome=Outcome.OK,
-                    delay_ms=100,
-                    exec_ms=300,
-                )
-            )
-    done = _podpulse(tmp_path, "report", "dead", "--json")
-    # An interrupted run never passes, however good its few requests looked.
-    assert done.returncode == 1, done.stderr
-    summary = json.loads(done.stdout)
-    assert summary["requests"] == 3
-    assert summary["interrupted"] is True
-    assert summary["passed"] is False
-    assert summary["latency_ms"]["total"]["p50"] == 500.0
+            writer.write(_record("dead", seq))
+    done = cli("report", "dead", "--json")
+    assert done.exit_code == 1, done.output
+    summary = parse_summary(done.stdout)
+    assert (summary.level.requests, summary.interrupted, summary.passed) == (3, True, False)
+    assert summary.target == _TWIN_INFO
+    assert summary.level.latency_ms.total.p50 == 500.0
 
 
-def test_report_of_a_damaged_run_folder_exits_2_naming_the_problem(tmp_path: Path):
+def test_report_of_a_damaged_run_folder_exits_2_naming_the_problem(cli, tmp_path: Path):
     """A corrupt summary.json or a CSV without spec.json is a clear error, not a traceback."""
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "summary.json").write_text("{not json", encoding="utf-8")
-    done = _podpulse(tmp_path, "report", "corrupt")
-    assert done.returncode == 2
-    assert "cannot be read" in done.stderr
-    assert "Traceback" not in done.stderr
+    done = cli("report", "corrupt")
+    assert done.exit_code == 2
+    assert "not a valid RunSummary" in done.stderr
+    assert "Invalid JSON" in done.stderr
     orphan = tmp_path / "orphan"
     with ResultsWriter(orphan) as writer:
-        writer.write(
-            RequestRecord(
-                run_id="orphan",
-                seq=0,
-                concurrency=1,
-                intended=1.0,
-                sent=1.0,
-                done=2.0,
-                outcome=Outcome.OK,
-            )
-        )
-    done = _podpulse(tmp_path, "report", "orphan")
-    assert done.returncode == 2
+        writer.write(_record("orphan", 0))
+    done = cli("report", "orphan")
+    assert done.exit_code == 2
     assert "spec.json" in done.stderr
 
 
-def test_a_run_id_is_never_reused(tmp_path: Path):
-    """Writing into a run folder that already has requests.csv is refused, not appended."""
-    folder = tmp_path / "once"
-    ResultsWriter(folder).close()
-    with pytest.raises(FileExistsError, match="run ids name one run"):
-        ResultsWriter(folder)
+def test_report_of_an_old_summary_exits_2_naming_the_field(cli, tmp_path: Path):
+    """A summary.json from before the schema (no schema_version, no target) exits 2 naming
+    the missing fields, and shows no verdict."""
+    old = tmp_path / "old"
+    write_json(old / "summary.json", {"run_id": "old", "kind": "load", "passed": True,
+                                      "requests": 5, "latency_ms": {}})  # fmt: skip
+    done = cli("report", "old")
+    assert done.exit_code == 2
+    assert "schema_version: Field required" in done.stderr
+    assert "target: Field required" in done.stderr
+    assert "verdict" not in done.stdout
+
+
+def test_report_refuses_a_verdict_its_evidence_contradicts(cli, tmp_path: Path, twin_target):
+    """A summary.json edited to pass while its SLO rows fail exits 2 naming `passed`."""
+    cli("loadtest", "--runs", "3", "--run-id", "edited", "--json", PROBER_SLO_TOTAL_P50_MS="1",
+        **_hosted(twin_target))  # fmt: skip
+    path = tmp_path / "edited" / "summary.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["passed"] is False
+    path.write_text(json.dumps(data | {"passed": True}), encoding="utf-8")
+    done = cli("report", "edited")
+    assert done.exit_code == 2
+    assert "passed=True contradicts the run's own evidence" in done.stderr
+    assert "PASS" not in done.stdout
 
 
 def test_ctrl_c_writes_the_partial_summary_and_exits_130(tmp_path: Path):
-    """SIGINT mid-run: the summary of what finished is written, exit code 130."""
+    """A real `podpulse loadtest` process on the default target (the embedded twin, as no
+    endpoint is set) gets SIGINT mid-run: the summary of what finished is written, exit 130."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "PROBER_", "OTEL_"))}
     proc = subprocess.Popen(
         [PODPULSE, "loadtest", "--runs", "2000", "--run-id", "cut"],
-        env=_env(tmp_path),
+        env=env | _FAST_TWIN | {"PROBER_RESULTS_DIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -172,6 +219,16 @@ def test_ctrl_c_writes_the_partial_summary_and_exits_130(tmp_path: Path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert summary["interrupted"] is True
-    assert 3 <= summary["requests"] < 2000
+    assert "on target twin: endpoint" in stderr
+    summary = parse_summary((tmp_path / "cut" / "summary.json").read_text())
+    assert summary.interrupted is True
+    assert summary.target.kind == "twin"
+    assert 3 <= summary.level.requests < 2000
+
+
+def test_a_run_id_is_never_reused(tmp_path: Path):
+    """Writing into a run folder that already has requests.csv is refused, not appended."""
+    folder = tmp_path / "once"
+    ResultsWriter(folder).close()
+    with pytest.raises(FileExistsError, match="run ids name one run"):
+        ResultsWriter(folder)

@@ -11,7 +11,7 @@ import pytest
 
 from podpulse.common.runpod import Backoff, RunPodClient
 from podpulse.prober import Engine, Load, Outcome, RequestOptions, RequestRecord, Target
-from podpulse.prober._engine import arrivals
+from podpulse.prober._load import arrivals
 from podpulse.worker.twin.testing import running_twin
 
 

@@ -20,7 +20,7 @@ from podpulse.prober import (
     load_prompts,
     shard_load,
 )
-from podpulse.prober._results import ResultsWriter, read_records
+from podpulse.prober._results_dir import ResultsWriter, read_records
 from podpulse.prober._spans import emit_span
 
 

@@ -23,12 +23,16 @@ from podpulse.prober import (
     Target,
     merge_stats,
     read_records,
+    read_summary,
     run_probe,
+    run_shard,
+    shard_load,
     write_summary,
 )
-from podpulse.prober._engine import arrivals
-from podpulse.prober._probe import shard_load
+from podpulse.prober._load import arrivals
 from podpulse.prober._soak import soak_verdict
+
+_SETTINGS = ProberSettings()
 
 
 def _rows(path: Path) -> int:
@@ -46,30 +50,31 @@ def _spec(**changes) -> ProbeSpec:
 async def test_csv_rows_appear_while_the_run_is_going(twin_target: Target, tmp_path: Path):
     """requests.csv holds each finished request before the run ends."""
     spec = _spec(runs=12, input_overrides={"exec_ms": 120})
-    task = asyncio.create_task(run_probe(spec, twin_target, tmp_path))
+    task = asyncio.create_task(run_probe(spec, twin_target, tmp_path, settings=_SETTINGS))
     csv_path = tmp_path / "r1" / "requests.csv"
     while _rows(csv_path) < 2:
         assert not task.done()
         await asyncio.sleep(0.02)
     assert not task.done()
-    stats = await task
-    assert _rows(csv_path) == 12 == stats[1].requests
+    summary = await task
+    assert _rows(csv_path) == 12 == summary.level.requests
 
 
 async def test_cancel_writes_a_partial_summary(twin_target: Target, tmp_path: Path):
     """A cancelled run still writes summary.json, marked interrupted, over what finished."""
     spec = _spec(runs=200, input_overrides={"exec_ms": 80})
-    task = asyncio.create_task(run_probe(spec, twin_target, tmp_path))
+    task = asyncio.create_task(run_probe(spec, twin_target, tmp_path, settings=_SETTINGS))
     csv_path = tmp_path / "r1" / "requests.csv"
     while _rows(csv_path) < 3:
         await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
-    assert summary["interrupted"] is True
-    assert summary["requests"] == _rows(csv_path) >= 3
-    assert summary["requests"] < 200
+    summary = read_summary(tmp_path / "r1" / "summary.json")
+    assert summary.interrupted is True
+    assert summary.passed is False
+    assert summary.level.requests == _rows(csv_path) >= 3
+    assert summary.level.requests < 200
 
 
 async def test_one_client_span_per_request(twin_target: Target, tmp_path: Path):
@@ -78,7 +83,9 @@ async def test_one_client_span_per_request(twin_target: Target, tmp_path: Path):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     spec = _spec(runs=3, warmup=1)
-    await run_probe(spec, twin_target, tmp_path, tracer=provider.get_tracer("test"))
+    await run_probe(
+        spec, twin_target, tmp_path, settings=_SETTINGS, tracer=provider.get_tracer("test")
+    )
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == ["runpod.job"] * 3
     records = {r.job_id: r for r in read_records(tmp_path / "r1")}
@@ -94,12 +101,16 @@ async def test_one_client_span_per_request(twin_target: Target, tmp_path: Path):
 async def test_sweep_writes_one_row_per_level_and_recommends(twin_target: Target, tmp_path: Path):
     """A sweep summarises each level, tables them, and recommends the highest passing one."""
     spec = _spec(kind="sweep", concurrency=(1, 2), runs=4)
-    await run_probe(spec, twin_target, tmp_path)
-    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
-    assert [row["concurrency"] for row in summary["table"]] == [1, 2]
-    assert all(row["status"] == "PASS" for row in summary["table"])
-    assert summary["recommendation"]["concurrency"] == 2
-    assert summary["passed"] is True
+    returned = await run_probe(spec, twin_target, tmp_path, settings=_SETTINGS)
+    summary = read_summary(tmp_path / "r1" / "summary.json")
+    assert summary == returned
+    assert summary.target == twin_target.info()
+    assert summary.sweep is not None
+    assert [row.concurrency for row in summary.sweep.table] == [1, 2]
+    assert all(row.status == "PASS" for row in summary.sweep.table)
+    assert summary.sweep.recommendation is not None
+    assert summary.sweep.recommendation.concurrency == 2
+    assert summary.passed is True
     assert {r.concurrency for r in read_records(tmp_path / "r1")} == {1, 2}
 
 
@@ -107,18 +118,21 @@ async def test_sweep_with_an_impossible_slo_recommends_nothing(twin_target: Targ
     """When no level meets the SLO the sweep fails and there is no recommendation."""
     settings = ProberSettings(slo_total_p50_ms=1)
     spec = _spec(kind="sweep", concurrency=(1, 2), runs=2)
-    await run_probe(spec, twin_target, tmp_path, settings=settings)
-    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
-    assert summary["recommendation"] is None
-    assert summary["passed"] is False
-    assert [row["status"] for row in summary["table"]] == ["FAIL", "FAIL"]
+    summary = await run_probe(spec, twin_target, tmp_path, settings=settings)
+    assert summary.sweep is not None
+    assert summary.sweep.recommendation is None
+    assert summary.passed is False
+    assert [row.status for row in summary.sweep.table] == ["FAIL", "FAIL"]
 
 
 async def test_shards_merge_into_the_whole_run(twin_target: Target, tmp_path: Path):
     """Two shards of one run send their shares; merged stats summarise all requests."""
     spec = _spec(concurrency=(2,), runs=7)
     parts = await asyncio.gather(
-        *(run_probe(spec, twin_target, tmp_path, shard=i, shards=2) for i in range(2))
+        *(
+            run_shard(spec, twin_target, tmp_path, settings=_SETTINGS, shard=i, shards=2)
+            for i in range(2)
+        )
     )
     assert sorted(p[2].requests for p in parts) == [3, 4]
     assert not (tmp_path / "r1" / "summary.json").exists()
@@ -127,9 +141,9 @@ async def test_shards_merge_into_the_whole_run(twin_target: Target, tmp_path: Pa
         for path in sorted((tmp_path / "r1").glob("stats-shard*.json"))
     ]
     merged = merge_stats(from_files)
-    summary = write_summary(tmp_path, spec, merged)
+    summary = write_summary(tmp_path, spec, merged, _SETTINGS, target=twin_target.info())
     records = read_records(tmp_path / "r1")
-    assert summary["requests"] == 7 == len(records)
+    assert summary.level.requests == 7 == len(records)
     assert len({r.seq for r in records}) == 7
     assert merged[2] == RunStats.from_records(records)
 
@@ -144,12 +158,13 @@ async def test_stable_soak_passes_with_plot_and_report(twin_target: Target, tmp_
         window_s=1.0,
         input_overrides={"exec_ms": 40},
     )
-    await run_probe(spec, twin_target, tmp_path)
+    await run_probe(spec, twin_target, tmp_path, settings=_SETTINGS)
     folder = tmp_path / "r1"
-    summary = json.loads((folder / "summary.json").read_text())
-    soak = summary["soak"]
-    assert soak["passed"] is True, soak["checks"]
-    assert len(soak["windows"]) >= 4
+    soak = read_summary(folder / "summary.json").soak
+    assert soak is not None
+    assert soak.passed is True, soak.checks
+    assert len(soak.windows) >= 4
+    assert soak.plot == "latency.png"
     assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "PASS" in (folder / "report.md").read_text().splitlines()[0]
 
@@ -168,11 +183,11 @@ async def test_growing_execution_time_fails_the_soak_trend_test(twin_target: Tar
     assert engine.started_at is not None
     stats = RunStats.from_records(records, window_s=0.5, origin=engine.started_at)
     verdict = soak_verdict(stats, p95_threshold_ms=4000, min_change_pct=10)
-    checks = {c["check"]: c["passed"] for c in verdict["checks"]}
+    checks = {c.check: c.passed for c in verdict.checks}
     assert checks["no P95 degradation"] is False
     assert checks["no throughput degradation"] is False
     assert checks["zero failures"] is True
-    assert verdict["passed"] is False
+    assert verdict.passed is False
 
 
 def test_an_open_loop_cap_below_the_shard_count_is_refused():

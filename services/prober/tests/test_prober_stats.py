@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from podpulse.common.summary import Breakdown, FailureKind, LevelSummary
 from podpulse.prober import Outcome, RequestRecord, RunStats, Slo
 from podpulse.prober._soak import fit_trend, soak_verdict, t_975
 from podpulse.prober._sweep import recommend, sweep_rows
@@ -45,8 +46,8 @@ def test_percentiles_match_hand_computed_nearest_rank():
     """P50/P95/P99 of 1..20 ms are ranks 10, 19 and 20 (nearest rank)."""
     stats = RunStats.from_records(rec(float(v)) for v in range(20, 0, -1))
     latency = stats.latency("total")
-    assert (latency["p50"], latency["p95"], latency["p99"]) == (10.0, 19.0, 20.0)
-    assert latency["mean"] == 10.5
+    assert (latency.p50, latency.p95, latency.p99) == (10.0, 19.0, 20.0)
+    assert latency.mean == 10.5
 
 
 def test_failures_are_counted_by_kind_and_left_out_of_latency():
@@ -55,36 +56,35 @@ def test_failures_are_counted_by_kind_and_left_out_of_latency():
         rec(9000.0, outcome=Outcome.CLIENT_TIMEOUT, error="client timeout"),
         rec(50.0, outcome=Outcome.FAILED, error="worker twin-1 exited with code 17"),
     ]
-    summary = RunStats.from_records(records).to_summary(Slo())
-    assert summary["requests"] == 10
-    assert summary["ok"] == 8
-    assert summary["success_rate_pct"] == 80.0
-    assert summary["failures"]["FAILED"] == {
-        "count": 1,
-        "examples": ["worker twin-1 exited with code 17"],
-    }
-    assert summary["failures"]["CLIENT_TIMEOUT"]["count"] == 1
-    assert summary["latency_ms"]["total"]["p99"] == 100.0
+    summary = RunStats.from_records(records).to_summary(Slo(), 1)
+    assert summary.requests == 10
+    assert summary.ok == 8
+    assert summary.success_rate_pct == 80.0
+    assert summary.failures["FAILED"] == FailureKind(
+        count=1, examples=("worker twin-1 exited with code 17",)
+    )
+    assert summary.failures["CLIENT_TIMEOUT"].count == 1
+    assert summary.latency_ms.total.p99 == 100.0
 
 
 def test_slo_rows_carry_margins_and_status():
     """Each SLO line has threshold, actual, margin (threshold - actual) and a status."""
     stats = RunStats.from_records(rec(float(t), seq=t) for t in range(4000, 6000, 20))
-    rows = {row["metric"]: row for row in stats.slo_rows(Slo())}
-    assert rows["Total P50"]["actual"] == 4980.0
-    assert rows["Total P50"]["margin"] == 20.0
-    assert rows["Total P50"]["status"] == "PASS"
+    rows = {row.metric: row for row in stats.slo_rows(Slo())}
+    assert rows["Total P50"].actual == 4980.0
+    assert rows["Total P50"].margin == 20.0
+    assert rows["Total P50"].status == "PASS"
     # rank ceil(0.95 * 100) = 95: total 4000 + 94 * 20 = 5880, execution 15 ms less
-    assert rows["Exec P95"]["actual"] == 5865.0
-    assert rows["Exec P95"]["margin"] == -865.0
-    assert rows["Exec P95"]["status"] == "FAIL"
-    assert rows["Success rate"]["margin"] == 1.0
+    assert rows["Exec P95"].actual == 5865.0
+    assert rows["Exec P95"].margin == -865.0
+    assert rows["Exec P95"].status == "FAIL"
+    assert rows["Success rate"].margin == 1.0
 
 
 def test_breakdown_splits_mean_total_into_parts():
     """Execution, queue and overhead shares of the mean total add up to 100%."""
     stats = RunStats.from_records([rec(200.0, delay=50, execution=100)] * 3)
-    assert stats.breakdown_pct() == {"execution": 50.0, "queue": 25.0, "overhead": 25.0}
+    assert stats.breakdown_pct() == Breakdown(execution=50.0, queue=25.0, overhead=25.0)
 
 
 def test_tokens_per_second_is_output_tokens_over_execution_time():
@@ -122,7 +122,7 @@ def test_merge_equals_stats_over_the_union(a, b, c):
     whole = RunStats.from_records(a + b + c, **kw)
     assert parts[0].merge(parts[1]).merge(parts[2]) == whole
     assert parts[2].merge(parts[0].merge(parts[1])) == whole
-    assert whole.merge(RunStats(**kw)).to_summary(Slo()) == whole.to_summary(Slo())
+    assert whole.merge(RunStats(**kw)).to_summary(Slo(), 1) == whole.to_summary(Slo(), 1)
 
 
 def test_stats_round_trip_through_json():
@@ -132,7 +132,7 @@ def test_stats_round_trip_through_json():
     )
     again = RunStats.from_json(stats.to_json())
     assert again == stats
-    assert again.to_summary(Slo()) == stats.to_summary(Slo())
+    assert again.to_summary(Slo(), 1) == stats.to_summary(Slo(), 1)
     assert sorted(again.windows) == [0, 1, 2, 3, 4]
 
 
@@ -162,7 +162,7 @@ def test_fit_trend_recovers_a_known_slope():
 
 
 def _soak(totals_per_window: list[list[float]], *, failures: int = 0) -> RunStats:
-    records = []
+    records: list[RequestRecord] = []
     for w, totals in enumerate(totals_per_window):
         for i, total in enumerate(totals):
             done = 1000.0 + w * 10 + (i + 1) * 10 / (len(totals) + 1)
@@ -173,7 +173,7 @@ def _soak(totals_per_window: list[list[float]], *, failures: int = 0) -> RunStat
 
 def _checks(stats: RunStats) -> dict[str, bool]:
     verdict = soak_verdict(stats, p95_threshold_ms=4000, min_change_pct=10)
-    return {c["check"]: c["passed"] for c in verdict["checks"]} | {"all": verdict["passed"]}
+    return {c.check: c.passed for c in verdict.checks} | {"all": verdict.passed}
 
 
 def test_soak_with_flat_windows_passes():
@@ -211,68 +211,51 @@ def test_soak_with_too_few_windows_is_unproven():
     assert checks["all"] is False
 
 
-def _level(total_p50: float, passed: bool, margin_pct: float) -> dict:
-    rows = [
-        {"metric": "Total P95", "unit": "ms", "margin": 1.0, "margin_pct": margin_pct,
-         "status": "PASS" if passed else "FAIL"},
-        {"metric": "Success rate", "unit": "%", "margin": 1.0, "margin_pct": 1.01,
-         "status": "PASS"},
-    ]  # fmt: skip
-    return {
-        "latency_ms": {
-            "total": {"p50": total_p50, "p95": total_p50 * 1.5},
-            "exec": {"p50": 900.0},
-            "delay": {"p50": 50.0},
-        },
-        "success_rate_pct": 100.0,
-        "slo": {"passed": passed, "rows": rows},
-    }
+# Only Total P95 can be tight: the other lines have room to spare at every level below.
+_SWEEP_SLO = Slo(exec_p50_ms=1e5, exec_p95_ms=1e5, total_p50_ms=1e5, total_p95_ms=4000)
+
+
+def _level(concurrency: int, total_ms: float) -> LevelSummary:
+    records = [rec(total_ms, seq=i) for i in range(20)]
+    return RunStats.from_records(records).to_summary(_SWEEP_SLO, concurrency)
 
 
 def test_sweep_recommends_the_highest_passing_level_with_its_tightest_margin():
     """The recommendation is the highest PASS level; its tightest latency line is named."""
-    rows = sweep_rows(
-        {3: _level(3000, True, 12.5), 1: _level(1000, True, 80), 4: _level(6000, False, -5)}
-    )
-    assert [(r["concurrency"], r["status"]) for r in rows] == [
-        (1, "PASS"),
-        (3, "PASS"),
-        (4, "FAIL"),
-    ]
-    assert rows[1]["queue_p50_ms"] == 50.0
+    rows = sweep_rows([_level(3, 3000), _level(1, 1000), _level(4, 6000)])
+    assert [(r.concurrency, r.status) for r in rows] == [(1, "PASS"), (3, "PASS"), (4, "FAIL")]
+    assert rows[1].queue_p50_ms == 10.0
     best = recommend(rows)
     assert best is not None
-    assert best["concurrency"] == 3
-    assert best["tightest"]["metric"] == "Total P95"
-    assert best["tightest"]["margin_pct"] == 12.5
-    assert best["failed_levels"] == [4]
-    assert recommend([r for r in rows if r["status"] == "FAIL"]) is None
+    assert best.concurrency == 3
+    assert best.tightest.metric == "Total P95"
+    assert best.tightest.margin_pct == 25.0
+    assert best.failed_levels == (4,)
+    assert recommend([r for r in rows if r.status == "FAIL"]) is None
 
 
 def test_a_passing_level_above_a_failing_one_is_not_recommended():
     """1 PASS, 2 FAIL, 3 PASS: the recommendation is 1; level 3 passing was luck."""
-    rows = sweep_rows({1: _level(1000, True, 80), 2: _level(6000, False, -5),
-                       3: _level(3000, True, 12.5)})  # fmt: skip
-    best = recommend(rows)
+    best = recommend(sweep_rows([_level(1, 1000), _level(2, 6000), _level(3, 3000)]))
     assert best is not None
-    assert best["concurrency"] == 1
-    assert best["failed_levels"] == [2]
+    assert best.concurrency == 1
+    assert best.failed_levels == (2,)
 
 
 def test_success_rate_keeps_three_decimals():
     """98.96% success is shown as 98.96 with a -0.04 margin, not rounded up to 99.0."""
     records = [rec(100.0, seq=i) for i in range(9896)]
     records += [rec(100.0, seq=10_000 + i, outcome=Outcome.FAILED) for i in range(104)]
-    rows = {row["metric"]: row for row in RunStats.from_records(records).slo_rows(Slo())}
-    assert rows["Success rate"]["actual"] == 98.96
-    assert rows["Success rate"]["margin"] == -0.04
-    assert rows["Success rate"]["status"] == "FAIL"
+    rows = {row.metric: row for row in RunStats.from_records(records).slo_rows(Slo())}
+    assert rows["Success rate"].actual == 98.96
+    assert rows["Success rate"].margin == -0.04
+    assert rows["Success rate"].status == "FAIL"
 
 
 def test_summary_of_no_requests_fails_cleanly():
     """An empty run has no percentiles and fails every SLO line instead of crashing."""
-    summary = RunStats().to_summary(Slo())
-    assert summary["requests"] == 0
-    assert summary["slo"]["passed"] is False
-    assert all(r["actual"] is None for r in summary["slo"]["rows"])
-    assert summary["breakdown_pct"] == {"execution": None, "queue": None, "overhead": None}
+    summary = RunStats().to_summary(Slo(), 1)
+    assert summary.requests == 0
+    assert summary.slo.passed is False
+    assert all(r.actual is None for r in summary.slo.rows)
+    assert summary.breakdown_pct == Breakdown(execution=None, queue=None, overhead=None)

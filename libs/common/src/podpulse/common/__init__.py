@@ -1,1 +1,2 @@
-"""podpulse.common — settings, logging, telemetry, bus, RunPod clients and the CLI root."""
+"""podpulse.common — settings, logging, telemetry, bus, events, RunPod clients, the CLI root,
+and what services share about probe runs: run summaries, histograms, retries."""

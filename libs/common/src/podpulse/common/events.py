@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import uuid4
 
 from celery import Celery
@@ -22,9 +22,11 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from podpulse.common.bus import queue_for_task
+from podpulse.common.summary import ProbeKind, RunSummary, TargetKind
 
 __all__ = [
     "ROUTES",
@@ -72,15 +74,48 @@ class _EventBase(BaseModel):
 
 
 class ProbeRunCompleted(_EventBase):
-    """A load, sweep, soak or smoke run finished, with its summary and SLO verdict."""
+    """A load, sweep, soak or smoke run finished, with its summary and SLO verdict.
+
+    The flat fields repeat the summary's for subscribers that route on them without reading
+    the summary; they must agree with it, or the event does not validate.
+    """
 
     type: Literal["probe_run_completed"] = "probe_run_completed"
     run_id: str = Field(min_length=1, description="Names the run's results/<run_id>/ folder.")
-    kind: Literal["load", "sweep", "soak", "smoke"]
+    kind: ProbeKind
+    target_kind: TargetKind = Field(description="hosted endpoint or local twin.")
     endpoint_id: str = Field(min_length=1)
-    summary: dict[str, Any] = Field(description="The run's summary.json: percentiles, counts.")
-    slo_passed: bool
+    summary: RunSummary = Field(description="The run's summary.json.")
+    slo_passed: bool = Field(description="The run's verdict (summary.passed).")
     results_path: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _agrees_with_summary(self) -> Self:
+        summary = self.summary
+        expected = {
+            "run_id": summary.run_id,
+            "kind": summary.kind,
+            "target_kind": summary.target.kind,
+            "endpoint_id": summary.target.endpoint_id,
+            "slo_passed": summary.passed,
+        }
+        wrong = [name for name, value in expected.items() if getattr(self, name) != value]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} disagree with the summary")
+        return self
+
+    @classmethod
+    def of(cls, summary: RunSummary, *, results_path: str) -> ProbeRunCompleted:
+        """The event of a finished run, its flat fields taken from *summary*."""
+        return cls(
+            run_id=summary.run_id,
+            kind=summary.kind,
+            target_kind=summary.target.kind,
+            endpoint_id=summary.target.endpoint_id,
+            summary=summary,
+            slo_passed=summary.passed,
+            results_path=results_path,
+        )
 
 
 class AlertStateChanged(_EventBase):

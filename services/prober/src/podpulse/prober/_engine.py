@@ -17,9 +17,10 @@ every total to 1 s steps. Polling at 50 ms bounds the error of the rare long job
 
 429. The RunPod client is built with ``max_retries=0``: its own retries would sleep out of
 sight and hide the 429s. Here each 429 is counted on the request (``rate_limited``), the slot
-backs off (Retry-After when given, else jittered exponential), and the request is sent again;
-its total still runs from the intended start, so the back-off is paid for in the latency a
-user would see. After ``rate_limit_retries`` it ends as RATE_LIMITED.
+backs off (Retry-After when given, else jittered exponential: podpulse.common.retry), and the
+call is sent again; its total still runs from the intended start, so the back-off is paid for
+in the latency a user would see. A request's 429s share one budget across its /runsync and
+/status calls: after ``rate_limit_retries`` of them it ends as RATE_LIMITED.
 """
 
 from __future__ import annotations
@@ -27,16 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
+from podpulse.common.retry import Retry
 from podpulse.common.runpod import (
-    Backoff,
     Job,
-    JobPolicy,
     JobStatus,
     RunPodClient,
     RunPodError,
@@ -44,107 +42,14 @@ from podpulse.common.runpod import (
     RunPodTimeout,
 )
 
-from ._records import Outcome, RequestRecord
+from ._load import Clock, EngineResult, Load, RequestOptions, arrivals
+from ._request_record import Outcome, RequestRecord
 
-__all__ = ["Arrival", "Clock", "Engine", "EngineResult", "Load", "RequestOptions", "arrivals"]
+__all__ = ["Engine"]
 
-Arrival = Literal["closed", "constant", "poisson"]
 _REASON_CHARS = 300
 # How long cancelling in-flight jobs may take after Ctrl-C, so an interrupt stays prompt.
 _CANCEL_GRACE_S = 2.0
-
-
-class Clock:
-    """Epoch seconds from the monotonic perf counter: exact intervals, no NTP steps."""
-
-    def __init__(self) -> None:
-        self._epoch0 = time.time()
-        self._perf0 = time.perf_counter()
-
-    def now(self) -> float:
-        """Current epoch time in seconds."""
-        return self._epoch0 + (time.perf_counter() - self._perf0)
-
-    def to_perf(self, epoch: float) -> float:
-        """The ``time.perf_counter()`` reading at epoch time ``epoch`` (for benchmarks)."""
-        return epoch - self._epoch0 + self._perf0
-
-    async def sleep_until(self, when: float) -> None:
-        """Sleep until epoch time ``when`` (returns at once if it has passed)."""
-        delay = when - self.now()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    """The shape of the load: arrival process, concurrency, and how long it lasts.
-
-    ``runs`` and ``duration_s`` bound the measured requests; with both, whichever comes
-    first ends the run. For the open loop ``concurrency`` caps requests in flight (0: no cap).
-    """
-
-    arrival: Arrival = "closed"
-    concurrency: int = 1
-    runs: int | None = None
-    duration_s: float | None = None
-    rate: float | None = None
-    warmup: int = 0
-    seed: int | None = None
-    # Sharding: this process takes arrivals index, index + step, ... of the whole schedule.
-    index: int = 0
-    step: int = 1
-
-    def __post_init__(self) -> None:
-        if self.runs is None and self.duration_s is None:
-            raise ValueError("a load needs runs, a duration, or both")
-        if self.arrival == "closed" and self.concurrency < 1:
-            raise ValueError("a closed loop needs concurrency >= 1")
-        if self.arrival != "closed" and not (self.rate and self.rate > 0):
-            raise ValueError(f"a {self.arrival} arrival needs a rate > 0 (requests/s)")
-        if not 0 <= self.index < self.step:
-            raise ValueError("shard index must be in [0, step)")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestOptions:
-    """How each request is sent."""
-
-    timeout_s: float = 120.0
-    wait_ms: int = 90_000
-    poll_interval_s: float = 0.05
-    policy: JobPolicy | None = None
-    rate_limit_retries: int = 5
-    backoff: Backoff = field(default_factory=Backoff)
-
-    def runsync_wait_ms(self) -> int:
-        """?wait= for /runsync: at most the timeout, within RunPod's 1 s..5 min."""
-        return max(1000, min(self.wait_ms, int(self.timeout_s * 1000) + 1000, 300_000))
-
-
-@dataclass
-class EngineResult:
-    """What a run measured."""
-
-    records: list[RequestRecord]
-    warmup_records: list[RequestRecord]
-    started_at: float | None = None
-
-
-def arrivals(load: Load) -> Iterator[tuple[int, float]]:
-    """This shard's open-loop arrivals as (global index, offset in s from the start)."""
-    rate = load.rate or 1.0
-    rng = random.Random(load.seed)
-    offset = 0.0
-    for index in itertools.count():
-        if load.arrival == "poisson":
-            # Every shard draws the same global sequence and keeps its share, so the union
-            # of the shards' schedules is exactly the unsharded schedule.
-            offset += rng.expovariate(rate)
-        else:
-            offset = index / rate
-        if index % load.step == load.index:
-            yield index, offset
 
 
 class Engine:
@@ -333,20 +238,23 @@ class Engine:
         return state.job
 
     async def _call(self, send: Callable[[], Awaitable[Job]], state: _Attempt) -> Job:
-        while True:
+        """``send()``, backing off from 429s; a request's 429s share one retry budget."""
+
+        async def counted() -> Job:
             try:
                 return await send()
-            except RunPodRateLimited as exc:
+            except RunPodRateLimited:
                 state.rate_limited += 1
-                if state.rate_limited > self.options.rate_limit_retries:
-                    raise
-                backoff = self.options.backoff
-                wait = (
-                    min(exc.retry_after_s, backoff.retry_after_cap_s)
-                    if exc.retry_after_s is not None
-                    else backoff.delay(state.rate_limited - 1)
-                )
-                await backoff.sleep(wait)
+                raise
+
+        backoff = self.options.backoff
+        retry = Retry.backoff(
+            backoff,
+            retries=max(0, self.options.rate_limit_retries - state.rate_limited),
+            on=(RunPodRateLimited,),
+            retry_after=_asked_wait,
+        )
+        return await retry.acall(counted, sleep=backoff.sleep)
 
     def _cancel_later(self, job_id: str) -> None:
         # The job would go on occupying a worker after we stopped waiting for it.
@@ -362,6 +270,10 @@ class Engine:
     async def _cancel_in_flight(self) -> None:
         if self._in_flight:
             await asyncio.gather(*(self._cancel(job_id) for job_id in list(self._in_flight)))
+
+
+def _asked_wait(error: BaseException) -> float | None:
+    return error.retry_after_s if isinstance(error, RunPodRateLimited) else None
 
 
 @dataclass

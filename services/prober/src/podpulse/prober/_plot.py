@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ._records import RequestRecord
+from podpulse.common.summary import SoakWindow
+
+from ._request_record import RequestRecord
 
 __all__ = ["plot_latency"]
 
 
 def plot_latency(
     records: Sequence[RequestRecord],
-    windows: Sequence[dict[str, Any]],
+    windows: Sequence[SoakWindow],
     *,
     origin: float,
     window_s: float,
@@ -46,10 +47,10 @@ def plot_latency(
             color="red",
             label="failed",
         )
-    steps = [w for w in windows if w["p95_ms"] is not None]
+    steps = [(w.start_s, w.p95_ms) for w in windows if w.p95_ms is not None]
     if steps:
-        xs = [w["start_s"] / 60 for w in steps] + [(steps[-1]["start_s"] + window_s) / 60]
-        ys = [w["p95_ms"] for w in steps] + [steps[-1]["p95_ms"]]
+        xs = [start / 60 for start, _ in steps] + [(steps[-1][0] + window_s) / 60]
+        ys = [p95 for _, p95 in steps] + [steps[-1][1]]
         axes.step(xs, ys, where="post", color="black", linewidth=1.5, label="window P95")
     axes.axhline(threshold_ms, color="red", linestyle="--", label=f"P95 limit {threshold_ms:g} ms")
     axes.set_xlabel("minutes since start")

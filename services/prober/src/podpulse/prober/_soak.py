@@ -1,6 +1,6 @@
 """Soak verdicts: per-window statistics and a trend test for slow degradation.
 
-A soak passes when all hold (DESIGN.md): zero failures; total P95 under the soak threshold
+A soak passes when all hold: zero failures; total P95 under the soak threshold
 in every window; and no degradation of per-window P95 or throughput over the run.
 
 Trend test. An ordinary least-squares line is fitted to the per-window values against the
@@ -20,12 +20,19 @@ an interval (n-2 ≥ 1 degree of freedom); with fewer the soak fails as unproven
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
 
-from ._summary import RunStats
+from podpulse.common.summary import (
+    LevelSummary,
+    SoakCheck,
+    SoakTrends,
+    SoakVerdict,
+    SoakWindow,
+    Trend,
+)
 
-__all__ = ["Trend", "fit_trend", "soak_report", "soak_verdict", "t_975", "window_rows"]
+from ._run_stats import RunStats
+
+__all__ = ["fit_trend", "soak_report", "soak_verdict", "t_975", "window_rows"]
 
 _MIN_WINDOWS = 3
 _MIN_COVERAGE = 0.5
@@ -58,24 +65,6 @@ def t_975(df: int) -> float:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Trend:
-    """An OLS slope per minute with its 95% confidence interval."""
-
-    n: int
-    slope: float
-    ci_low: float
-    ci_high: float
-    intercept: float
-    mean: float
-    span_min: float
-
-    @property
-    def change_pct(self) -> float:
-        """Fitted change over the span as a share of the mean value, in percent."""
-        return 100 * self.slope * self.span_min / self.mean if self.mean else 0.0
-
-
 def fit_trend(xs: list[float], ys: list[float]) -> Trend | None:
     """OLS fit of ``ys`` on ``xs`` with a t-based 95% CI; None with fewer than 3 points."""
     n = len(xs)
@@ -103,7 +92,7 @@ def fit_trend(xs: list[float], ys: list[float]) -> Trend | None:
     )
 
 
-def window_rows(stats: RunStats) -> list[dict[str, Any]]:
+def window_rows(stats: RunStats) -> tuple[SoakWindow, ...]:
     """One row per window: span, requests, failures, P50/P95 of total, throughput."""
     if stats.window_s is None or stats.origin is None:
         raise ValueError("these RunStats were collected without windows")
@@ -117,20 +106,20 @@ def window_rows(stats: RunStats) -> list[dict[str, Any]]:
         covered = max(0.0, min(width, end - start))
         total = window.hist["total"]
         rows.append(
-            {
-                "index": index,
-                "start_s": round(index * width, 3),
-                "covered_s": round(covered, 3),
-                "requests": window.requests,
-                "failures": window.requests - window.ok,
-                "p50_ms": round(total.percentile(50) or 0, 1) if total.count else None,
-                "p95_ms": round(total.percentile(95) or 0, 1) if total.count else None,
-                "throughput_rps": round(window.ok / covered, 4) if covered else None,
-                "tokens_per_s": round(window.output_tokens / covered, 2) if covered else None,
-                "full": covered >= _MIN_COVERAGE * width,
-            }
+            SoakWindow(
+                index=index,
+                start_s=round(index * width, 3),
+                covered_s=round(covered, 3),
+                requests=window.requests,
+                failures=window.requests - window.ok,
+                p50_ms=round(total.percentile(50) or 0, 1) if total.count else None,
+                p95_ms=round(total.percentile(95) or 0, 1) if total.count else None,
+                throughput_rps=round(window.ok / covered, 4) if covered else None,
+                tokens_per_s=round(window.output_tokens / covered, 2) if covered else None,
+                full=covered >= _MIN_COVERAGE * width,
+            )
         )
-    return rows
+    return tuple(rows)
 
 
 def _degraded(trend: Trend | None, *, rising_is_bad: bool, min_change_pct: float) -> bool:
@@ -141,61 +130,56 @@ def _degraded(trend: Trend | None, *, rising_is_bad: bool, min_change_pct: float
     return trend.ci_high < 0 and -trend.change_pct >= min_change_pct
 
 
-def soak_verdict(
-    stats: RunStats, *, p95_threshold_ms: float, min_change_pct: float
-) -> dict[str, Any]:
+def soak_verdict(stats: RunStats, *, p95_threshold_ms: float, min_change_pct: float) -> SoakVerdict:
     """The soak's checks, each with its evidence, and the overall verdict."""
     rows = window_rows(stats)
-    fit = [r for r in rows if r["full"] and r["p95_ms"] is not None]
+    fit = [r for r in rows if r.full and r.p95_ms is not None]
     assert stats.window_s is not None
-    xs = [(r["start_s"] + r["covered_s"] / 2) / 60 for r in fit]
-    p95_trend = fit_trend(xs, [r["p95_ms"] for r in fit])
-    rps_trend = fit_trend(xs, [r["throughput_rps"] for r in fit])
+    xs = [(r.start_s + r.covered_s / 2) / 60 for r in fit]
+    p95_trend = fit_trend(xs, [r.p95_ms for r in fit if r.p95_ms is not None])
+    rps_trend = fit_trend(xs, [r.throughput_rps or 0.0 for r in fit])
     failures = stats.requests - stats.ok
-    over = [r["index"] for r in rows if r["p95_ms"] is not None and r["p95_ms"] >= p95_threshold_ms]
-    checks = [
-        {
-            "check": "zero failures",
-            "passed": failures == 0 and stats.requests > 0,
-            "detail": f"{failures} failed of {stats.requests}",
-        },
-        {
-            "check": f"P95 < {p95_threshold_ms:g} ms in every window",
-            "passed": not over and bool(fit),
-            "detail": f"windows over: {over}" if over else f"max window P95 {_max_p95(rows)} ms",
-        },
-        {
-            "check": "enough windows for a trend test",
-            "passed": len(fit) >= _MIN_WINDOWS,
-            "detail": f"{len(fit)} full windows (need {_MIN_WINDOWS})",
-        },
-        {
-            "check": "no P95 degradation",
-            "passed": not _degraded(p95_trend, rising_is_bad=True, min_change_pct=min_change_pct),
-            "detail": _describe(p95_trend, "ms/min"),
-        },
-        {
-            "check": "no throughput degradation",
-            "passed": not _degraded(rps_trend, rising_is_bad=False, min_change_pct=min_change_pct),
-            "detail": _describe(rps_trend, "req/s per min"),
-        },
-    ]
-    return {
-        "passed": all(check["passed"] for check in checks),
-        "checks": checks,
-        "p95_threshold_ms": p95_threshold_ms,
-        "min_change_pct": min_change_pct,
-        "window_s": stats.window_s,
-        "trend": {
-            "p95_ms_per_min": asdict(p95_trend) if p95_trend else None,
-            "throughput_rps_per_min": asdict(rps_trend) if rps_trend else None,
-        },
-        "windows": rows,
-    }
+    over = [r.index for r in rows if r.p95_ms is not None and r.p95_ms >= p95_threshold_ms]
+    checks = (
+        SoakCheck(
+            check="zero failures",
+            passed=failures == 0 and stats.requests > 0,
+            detail=f"{failures} failed of {stats.requests}",
+        ),
+        SoakCheck(
+            check=f"P95 < {p95_threshold_ms:g} ms in every window",
+            passed=not over and bool(fit),
+            detail=f"windows over: {over}" if over else f"max window P95 {_max_p95(rows)} ms",
+        ),
+        SoakCheck(
+            check="enough windows for a trend test",
+            passed=len(fit) >= _MIN_WINDOWS,
+            detail=f"{len(fit)} full windows (need {_MIN_WINDOWS})",
+        ),
+        SoakCheck(
+            check="no P95 degradation",
+            passed=not _degraded(p95_trend, rising_is_bad=True, min_change_pct=min_change_pct),
+            detail=_describe(p95_trend, "ms/min"),
+        ),
+        SoakCheck(
+            check="no throughput degradation",
+            passed=not _degraded(rps_trend, rising_is_bad=False, min_change_pct=min_change_pct),
+            detail=_describe(rps_trend, "req/s per min"),
+        ),
+    )
+    return SoakVerdict(
+        passed=all(check.passed for check in checks),
+        checks=checks,
+        p95_threshold_ms=p95_threshold_ms,
+        min_change_pct=min_change_pct,
+        window_s=stats.window_s,
+        trend=SoakTrends(p95_ms_per_min=p95_trend, throughput_rps_per_min=rps_trend),
+        windows=rows,
+    )
 
 
-def _max_p95(rows: list[dict[str, Any]]) -> float | None:
-    values = [r["p95_ms"] for r in rows if r["p95_ms"] is not None]
+def _max_p95(rows: tuple[SoakWindow, ...]) -> float | None:
+    values = [r.p95_ms for r in rows if r.p95_ms is not None]
     return max(values) if values else None
 
 
@@ -208,35 +192,31 @@ def _describe(trend: Trend | None, unit: str) -> str:
     )
 
 
-def soak_report(run_id: str, summary: dict[str, Any], plot_name: str | None) -> str:
+def soak_report(run_id: str, level: LevelSummary, soak: SoakVerdict) -> str:
     """A short markdown report of a soak: verdict, checks, windows, plot."""
-    soak = summary["soak"]
-    total = summary["latency_ms"]["total"]
+    total = level.latency_ms.total
     lines = [
-        f"# Soak {run_id}: {'PASS' if soak['passed'] else 'FAIL'}",
+        f"# Soak {run_id}: {'PASS' if soak.passed else 'FAIL'}",
         "",
-        f"{summary['requests']} requests at concurrency {summary.get('concurrency', '?')} "
-        f"over {summary['duration_s'] / 60:.1f} min; total P50 {total['p50']} ms, "
-        f"P95 {total['p95']} ms, success {summary['success_rate_pct']}%.",
+        f"{level.requests} requests at concurrency {level.concurrency} "
+        f"over {level.duration_s / 60:.1f} min; total P50 {total.p50} ms, "
+        f"P95 {total.p95} ms, success {level.success_rate_pct}%.",
         "",
         "| check | result | evidence |",
         "|---|---|---|",
-        *(
-            f"| {c['check']} | {'PASS' if c['passed'] else 'FAIL'} | {c['detail']} |"
-            for c in soak["checks"]
-        ),
+        *(f"| {c.check} | {'PASS' if c.passed else 'FAIL'} | {c.detail} |" for c in soak.checks),
         "",
         f"Degradation rule: the slope's 95% CI excludes 0 and the fitted change over the soak "
-        f"is at least {soak['min_change_pct']:g}% of the mean window value.",
+        f"is at least {soak.min_change_pct:g}% of the mean window value.",
         "",
         "| window | start (s) | requests | failures | P50 (ms) | P95 (ms) | req/s |",
         "|---|---|---|---|---|---|---|",
         *(
-            f"| {w['index']} | {w['start_s']:g} | {w['requests']} | {w['failures']} | "
-            f"{w['p50_ms']} | {w['p95_ms']} | {w['throughput_rps']} |"
-            for w in soak["windows"]
+            f"| {w.index} | {w.start_s:g} | {w.requests} | {w.failures} | "
+            f"{w.p50_ms} | {w.p95_ms} | {w.throughput_rps} |"
+            for w in soak.windows
         ),
     ]
-    if plot_name:
-        lines += ["", f"![latency over time]({plot_name})"]
+    if soak.plot:
+        lines += ["", f"![latency over time]({soak.plot})"]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""One OpenTelemetry CLIENT span ``runpod.job`` per request, with DESIGN.md's attributes.
+"""One OpenTelemetry CLIENT span ``runpod.job`` per request, with RunPod's ids and timings.
 
 The span starts at the request's intended start and ends when its result arrived, so its
 duration is the request's total as the prober reports it (client-side queueing included).
@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from ._records import RequestRecord
+from ._request_record import RequestRecord
 
 __all__ = ["SPAN_NAME", "emit_span", "span_attributes"]
 

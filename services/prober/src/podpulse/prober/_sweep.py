@@ -7,66 +7,78 @@ that is how close the recommended level is to failing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
-__all__ = ["recommend", "sweep_rows"]
+from podpulse.common.summary import (
+    LevelSummary,
+    Recommendation,
+    SloRow,
+    SweepResult,
+    SweepRow,
+    Tightest,
+)
+
+__all__ = ["recommend", "sweep_result", "sweep_rows"]
 
 
-def sweep_rows(levels: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def sweep_rows(levels: Sequence[LevelSummary]) -> tuple[SweepRow, ...]:
     """Concurrency | Total P50 | Exec P50 | Queue P50 | Status, from each level's summary."""
     rows = []
-    for concurrency in sorted(levels):
-        summary = levels[concurrency]
-        latency = summary["latency_ms"]
-        slo_rows = summary["slo"]["rows"]
-        tightest = _tightest(slo_rows)
+    for summary in sorted(levels, key=lambda level: level.concurrency):
+        latency = summary.latency_ms
+        tightest = _tightest(summary.slo.rows)
         rows.append(
-            {
-                "concurrency": concurrency,
-                "total_p50_ms": latency["total"]["p50"],
-                "total_p95_ms": latency["total"]["p95"],
-                "exec_p50_ms": latency["exec"]["p50"],
-                "queue_p50_ms": latency["delay"]["p50"],
-                "success_rate_pct": summary["success_rate_pct"],
-                "status": "PASS" if summary["slo"]["passed"] else "FAIL",
-                "tightest": {
-                    "metric": tightest["metric"],
-                    "margin": tightest["margin"],
-                    "margin_pct": tightest["margin_pct"],
-                    "unit": tightest["unit"],
-                },
-            }
+            SweepRow(
+                concurrency=summary.concurrency,
+                total_p50_ms=latency.total.p50,
+                total_p95_ms=latency.total.p95,
+                exec_p50_ms=latency.exec.p50,
+                queue_p50_ms=latency.delay.p50,
+                success_rate_pct=summary.success_rate_pct,
+                status="PASS" if summary.slo.passed else "FAIL",
+                tightest=Tightest(
+                    metric=tightest.metric,
+                    margin=tightest.margin,
+                    margin_pct=tightest.margin_pct,
+                    unit=tightest.unit,
+                ),
+            )
         )
-    return rows
+    return tuple(rows)
 
 
-def _tightest(slo_rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _tightest(slo_rows: Sequence[SloRow]) -> SloRow:
     """The SLO line closest to failing: a failing line if any, else the latency line with the
     least headroom relative to its threshold. A passing success rate is left out: 100% against
     99% is "1 point of headroom", which is not comparable with milliseconds and would always
     look tightest."""
-    failing = [row for row in slo_rows if row["status"] == "FAIL"]
-    candidates = failing or [row for row in slo_rows if row["unit"] == "ms"] or slo_rows
+    failing = [row for row in slo_rows if row.status == "FAIL"]
+    candidates = failing or [row for row in slo_rows if row.unit == "ms"] or list(slo_rows)
     return min(
         candidates,
-        key=lambda r: float("-inf") if r["margin_pct"] is None else r["margin_pct"],
+        key=lambda r: float("-inf") if r.margin_pct is None else r.margin_pct,
     )
 
 
-def recommend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def recommend(rows: Sequence[SweepRow]) -> Recommendation | None:
     """The highest concurrency that passes with every lower level passing too, and its
     tightest margin; None when the lowest level fails. A lone passing level above a failing
     one is luck, not capacity, so it is never recommended."""
     recommended = None
-    for row in sorted(rows, key=lambda r: r["concurrency"]):
-        if row["status"] != "PASS":
+    for row in sorted(rows, key=lambda r: r.concurrency):
+        if row.status != "PASS":
             break
         recommended = row
     if recommended is None:
         return None
-    return {
-        "concurrency": recommended["concurrency"],
-        "tightest": recommended["tightest"],
-        "failed_levels": [row["concurrency"] for row in rows if row["status"] == "FAIL"],
-    }
+    return Recommendation(
+        concurrency=recommended.concurrency,
+        tightest=recommended.tightest,
+        failed_levels=tuple(row.concurrency for row in rows if row.status == "FAIL"),
+    )
+
+
+def sweep_result(levels: Sequence[LevelSummary]) -> SweepResult:
+    """A sweep's table and recommendation from its levels' summaries."""
+    rows = sweep_rows(levels)
+    return SweepResult(table=rows, recommendation=recommend(rows))

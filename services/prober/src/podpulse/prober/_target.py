@@ -1,9 +1,12 @@
-"""What the prober sends requests to: the hosted endpoint, or an embedded twin.
+"""What the prober sends requests to: the hosted endpoint, or an embedded twin, as asked.
 
-Hosted when ``RUNPOD_ENDPOINT_ID`` is set (its key from ``RUNPOD_API_KEY`` or
-``RUNPOD_API_KEY_FILE``, re-read on every request); otherwise a local twin is started for the
-run, with real runpod SDK worker processes running the calibrated handler between RunPod's
-recommended 2 and 5 workers, and stopped afterwards.
+``hosted``: the endpoint ``RUNPOD_ENDPOINT_ID`` names, its key from ``RUNPOD_API_KEY`` or
+``RUNPOD_API_KEY_FILE`` (re-read on every request, so a rotated key takes effect mid-soak).
+Either missing is a ``TargetError``: a hosted probe never falls back to a twin, since a monitor
+that reports a twin's green for an endpoint it cannot reach is worse than none.
+
+``twin``: a local twin started for the run, with real runpod SDK worker processes running the
+calibrated handler between RunPod's recommended 2 and 5 workers, and stopped afterwards.
 """
 
 from __future__ import annotations
@@ -11,17 +14,25 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 import httpx
 
 from podpulse.common.runpod import ApiKey, RunPodClient
 from podpulse.common.settings import RUNPOD_API_KEY, CommonSettings, SecretError
+from podpulse.common.summary import TargetInfo, TargetKind
 
 from ._transport import AiohttpTransport
 from .settings import ProberSettings
 
-__all__ = ["Target", "TargetError", "embedded_twin", "hosted_target", "resolve_target"]
+__all__ = [
+    "Target",
+    "TargetError",
+    "TargetKind",
+    "default_target_kind",
+    "embedded_twin",
+    "hosted_target",
+    "open_target",
+]
 
 
 class TargetError(RuntimeError):
@@ -35,7 +46,11 @@ class Target:
     endpoint_id: str
     base_url: str
     api_key: ApiKey = field(repr=False)
-    kind: Literal["hosted", "twin"] = "hosted"
+    kind: TargetKind = "hosted"
+
+    def info(self) -> TargetInfo:
+        """What summaries and events say about this target: kind, endpoint id, base URL."""
+        return TargetInfo(kind=self.kind, endpoint_id=self.endpoint_id, base_url=self.base_url)
 
     @contextlib.asynccontextmanager
     async def client(
@@ -62,14 +77,14 @@ class Target:
             yield client
 
 
-def hosted_target(common: CommonSettings) -> Target | None:
-    """The hosted endpoint when RUNPOD_ENDPOINT_ID is set; TargetError if its key is not."""
+def hosted_target(common: CommonSettings) -> Target:
+    """The endpoint RUNPOD_ENDPOINT_ID names; TargetError when it or its key is missing."""
     if not common.runpod_endpoint_id:
-        return None
+        raise TargetError("the hosted target needs RUNPOD_ENDPOINT_ID, which is not set")
     try:
         RUNPOD_API_KEY.require()
     except SecretError as exc:
-        raise TargetError(f"RUNPOD_ENDPOINT_ID is set but {exc}") from None
+        raise TargetError(f"the hosted target needs its key: {exc}") from None
 
     def key() -> str:
         # Re-read on every request: a rotated key takes effect mid-soak.
@@ -81,6 +96,11 @@ def hosted_target(common: CommonSettings) -> Target | None:
         api_key=key,
         kind="hosted",
     )
+
+
+def default_target_kind(common: CommonSettings) -> TargetKind:
+    """The command line's default: hosted when an endpoint is configured, else a twin."""
+    return "hosted" if common.runpod_endpoint_id else "twin"
 
 
 @contextlib.contextmanager
@@ -114,11 +134,13 @@ def embedded_twin(settings: ProberSettings) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def resolve_target(settings: ProberSettings, common: CommonSettings) -> Iterator[Target]:
-    """The hosted endpoint if one is configured, else an embedded twin for the block."""
-    hosted = hosted_target(common)
-    if hosted is not None:
-        yield hosted
+def open_target(
+    kind: TargetKind, settings: ProberSettings, common: CommonSettings
+) -> Iterator[Target]:
+    """The target of *kind* for the block: TargetError, never another kind, when it is not
+    configured."""
+    if kind == "hosted":
+        yield hosted_target(common)
         return
     with embedded_twin(settings) as twin:
         yield twin

@@ -1,15 +1,21 @@
-"""The prober's Celery app: ``celery -A podpulse.prober.app worker|beat``.
+"""The prober's Celery app, built by a factory: ``create_app(common, prober)``.
 
-Settings are built once, here, from the environment; tasks read them from this module. Beat
-uses redbeat (configured by podpulse.common.bus): the schedule below is written to Redis when
-a beat starts, and only the beat holding the redbeat lock fires it.
+Nothing happens at import: settings are built at the process's entry point and passed in, and
+the app carries them to its tasks (podpulse.prober._context). Workers and beat start through
+``python -m podpulse.prober worker|beat [celery options]`` (podpulse.prober.__main__), which
+builds the settings once, wires logging and telemetry, and hands the app to Celery's command
+line. ``celery -A podpulse.prober.app:create_app`` does not work: Celery 5's ``find_app``
+returns the named attribute as it is, without calling it, and then uses it as the app.
 
-No result backend: a sharded run's shards hand their statistics over through a Redis hash
-(podpulse.prober._shards), and nothing else waits on a task result.
+Beat uses redbeat (configured by podpulse.common.bus): the schedule below is written to Redis
+when a beat starts, and only the beat holding the redbeat lock fires it. No result backend: a
+sharded run's shards hand their statistics over through a Redis hash
+(podpulse.prober._sharded), and nothing else waits on a task result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -20,24 +26,32 @@ from podpulse.common.logging import configure_logging
 from podpulse.common.settings import CommonSettings
 from podpulse.common.telemetry import init_after_fork
 
+from . import tasks
+from ._context import ProberContext, attach_context
 from ._schedule import beat_schedule
 from .settings import ProberSettings
 
-__all__ = ["SERVICE_NAME", "app", "common_settings", "detach_signals", "settings"]
+__all__ = ["SERVICE_NAME", "connect_process_signals", "create_app"]
 
 SERVICE_NAME = "podpulse-prober"
 # Ceiling on how often (seconds) a worker sweeps for messages whose visibility timeout ran out.
 _MAX_RESTORE_INTERVAL_S = 10
-
-common_settings = CommonSettings()
-settings = ProberSettings()
+_LOGGING_UID = "podpulse-prober-logging"
 
 
-def _build(common: CommonSettings, prober: ProberSettings) -> Celery:
+def create_app(
+    common: CommonSettings | None = None, prober: ProberSettings | None = None
+) -> Celery:
+    """The prober's Celery app with its tasks, schedule and settings.
+
+    Settings left out are built from the environment here, so this is an entry point; a
+    library caller passes its own.
+    """
+    common = CommonSettings() if common is None else common
+    prober = ProberSettings() if prober is None else prober
     celery_app = create_celery_app("prober", common)
     vt = common.visibility_timeout_s
     celery_app.conf.update(
-        include=["podpulse.prober.tasks"],
         beat_schedule=beat_schedule(
             smoke_every_s=prober.smoke_every_s, sweep_cron=prober.sweep_cron
         ),
@@ -57,27 +71,28 @@ def _build(common: CommonSettings, prober: ProberSettings) -> Celery:
         # a run carries on through a broker restart and publishes its event once Redis is back.
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
+    attach_context(celery_app, ProberContext.build(common, prober))
+    tasks.register(celery_app)
     return celery_app
 
 
-def _configure_logging(**_: Any) -> None:
-    configure_logging(common_settings)
+def connect_process_signals(celery_app: Celery, common: CommonSettings) -> Callable[[], None]:
+    """Route this process's logging through podpulse's pipeline and set up telemetry per child.
 
-
-_LOGGING_UID = "podpulse-prober-logging"
-
-app = _build(common_settings, settings)
-# A receiver here stops Celery configuring logging itself: every line of the worker and beat
-# (ours, Celery's, redis') goes through podpulse's redacting structlog pipeline.
-setup_logging.connect(_configure_logging, weak=False, dispatch_uid=_LOGGING_UID)
-_disconnect_telemetry = init_after_fork(app, SERVICE_NAME)
-
-
-def detach_signals() -> None:
-    """Disconnect the logging and telemetry receivers this module connected.
-
-    Celery signals are process-wide: for a test process that imports this app and also runs
-    other Celery workers, whose start-up would otherwise configure the prober's telemetry.
+    Celery signals are process-wide, so this belongs to the process that runs the worker or
+    beat (``python -m podpulse.prober``), not to every app built. Returns a disconnect.
     """
-    setup_logging.disconnect(dispatch_uid=_LOGGING_UID)
-    _disconnect_telemetry()
+
+    def _configure_logging(**_: Any) -> None:
+        configure_logging(common)
+
+    # A receiver here stops Celery configuring logging itself: every line of the worker and
+    # beat (ours, Celery's, redis') goes through podpulse's redacting structlog pipeline.
+    setup_logging.connect(_configure_logging, weak=False, dispatch_uid=_LOGGING_UID)
+    disconnect_telemetry = init_after_fork(celery_app, SERVICE_NAME)
+
+    def disconnect() -> None:
+        setup_logging.disconnect(dispatch_uid=_LOGGING_UID)
+        disconnect_telemetry()
+
+    return disconnect

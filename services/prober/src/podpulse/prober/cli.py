@@ -1,19 +1,20 @@
 """``podpulse loadtest``, ``podpulse soak`` and ``podpulse report``.
 
-The target is the hosted endpoint when RUNPOD_ENDPOINT_ID (and RUNPOD_API_KEY) are set, else
-a local twin with real workers started for the run. Exit codes, as k6's thresholds: 0 when
-the SLO (or the soak) passed, 1 when it failed, 2 for bad flags or settings, 130 on Ctrl-C
-(after writing the partial summary).
+``--target hosted`` probes the endpoint RUNPOD_ENDPOINT_ID names (with RUNPOD_API_KEY);
+``--target twin`` starts a local twin with real workers for the run. Without the flag: hosted
+when RUNPOD_ENDPOINT_ID is set, else twin; either way the command says which it uses (kind,
+endpoint id, base URL) before it starts. Exit codes, as k6's thresholds: 0 when the SLO (or
+the soak) passed, 1 when it failed, 2 for bad flags, settings or a summary.json that does not
+validate, 130 on Ctrl-C (after writing the partial summary).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,17 +22,19 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
+from podpulse.common.summary import ProbeSpec, RunSummary, SummaryError, read_summary
 from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 
-from ._probe import ProbeSpec, run_probe
 from ._prompts import PromptSetError, load_prompts
-from ._records import RequestRecord
-from ._results import new_run_id, read_records, read_summary, run_dir
-from ._summary import RunStats
-from ._target import TargetError, resolve_target
+from ._render import show_summary
+from ._request_record import RequestRecord
+from ._results_dir import SUMMARY_FILE, new_run_id, read_records, read_target, run_dir
+from ._run import run_probe
+from ._run_stats import RunStats
+from ._summarize import summarize
+from ._target import TargetError, TargetKind, default_target_kind, open_target
 from .settings import ProberSettings
 
 __all__ = ["loadtest", "report", "soak"]
@@ -42,7 +45,8 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _usage(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    # soft_wrap: a long message stays one line, so it can be grepped and copied whole.
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(_EXIT_USAGE)
 
 
@@ -85,8 +89,16 @@ def _spec(**fields: Any) -> ProbeSpec:
         raise _usage(problems) from None
 
 
+def _target_kind(flag: str | None, common: CommonSettings) -> TargetKind:
+    if flag is None:
+        return default_target_kind(common)
+    if flag not in ("hosted", "twin"):
+        raise _usage(f"--target must be hosted or twin, got {flag!r}")
+    return "hosted" if flag == "hosted" else "twin"
+
+
 @contextmanager
-def _progress(spec: ProbeSpec, quiet: bool) -> Iterator[Any]:
+def _progress(spec: ProbeSpec, quiet: bool) -> Iterator[Callable[[RequestRecord], None]]:
     """A progress bar per concurrency level on stderr; yields the on_record callback."""
     progress = Progress(
         TextColumn("{task.description}"),
@@ -117,15 +129,14 @@ def _run(
     spec: ProbeSpec,
     settings: ProberSettings,
     common: CommonSettings,
-    results_dir: Path,
-    as_json: bool,
+    options: _RunOptions,
 ) -> None:
-    """Run the probe on the configured target, print the result, exit with its verdict."""
+    """Run the probe on the chosen target, print the result, exit with its verdict."""
     try:
         load_prompts(spec.prompts or settings.prompts_path)
     except PromptSetError as exc:
         raise _usage(str(exc)) from None
-    folder = run_dir(results_dir, spec.run_id)
+    folder = run_dir(options.results_dir, spec.run_id)
     if any(folder.glob("requests*.csv")):
         # Checked before an embedded twin starts; the writer refuses it too.
         raise _usage(
@@ -138,26 +149,42 @@ def _run(
     if tracing:
         configure_telemetry("podpulse-prober")
     try:
-        with resolve_target(settings, common) as target, _progress(spec, as_json) as on_record:
-            where = "hosted endpoint" if target.kind == "hosted" else "embedded twin"
-            err.print(f"{spec.kind} {spec.run_id} on {where} {target.endpoint_id}")
-            asyncio.run(
-                run_probe(spec, target, results_dir, settings=settings, on_record=on_record)
+        with (
+            open_target(options.target, settings, common) as target,
+            _progress(spec, options.as_json) as on_record,
+        ):
+            err.print(
+                f"{spec.kind} {spec.run_id} on target {target.kind}: endpoint "
+                f"{target.endpoint_id} at {target.base_url}",
+                highlight=False,
+            )
+            summary = asyncio.run(
+                run_probe(spec, target, options.results_dir, settings=settings, on_record=on_record)
             )
     except TargetError as exc:
         raise _usage(str(exc)) from None
     except KeyboardInterrupt:
-        err.print(
-            f"interrupted: partial summary in {run_dir(results_dir, spec.run_id) / 'summary.json'}"
-        )
+        err.print(f"interrupted: partial summary in {folder / SUMMARY_FILE}")
         raise typer.Exit(_EXIT_INTERRUPTED) from None
     finally:
         if tracing:
             shutdown_telemetry()
-    summary = read_summary(run_dir(results_dir, spec.run_id))
-    _show(summary, as_json)
-    if not summary["passed"]:
+    _finish(summary, as_json=options.as_json)
+
+
+def _finish(summary: RunSummary, *, as_json: bool) -> None:
+    show_summary(summary, as_json=as_json)
+    if not summary.passed:
         raise typer.Exit(_EXIT_FAILED)
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """Where a command's run goes and how it is shown."""
+
+    target: TargetKind
+    results_dir: Path
+    as_json: bool
 
 
 # Options loadtest and soak share.
@@ -169,6 +196,13 @@ PromptsOption = Annotated[Path | None, typer.Option(help="Prompt-set JSONL file.
 ResultsDirOption = Annotated[Path | None, typer.Option(help="Where runs are written.")]
 RunIdOption = Annotated[str | None, typer.Option(help="Name of the run's folder.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print summary.json only.")]
+TargetOption = Annotated[
+    str | None,
+    typer.Option(
+        help="hosted (RUNPOD_ENDPOINT_ID with RUNPOD_API_KEY) or twin (a local twin for the "
+        "run). Default: hosted when RUNPOD_ENDPOINT_ID is set, else twin."
+    ),
+]
 
 
 def loadtest(
@@ -195,6 +229,7 @@ def loadtest(
     results_dir: ResultsDirOption = None,
     run_id: RunIdOption = None,
     as_json: JsonOption = False,
+    target: TargetOption = None,
 ) -> None:
     """Load test: the SLO table per level; several levels make a sweep with a recommendation.
 
@@ -202,6 +237,7 @@ def loadtest(
     OTEL_TRACES_EXPORTER to emit one runpod.job span per request.
     """
     settings, common = _settings()
+    kind_of_target = _target_kind(target, common)
     if arrival not in ("closed", "constant", "poisson"):
         raise _usage(f"--arrival must be closed, constant or poisson, got {arrival!r}")
     levels = _levels(concurrency) if concurrency else ((1,) if arrival == "closed" else (0,))
@@ -221,7 +257,8 @@ def loadtest(
         timeout_s=timeout or settings.timeout_s,
         prompts=prompts,
     )
-    _run(spec, settings, common, results_dir or settings.results_dir, as_json)
+    options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
+    _run(spec, settings, common, options)
 
 
 def soak(
@@ -237,9 +274,11 @@ def soak(
     results_dir: ResultsDirOption = None,
     run_id: RunIdOption = None,
     as_json: JsonOption = False,
+    target: TargetOption = None,
 ) -> None:
     """Soak: fixed concurrency for a while; per-window P50/P95, trend tests, plot, report."""
     settings, common = _settings()
+    kind_of_target = _target_kind(target, common)
     seconds = _seconds(duration, "--duration")
     if seconds is None and runs is None:
         seconds = settings.soak_duration_s
@@ -254,7 +293,8 @@ def soak(
         timeout_s=timeout or settings.timeout_s,
         prompts=prompts,
     )
-    _run(spec, settings, common, results_dir or settings.results_dir, as_json)
+    options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
+    _run(spec, settings, common, options)
 
 
 def report(
@@ -262,154 +302,38 @@ def report(
     results_dir: Annotated[Path | None, typer.Option(help="Where runs are written.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print summary.json only.")] = False,
 ) -> None:
-    """Show a run's summary; rebuilt from requests.csv when the run died before writing one."""
+    """Show a run's summary; rebuilt from requests.csv when the run died before writing one.
+
+    Exits 2, naming the field, when summary.json does not validate: no verdict is shown that
+    was not validated.
+    """
     settings, _ = _settings()
     try:
         folder = run_dir(results_dir or settings.results_dir, run_id)
     except ValueError as exc:
         raise _usage(str(exc)) from None
     try:
-        if (folder / "summary.json").exists():
-            summary = read_summary(folder)
+        if (folder / SUMMARY_FILE).exists():
+            summary = read_summary(folder / SUMMARY_FILE)
         elif any(folder.glob("requests*.csv")):
             summary = _rebuild(folder, settings)
         else:
             raise _usage(f"no run {run_id!r} in {folder.parent} (no summary.json or requests.csv)")
+    except SummaryError as exc:
+        raise _usage(str(exc)) from None
     except (OSError, ValueError, KeyError, ValidationError) as exc:
         # A damaged run folder is bad input: say which file and why, never a traceback.
         raise _usage(f"run {run_id!r} cannot be read: {type(exc).__name__}: {exc}") from None
-    _show(summary, as_json)
-    if not summary["passed"]:
-        raise typer.Exit(_EXIT_FAILED)
+    _finish(summary, as_json=as_json)
 
 
-def _rebuild(folder: Path, settings: ProberSettings) -> dict[str, Any]:
-    from ._probe import summarize
-
+def _rebuild(folder: Path, settings: ProberSettings) -> RunSummary:
     records = read_records(folder)
-    spec_path = folder / "spec.json"
-    spec = ProbeSpec.model_validate_json(spec_path.read_text(encoding="utf-8"))
+    spec = ProbeSpec.model_validate_json((folder / "spec.json").read_bytes())
+    target = read_target(folder)
     window = (spec.window_s or settings.soak_window_s) if spec.kind == "soak" else None
     origin = records[0].intended if records and window else None
     levels: dict[int, RunStats] = {}
     for record in records:
         levels.setdefault(record.concurrency, RunStats(window_s=window, origin=origin)).add(record)
-    return summarize(spec, levels, settings, interrupted=True)
-
-
-def _show(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        return
-    out = Console()
-    if summary["kind"] == "sweep":
-        _sweep_table(out, summary)
-    else:
-        _slo_table(out, summary, f"SLO: {summary['kind']} {summary['run_id']}")
-        if "soak" in summary:
-            _soak_tables(out, summary["soak"])
-    if summary.get("interrupted"):
-        out.print("[yellow]interrupted: partial results[/yellow]")
-    verdict = "[green]PASS[/green]" if summary["passed"] else "[red]FAIL[/red]"
-    out.print(f"verdict: {verdict}  ({summary['run_id']})")
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def _status(text: str) -> str:
-    return f"[green]{text}[/green]" if text == "PASS" else f"[red]{text}[/red]"
-
-
-def _slo_table(out: Console, summary: dict[str, Any], title: str) -> None:
-    table = Table(title=title)
-    for column in ("Metric", "SLO", "Actual", "Margin", "Status"):
-        table.add_column(column, justify="left" if column in ("Metric", "SLO") else "right")
-    for row in summary["slo"]["rows"]:
-        unit = row["unit"]
-        actual, margin = row["actual"], row["margin"]
-        if unit == "%":
-            shown = "-" if actual is None else f"{actual:.2f}%"
-            headroom = "-" if margin is None else f"{margin:+.2f} pts"
-        else:
-            shown = "-" if actual is None else f"{actual:,.0f} ms"
-            headroom = "-" if margin is None else f"{margin:+,.0f} ms ({row['margin_pct']:+.0f}%)"
-        table.add_row(
-            row["metric"],
-            row["slo"],
-            shown,
-            headroom,
-            _status(row["status"]),
-        )
-    out.print(table)
-    breakdown = summary["breakdown_pct"]
-    parts = ", ".join(
-        f"{name} {value:.1f}%" for name, value in breakdown.items() if value is not None
-    )
-    failures = ", ".join(f"{k} {v['count']}" for k, v in summary["failures"].items()) or "none"
-    out.print(
-        f"{summary['requests']} requests, success {summary['success_rate_pct']}%, "
-        f"failures: {failures}; 429s: {summary['rate_limited_responses']}; "
-        f"total = {parts}; tokens/s {summary['tokens']['tokens_per_second']}"
-    )
-    for kind, failure in summary["failures"].items():
-        for example in failure["examples"]:
-            out.print(f"  {kind}: {example}", highlight=False)
-
-
-def _sweep_table(out: Console, summary: dict[str, Any]) -> None:
-    table = Table(title=f"sweep {summary['run_id']}")
-    for column in ("Concurrency", "Total P50", "Exec P50", "Queue P50", "Total P95", "Status"):
-        table.add_column(column, justify="right")
-    for row in summary["table"]:
-        table.add_row(
-            str(row["concurrency"]),
-            f"{_ms(row['total_p50_ms'])} ms",
-            f"{_ms(row['exec_p50_ms'])} ms",
-            f"{_ms(row['queue_p50_ms'])} ms",
-            f"{_ms(row['total_p95_ms'])} ms",
-            _status(row["status"]),
-        )
-    out.print(table)
-    rec = summary["recommendation"]
-    shown = str(rec["concurrency"]) if rec else str(max(summary["levels"], key=int))
-    _slo_table(out, summary["levels"][shown], f"SLO at concurrency {shown}")
-    if rec is None:
-        out.print("[red]recommendation: none, no concurrency level met the SLO[/red]")
-        return
-    tight = rec["tightest"]
-    out.print(
-        f"recommendation: concurrency [bold]{rec['concurrency']}[/bold], the highest that meets "
-        f"the SLO; tightest margin {tight['metric']} {tight['margin']:+,.1f} {tight['unit']} "
-        f"({tight['margin_pct']:+.1f}% of the threshold)"
-    )
-    if rec["failed_levels"]:
-        out.print(f"[yellow]levels that failed: {rec['failed_levels']}[/yellow]")
-
-
-def _soak_tables(out: Console, soak: dict[str, Any]) -> None:
-    windows = Table(title=f"soak windows ({soak['window_s']:g} s)")
-    for column in ("Window", "Start", "Requests", "Failures", "P50", "P95", "req/s"):
-        windows.add_column(column, justify="right")
-    for w in soak["windows"]:
-        windows.add_row(
-            str(w["index"]),
-            f"{w['start_s']:g} s",
-            str(w["requests"]),
-            str(w["failures"]),
-            _ms(w["p50_ms"]),
-            _ms(w["p95_ms"]),
-            "-" if w["throughput_rps"] is None else f"{w['throughput_rps']:.2f}",
-        )
-    out.print(windows)
-    checks = Table(title="soak verdict")
-    for column in ("Check", "Status", "Evidence"):
-        checks.add_column(column)
-    for check in soak["checks"]:
-        checks.add_row(
-            check["check"], _status("PASS" if check["passed"] else "FAIL"), check["detail"]
-        )
-    out.print(checks)
-    if soak.get("plot"):
-        out.print(f"plot: {soak['plot']}, report: report.md")
+    return summarize(spec, levels, settings, target=target, interrupted=True)

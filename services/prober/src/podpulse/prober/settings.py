@@ -2,7 +2,8 @@
 
 Every field reads ``PROBER_<FIELD>`` from the environment (``PROBER_SLO_TOTAL_P95_MS=6000``).
 The endpoint itself (``RUNPOD_ENDPOINT_ID``, ``RUNPOD_ENDPOINT_BASE_URL``) and its key
-(``RUNPOD_API_KEY``) are common settings and secrets, not the prober's.
+(``RUNPOD_API_KEY``) are common settings and secrets, not the prober's; ``PROBER_TARGET`` says
+whether the prober's Celery tasks probe that endpoint or a local twin.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode
+
+from podpulse.common.settings import env_settings
 
 __all__ = ["ProberSettings"]
 
@@ -19,7 +22,15 @@ __all__ = ["ProberSettings"]
 class ProberSettings(BaseSettings):
     """Where results go, what the SLO is, how requests are sent, and when probes run."""
 
-    model_config = SettingsConfigDict(env_prefix="PROBER_", extra="ignore")
+    model_config = env_settings("PROBER_")
+
+    # What the Celery tasks probe. The command line takes --target instead.
+    target: Literal["hosted", "twin"] = Field(
+        default="hosted",
+        description="What scheduled and sent probe tasks run against: 'hosted' (the endpoint "
+        "RUNPOD_ENDPOINT_ID names, with RUNPOD_API_KEY; a task fails when either is missing, "
+        "it never falls back) or 'twin' (a local twin started for each run).",
+    )
 
     # Results and inputs.
     results_dir: Path = Field(
@@ -31,7 +42,7 @@ class ProberSettings(BaseSettings):
         "unset means the career questions shipped with podpulse.prober.",
     )
 
-    # The SLO a load test must meet (DESIGN.md), all on successful requests.
+    # The SLO a load test must meet, all on successful requests.
     slo_exec_p50_ms: float = Field(default=3000, gt=0, description="Execution time P50 limit.")
     slo_exec_p95_ms: float = Field(default=5000, gt=0, description="Execution time P95 limit.")
     slo_total_p50_ms: float = Field(default=5000, gt=0, description="Total latency P50 limit.")
@@ -49,7 +60,7 @@ class ProberSettings(BaseSettings):
     )
     soak_concurrency: int = Field(default=2, ge=1, description="Concurrency of a soak.")
     soak_duration_s: float = Field(
-        default=1800, gt=0, description="Default soak length (30 min; DESIGN.md says 30-60)."
+        default=1800, gt=0, description="Default soak length (30 min; a soak should run 30 to 60)."
     )
     soak_min_change_pct: float = Field(
         default=10,
@@ -78,14 +89,16 @@ class ProberSettings(BaseSettings):
         description="Poll interval of /status for a job /runsync returned unfinished.",
     )
     rate_limit_retries: int = Field(
-        default=5, ge=0, description="429 answers one request backs off from before giving up."
+        default=5,
+        ge=0,
+        description="429 answers one request backs off from before it ends RATE_LIMITED.",
     )
     model_name: str | None = Field(
         default=None,
         description="gen_ai.request.model on spans when the endpoint's output names no model.",
     )
 
-    # The embedded twin, used when no hosted endpoint is configured.
+    # The embedded twin, used by the twin target.
     twin_workers_min: int = Field(
         default=2, ge=0, description="workersMin of the embedded twin (RunPod's advice: 2)."
     )

@@ -1,5 +1,8 @@
 """A run's folder: ``results/<run_id>/`` with requests.csv, summary.json, and soak extras.
 
+Also there: spec.json (what ran) and target.json (where: kind, endpoint id, base URL), so a
+run that died before its summary can still be summarised from its rows.
+
 Rows are appended and flushed one by one as requests finish, so a crash of the prober loses
 nothing already measured (``report`` can rebuild the summary from the CSV). Each shard of a
 sharded run writes its own ``requests-shard<i>.csv``: several processes appending to one
@@ -11,44 +14,39 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from ._records import CSV_COLUMNS, RequestRecord
+from podpulse.common.summary import RunSummary, TargetInfo, check_run_id
+
+from ._request_record import CSV_COLUMNS, RequestRecord
 
 __all__ = [
     "SUMMARY_FILE",
+    "TARGET_FILE",
     "ResultsWriter",
+    "check_run_id",
     "csv_name",
     "new_run_id",
     "read_records",
-    "read_summary",
+    "read_target",
     "run_dir",
     "write_json",
+    "write_summary_file",
+    "write_target",
 ]
 
 SUMMARY_FILE = "summary.json"
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TARGET_FILE = "target.json"
 
 
 def new_run_id(kind: str) -> str:
     """A sortable, unique run id, e.g. ``20260115T030000Z-load-1a2b3c``."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{kind}-{uuid.uuid4().hex[:6]}"
-
-
-def check_run_id(run_id: str) -> str:
-    """``run_id`` if it is safe as a folder name (no separators, no leading dot)."""
-    if not _RUN_ID.match(run_id):
-        raise ValueError(
-            f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return run_id
 
 
 def run_dir(results_dir: Path, run_id: str) -> Path:
@@ -125,7 +123,17 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def read_summary(folder: Path) -> dict[str, Any]:
-    """A run's summary.json."""
-    data: dict[str, Any] = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-    return data
+def write_summary_file(folder: Path, summary: RunSummary) -> Path:
+    """Write a run's summary.json (atomically); ``podpulse.common.summary.read_summary`` is
+    the one reader."""
+    return write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
+
+
+def write_target(folder: Path, target: TargetInfo) -> Path:
+    """Record where the run is sent (never the key)."""
+    return write_json(folder / TARGET_FILE, target.model_dump(mode="json"))
+
+
+def read_target(folder: Path) -> TargetInfo:
+    """Where a run was sent, from its target.json."""
+    return TargetInfo.model_validate_json((folder / TARGET_FILE).read_bytes())

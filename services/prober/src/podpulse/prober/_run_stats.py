@@ -15,15 +15,28 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from podpulse.common.histogram import Histogram
+from podpulse.common.summary import (
+    Breakdown,
+    FailureKind,
+    FailureName,
+    Latencies,
+    LatencyStats,
+    LevelSummary,
+    Slo,
+    SloRow,
+    SloVerdict,
+    Tokens,
+)
 
-from ._records import Outcome, RequestRecord
-from ._stats import Histogram
+from ._request_record import Outcome, RequestRecord
 from .settings import ProberSettings
 
-__all__ = ["PERCENTILE_METHOD", "RunStats", "Slo"]
+__all__ = ["PERCENTILE_METHOD", "RunStats", "slo_of"]
+
+SloMetric = Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
 
 PERCENTILE_METHOD = (
     "nearest-rank (the value at rank ceil(q/100*n)) over 0.1 ms buckets, successful requests"
@@ -31,29 +44,6 @@ PERCENTILE_METHOD = (
 _EXAMPLES = 3
 _REASON_CHARS = 200
 _METRICS = ("total", "exec", "delay", "overhead", "schedule_lag")
-
-
-class Slo(BaseModel):
-    """The thresholds a load test passes when all hold (DESIGN.md)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    exec_p50_ms: float = Field(default=3000, gt=0)
-    exec_p95_ms: float = Field(default=5000, gt=0)
-    total_p50_ms: float = Field(default=5000, gt=0)
-    total_p95_ms: float = Field(default=8000, gt=0)
-    success_pct: float = Field(default=99.0, ge=0, le=100)
-
-    @classmethod
-    def from_settings(cls, settings: ProberSettings) -> Slo:
-        """The SLO configured in the prober's settings."""
-        return cls(
-            exec_p50_ms=settings.slo_exec_p50_ms,
-            exec_p95_ms=settings.slo_exec_p95_ms,
-            total_p50_ms=settings.slo_total_p50_ms,
-            total_p95_ms=settings.slo_total_p95_ms,
-            success_pct=settings.slo_success_pct,
-        )
 
 
 class RunStats:
@@ -219,21 +209,21 @@ class RunStats:
             return None
         return self.output_tokens / (self.token_exec_units / 10_000)
 
-    def latency(self, name: str) -> dict[str, float | None]:
+    def latency(self, name: str) -> LatencyStats:
         """P50/P95/P99 and mean of one metric, in ms."""
         hist = self.hist[name]
-        return {
-            "p50": _round(hist.percentile(50) if hist.count else None),
-            "p95": _round(hist.percentile(95) if hist.count else None),
-            "p99": _round(hist.percentile(99) if hist.count else None),
-            "mean": _round(hist.mean()),
-            "count": hist.count,
-        }
+        return LatencyStats(
+            p50=_round(_p(hist, 50)),
+            p95=_round(_p(hist, 95)),
+            p99=_round(_p(hist, 99)),
+            mean=_round(hist.mean()),
+            count=hist.count,
+        )
 
-    def slo_rows(self, slo: Slo) -> list[dict[str, Any]]:
+    def slo_rows(self, slo: Slo) -> tuple[SloRow, ...]:
         """The user's table: metric, SLO, actual, margin, status, one row per threshold."""
         total, execution = self.hist["total"], self.hist["exec"]
-        checks: list[tuple[str, float, float | None, str]] = [
+        checks: list[tuple[SloMetric, float, float | None, str]] = [
             ("Exec P50", slo.exec_p50_ms, _p(execution, 50), "<="),
             ("Exec P95", slo.exec_p95_ms, _p(execution, 95), "<="),
             ("Total P50", slo.total_p50_ms, _p(total, 50), "<="),
@@ -242,75 +232,93 @@ class RunStats:
         ]
         rows = []
         for metric, limit, actual, sense in checks:
-            unit = "%" if metric == "Success rate" else "ms"
+            unit: Literal["ms", "%"] = "%" if metric == "Success rate" else "ms"
+            # Percentages keep three decimals: 98.96% must not print as 99.0 and FAIL.
+            digits = 3 if unit == "%" else 1
             margin = (
                 None if actual is None else (limit - actual if sense == "<=" else actual - limit)
             )
             rows.append(
-                {
-                    "metric": metric,
-                    "slo": f"{'≤' if sense == '<=' else '≥'} {limit:g} {unit}",
-                    "threshold": limit,
-                    "unit": unit,
-                    # Percentages keep three decimals: 98.96% must not print as 99.0 and FAIL.
-                    "actual": _round(actual, 3 if unit == "%" else 1),
-                    "margin": _round(margin, 3 if unit == "%" else 1),
+                SloRow(
+                    metric=metric,
+                    slo=f"{'≤' if sense == '<=' else '≥'} {limit:g} {unit}",
+                    threshold=limit,
+                    unit=unit,
+                    actual=_round(actual, digits),
+                    margin=_round(margin, digits),
                     # Headroom as a share of the threshold, comparable across metrics.
-                    "margin_pct": None if margin is None else round(100 * margin / limit, 2),
-                    "status": "PASS" if margin is not None and margin >= 0 else "FAIL",
-                }
+                    margin_pct=None if margin is None else round(100 * margin / limit, 2),
+                    status="PASS" if margin is not None and margin >= 0 else "FAIL",
+                )
             )
-        return rows
+        return tuple(rows)
 
-    def breakdown_pct(self) -> dict[str, float | None]:
+    def breakdown_pct(self) -> Breakdown:
         """Mean total split into execution, queue (delayTime) and overhead, in percent."""
         total = self.hist["total"].mean()
-        parts = {"execution": "exec", "queue": "delay", "overhead": "overhead"}
-        if not total:
-            return dict.fromkeys(parts)
-        return {
-            name: _round(100 * mean / total, 2)
-            if (mean := self.hist[metric].mean()) is not None
-            else None
-            for name, metric in parts.items()
-        }
 
-    def to_summary(self, slo: Slo) -> dict[str, Any]:
-        """The body of summary.json for these requests."""
+        def share(metric: str) -> float | None:
+            mean = self.hist[metric].mean()
+            return None if not total or mean is None else _round(100 * mean / total, 2)
+
+        return Breakdown(execution=share("exec"), queue=share("delay"), overhead=share("overhead"))
+
+    def to_summary(self, slo: Slo, concurrency: int) -> LevelSummary:
+        """The summary of these requests, as one level of a run."""
         rows = self.slo_rows(slo)
         duration = self.duration_s
-        return {
-            "requests": self.requests,
-            "ok": self.ok,
-            "failed": self.requests - self.ok,
-            "success_rate_pct": _round(self.success_pct, 3),
-            "failures": {
-                kind: {"count": count, "examples": self.examples.get(kind, [])}
+        return LevelSummary(
+            concurrency=concurrency,
+            requests=self.requests,
+            ok=self.ok,
+            failed=self.requests - self.ok,
+            success_rate_pct=_round(self.success_pct, 3),
+            failures={
+                cast(FailureName, kind): FailureKind(
+                    count=count, examples=tuple(self.examples.get(kind, ()))
+                )
                 for kind, count in sorted(self.outcomes.items())
-                if kind != Outcome.OK.value
+                if kind != Outcome.OK.value and count
             },
-            "rate_limited_responses": self.rate_limited,
-            "percentile_method": PERCENTILE_METHOD,
-            "latency_ms": {name: self.latency(name) for name in _METRICS},
-            "breakdown_pct": self.breakdown_pct(),
-            "tokens": {
-                "input": self.input_tokens,
-                "output": self.output_tokens,
-                "tokens_per_second": _round(self.tokens_per_second, 2),
-                "throughput_tokens_per_s": _round(
+            rate_limited_responses=self.rate_limited,
+            percentile_method=PERCENTILE_METHOD,
+            latency_ms=Latencies(
+                total=self.latency("total"),
+                exec=self.latency("exec"),
+                delay=self.latency("delay"),
+                overhead=self.latency("overhead"),
+                schedule_lag=self.latency("schedule_lag"),
+            ),
+            breakdown_pct=self.breakdown_pct(),
+            tokens=Tokens(
+                input=self.input_tokens,
+                output=self.output_tokens,
+                tokens_per_second=_round(self.tokens_per_second, 2),
+                throughput_tokens_per_s=_round(
                     self.output_tokens / duration if duration else None, 2
                 ),
-            },
-            "throughput_rps": _round(self.ok / duration if duration else None, 3),
-            "started_at": _iso(self.first_intended),
-            "ended_at": _iso(self.last_done),
-            "duration_s": round(duration, 3),
-            "slo": {
-                "passed": all(row["status"] == "PASS" for row in rows),
-                "thresholds": slo.model_dump(),
-                "rows": rows,
-            },
-        }
+            ),
+            throughput_rps=_round(self.ok / duration if duration else None, 3),
+            started_at=_utc(self.first_intended),
+            ended_at=_utc(self.last_done),
+            duration_s=round(duration, 3),
+            slo=SloVerdict(
+                passed=all(row.status == "PASS" for row in rows),
+                thresholds=slo,
+                rows=rows,
+            ),
+        )
+
+
+def slo_of(settings: ProberSettings) -> Slo:
+    """The SLO configured in the prober's settings."""
+    return Slo(
+        exec_p50_ms=settings.slo_exec_p50_ms,
+        exec_p95_ms=settings.slo_exec_p95_ms,
+        total_p50_ms=settings.slo_total_p50_ms,
+        total_p95_ms=settings.slo_total_p95_ms,
+        success_pct=settings.slo_success_pct,
+    )
 
 
 def _p(hist: Histogram, q: float) -> float | None:
@@ -333,5 +341,5 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+def _utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

@@ -1,0 +1,65 @@
+"""What the prober's tasks run with: the settings and Redis client of the app they are bound to.
+
+``create_app`` builds one :class:`ProberContext` from the settings it is given and attaches it
+to the Celery app; a task reads it from ``self.app``. Nothing is read from module globals, so
+two apps with different settings (tests) never see each other's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from podpulse.common.retry import Retry
+from podpulse.common.settings import CommonSettings
+
+from .settings import ProberSettings
+
+__all__ = ["BUS_ERRORS", "PUBLISH_DELAYS_S", "ProberContext", "attach_context", "context_of"]
+
+# Waits between attempts to reach the bus: about half a minute of Redis outage is ridden out.
+PUBLISH_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+BUS_ERRORS: tuple[type[BaseException], ...] = (OperationalError, redis.RedisError, OSError)
+_ATTRIBUTE = "podpulse_prober_context"
+
+
+@dataclass(frozen=True)
+class ProberContext:
+    """Settings, the Redis client for run claims and the shard board, and the bus retry."""
+
+    common: CommonSettings
+    settings: ProberSettings
+    # One client per app. redis-py's pool notices a fork (it checks the pid) and opens new
+    # connections in the child, so prefork children can share the object safely.
+    redis: redis.Redis
+    bus_retry: Retry
+
+    @classmethod
+    def build(cls, common: CommonSettings, settings: ProberSettings) -> ProberContext:
+        """The context of an app with these settings (the client connects on first use)."""
+        client = redis.Redis.from_url(common.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        return cls(
+            common=common,
+            settings=settings,
+            redis=client,
+            bus_retry=Retry.after(PUBLISH_DELAYS_S, on=BUS_ERRORS),
+        )
+
+
+def attach_context(app: Celery, context: ProberContext) -> None:
+    """Make *context* what tasks bound to *app* run with."""
+    setattr(app, _ATTRIBUTE, context)
+
+
+def context_of(app: Celery) -> ProberContext:
+    """The context ``create_app`` attached; TypeError for an app it did not build."""
+    context = getattr(app, _ATTRIBUTE, None)
+    if not isinstance(context, ProberContext):
+        raise TypeError(
+            f"Celery app {app.main!r} has no prober context: build it with "
+            "podpulse.prober.app.create_app"
+        )
+    return context

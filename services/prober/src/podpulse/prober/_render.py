@@ -1,0 +1,140 @@
+"""How the command line shows a ``RunSummary``: SLO tables, a sweep's table, a soak's verdict."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from podpulse.common.summary import LevelSummary, RunSummary, SoakVerdict, SweepResult
+
+__all__ = ["show_summary"]
+
+
+def show_summary(summary: RunSummary, *, as_json: bool) -> None:
+    """Print the summary's tables and verdict on stdout (or summary.json's text)."""
+    if as_json:
+        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+        return
+    out = Console()
+    target = summary.target
+    out.print(f"target: {target.kind} {target.endpoint_id} at {target.base_url}", highlight=False)
+    if summary.sweep is not None:
+        _sweep_table(out, summary, summary.sweep)
+    else:
+        _slo_table(out, summary.level, f"SLO: {summary.kind} {summary.run_id}")
+        if summary.soak is not None:
+            _soak_tables(out, summary.soak)
+    if summary.shards is not None:
+        shards = summary.shards
+        out.print(
+            f"[yellow]shards: {len(shards.failed)} of {shards.count} failed, "
+            f"missing {list(shards.missing)}[/yellow]"
+        )
+        for shard, reason in sorted(shards.failed.items()):
+            out.print(f"  shard {shard}: {reason}", highlight=False)
+    if summary.interrupted:
+        out.print("[yellow]interrupted: partial results[/yellow]")
+    verdict = "[green]PASS[/green]" if summary.passed else "[red]FAIL[/red]"
+    out.print(f"verdict: {verdict}  ({summary.run_id})")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _status(text: str) -> str:
+    return f"[green]{text}[/green]" if text == "PASS" else f"[red]{text}[/red]"
+
+
+def _slo_table(out: Console, level: LevelSummary, title: str) -> None:
+    table = Table(title=title)
+    for column in ("Metric", "SLO", "Actual", "Margin", "Status"):
+        table.add_column(column, justify="left" if column in ("Metric", "SLO") else "right")
+    for row in level.slo.rows:
+        actual, margin = row.actual, row.margin
+        if row.unit == "%":
+            shown = "-" if actual is None else f"{actual:.2f}%"
+            headroom = "-" if margin is None else f"{margin:+.2f} pts"
+        else:
+            shown = "-" if actual is None else f"{actual:,.0f} ms"
+            share = "" if row.margin_pct is None else f" ({row.margin_pct:+.0f}%)"
+            headroom = "-" if margin is None else f"{margin:+,.0f} ms{share}"
+        table.add_row(row.metric, row.slo, shown, headroom, _status(row.status))
+    out.print(table)
+    breakdown = level.breakdown_pct
+    parts = ", ".join(
+        f"{name} {value:.1f}%"
+        for name, value in (
+            ("execution", breakdown.execution),
+            ("queue", breakdown.queue),
+            ("overhead", breakdown.overhead),
+        )
+        if value is not None
+    )
+    failures = ", ".join(f"{k} {v.count}" for k, v in level.failures.items()) or "none"
+    out.print(
+        f"{level.requests} requests, success {level.success_rate_pct}%, "
+        f"failures: {failures}; 429s: {level.rate_limited_responses}; "
+        f"total = {parts}; tokens/s {level.tokens.tokens_per_second}"
+    )
+    for kind, failure in level.failures.items():
+        for example in failure.examples:
+            out.print(f"  {kind}: {example}", highlight=False)
+
+
+def _sweep_table(out: Console, summary: RunSummary, sweep: SweepResult) -> None:
+    table = Table(title=f"sweep {summary.run_id}")
+    for column in ("Concurrency", "Total P50", "Exec P50", "Queue P50", "Total P95", "Status"):
+        table.add_column(column, justify="right")
+    for row in sweep.table:
+        table.add_row(
+            str(row.concurrency),
+            f"{_ms(row.total_p50_ms)} ms",
+            f"{_ms(row.exec_p50_ms)} ms",
+            f"{_ms(row.queue_p50_ms)} ms",
+            f"{_ms(row.total_p95_ms)} ms",
+            _status(row.status),
+        )
+    out.print(table)
+    shown = summary.level
+    _slo_table(out, shown, f"SLO at concurrency {shown.concurrency}")
+    rec = sweep.recommendation
+    if rec is None:
+        out.print("[red]recommendation: none, no concurrency level met the SLO[/red]")
+        return
+    tight = rec.tightest
+    margin = "-" if tight.margin is None else f"{tight.margin:+,.1f} {tight.unit}"
+    share = "" if tight.margin_pct is None else f" ({tight.margin_pct:+.1f}% of the threshold)"
+    out.print(
+        f"recommendation: concurrency [bold]{rec.concurrency}[/bold], the highest that meets "
+        f"the SLO; tightest margin {tight.metric} {margin}{share}"
+    )
+    if rec.failed_levels:
+        out.print(f"[yellow]levels that failed: {list(rec.failed_levels)}[/yellow]")
+
+
+def _soak_tables(out: Console, soak: SoakVerdict) -> None:
+    windows = Table(title=f"soak windows ({soak.window_s:g} s)")
+    for column in ("Window", "Start", "Requests", "Failures", "P50", "P95", "req/s"):
+        windows.add_column(column, justify="right")
+    for w in soak.windows:
+        windows.add_row(
+            str(w.index),
+            f"{w.start_s:g} s",
+            str(w.requests),
+            str(w.failures),
+            _ms(w.p50_ms),
+            _ms(w.p95_ms),
+            "-" if w.throughput_rps is None else f"{w.throughput_rps:.2f}",
+        )
+    out.print(windows)
+    checks = Table(title="soak verdict")
+    for column in ("Check", "Status", "Evidence"):
+        checks.add_column(column)
+    for check in soak.checks:
+        checks.add_row(check.check, _status("PASS" if check.passed else "FAIL"), check.detail)
+    out.print(checks)
+    if soak.plot:
+        out.print(f"plot: {soak.plot}, report: report.md")

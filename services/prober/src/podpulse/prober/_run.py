@@ -1,0 +1,204 @@
+"""Running a probe: its requests sent, its rows written as they finish, its summary written.
+
+``run_probe`` runs a whole spec and returns its ``RunSummary`` (summary.json is written even
+when the run is cancelled or interrupted, marked ``interrupted``, and the exception goes on).
+``run_shard`` runs shard i of k of a spec -- one per Celery worker -- and returns its
+``RunStats`` per level, also written to ``stats-shard<i>.json``; whoever collects the shards
+merges them and calls ``write_summary`` once (podpulse.prober._sharded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from opentelemetry.trace import Tracer
+
+from podpulse.common.summary import ProbeSpec, RunSummary
+
+from ._engine import Engine
+from ._load import RequestOptions
+from ._prompts import load_prompts
+from ._request_record import RequestRecord
+from ._results_dir import ResultsWriter, run_dir, write_json, write_target
+from ._run_stats import RunStats
+from ._spans import emit_span
+from ._spec import check_sharding, shard_load
+from ._summarize import write_summary
+from ._target import Target
+from .settings import ProberSettings
+
+__all__ = ["merge_stats", "run_probe", "run_shard", "write_shard_stats"]
+
+OnRecord = Callable[[RequestRecord], None]
+
+
+async def run_probe(
+    spec: ProbeSpec,
+    target: Target,
+    results_dir: Path,
+    *,
+    settings: ProberSettings,
+    on_record: OnRecord | None = None,
+    tracer: Tracer | None = None,
+) -> RunSummary:
+    """Run ``spec`` against ``target``; write and return its summary.
+
+    Rows go to ``results_dir/<run_id>/`` as requests finish, and one ``runpod.job`` span per
+    request to ``tracer`` (the global provider's when None). Cancelled or interrupted, it
+    writes a partial summary and the exception propagates.
+    """
+    results: dict[int, RunStats] = {}
+    # Opened first: a bad prompt set or a reused run id must not write a summary.
+    with _Run(spec, target, results_dir, settings, shard=0, shards=1) as run:
+        try:
+            await run.measure(results, on_record, tracer)
+        except BaseException:
+            # Cancelled, Ctrl-C, or a bug: what was measured is still summarised.
+            write_summary(
+                results_dir, spec, results, settings, target=target.info(), interrupted=True
+            )
+            raise
+    return write_summary(results_dir, spec, results, settings, target=target.info())
+
+
+async def run_shard(
+    spec: ProbeSpec,
+    target: Target,
+    results_dir: Path,
+    *,
+    settings: ProberSettings,
+    shard: int,
+    shards: int,
+    tracer: Tracer | None = None,
+) -> dict[int, RunStats]:
+    """Run shard ``shard`` of ``shards`` of ``spec``; its ``RunStats`` per concurrency level.
+
+    However it ends, what it measured is written to ``stats-shard<shard>.json``.
+    """
+    if shards > 1 and spec.kind == "soak" and spec.start_at is None:
+        raise ValueError("a sharded soak needs start_at, so that the shards' windows line up")
+    check_sharding(spec, shards)
+    results: dict[int, RunStats] = {}
+    with _Run(spec, target, results_dir, settings, shard=shard, shards=shards) as run:
+        try:
+            await run.measure(results, None, tracer)
+        finally:
+            write_shard_stats(run.folder, shard, results)
+    return results
+
+
+class _Run:
+    """One shard's run: its prompts, its CSV writer and its request options, then its levels."""
+
+    def __init__(
+        self,
+        spec: ProbeSpec,
+        target: Target,
+        results_dir: Path,
+        settings: ProberSettings,
+        *,
+        shard: int,
+        shards: int,
+    ) -> None:
+        self.spec, self.target, self.settings = spec, target, settings
+        self.shard, self.shards = shard, shards
+        self.prompts = load_prompts(spec.prompts or settings.prompts_path)
+        self.folder = run_dir(results_dir, spec.run_id)
+        # Opened before anything else is written: it refuses a run id that already ran.
+        self.writer = ResultsWriter(self.folder, shard=shard, shards=shards)
+        if shard == 0:
+            try:
+                write_json(self.folder / "spec.json", spec.model_dump(mode="json"))
+                write_target(self.folder, target.info())
+            except BaseException:
+                self.writer.close()
+                raise
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.writer.close()
+
+    def _make_input(self, seq: int) -> dict[str, object]:
+        return self.prompts[seq % len(self.prompts)].to_input() | self.spec.input_overrides
+
+    async def measure(
+        self, results: dict[int, RunStats], on_record: OnRecord | None, tracer: Tracer | None
+    ) -> None:
+        """Send this shard's requests of every level, filling ``results`` as they finish."""
+        spec, settings = self.spec, self.settings
+        # A soak always has windows; another kind only when its spec asks for them.
+        window_s = spec.window_s or (settings.soak_window_s if spec.kind == "soak" else None)
+        options = RequestOptions(
+            timeout_s=spec.timeout_s,
+            wait_ms=settings.runsync_wait_ms,
+            poll_interval_s=settings.status_poll_ms / 1000,
+            policy=spec.policy,  # type: ignore[arg-type]  # JobPolicy's keys, checked by RunPod
+            rate_limit_retries=settings.rate_limit_retries,
+        )
+        async with self.target.client(timeout_s=spec.timeout_s) as client:
+            for level in spec.concurrency:
+                load = shard_load(spec, level, self.shard, self.shards)
+                # Without start_at, windows count from the end of warm-up (set below).
+                placeholder = 0.0 if window_s else None
+                origin = spec.start_at if spec.start_at is not None else placeholder
+                results[level] = RunStats(window_s=window_s, origin=origin)
+                if load is None:
+                    continue
+                engine = Engine(
+                    client,
+                    run_id=spec.run_id,
+                    make_input=self._make_input,
+                    options=options,
+                    concurrency_label=level,
+                    shard=self.shard,
+                )
+                engine.on_record = self._recorder(results, level, engine, on_record, tracer)
+                await engine.run(load, start_at=spec.start_at)
+
+    def _recorder(
+        self,
+        results: dict[int, RunStats],
+        level: int,
+        engine: Engine,
+        on_record: OnRecord | None,
+        tracer: Tracer | None,
+    ) -> OnRecord:
+        spec = self.spec
+
+        def record(rec: RequestRecord) -> None:
+            stats = results[level]
+            if stats.requests == 0 and stats.window_s and spec.start_at is None:
+                stats.origin = engine.started_at
+            self.writer.write(rec)
+            stats.add(rec)
+            emit_span(
+                rec,
+                endpoint_id=self.target.endpoint_id,
+                kind=spec.kind,
+                model=self.settings.model_name,
+                tracer=tracer,
+            )
+            if on_record is not None:
+                on_record(rec)
+
+        return record
+
+
+def write_shard_stats(folder: Path, shard: int, results: Mapping[int, RunStats]) -> Path:
+    """``stats-shard<i>.json``: this shard's RunStats per level, for the merger."""
+    return write_json(
+        folder / f"stats-shard{shard}.json",
+        {str(level): stats.to_json() for level, stats in results.items()},
+    )
+
+
+def merge_stats(parts: Sequence[Mapping[int, RunStats]]) -> dict[int, RunStats]:
+    """Merge the per-level RunStats of several shards."""
+    merged: dict[int, RunStats] = {}
+    for part in parts:
+        for level, stats in part.items():
+            merged[level] = merged[level].merge(stats) if level in merged else stats
+    return merged
