@@ -108,8 +108,8 @@ def _env(redis_url: str, target: Target, results: Path, **extra: str) -> dict[st
             "PROBER_TIMEOUT_S": "30",
             "PROBER_SMOKE_EVERY_S": "3600",
             "OTEL_SDK_DISABLED": "true",
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
+            "PODPULSE_LOG_FORMAT": "json",
+            "PODPULSE_LOG_LEVEL": "INFO",
         }
         | extra
     )
@@ -241,7 +241,7 @@ def test_redelivered_soak_runs_once(
 ) -> None:
     """A 6 s soak under a 2 s visibility timeout is delivered again to a second worker, which
     skips it: the soak runs once, writes one folder and publishes one event."""
-    env = app_env | {"VISIBILITY_TIMEOUT_S": "2"}
+    env = app_env | {"PODPULSE_VISIBILITY_TIMEOUT_S": "2"}
     with (
         worker(env, tmp_path / "w1.log", "w1") as w1,
         worker(env, tmp_path / "w2.log", "w2") as w2,

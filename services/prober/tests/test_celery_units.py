@@ -86,7 +86,7 @@ def test_the_app_factory_reads_the_environment_once(monkeypatch: pytest.MonkeyPa
     """create_app() with no settings builds them from PROBER_* and the common variables: the
     schedule, every task, and long tasks kept running through a broker reconnect."""
     for name, value in {"PROBER_SMOKE_EVERY_S": "120", "PROBER_SWEEP_CRON": "30 2 * * *",
-                        "VISIBILITY_TIMEOUT_S": "4"}.items():  # fmt: skip
+                        "PODPULSE_VISIBILITY_TIMEOUT_S": "4"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     app = create_app()
     conf = app.conf

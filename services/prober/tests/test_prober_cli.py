@@ -30,7 +30,7 @@ _FAST_TWIN = {
     "PROBER_TWIN_EXEC_DISTRIBUTION": "fixed",
     "PROBER_TWIN_WORKER_CONCURRENCY": "4",
     "PROBER_WARMUP": "0",
-    "LOG_LEVEL": "WARNING",
+    "PODPULSE_LOG_LEVEL": "WARNING",
 }
 _TWIN_INFO = TargetInfo(kind="twin", endpoint_id="ep-twin", base_url="http://127.0.0.1:1/v2")
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from podpulse.common.settings import CommonSettings, describe_settings_error
+from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
 
 from .app import connect_process_signals, create_app
 from .settings import ProberSettings
@@ -36,11 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prober = ProberSettings()
     except ValidationError as exc:
         problems.append(describe_settings_error(exc))
+    try:
+        telemetry = TelemetrySettings()
+    except ValidationError as exc:
+        problems.append(describe_settings_error(exc))
     if problems:
         sys.stderr.write(f"invalid settings in the environment: {'; '.join(problems)}\n")
         return _EXIT_USAGE
     app = create_app(common, prober)
-    connect_process_signals(app, common)
+    connect_process_signals(app, common, telemetry)
     args = list(sys.argv[1:] if argv is None else argv)
     return int(app.start(argv=args) or 0)
 

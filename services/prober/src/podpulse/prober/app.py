@@ -23,7 +23,7 @@ from celery.signals import setup_logging
 
 from podpulse.common.bus import create_celery_app
 from podpulse.common.logging import configure_logging
-from podpulse.common.settings import CommonSettings
+from podpulse.common.settings import CommonSettings, TelemetrySettings
 from podpulse.common.telemetry import init_after_fork
 
 from . import tasks
@@ -76,7 +76,9 @@ def create_app(
     return celery_app
 
 
-def connect_process_signals(celery_app: Celery, common: CommonSettings) -> Callable[[], None]:
+def connect_process_signals(
+    celery_app: Celery, common: CommonSettings, telemetry: TelemetrySettings
+) -> Callable[[], None]:
     """Route this process's logging through podpulse's pipeline and set up telemetry per child.
 
     Celery signals are process-wide, so this belongs to the process that runs the worker or
@@ -89,7 +91,7 @@ def connect_process_signals(celery_app: Celery, common: CommonSettings) -> Calla
     # A receiver here stops Celery configuring logging itself: every line of the worker and
     # beat (ours, Celery's, redis') goes through podpulse's redacting structlog pipeline.
     setup_logging.connect(_configure_logging, weak=False, dispatch_uid=_LOGGING_UID)
-    disconnect_telemetry = init_after_fork(celery_app, SERVICE_NAME)
+    disconnect_telemetry = init_after_fork(celery_app, SERVICE_NAME, settings=telemetry)
 
     def disconnect() -> None:
         setup_logging.disconnect(dispatch_uid=_LOGGING_UID)

@@ -145,9 +145,14 @@ def _run(
     err = Console(stderr=True)
     # Spans only when asked for: a one-off run on a laptop has no collector, and the SDK's
     # default OTLP exporter would retry against localhost:4318 and hold the exit for seconds.
-    tracing = "otel_traces_exporter" in TelemetrySettings().model_fields_set
+    try:
+        telemetry = TelemetrySettings()
+    except ValidationError as exc:
+        problems = describe_settings_error(exc)
+        raise _usage(f"invalid settings in the environment: {problems}") from None
+    tracing = "traces_exporter" in telemetry.model_fields_set
     if tracing:
-        configure_telemetry("podpulse-prober")
+        configure_telemetry("podpulse-prober", settings=telemetry)
     try:
         with (
             open_target(options.target, settings, common) as target,
