@@ -2,7 +2,7 @@
 # Members are found by the globs of the root pyproject's workspace: none is named here.
 VENV := .venv/bin
 SRC := $(wildcard libs/*/src services/*/src)
-TESTS := $(wildcard libs/*/tests services/*/tests)
+TESTS := $(wildcard tests libs/*/tests services/*/tests)
 .PHONY: setup lock run test lint bench
 
 setup:
