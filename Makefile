@@ -19,8 +19,7 @@ test: setup
 	scripts/with-redis $(VENV)/python -m pytest
 
 lint: setup
-	@scripts/uv lock --check --offline --quiet || { \
-	  echo "uv.lock does not match the pyprojects: run 'make lock' and commit uv.lock" >&2; exit 1; }
+	scripts/lock --check
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	MYPYPATH=$(subst $() ,:,$(SRC)) $(VENV)/mypy $(SRC) $(TESTS) benchmarks scripts

@@ -103,7 +103,7 @@ def test_the_model_worker_does_install_torch() -> None:
 def test_lock_matches_every_pyproject() -> None:
     """uv.lock is what the pyprojects ask for now (checked offline by the pinned uv)."""
     result = subprocess.run(
-        [str(ROOT / "scripts/uv"), "lock", "--check", "--offline", "--quiet"],
+        [str(ROOT / "scripts/lock"), "--check"],
         capture_output=True,
         text=True,
         check=False,
