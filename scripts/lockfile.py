@@ -16,6 +16,8 @@ Commands (run from anywhere; paths are relative to the repository root):
   requirements ALL PRUNED    the export ALL (uv export with torch) reduced to PRUNED (the
                              same export with --prune torch) plus what the installed torch
                              requires, on stdout; what was dropped goes to stderr
+  extraneous REQUIREMENTS    installed distributions that neither REQUIREMENTS, the members
+                             nor torch account for (left over from an older lock)
 """
 
 from __future__ import annotations
@@ -172,6 +174,17 @@ def reduce_requirements(
     return "\n".join(kept) + "\n", dropped
 
 
+# Installed by the environment or by scripts/uv, not by the lock.
+_TOOLS = {"pip", "uv", "torch"}
+
+
+def extraneous(lock: dict[str, object], requirements: str) -> list[str]:
+    """Installed distributions the lock no longer accounts for."""
+    wanted = set(split_requirements(requirements)) | set(workspace_members(lock)) | _TOOLS
+    installed = {normalize(d.metadata["Name"]) for d in importlib.metadata.distributions()}
+    return sorted(installed - wanted)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     requirements = commands.add_parser("requirements")
     requirements.add_argument("full", type=Path)
     requirements.add_argument("pruned", type=Path)
+    commands.add_parser("extraneous").add_argument("requirements", type=Path)
     args = parser.parse_args(argv)
 
     if args.command == "uv-version":
@@ -195,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "members":
         chosen = select_members(lock, args.package, args.without)
         print("\n".join(chosen.values() if args.paths else chosen))
+    elif args.command == "extraneous":
+        print("\n".join(extraneous(lock, args.requirements.read_text())))
     else:
         text, dropped = reduce_requirements(
             lock, args.full.read_text(), args.pruned.read_text(), installed_torch_requires()
