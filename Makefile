@@ -1,9 +1,16 @@
 # Every target installs what it needs first (scripts/bootstrap is a no-op when up to date).
+# Members are found by the globs of the root pyproject's workspace: none is named here.
 VENV := .venv/bin
-.PHONY: setup run test lint bench
+SRC := $(wildcard libs/*/src services/*/src)
+TESTS := $(wildcard tests libs/*/tests services/*/tests)
+.PHONY: setup lock run test lint bench
 
 setup:
 	@scripts/bootstrap
+
+# After changing any pyproject's dependencies: regenerates uv.lock (commit it with them).
+lock:
+	scripts/lock
 
 run: setup
 	$(VENV)/podpulse loadtest --concurrency 1,2,3,4 --runs 30
@@ -12,9 +19,10 @@ test: setup
 	scripts/with-redis $(VENV)/python -m pytest
 
 lint: setup
+	scripts/lock --check
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/mypy libs/common/src services/worker/src services/prober/src services/alerter/src services/tagger/src
+	MYPYPATH=$(subst $() ,:,$(SRC)) $(VENV)/mypy $(SRC) $(TESTS) benchmarks scripts
 
 bench: setup
 	$(VENV)/python benchmarks/twin.py
