@@ -14,7 +14,7 @@ test: setup
 lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/mypy libs/common/src services/worker/src services/prober/src services/alerter/src services/tagger/src
+	$(VENV)/mypy libs/common/src libs/twin/src services/worker/src services/prober/src services/alerter/src services/tagger/src
 
 bench: setup
 	$(VENV)/python benchmarks/twin.py

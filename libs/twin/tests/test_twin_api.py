@@ -7,7 +7,9 @@ import time
 
 import httpx
 
-from podpulse.worker.twin.testing import RunningTwin, wait_until
+from twin_helpers import wait_until
+
+from podpulse.twin import RunningTwin
 
 
 def test_runsync_returns_runpod_job_json_with_timings(api: httpx.Client) -> None:

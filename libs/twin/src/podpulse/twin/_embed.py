@@ -1,62 +1,53 @@
-"""Start a twin with real SDK worker processes for tests, benchmarks and the demo."""
+"""A twin inside another program: served on a free loopback port for the length of a block.
+
+The prober's embedded target, the demo, benchmarks and tests all start one this way, with
+real runpod SDK worker processes behind it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.net import free_port
 
 from ._app import serve_in_thread
-from ._config import TwinConfig
 from ._platform import Platform
+from .settings import CalibratedSettings, TwinSettings
 
-T = TypeVar("T")
+__all__ = ["RunningTwin", "running_twin"]
 
-__all__ = ["RunningTwin", "running_twin", "wait_until"]
-
-
-def wait_until(check: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.05)
+_READY_POLL_S = 0.02
 
 
 @dataclass
 class RunningTwin:
-    """A twin serving on loopback: where to reach it and its platform (read-only use)."""
+    """A twin serving on loopback: where to reach it, and its platform (read-only use)."""
 
-    config: TwinConfig
+    settings: TwinSettings
     platform: Platform
 
     @property
     def base_url(self) -> str:
         """RUNPOD_ENDPOINT_BASE_URL for this twin, e.g. ``http://127.0.0.1:PORT/v2``."""
-        return self.config.base_url
+        return self.settings.base_url
 
     @property
     def endpoint_id(self) -> str:
         """The endpoint id clients use."""
-        return self.config.endpoint_id
+        return self.settings.endpoint_id
 
     @property
     def api_key(self) -> str:
         """The bearer key clients send."""
-        return self.config.api_key.get_secret_value()
+        return self.settings.api_key.get_secret_value()
 
     @property
     def endpoint_url(self) -> str:
@@ -72,45 +63,46 @@ class RunningTwin:
         )
 
     def wait_ready(self, workers: int, timeout_s: float = 60.0) -> None:
-        """Block until ``workers`` workers have asked for jobs (their SDK loop is up)."""
-        wait_until(
-            lambda: self.platform.queue.waiting_takers() >= workers,
-            timeout_s,
-            f"{workers} twin worker(s) to ask for jobs",
-        )
+        """Block until ``workers`` workers have asked for jobs (their SDK loop is up).
+
+        TimeoutError after ``timeout_s``, naming where the workers' logs are.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.platform.queue.waiting_takers() < workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{workers} twin worker(s) did not ask for jobs within {timeout_s} s; "
+                    f"their logs are in {self.settings.log_dir}"
+                )
+            time.sleep(_READY_POLL_S)
 
 
 @contextlib.contextmanager
 def running_twin(
-    handler: str = "calibrated",
-    workers_min: int = 1,
-    workers_max: int = 1,
-    env: dict[str, str] | None = None,
+    settings: TwinSettings,
+    calibrated: CalibratedSettings | None = None,
     *,
+    worker_env: Mapping[str, str] | None = None,
     wait_ready: bool = True,
-    scaler_type: str = "QUEUE_DELAY",
-    scaler_value: float = 1,
-    idle_timeout_s: int = 5,
-    **twin_options: Any,
+    ready_timeout_s: float = 60.0,
+    **overrides: Any,
 ) -> Iterator[RunningTwin]:
-    """Serve a twin on a free loopback port; stop it and its workers afterwards."""
+    """Serve a twin on a free loopback port; stop it and its workers when the block ends.
+
+    ``settings`` describe the endpoint; keyword ``overrides`` replace some of its fields
+    (``workers_min=1``), validated as the settings are. The port is always a free one and the
+    workers' logs go to a temporary folder removed afterwards. ``calibrated``, when given, is
+    what the calibrated handler runs with; ``worker_env`` adds environment for every worker
+    (another worker command's own settings). With ``wait_ready``, the block starts once
+    workersMin workers are asking for jobs.
+    """
     with tempfile.TemporaryDirectory(prefix="podpulse-twin-") as log_dir:
-        config = TwinConfig(
-            port=free_port(),
-            handler=handler,
-            worker_env=env or {},
-            scaling=EndpointConfig(
-                workers_min=workers_min,
-                workers_max=workers_max,
-                idle_timeout_s=idle_timeout_s,
-                scaler_type=ScalerType(scaler_type),
-                scaler_value=scaler_value,
-            ),
-            log_dir=Path(log_dir),
-            **twin_options,
+        chosen = TwinSettings(
+            **{**dict(settings), **overrides, "port": free_port(), "log_dir": Path(log_dir)}
         )
-        with serve_in_thread(config) as platform:
-            twin = RunningTwin(config=config, platform=platform)
-            if wait_ready and workers_min:
-                twin.wait_ready(workers_min)
+        env = {**(calibrated.worker_env() if calibrated is not None else {}), **(worker_env or {})}
+        with serve_in_thread(chosen, worker_env=env) as platform:
+            twin = RunningTwin(settings=chosen, platform=platform)
+            if wait_ready and chosen.workers_min:
+                twin.wait_ready(chosen.workers_min, ready_timeout_s)
             yield twin

@@ -1,21 +1,30 @@
-"""``podpulse twin``: serve the local RunPod twin, or run the demo against one."""
+"""``podpulse twin``: serve the local RunPod twin, or run the demo against one.
+
+Every option of ``serve`` defaults to its ``TWIN_*`` (or ``TWIN_CALIBRATED_*``) variable, then
+to the settings' own default; a flag given on the command line wins. The settings are built
+once, in the command.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import shlex
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from podpulse.common.runpod import EndpointConfig, Job, RunPodClient, ScalerType
+from podpulse.common.runpod import Job, RunPodClient
+from podpulse.common.settings import describe_settings_error
 
-from .twin import DEFAULT_API_KEY, TwinConfig, serve
-from .twin.testing import running_twin
+from ._app import serve
+from ._embed import running_twin
+from .settings import CalibratedSettings, TwinSettings
 
 __all__ = ["app"]
 
@@ -23,83 +32,111 @@ app = typer.Typer(help="The local twin of RunPod serverless.", no_args_is_help=T
 console = Console()
 
 
-def _scaling(
-    workers_min: int, workers_max: int, scaler_type: str, scaler_value: float, idle_timeout: int
-) -> EndpointConfig:
+def _given(**options: Any) -> dict[str, Any]:
+    # None means "not on the command line": the environment or the default decides.
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _build(twin: dict[str, Any], calibrated: dict[str, Any]) -> tuple[TwinSettings, CalibratedSettings]:
     try:
-        return EndpointConfig(
-            workers_min=workers_min,
-            workers_max=workers_max,
-            scaler_type=ScalerType(scaler_type),
-            scaler_value=scaler_value,
-            idle_timeout_s=idle_timeout,
-        )
-    except (ValidationError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
+        return TwinSettings(**twin), CalibratedSettings(**calibrated)
+    except ValidationError as exc:
+        # Exit 2 and one line naming the problem, as for a bad flag; never a value.
+        print(f"podpulse twin: invalid settings: {describe_settings_error(exc)}", file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 @app.command("serve")
 def serve_command(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8765,
-    endpoint_id: Annotated[str, typer.Option(help="Endpoint id in client URLs.")] = "podpulse-twin",
-    api_key: Annotated[
-        str,
-        typer.Option(
-            envvar="PODPULSE_TWIN_API_KEY",
-            show_default=False,
-            help="Bearer key clients must send (default: the public local key).",
-        ),
-    ] = DEFAULT_API_KEY,
-    workers_min: Annotated[int, typer.Option(min=0, help="workersMin.")] = 1,
-    workers_max: Annotated[int, typer.Option(min=1, help="workersMax.")] = 3,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [TWIN_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [TWIN_PORT].")] = None,
+    endpoint_id: Annotated[
+        str | None, typer.Option(help="Endpoint id in client URLs [TWIN_ENDPOINT_ID].")
+    ] = None,
+    workers_min: Annotated[
+        int | None, typer.Option(help="workersMin [TWIN_WORKERS_MIN, 2].")
+    ] = None,
+    workers_max: Annotated[
+        int | None, typer.Option(help="workersMax [TWIN_WORKERS_MAX, 5].")
+    ] = None,
     scaler_type: Annotated[
-        str, typer.Option(help="QUEUE_DELAY or REQUEST_COUNT.", case_sensitive=False)
-    ] = "QUEUE_DELAY",
+        str | None, typer.Option(help="QUEUE_DELAY or REQUEST_COUNT [TWIN_SCALER_TYPE].")
+    ] = None,
     scaler_value: Annotated[
-        float, typer.Option(help="QUEUE_DELAY seconds (>= 0.5) or requests per worker.")
-    ] = 1.0,
-    idle_timeout: Annotated[int, typer.Option(help="Seconds idle before a worker stops.")] = 5,
-    handler: Annotated[str, typer.Option(help="calibrated, model, or MODULE:FUNC.")] = "calibrated",
-    exec_ms: Annotated[
-        float | None, typer.Option(min=0, help="Calibrated handler execution time (ms).")
+        float | None,
+        typer.Option(
+            help="QUEUE_DELAY seconds (>= 0.5) or requests per worker [TWIN_SCALER_VALUE]."
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        int | None,
+        typer.Option(help="Seconds idle before a worker stops [TWIN_IDLE_TIMEOUT_S, 180]."),
+    ] = None,
+    handler: Annotated[
+        str | None,
+        typer.Option(help="calibrated, calibrated-stream, or MODULE:FUNC [TWIN_HANDLER]."),
+    ] = None,
+    worker_command: Annotated[
+        str | None,
+        typer.Option(
+            help="Command each worker runs, split as a shell would, e.g. "
+            "'python -m podpulse.worker' for the model [TWIN_WORKER_COMMAND]."
+        ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="WORKER_MAX_CONCURRENCY for each worker.")
+        int | None,
+        typer.Option(help="Jobs one twin worker runs at once [TWIN_WORKER_CONCURRENCY, 1]."),
     ] = None,
-    dispatch_ms: Annotated[float, typer.Option(min=0, help="Extra dispatch latency (ms).")] = 0,
-    cold_start_ms: Annotated[float, typer.Option(min=0, help="Extra cold-start delay (ms).")] = 0,
-    log_dir: Annotated[Path | None, typer.Option(help="Where worker logs go.")] = None,
+    exec_ms: Annotated[
+        float | None,
+        typer.Option(help="Calibrated median execution time, ms [TWIN_CALIBRATED_EXEC_MS]."),
+    ] = None,
+    dispatch_ms: Annotated[
+        float | None, typer.Option(help="Extra dispatch latency, ms [TWIN_DISPATCH_MS].")
+    ] = None,
+    cold_start_ms: Annotated[
+        float | None, typer.Option(help="Extra cold-start delay, ms [TWIN_COLD_START_MS].")
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Where worker logs go [TWIN_LOG_DIR].")
+    ] = None,
 ) -> None:
-    """Serve a RunPod-compatible endpoint on HOST:PORT with real worker processes."""
-    worker_env: dict[str, str] = {}
-    if exec_ms is not None:
-        worker_env["CALIBRATED_EXEC_MS"] = str(exec_ms)
-    if concurrency is not None:
-        worker_env["WORKER_MAX_CONCURRENCY"] = str(concurrency)
-    try:
-        config = TwinConfig(
+    """Serve a RunPod-compatible endpoint on HOST:PORT with real worker processes.
+
+    The bearer key clients must send comes from TWIN_API_KEY (default: the public local key).
+    """
+    command = None
+    if worker_command is not None:
+        try:
+            command = shlex.split(worker_command)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--worker-command") from None
+    settings, calibrated = _build(
+        _given(
             host=host,
             port=port,
             endpoint_id=endpoint_id,
-            api_key=SecretStr(api_key),
-            scaling=_scaling(
-                workers_min, workers_max, scaler_type.upper(), scaler_value, idle_timeout
-            ),
+            workers_min=workers_min,
+            workers_max=workers_max,
+            scaler_type=scaler_type,
+            scaler_value=scaler_value,
+            idle_timeout_s=idle_timeout,
             handler=handler,
-            worker_env=worker_env,
+            worker_command=command,
+            worker_concurrency=concurrency,
             dispatch_ms=dispatch_ms,
             cold_start_ms=cold_start_ms,
-            log_dir=log_dir
-            or TwinConfig.model_fields["log_dir"].get_default(call_default_factory=True),
-        )
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    console.print(
-        f"twin serving endpoint [bold]{config.endpoint_id}[/] at {config.base_url} "
-        f"(workers {workers_min}..{workers_max}, handler {handler}); Ctrl-C stops it"
+            log_dir=log_dir,
+        ),
+        _given(exec_ms=exec_ms),
     )
-    serve(config)
+    console.print(
+        f"twin serving endpoint [bold]{settings.endpoint_id}[/] at {settings.base_url} "
+        f"(workers {settings.workers_min}..{settings.workers_max}, "
+        f"worker {shlex.join(settings.worker_command)}, handler {settings.handler}); "
+        "Ctrl-C stops it"
+    )
+    serve(settings, worker_env=calibrated.worker_env())
 
 
 @app.command("demo")
@@ -109,10 +146,12 @@ def demo_command(
     exec_ms: Annotated[float, typer.Option(min=0, help="Calibrated execution time (ms).")] = 150,
 ) -> None:
     """Start a twin with warm workers, send a handful of jobs, and print their timings."""
-    env = {"CALIBRATED_EXEC_MS": str(exec_ms), "CALIBRATED_DISTRIBUTION": "lognormal",
-           "CALIBRATED_JITTER": "0.3"}  # fmt: skip
+    settings, calibrated = _build(
+        {"workers_min": workers, "workers_max": workers},
+        {"exec_ms": exec_ms, "distribution": "lognormal", "jitter": 0.3},
+    )
     started = time.perf_counter()
-    with running_twin(workers_min=workers, workers_max=workers, env=env) as twin:
+    with running_twin(settings, calibrated) as twin:
         console.print(
             f"twin up at {twin.endpoint_url} with {workers} warm workers "
             f"in {time.perf_counter() - started:.1f} s; sending {jobs} jobs"
