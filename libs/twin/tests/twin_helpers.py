@@ -12,8 +12,15 @@ T = TypeVar("T")
 
 
 def small(**overrides: Any) -> TwinSettings:
-    """A twin sized for tests: one warm worker, quick idle stop, unless told otherwise."""
-    fields: dict[str, Any] = {"workers_min": 1, "workers_max": 1, "idle_timeout_s": 5}
+    """A twin sized for tests: one warm worker, quick idle stop and exit, unless told otherwise."""
+    fields: dict[str, Any] = {
+        "workers_min": 1,
+        "workers_max": 1,
+        "idle_timeout_s": 5,
+        # A worker that just ran a job sits in the SDK's one-second pause before it sees
+        # SIGTERM; tests lose nothing when it is killed sooner.
+        "stop_grace_s": 0.5,
+    }
     return TwinSettings(**{**fields, **overrides})
 
 

@@ -133,10 +133,11 @@ class TwinSettings(BaseSettings):
         default=20.0, gt=0, description="How long a worker's job-stop long-poll is held."
     )
     stop_grace_s: float = Field(
-        default=5.0,
+        default=2.0,
         gt=0,
-        description="How long a stopping worker may take to exit before it is killed. Workers "
-        "are released at once, so this is only the fallback for one that hangs.",
+        description="How long a stopping worker may take to exit before it is killed. Its "
+        "long-polls are answered at once, so an idle worker exits in a fraction of a second; "
+        "one that took a job in the last second may sit out the SDK's one-second pause first.",
     )
     ping_interval_ms: int = Field(
         default=5000, ge=100, description="RUNPOD_PING_INTERVAL given to workers."
