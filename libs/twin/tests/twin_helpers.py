@@ -19,7 +19,7 @@ def small(**overrides: Any) -> TwinSettings:
         "idle_timeout_s": 5,
         # A worker that just ran a job sits in the SDK's one-second pause before it sees
         # SIGTERM; tests lose nothing when it is killed sooner.
-        "stop_grace_s": 0.5,
+        "stop_grace_s": 0.3,
     }
     return TwinSettings(**{**fields, **overrides})
 

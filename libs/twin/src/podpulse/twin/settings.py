@@ -133,7 +133,7 @@ class TwinSettings(BaseSettings):
         default=20.0, gt=0, description="How long a worker's job-stop long-poll is held."
     )
     stop_grace_s: float = Field(
-        default=2.0,
+        default=1.5,
         gt=0,
         description="How long a stopping worker may take to exit before it is killed. Its "
         "long-polls are answered at once, so an idle worker exits in a fraction of a second; "
