@@ -49,14 +49,19 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str = "") -> N
         time.sleep(0.01)
 
 
-def no_op_twin(workers: int, concurrency: int, **fields: float) -> TwinSettings:
-    """Warm workers running a calibrated handler that returns at once."""
+def no_op_twin(workers: int, concurrency: int, stop_grace_s: float = 1.5) -> TwinSettings:
+    """Warm workers, each taking ``concurrency`` jobs at once."""
     return TwinSettings(
-        workers_min=workers, workers_max=workers, worker_concurrency=concurrency, **fields
+        workers_min=workers,
+        workers_max=workers,
+        worker_concurrency=concurrency,
+        stop_grace_s=stop_grace_s,
     )
 
 
-NO_OP = {"exec_ms": 0.0, "distribution": "fixed"}
+def no_op() -> CalibratedSettings:
+    """A calibrated handler that returns at once."""
+    return CalibratedSettings(exec_ms=0.0, distribution="fixed")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -70,7 +75,7 @@ def dispatch_and_overhead(samples: int) -> None:
     """Sections 1 and 2."""
     settings = no_op_twin(2, 2)
     with (
-        running_twin(settings, CalibratedSettings(**NO_OP)) as twin,
+        running_twin(settings, no_op()) as twin,
         twin.client() as api,
     ):
         for _ in range(20):  # warm connections and code paths
@@ -180,9 +185,7 @@ def start_and_stop(rounds: int, grace_s: float) -> None:
         enter, leave = [], []
         for _ in range(rounds):
             started = time.perf_counter()
-            with running_twin(
-                no_op_twin(2, 1, stop_grace_s=grace_s), CalibratedSettings(**NO_OP)
-            ) as twin:
+            with running_twin(no_op_twin(2, 1, stop_grace_s=grace_s), no_op()) as twin:
                 entered = time.perf_counter()
                 with twin.client() as api:
                     if after_job:

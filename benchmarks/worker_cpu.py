@@ -116,9 +116,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument(
         "--cache-dir",
-        default=os.environ.get(
-            "WORKER_CACHE_DIR", Path(tempfile.gettempdir()) / "podpulse-cache"
-        ),
+        default=os.environ.get("WORKER_CACHE_DIR", Path(tempfile.gettempdir()) / "podpulse-cache"),
     )
     asyncio.run(_main(parser.parse_args()))
 

@@ -6,7 +6,6 @@ import concurrent.futures
 import time
 
 import httpx
-
 from twin_helpers import wait_until
 
 from podpulse.twin import RunningTwin

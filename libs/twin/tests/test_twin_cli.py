@@ -56,7 +56,7 @@ def test_serve_flags_override_the_environment_which_overrides_defaults(
     assert settings.idle_timeout_s == 180
     assert settings.api_key.get_secret_value() == "from-the-environment"
     assert "from-the-environment" not in result.output
-    assert CalibratedSettings(**{"exec_ms": 5, "jitter": 0.5}).worker_env() == worker_env
+    assert CalibratedSettings(exec_ms=5, jitter=0.5).worker_env() == worker_env
     assert "python -m podpulse.worker" in result.output
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from podpulse.common.runpod import JobStatus, RunPodAuthError, RunPodClient, RunPodNotFound
 from twin_helpers import calibrated, small
 
+from podpulse.common.runpod import JobStatus, RunPodAuthError, RunPodClient, RunPodNotFound
 from podpulse.twin import RunningTwin, running_twin
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-
-from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
 from twin_helpers import calibrated, small, wait_until
 
+from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
 from podpulse.twin import running_twin
 
 
@@ -120,7 +119,9 @@ def test_management_patch_changes_scaling_live() -> None:
 
 def test_lowering_workers_max_stops_the_extra_workers_but_never_below_min() -> None:
     """PATCH workersMax 3 -> 1 (min 1) stops two idle workers and keeps exactly one."""
-    with running_twin(small(workers_min=3, workers_max=3, idle_timeout_s=600), calibrated()) as twin:
+    with running_twin(
+        small(workers_min=3, workers_max=3, idle_timeout_s=600), calibrated()
+    ) as twin:
         response = httpx.patch(
             f"{twin.base_url}/serverless/{twin.endpoint_id}",
             json={"workers": {"min": 1, "max": 1}},

@@ -232,7 +232,7 @@ async def test_generation_span_follows_genai_conventions(make, spans) -> None:
 
 
 def test_runpod_config_loads_the_tiny_model_by_default(cache_dir) -> None:
-    """Unset WORKER_MODEL_ID: the tiny model; the config holds an async handler and the concurrency."""
+    """Unset WORKER_MODEL_ID: the tiny model; an async handler and the configured concurrency."""
     settings = WorkerSettings(cache_dir=cache_dir, max_concurrency=3)
     config = runpod_config(settings)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -43,10 +44,10 @@ def api(model_twin: RunningTwin) -> Iterator[httpx.Client]:
         yield client
 
 
-def runsync(api: httpx.Client, payload: object) -> dict:
+def runsync(api: httpx.Client, payload: object) -> dict[str, Any]:
     response = api.post("/runsync", json={"input": payload})
     response.raise_for_status()
-    body: dict = response.json()
+    body: dict[str, Any] = response.json()
     return body
 
 

@@ -65,7 +65,8 @@ def settings_or_exit(program: str, build: Callable[[], T]) -> T:
         return build()
     except ValidationError as exc:
         problems = describe_settings_error(exc)
-        print(f"{program}: invalid settings in the environment: {problems}", file=sys.stderr)
+        # print, not a logger: logging is configured from these very settings.
+        print(f"{program}: invalid settings in the environment: {problems}", file=sys.stderr)  # noqa: T201
         raise SystemExit(SETTINGS_ERROR_EXIT) from None
 
 

@@ -60,7 +60,9 @@ def _parse_policy(raw: Any) -> Policy:
 
 async def _submit(request: Request, *, sync: bool) -> tuple[Platform, Job]:
     platform = _platform(request)
-    limit = platform.settings.max_runsync_body_bytes if sync else platform.settings.max_run_body_bytes
+    limit = (
+        platform.settings.max_runsync_body_bytes if sync else platform.settings.max_run_body_bytes
+    )
     body = await read_json(request, limit)
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object with an 'input' field")

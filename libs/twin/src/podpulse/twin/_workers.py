@@ -152,7 +152,10 @@ class WorkerPool:
                     # The heartbeat child may outlive its parent; end the whole group.
                     _signal_group(record.process, signal.SIGKILL)
                     reason = _describe_exit(code)
-                elif record.stop_sent_at is not None and now - record.stop_sent_at > self._stop_grace_s:
+                elif (
+                    record.stop_sent_at is not None
+                    and now - record.stop_sent_at > self._stop_grace_s
+                ):
                     _signal_group(record.process, signal.SIGKILL)
             elif not record.spawned and now - record.last_seen > external_timeout_s:
                 reason = f"sent no ping or job request for {external_timeout_s:.0f} s"

@@ -37,7 +37,9 @@ def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _build(twin: dict[str, Any], calibrated: dict[str, Any]) -> tuple[TwinSettings, CalibratedSettings]:
+def _build(
+    twin: dict[str, Any], calibrated: dict[str, Any]
+) -> tuple[TwinSettings, CalibratedSettings]:
     try:
         return TwinSettings(**twin), CalibratedSettings(**calibrated)
     except ValidationError as exc:

@@ -150,7 +150,9 @@ def load_model(
         config = hf.AutoConfig.from_pretrained(model_id)
     except (OSError, ValueError) as exc:
         reason = _first_line(exc)
-        raise ModelLoadError(f"WORKER_MODEL_ID={model_id}: cannot read its config: {reason}") from None
+        raise ModelLoadError(
+            f"WORKER_MODEL_ID={model_id}: cannot read its config: {reason}"
+        ) from None
     on_cuda = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
     dtype = pick_dtype(device.type, on_cuda and torch.cuda.is_bf16_supported())
@@ -193,7 +195,9 @@ def load_model(
         tokenizer: Any = hf.AutoTokenizer.from_pretrained(model_id)
         model: Any = hf.AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"WORKER_MODEL_ID={model_id}: cannot load: {_first_line(exc)}") from None
+        raise ModelLoadError(
+            f"WORKER_MODEL_ID={model_id}: cannot load: {_first_line(exc)}"
+        ) from None
     if on_cuda and not has_accelerate:
         model = model.to(device)  # accelerate places weights on load; without it, move them
     model.eval()

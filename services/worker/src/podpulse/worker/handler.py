@@ -35,6 +35,7 @@ log = structlog.get_logger("podpulse.worker.handler")
 # Prompts longer than this are tokenised in a thread: below it, the hop costs more than the work.
 _INLINE_TOKENIZE_CHARS = 4000
 
+
 class ModelHandler:
     """Serves jobs from one loaded model through one batching loop."""
 
