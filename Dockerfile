@@ -9,7 +9,7 @@ COPY libs ./libs
 COPY services ./services
 # torch pinned first, as scripts/bootstrap does, so the resolver does not pick another build.
 RUN pip install --no-cache-dir 'torch==2.13.0' \
-    && pip install --no-cache-dir -e libs/common -e services/worker -e services/prober \
+    && pip install --no-cache-dir -e libs/common -e libs/twin -e services/worker -e services/prober \
        -e services/alerter -e services/tagger
 ENV PYTHONUNBUFFERED=1
 CMD ["podpulse", "--help"]
