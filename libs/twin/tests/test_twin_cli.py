@@ -79,6 +79,8 @@ def test_serve_defaults_to_the_twins_own_worker_and_the_public_key(
         (["--port", "70000"], {}, "port"),
         ([], {"TWIN_WORKERS_MAX": "many"}, "workers_max"),
         (["--worker-command", "python -m 'unbalanced"], {}, "--worker-command"),
+        (["--handler", "model"], {}, "python -m podpulse.worker"),
+        ([], {"TWIN_HANDLER": "handler_without_function"}, "MODULE:FUNC"),
     ],
 )
 def test_serve_refuses_bad_settings_naming_the_field(

@@ -58,7 +58,7 @@ def test_generator_handlers_stream_and_return_the_aggregate() -> None:
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
-        ("model", "expected 'calibrated', 'calibrated-stream' or MODULE:FUNC"),
+        ("calibrated-typo", "expected 'calibrated', 'calibrated-stream' or MODULE:FUNC"),
         ("no_such_module:handler", "cannot be loaded"),
         ("json:no_such_function", "cannot be loaded"),
         ("json:__doc__", "is not callable"),

@@ -165,6 +165,23 @@ class TwinSettings(BaseSettings):
     def _upper_scaler(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("handler")
+    @classmethod
+    def _known_handler(cls, value: str) -> str:
+        # Checked here so that a typo is refused before any worker starts; whether MODULE
+        # imports is for the worker to find out, in its own environment.
+        if value in ("calibrated", "calibrated-stream"):
+            return value
+        if value == "model":
+            raise ValueError(
+                "the model is served by its own worker: set worker_command to "
+                "'python -m podpulse.worker' (--worker-command, TWIN_WORKER_COMMAND)"
+            )
+        module, sep, func = value.partition(":")
+        if not (sep and module and func):
+            raise ValueError("expected 'calibrated', 'calibrated-stream' or MODULE:FUNC")
+        return value
+
     @field_validator("worker_command", mode="before")
     @classmethod
     def _split_command(cls, value: object) -> object:
