@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,20 @@ import httpx
 from podpulse.common.histogram import percentile
 from podpulse.common.net import free_port
 from podpulse.prober import Clock, Engine, Load, Outcome, RequestOptions, RequestRecord, Target
-from podpulse.worker.twin import DEFAULT_API_KEY
-from podpulse.worker.twin.testing import running_twin, wait_until
+from podpulse.twin import DEFAULT_API_KEY, CalibratedSettings, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 ERROR_GOAL_MS = 2.0
 LAG_GOAL_MS = 5.0
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str = "") -> None:
+    """Poll ``check`` until it is true; TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(0.01)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -102,8 +111,9 @@ async def _reference(target: Target, jobs: dict[str, Any], samples: int, exec_ms
 
 def measurement_error(samples: int, exec_ms: float) -> tuple[Legs, Legs]:
     """Section 1: prober total minus the twin's dispatch + execution, and the aiohttp floor."""
-    env = {"CALIBRATED_EXEC_MS": str(exec_ms), "WORKER_MAX_CONCURRENCY": "4"}
-    with running_twin(workers_min=2, workers_max=2, env=env) as twin:
+    settings = TwinSettings(workers_min=2, workers_max=2, worker_concurrency=4)
+    calibrated = CalibratedSettings(exec_ms=exec_ms, distribution="fixed")
+    with running_twin(settings, calibrated) as twin:
         target = Target(twin.endpoint_id, twin.base_url, twin.api_key, "twin")
         jobs = twin.platform.queue.jobs
         prober = asyncio.run(_measure(target, jobs, samples, exec_ms))
@@ -135,6 +145,7 @@ def sustained_rate(rates: list[float], seconds: float) -> list[tuple[float, list
             [PODPULSE, "twin", "serve", "--port", str(port), "--workers-min", "2",
              "--workers-max", "2", "--exec-ms", "0", "--concurrency", "1000",
              "--log-dir", logs],
+            env={**os.environ, "TWIN_CALIBRATED_DISTRIBUTION": "fixed"},
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip

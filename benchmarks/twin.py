@@ -12,6 +12,9 @@ in one run because these machines are noisy.
    load generator does not share its GIL), jobs/s and the 2-vs-1 ratio. Workers run with
    WORKER_MAX_CONCURRENCY=1000: the runpod SDK sleeps a full second whenever a worker is at
    its concurrency limit, which would cap a no-op worker at ``concurrency`` jobs/s.
+4. Start and stop: ``running_twin`` entered and left with warm workers, idle and right after
+   a job (a worker that took a job within the last second sits out the SDK's one-second pause
+   before it sees SIGTERM, so ``TWIN_STOP_GRACE_S`` bounds that case).
 """
 
 from __future__ import annotations
@@ -25,16 +28,40 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import httpx
 
 from podpulse.common.net import free_port
-from podpulse.worker.twin import DEFAULT_API_KEY
-from podpulse.worker.twin.testing import running_twin, wait_until
+from podpulse.twin import DEFAULT_API_KEY, CalibratedSettings, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str = "") -> None:
+    """Poll ``check`` until it is true; TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(0.01)
+
+
+def no_op_twin(workers: int, concurrency: int, stop_grace_s: float = 1.5) -> TwinSettings:
+    """Warm workers, each taking ``concurrency`` jobs at once."""
+    return TwinSettings(
+        workers_min=workers,
+        workers_max=workers,
+        worker_concurrency=concurrency,
+        stop_grace_s=stop_grace_s,
+    )
+
+
+def no_op() -> CalibratedSettings:
+    """A calibrated handler that returns at once."""
+    return CalibratedSettings(exec_ms=0.0, distribution="fixed")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -46,8 +73,11 @@ def pct(values: list[float], q: float) -> float:
 
 def dispatch_and_overhead(samples: int) -> None:
     """Sections 1 and 2."""
-    env = {"CALIBRATED_EXEC_MS": "0", "WORKER_MAX_CONCURRENCY": "2"}
-    with running_twin(workers_min=2, workers_max=2, env=env) as twin, twin.client() as api:
+    settings = no_op_twin(2, 2)
+    with (
+        running_twin(settings, no_op()) as twin,
+        twin.client() as api,
+    ):
         for _ in range(20):  # warm connections and code paths
             api.post("/runsync", json={"input": {}})
         reported, exact, total, handler, execution = [], [], [], [], []
@@ -122,6 +152,7 @@ def throughput(workers: int, jobs: int, in_flight: int) -> float:
             [PODPULSE, "twin", "serve", "--port", str(port), "--workers-min", str(workers),
              "--workers-max", str(workers), "--exec-ms", "0", "--concurrency", "1000",
              "--log-dir", logs],
+            env={**os.environ, "TWIN_CALIBRATED_DISTRIBUTION": "fixed"},
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -145,14 +176,44 @@ def throughput(workers: int, jobs: int, in_flight: int) -> float:
             proc.wait(timeout=30)
 
 
+def start_and_stop(rounds: int, grace_s: float) -> None:
+    """Section 4."""
+    print(f"\n4. running_twin start and stop, 2 warm workers, stop grace {grace_s} s "
+          f"(median of {rounds})")  # fmt: skip
+    print(f"   {'':34}{'enter':>9}{'exit':>9}")
+    for after_job in (False, True):
+        enter, leave = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            with running_twin(no_op_twin(2, 1, stop_grace_s=grace_s), no_op()) as twin:
+                entered = time.perf_counter()
+                with twin.client() as api:
+                    if after_job:
+                        api.post("/runsync", json={"input": {}})
+                    else:
+                        # Idle: past the SDK's one-second pause after its last take.
+                        time.sleep(1.2)
+                left_at = time.perf_counter()
+            enter.append(entered - started)
+            leave.append(time.perf_counter() - left_at)
+        name = "right after a job (s)" if after_job else "idle workers (s)"
+        print(f"   {name:34}{statistics.median(enter):9.2f}{statistics.median(leave):9.2f}")
+
+
 def main() -> None:
     """Run all sections with the sizes given on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300, help="sequential jobs for 1 and 2")
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per throughput run")
     parser.add_argument("--in-flight", type=int, default=256, help="concurrent client requests")
+    parser.add_argument("--rounds", type=int, default=5, help="twins started for section 4")
+    parser.add_argument("--grace", type=float, default=1.5, help="stop grace for section 4 (s)")
+    parser.add_argument("--only-stop", action="store_true", help="run section 4 only")
     args = parser.parse_args()
     print(f"podpulse twin benchmark: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    if args.only_stop:
+        start_and_stop(args.rounds, args.grace)
+        return
     dispatch_and_overhead(args.samples)
     one = throughput(1, args.jobs, args.in_flight)
     two = throughput(2, args.jobs, args.in_flight)
@@ -160,6 +221,7 @@ def main() -> None:
     print(f"   1 worker : {one:8.0f} jobs/s")
     print(f"   2 workers: {two:8.0f} jobs/s   (2 vs 1: {two / one:.2f}x; goal >= 300: "
           f"{two / 300:.2f}x)")  # fmt: skip
+    start_and_stop(args.rounds, args.grace)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ async def _main(args: argparse.Namespace) -> None:
     # Per-job log lines to a terminal would be measured too; a worker ships them as JSON.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     cache = Path(args.cache_dir)
-    settings = WorkerSettings(cache_dir=cache, worker_max_concurrency=4, batch_wait_ms=2)
+    settings = WorkerSettings(cache_dir=cache, max_concurrency=4, batch_wait_ms=2)
     loaded, name = load_for(settings)
     batched = build_handler(settings, loaded, model_name=name)
-    single = build_handler(settings.model_copy(update={"worker_max_concurrency": 1}), loaded,
+    single = build_handler(settings.model_copy(update={"max_concurrency": 1}), loaded,
                            model_name=name)  # fmt: skip
     question = "I have five years as a data analyst. How do I move into machine learning?"
     # The EOS token may end a job early; measure both paths on the count the handler produced.
@@ -116,9 +116,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument(
         "--cache-dir",
-        default=os.environ.get(
-            "PODPULSE_CACHE_DIR", Path(tempfile.gettempdir()) / "podpulse-cache"
-        ),
+        default=os.environ.get("WORKER_CACHE_DIR", Path(tempfile.gettempdir()) / "podpulse-cache"),
     )
     asyncio.run(_main(parser.parse_args()))
 

@@ -29,10 +29,11 @@ from podpulse.common.histogram import percentile
 from podpulse.common.settings import CommonSettings
 from podpulse.common.summary import read_summary
 from podpulse.common.testing import free_port, redis_server
-from podpulse.prober import ProberSettings, Target, TargetError
+from podpulse.prober import EmbeddedTwin, ProberSettings, Target, TargetError
 from podpulse.prober._results_dir import read_records
 from podpulse.prober._run_stats import RunStats
 from podpulse.prober.app import create_app
+from podpulse.twin import CalibratedSettings, TwinSettings
 
 pytestmark = pytest.mark.slow
 
@@ -452,12 +453,12 @@ def test_a_twin_target_task_probes_an_embedded_twin_and_says_so(
     event both name the twin as the target."""
     app = create_app(
         CommonSettings(redis_url=redis_url, runpod_endpoint_id=None),
-        ProberSettings(
-            target="twin", results_dir=tmp_path / "results", smoke_runs=2, warmup=0,
-            twin_workers_min=1, twin_workers_max=1, twin_exec_ms=30,
-            twin_exec_distribution="fixed", twin_worker_concurrency=4,
+        ProberSettings(target="twin", results_dir=tmp_path / "results", smoke_runs=2, warmup=0),
+        EmbeddedTwin(
+            TwinSettings(workers_min=1, workers_max=1, worker_concurrency=4, stop_grace_s=0.3),
+            CalibratedSettings(exec_ms=30, distribution="fixed"),
         ),
-    )  # fmt: skip
+    )
     with start_worker(
         app, pool="solo", perform_ping_check=False, queues=["prober"], shutdown_timeout=10
     ):

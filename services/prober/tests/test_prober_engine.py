@@ -12,7 +12,7 @@ import pytest
 from podpulse.common.runpod import Backoff, RunPodClient
 from podpulse.prober import Engine, Load, Outcome, RequestOptions, RequestRecord, Target
 from podpulse.prober._load import arrivals
-from podpulse.worker.twin.testing import running_twin
+from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 
 
 def _engine(client: RunPodClient, records: list[RequestRecord], exec_ms: float = 30, **kw):
@@ -164,8 +164,9 @@ async def test_wrong_key_is_an_http_error_with_its_reason(twin_target: Target):
 
 async def test_worker_crash_mid_run_is_a_failure_and_the_run_goes_on():
     """A worker dying mid-job fails that job with the exit reason; the other requests complete."""
-    env = {"CALIBRATED_EXEC_MS": "30", "WORKER_MAX_CONCURRENCY": "1"}
-    with running_twin(workers_min=2, workers_max=2, env=env) as twin:
+    twin_settings = TwinSettings(workers_min=2, workers_max=2, stop_grace_s=0.3)
+    calibrated = CalibratedSettings(exec_ms=30, distribution="fixed")
+    with running_twin(twin_settings, calibrated) as twin:
         target = Target(twin.endpoint_id, twin.base_url, twin.api_key, "twin")
         records: list[RequestRecord] = []
         async with target.client(timeout_s=20) as client:

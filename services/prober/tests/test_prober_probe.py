@@ -91,7 +91,7 @@ async def test_one_client_span_per_request(twin_target: Target, tmp_path: Path):
     records = {r.job_id: r for r in read_records(tmp_path / "r1")}
     for span in spans:
         attrs = span.attributes or {}
-        record = records[attrs["runpod.job.id"]]
+        record = records[str(attrs["runpod.job.id"])]
         assert attrs["podpulse.probe.run_id"] == "r1"
         assert attrs["runpod.endpoint.id"] == twin_target.endpoint_id
         assert attrs["podpulse.total_ms"] == pytest.approx(record.total_ms, abs=0.01)

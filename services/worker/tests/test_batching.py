@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -95,7 +96,7 @@ def test_a_batch_of_four_shares_its_forward_passes(prompts, make) -> None:
 def test_job_arriving_mid_batch_joins_and_keeps_its_greedy_tokens(loaded, prompts, make) -> None:
     """Jobs submitted after decoding began join the running batch; tokens equal generate's."""
     gen = make(autostart=False)
-    late = []
+    late: list[Any] = []
 
     def hook(_rows: int) -> None:
         if gen.stats.forward_calls in (3, 6):

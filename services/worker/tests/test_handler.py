@@ -48,7 +48,7 @@ def make(loaded, spans):
     def factory(**fields) -> ModelHandler:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(spans))
-        settings = WorkerSettings(**{"worker_max_concurrency": 4, "batch_wait_ms": 20, **fields})
+        settings = WorkerSettings(**{"max_concurrency": 4, "batch_wait_ms": 20, **fields})
         made.append(
             build_handler(settings, loaded, model_name="tiny", tracer=provider.get_tracer("t"))
         )
@@ -131,7 +131,7 @@ async def test_input_that_is_not_an_object_is_an_error(make, bad_job) -> None:
 
 async def test_prompt_over_the_context_is_a_clear_error(make) -> None:
     """A prompt that does not fit the context fails with the token counts, not a crash."""
-    handler = make(max_new_tokens_limit=2000)
+    handler = make(max_new_tokens=2000)
     out = await handler.handle(job(question="word " * 1500, max_new_tokens=2000))
     assert "exceeds the model's context of 2048 tokens" in out["error"]
     assert "error" not in await handler.handle(job(question="ok", max_new_tokens=2))
@@ -232,8 +232,8 @@ async def test_generation_span_follows_genai_conventions(make, spans) -> None:
 
 
 def test_runpod_config_loads_the_tiny_model_by_default(cache_dir) -> None:
-    """Unset MODEL_ID: the tiny model; the config holds an async handler and the concurrency."""
-    settings = WorkerSettings(cache_dir=cache_dir, worker_max_concurrency=3)
+    """Unset WORKER_MODEL_ID: the tiny model; an async handler and the configured concurrency."""
+    settings = WorkerSettings(cache_dir=cache_dir, max_concurrency=3)
     config = runpod_config(settings)
     try:
         assert asyncio.iscoroutinefunction(config["handler"])
@@ -275,5 +275,5 @@ async def test_a_lone_job_does_not_wait_for_companions(make) -> None:
 
 async def test_default_max_new_tokens_respects_the_worker_cap(make) -> None:
     """Without max_new_tokens a job gets min(256, WORKER_MAX_NEW_TOKENS), never more."""
-    out = await make(max_new_tokens_limit=5).handle(job(question="hi", temperature=0))
+    out = await make(max_new_tokens=5).handle(job(question="hi", temperature=0))
     assert out["usage"]["output_tokens"] <= 5

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from transformers import Qwen2Config
 
 from podpulse.worker._model import (
     ModelLoadError,
+    Quantization,
     choose_quantization,
     kv_cache_bytes,
     pick_dtype,
@@ -40,9 +43,15 @@ def test_weight_and_kv_sizes_of_qwen2_7b() -> None:
 
 def test_auto_keeps_bf16_for_the_user_model_on_a_4090() -> None:
     """On a 4090 (24 GiB less its CUDA context) bf16 7B weights plus the reserve fit."""
-    sizes = {q: weight_bytes(QWEN2_7B, q, torch.bfloat16) for q in ("none", "int8", "nf4")}
+    quantizations: tuple[Quantization, ...] = ("none", "int8", "nf4")
+    sizes = {q: weight_bytes(QWEN2_7B, q, torch.bfloat16) for q in quantizations}
     reserve = kv_cache_bytes(QWEN2_7B, 8192, torch.bfloat16) + 2 * GIB
-    common = {"on_cuda": True, "bnb_available": True, "sizes": sizes, "reserve_bytes": reserve}
+    common: dict[str, Any] = {
+        "on_cuda": True,
+        "bnb_available": True,
+        "sizes": sizes,
+        "reserve_bytes": reserve,
+    }
     assert choose_quantization("auto", free_bytes=int(23.4 * GIB), **common) == "none"
     # A 22.69 GB checkpoint read at face value would leave no room: auto steps down to int8.
     big = {**sizes, "none": int(22.69e9)}
@@ -54,7 +63,7 @@ def test_auto_keeps_bf16_for_the_user_model_on_a_4090() -> None:
 
 def test_nothing_fits_or_missing_bitsandbytes_is_a_clear_error() -> None:
     """Too little memory, or int8/nf4 without bitsandbytes, raise ModelLoadError saying why."""
-    sizes = {"none": 16 * GIB, "int8": 9 * GIB, "nf4": 6 * GIB}
+    sizes: dict[Quantization, int] = {"none": 16 * GIB, "int8": 9 * GIB, "nf4": 6 * GIB}
     with pytest.raises(ModelLoadError, match=r"model too large: nf4 weights 6.00 GiB"):
         choose_quantization("auto", on_cuda=True, bnb_available=True, free_bytes=4 * GIB,
                             sizes=sizes, reserve_bytes=GIB)  # fmt: skip

@@ -1,17 +1,19 @@
-"""The model handler on the tiny model, served by a real runpod SDK worker behind the twin."""
+"""The model worker (``python -m podpulse.worker``) on the tiny model, run by the twin."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from podpulse.twin import RunningTwin, TwinSettings, running_twin
 from podpulse.worker.tiny import TINY_MODEL_NAME, ensure_tiny_model
-from podpulse.worker.twin.testing import RunningTwin, running_twin
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +22,15 @@ pytestmark = pytest.mark.slow
 def model_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTwin]:
     cache = tmp_path_factory.getbasetemp() / "podpulse-cache"
     ensure_tiny_model(cache)  # built once here, not by the worker on its first start
-    env = {"PODPULSE_CACHE_DIR": str(cache), "WORKER_MAX_CONCURRENCY": "4",
+    settings = TwinSettings(
+        workers_min=1,
+        workers_max=1,
+        idle_timeout_s=600,
+        worker_command=[sys.executable, "-m", "podpulse.worker"],
+    )
+    env = {"WORKER_CACHE_DIR": str(cache), "WORKER_MAX_CONCURRENCY": "4",
            "WORKER_MAX_NEW_TOKENS": "64"}  # fmt: skip
-    with running_twin(handler="model", env=env, idle_timeout_s=600) as twin:
+    with running_twin(settings, worker_env=env) as twin:
         yield twin
 
 
@@ -36,10 +44,10 @@ def api(model_twin: RunningTwin) -> Iterator[httpx.Client]:
         yield client
 
 
-def runsync(api: httpx.Client, payload: object) -> dict:
+def runsync(api: httpx.Client, payload: object) -> dict[str, Any]:
     response = api.post("/runsync", json={"input": payload})
     response.raise_for_status()
-    body: dict = response.json()
+    body: dict[str, Any] = response.json()
     return body
 
 

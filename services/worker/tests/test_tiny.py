@@ -28,6 +28,7 @@ def test_tiny_model_loads_through_the_auto_classes_as_qwen2(tiny_dir: Path) -> N
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Which skills?"}], tokenize=False, add_generation_prompt=True
     )
+    assert isinstance(text, str)
     assert text.endswith("<|im_start|>user\nWhich skills?<|im_end|>\n<|im_start|>assistant\n")
     ids = tokenizer.encode("<|im_end|>", add_special_tokens=False)
     assert ids == [tokenizer.eos_token_id]

@@ -20,6 +20,7 @@ from ._run_stats import RunStats, slo_of
 from ._spec import scheduled_spec, shard_load
 from ._summarize import summarize, write_summary
 from ._target import (
+    EmbeddedTwin,
     Target,
     TargetError,
     TargetKind,
@@ -34,6 +35,7 @@ __all__ = [
     "CSV_COLUMNS",
     "Arrival",
     "Clock",
+    "EmbeddedTwin",
     "Engine",
     "Histogram",
     "Load",

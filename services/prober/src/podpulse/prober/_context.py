@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError
 from podpulse.common.retry import Retry
 from podpulse.common.settings import CommonSettings
 
+from ._target import EmbeddedTwin
 from .settings import ProberSettings
 
 __all__ = ["BUS_ERRORS", "PUBLISH_DELAYS_S", "ProberContext", "attach_context", "context_of"]
@@ -36,9 +37,13 @@ class ProberContext:
     # connections in the child, so prefork children can share the object safely.
     redis: redis.Redis
     bus_retry: Retry
+    # The twin target's twin; None when the app probes a hosted endpoint.
+    twin: EmbeddedTwin | None = None
 
     @classmethod
-    def build(cls, common: CommonSettings, settings: ProberSettings) -> ProberContext:
+    def build(
+        cls, common: CommonSettings, settings: ProberSettings, twin: EmbeddedTwin | None = None
+    ) -> ProberContext:
         """The context of an app with these settings (the client connects on first use)."""
         client = redis.Redis.from_url(common.redis_url, socket_timeout=10, socket_connect_timeout=5)
         return cls(
@@ -46,6 +51,7 @@ class ProberContext:
             settings=settings,
             redis=client,
             bus_retry=Retry.after(PUBLISH_DELAYS_S, on=BUS_ERRORS),
+            twin=twin,
         )
 
 

@@ -6,7 +6,9 @@ Either missing is a ``TargetError``: a hosted probe never falls back to a twin, 
 that reports a twin's green for an endpoint it cannot reach is worse than none.
 
 ``twin``: a local twin started for the run, with real runpod SDK worker processes running the
-calibrated handler between RunPod's recommended 2 and 5 workers, and stopped afterwards.
+calibrated handler, and stopped afterwards. It is configured by the twin's own settings
+(``TWIN_*`` and ``TWIN_CALIBRATED_*``, whose defaults are RunPod's recommended 2 to 5 workers
+and one-second lognormal jobs), built at the entry point and passed in as an ``EmbeddedTwin``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import httpx
 from podpulse.common.runpod import ApiKey, RunPodClient
 from podpulse.common.settings import RUNPOD_API_KEY, CommonSettings, SecretError
 from podpulse.common.summary import TargetInfo, TargetKind
+from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 
 from ._transport import AiohttpTransport
-from .settings import ProberSettings
 
 __all__ = [
+    "EmbeddedTwin",
     "Target",
     "TargetError",
     "TargetKind",
@@ -103,44 +106,41 @@ def default_target_kind(common: CommonSettings) -> TargetKind:
     return "hosted" if common.runpod_endpoint_id else "twin"
 
 
-@contextlib.contextmanager
-def embedded_twin(settings: ProberSettings) -> Iterator[Target]:
-    """Start a twin with calibrated workers for the block; yield it as a Target."""
-    # Imported here: the twin pulls in starlette/uvicorn, which a hosted run never needs.
-    from podpulse.worker.twin.testing import running_twin
+@dataclass(frozen=True)
+class EmbeddedTwin:
+    """How the twin target starts its twin: the platform's and the calibrated handler's settings."""
 
-    env = {
-        "CALIBRATED_EXEC_MS": str(settings.twin_exec_ms),
-        "CALIBRATED_DISTRIBUTION": settings.twin_exec_distribution,
-        "CALIBRATED_JITTER": str(settings.twin_exec_jitter),
-        "CALIBRATED_ERROR_RATE": str(settings.twin_error_rate),
-        "CALIBRATED_CRASH_RATE": str(settings.twin_crash_rate),
-        "WORKER_MAX_CONCURRENCY": str(settings.twin_worker_concurrency),
-    }
-    with running_twin(
-        workers_min=settings.twin_workers_min,
-        workers_max=max(settings.twin_workers_max, settings.twin_workers_min, 1),
-        env=env,
-        scaler_type="QUEUE_DELAY",
-        scaler_value=1,
-        idle_timeout_s=settings.twin_idle_timeout_s,
-    ) as twin:
+    settings: TwinSettings
+    calibrated: CalibratedSettings
+
+    @classmethod
+    def from_env(cls) -> EmbeddedTwin:
+        """Both read from the environment (``TWIN_*``, ``TWIN_CALIBRATED_*``), at an entry point."""
+        return cls(settings=TwinSettings(), calibrated=CalibratedSettings())
+
+
+@contextlib.contextmanager
+def embedded_twin(twin: EmbeddedTwin) -> Iterator[Target]:
+    """Start a twin with calibrated workers for the block; yield it as a Target."""
+    with running_twin(twin.settings, twin.calibrated) as running:
         yield Target(
-            endpoint_id=twin.endpoint_id,
-            base_url=twin.base_url,
-            api_key=twin.api_key,
+            endpoint_id=running.endpoint_id,
+            base_url=running.base_url,
+            api_key=running.api_key,
             kind="twin",
         )
 
 
 @contextlib.contextmanager
 def open_target(
-    kind: TargetKind, settings: ProberSettings, common: CommonSettings
+    kind: TargetKind, common: CommonSettings, twin: EmbeddedTwin | None
 ) -> Iterator[Target]:
     """The target of *kind* for the block: TargetError, never another kind, when it is not
-    configured."""
+    configured (hosted: no endpoint or key; twin: no twin settings were built)."""
     if kind == "hosted":
         yield hosted_target(common)
         return
-    with embedded_twin(settings) as twin:
-        yield twin
+    if twin is None:
+        raise TargetError("the twin target needs the twin's settings, and none were given")
+    with embedded_twin(twin) as target:
+        yield target

@@ -29,6 +29,7 @@ from podpulse.common.telemetry import init_after_fork
 from . import tasks
 from ._context import ProberContext, attach_context
 from ._schedule import beat_schedule
+from ._target import EmbeddedTwin
 from .settings import ProberSettings
 
 __all__ = ["SERVICE_NAME", "connect_process_signals", "create_app"]
@@ -40,15 +41,19 @@ _LOGGING_UID = "podpulse-prober-logging"
 
 
 def create_app(
-    common: CommonSettings | None = None, prober: ProberSettings | None = None
+    common: CommonSettings | None = None,
+    prober: ProberSettings | None = None,
+    twin: EmbeddedTwin | None = None,
 ) -> Celery:
     """The prober's Celery app with its tasks, schedule and settings.
 
     Settings left out are built from the environment here, so this is an entry point; a
-    library caller passes its own.
+    library caller passes its own. The twin's settings are built only for the twin target.
     """
     common = CommonSettings() if common is None else common
     prober = ProberSettings() if prober is None else prober
+    if twin is None and prober.target == "twin":
+        twin = EmbeddedTwin.from_env()
     celery_app = create_celery_app("prober", common)
     vt = common.visibility_timeout_s
     celery_app.conf.update(
@@ -71,7 +76,7 @@ def create_app(
         # a run carries on through a broker restart and publishes its event once Redis is back.
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    attach_context(celery_app, ProberContext.build(common, prober))
+    attach_context(celery_app, ProberContext.build(common, prober, twin))
     tasks.register(celery_app)
     return celery_app
 

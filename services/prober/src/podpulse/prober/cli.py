@@ -34,7 +34,7 @@ from ._results_dir import SUMMARY_FILE, new_run_id, read_records, read_target, r
 from ._run import run_probe
 from ._run_stats import RunStats
 from ._summarize import summarize
-from ._target import TargetError, TargetKind, default_target_kind, open_target
+from ._target import EmbeddedTwin, TargetError, TargetKind, default_target_kind, open_target
 from .settings import ProberSettings
 
 __all__ = ["loadtest", "report", "soak"]
@@ -77,6 +77,14 @@ def _settings() -> tuple[ProberSettings, CommonSettings]:
     except ValidationError as exc:
         problems = describe_settings_error(exc)
         raise _usage(f"invalid settings in the environment: {problems}") from None
+
+
+def _twin_settings() -> EmbeddedTwin:
+    try:
+        return EmbeddedTwin.from_env()
+    except ValidationError as exc:
+        problems = describe_settings_error(exc)
+        raise _usage(f"invalid twin settings in the environment: {problems}") from None
 
 
 def _spec(**fields: Any) -> ProbeSpec:
@@ -150,12 +158,13 @@ def _run(
     except ValidationError as exc:
         problems = describe_settings_error(exc)
         raise _usage(f"invalid settings in the environment: {problems}") from None
+    twin = _twin_settings() if options.target == "twin" else None
     tracing = "traces_exporter" in telemetry.model_fields_set
     if tracing:
         configure_telemetry("podpulse-prober", settings=telemetry)
     try:
         with (
-            open_target(options.target, settings, common) as target,
+            open_target(options.target, common, twin) as target,
             _progress(spec, options.as_json) as on_record,
         ):
             err.print(

@@ -98,41 +98,6 @@ class ProberSettings(BaseSettings):
         description="gen_ai.request.model on spans when the endpoint's output names no model.",
     )
 
-    # The embedded twin, used by the twin target.
-    twin_workers_min: int = Field(
-        default=2, ge=0, description="workersMin of the embedded twin (RunPod's advice: 2)."
-    )
-    twin_workers_max: int = Field(
-        default=5, ge=1, description="workersMax of the embedded twin (RunPod's advice: 5)."
-    )
-    twin_idle_timeout_s: int = Field(
-        default=180, ge=1, le=3600, description="idleTimeout of the embedded twin's workers."
-    )
-    twin_exec_ms: float = Field(
-        default=1000,
-        ge=0,
-        description="Median execution time of the embedded twin's calibrated handler.",
-    )
-    twin_exec_distribution: Literal["fixed", "uniform", "normal", "lognormal"] = Field(
-        default="lognormal",
-        description="How the calibrated handler draws execution times (lognormal: a real tail).",
-    )
-    twin_exec_jitter: float = Field(
-        default=0.25, ge=0, le=5, description="Spread of the distribution (sigma for lognormal)."
-    )
-    twin_worker_concurrency: int = Field(
-        default=1,
-        ge=1,
-        description="Jobs one twin worker runs at once. At its limit the runpod SDK sleeps 1 s "
-        "before asking for more work (as on hosted RunPod), which shows as queue delay.",
-    )
-    twin_error_rate: float = Field(
-        default=0.0, ge=0, le=1, description="Share of twin jobs that fail (fault drills)."
-    )
-    twin_crash_rate: float = Field(
-        default=0.0, ge=0, le=1, description="Share of twin jobs that kill their worker."
-    )
-
     # Schedules the prober's Celery beat runs.
     smoke_every_s: float = Field(
         default=900, gt=0, description="Seconds between scheduled smoke probes."

@@ -30,48 +30,18 @@ from typing import Any
 import torch
 
 from ._decode_ops import kv_tensors, pad_left, sample, set_kv_tensors
+from ._generation import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    BatchStats,
+    GenerationRequest,
+    GenerationResult,
+)
 
 __all__ = ["BatchGenerator", "BatchStats", "GenerationRequest", "GenerationResult"]
 
-_FINISH_STOP = "stop"
-_FINISH_LENGTH = "length"
 # How often an idle loop waiting for announced companions looks again.
 _POLL_S = 0.0005
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationRequest:
-    """One job's prompt ids and sampling parameters (temperature 0 means greedy)."""
-
-    input_ids: Sequence[int]
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationResult:
-    """What one job produced, and how long it waited and decoded."""
-
-    token_ids: list[int]
-    text: str
-    finish_reason: str
-    seed: int
-    queue_ms: float
-    generate_ms: float
-    batch_size: int
-
-
-@dataclass(slots=True)
-class BatchStats:
-    """Counters for tests and benchmarks: how many forward passes served how many jobs."""
-
-    forward_calls: int = 0
-    prefill_calls: int = 0
-    jobs: int = 0
-    max_batch_size: int = 0
 
 
 @dataclass(slots=True)
@@ -343,13 +313,13 @@ class BatchGenerator:
             if request.temperature > 0:
                 token = sample(logit_row, request.temperature, request.top_p, row.generator)
             if token in self._eos:
-                row.finish_reason = _FINISH_STOP
+                row.finish_reason = FINISH_STOP
                 continue
             row.tokens.append(token)
             if request.stop and self._hit_stop(row):
-                row.finish_reason = _FINISH_STOP
+                row.finish_reason = FINISH_STOP
             elif len(row.tokens) >= request.max_new_tokens:
-                row.finish_reason = _FINISH_LENGTH
+                row.finish_reason = FINISH_LENGTH
 
     def _hit_stop(self, row: _Row) -> bool:
         # A stop string of b bytes spans at most b + 1 byte-level tokens; decoding only that
@@ -393,7 +363,7 @@ class BatchGenerator:
         result = GenerationResult(
             token_ids=list(row.tokens),
             text=text,
-            finish_reason=row.finish_reason or _FINISH_STOP,
+            finish_reason=row.finish_reason or FINISH_STOP,
             seed=row.seed,
             queue_ms=(row.started - row.enqueued) * 1000.0,
             generate_ms=(now - row.started) * 1000.0,

@@ -104,7 +104,7 @@ def choose_quantization(
     if not on_cuda:
         return "none"
     if requested in ("int8", "nf4") and not bnb_available:
-        raise ModelLoadError(f"QUANTIZATION={requested} needs bitsandbytes and accelerate")
+        raise ModelLoadError(f"WORKER_QUANTIZATION={requested} needs bitsandbytes and accelerate")
     order: list[Quantization] = ["none", "int8", "nf4"] if bnb_available else ["none"]
     candidates: list[Quantization] = order if requested == "auto" else [_as_q(requested)]
     if free_bytes is None:
@@ -145,12 +145,14 @@ def load_model(
     hf.utils.logging.disable_progress_bar()
     looks_local = model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
     if looks_local and not Path(model_id).expanduser().exists():
-        raise ModelLoadError(f"MODEL_ID={model_id}: no such folder")
+        raise ModelLoadError(f"WORKER_MODEL_ID={model_id}: no such folder")
     try:
         config = hf.AutoConfig.from_pretrained(model_id)
     except (OSError, ValueError) as exc:
         reason = _first_line(exc)
-        raise ModelLoadError(f"MODEL_ID={model_id}: cannot read its config: {reason}") from None
+        raise ModelLoadError(
+            f"WORKER_MODEL_ID={model_id}: cannot read its config: {reason}"
+        ) from None
     on_cuda = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
     dtype = pick_dtype(device.type, on_cuda and torch.cuda.is_bf16_supported())
@@ -160,7 +162,7 @@ def load_model(
         }
     except ValueError as exc:
         raise ModelLoadError(
-            f"MODEL_ID={model_id} is not a causal language model "
+            f"WORKER_MODEL_ID={model_id} is not a causal language model "
             f"({type(config).__name__}): {_first_line(exc)}"
         ) from None
     has_accelerate = importlib.util.find_spec("accelerate") is not None
@@ -193,12 +195,14 @@ def load_model(
         tokenizer: Any = hf.AutoTokenizer.from_pretrained(model_id)
         model: Any = hf.AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"MODEL_ID={model_id}: cannot load: {_first_line(exc)}") from None
+        raise ModelLoadError(
+            f"WORKER_MODEL_ID={model_id}: cannot load: {_first_line(exc)}"
+        ) from None
     if on_cuda and not has_accelerate:
         model = model.to(device)  # accelerate places weights on load; without it, move them
     model.eval()
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ModelLoadError(f"MODEL_ID={model_id}: the tokenizer has no chat template")
+        raise ModelLoadError(f"WORKER_MODEL_ID={model_id}: the tokenizer has no chat template")
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

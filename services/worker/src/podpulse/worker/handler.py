@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import structlog
 import torch
 from opentelemetry.trace import Tracer
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError
 
 from ._batching import BatchGenerator, GenerationRequest, GenerationResult
 from ._genai_spans import generation_span, record_usage
+from ._job_input import MAX_SEED, JobInput, Message, Profile, describe_input_error
 from ._model import LoadedModel, ModelLoadError, load_model
 from ._prompt import BuiltPrompt, PromptBuilder, PromptTooLongError
 from ._validation import ValidationResult, ValidationThresholds, validate_answer
@@ -42,102 +34,6 @@ log = structlog.get_logger("podpulse.worker.handler")
 
 # Prompts longer than this are tokenised in a thread: below it, the hop costs more than the work.
 _INLINE_TOKENIZE_CHARS = 4000
-_MAX_SEED = 2**63 - 1
-
-_Text = Annotated[str, StringConstraints(max_length=2000)]
-
-
-class Profile(BaseModel):
-    """What the customer told us about themselves; every field optional."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    background: _Text | None = None
-    skills: (
-        Annotated[list[Annotated[str, StringConstraints(max_length=100)]], Field(max_length=50)]
-        | _Text
-        | None
-    ) = None
-    goals: _Text | None = None
-    location: Annotated[str, StringConstraints(max_length=200)] | None = None
-
-
-class Message(BaseModel):
-    """One chat turn."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    role: Literal["system", "user", "assistant"]
-    content: Annotated[str, StringConstraints(max_length=16000)]
-
-
-class JobInput(BaseModel):
-    """A job's ``input``: ``messages`` or ``question`` (+ ``profile``), and generation bounds."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    messages: Annotated[list[Message], Field(min_length=1, max_length=64)] | None = None
-    question: Annotated[str, StringConstraints(min_length=1, max_length=8000)] | None = None
-    profile: Profile | None = None
-    max_new_tokens: Annotated[int, Field(ge=1)] = 256
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    seed: Annotated[int, Field(ge=0, le=_MAX_SEED)] | None = None
-    stop: (
-        Annotated[
-            list[Annotated[str, StringConstraints(min_length=1, max_length=32)]],
-            Field(max_length=4),
-        ]
-        | Annotated[str, StringConstraints(min_length=1, max_length=32)]
-        | None
-    ) = None
-
-    @field_validator("max_new_tokens")
-    @classmethod
-    def _within_limit(cls, value: int, info: ValidationInfo) -> int:
-        limit = (info.context or {}).get("max_new_tokens_limit")
-        if limit is not None and value > limit:
-            raise ValueError(f"must be at most {limit} on this worker")
-        return value
-
-    @model_validator(mode="after")
-    def _default_within_limit(self, info: ValidationInfo) -> JobInput:
-        # Field validators skip defaults: a worker capped below the default uses its cap.
-        limit = (info.context or {}).get("max_new_tokens_limit")
-        if "max_new_tokens" not in self.model_fields_set and limit is not None:
-            self.max_new_tokens = min(self.max_new_tokens, limit)
-        return self
-
-    @model_validator(mode="after")
-    def _one_source(self) -> JobInput:
-        if (self.messages is None) == (self.question is None):
-            raise ValueError("give exactly one of 'messages' or 'question'")
-        if self.question is not None and not self.question.strip():
-            raise ValueError("'question' is blank")
-        if self.messages is not None:
-            if self.profile is not None:
-                raise ValueError("'profile' goes with 'question', not with 'messages'")
-            if self.messages[-1].role != "user":
-                raise ValueError("'messages' must end with a user message")
-            if sum(len(m.content) for m in self.messages) > 64000:
-                raise ValueError("'messages' hold more than 64000 characters in all")
-        return self
-
-    @property
-    def stop_strings(self) -> tuple[str, ...]:
-        """``stop`` as a tuple, whichever form the client sent."""
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-
-def _describe(exc: ValidationError) -> str:
-    # loc and msg only: pydantic's input echo could carry the customer's personal details.
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False)[:5]:
-        where = ".".join(str(p) for p in ("input", *err["loc"]))
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid input: " + "; ".join(parts)
 
 
 class ModelHandler:
@@ -213,7 +109,7 @@ class ModelHandler:
                 raw, context={"max_new_tokens_limit": self.max_new_tokens_limit}
             )
         except ValidationError as exc:
-            return None, None, self._reject(job_id, _describe(exc))
+            return None, None, self._reject(job_id, describe_input_error(exc))
         try:
             prompt = await self._build(request)
         except PromptTooLongError as exc:
@@ -263,7 +159,7 @@ class ModelHandler:
                         max_new_tokens=request.max_new_tokens,
                         temperature=temperature,
                         top_p=request.top_p,
-                        seed=(base_seed + attempt) % _MAX_SEED,
+                        seed=(base_seed + attempt) % MAX_SEED,
                         stop=request.stop_strings,
                     ),
                     announced=attempt == 0,
@@ -340,16 +236,16 @@ def build_handler(
     generator = BatchGenerator(
         loaded.model,
         loaded.tokenizer,
-        max_batch_size=settings.worker_max_concurrency,
+        max_batch_size=settings.max_concurrency,
         eos_token_ids=loaded.eos_token_ids,
         pad_token_id=loaded.pad_token_id,
-        batch_wait_ms=settings.batch_wait_ms if settings.worker_max_concurrency > 1 else 0.0,
+        batch_wait_ms=settings.batch_wait_ms if settings.max_concurrency > 1 else 0.0,
     )
     return ModelHandler(
         loaded,
         generator,
         model_name=model_name,
-        max_new_tokens_limit=settings.max_new_tokens_limit,
+        max_new_tokens_limit=settings.max_new_tokens,
         thresholds=ValidationThresholds(
             min_words=settings.validation_min_words,
             max_words=settings.validation_max_words,
@@ -365,7 +261,7 @@ def build_handler(
 
 
 def load_for(settings: WorkerSettings) -> tuple[LoadedModel, str]:
-    """Load ``MODEL_ID`` (or the tiny model when unset); the name jobs will report."""
+    """Load ``WORKER_MODEL_ID`` (or the tiny model when unset); the name jobs will report."""
     if settings.model_id:
         model_id, name = settings.model_id, settings.model_id
     else:
@@ -395,6 +291,6 @@ def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
         dtype=str(loaded.dtype).removeprefix("torch."),
         quantization=loaded.quantization,
         context_length=loaded.context_length,
-        max_concurrency=settings.worker_max_concurrency,
+        max_concurrency=settings.max_concurrency,
     )
     return {"handler": handler.handle, "concurrency_modifier": settings.concurrency_modifier()}

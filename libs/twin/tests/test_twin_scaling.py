@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from twin_helpers import calibrated, small, wait_until
 
 from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
-from podpulse.worker.twin.testing import running_twin, wait_until
-
-SLOW = {"CALIBRATED_EXEC_MS": "1500", "WORKER_MAX_CONCURRENCY": "1"}
+from podpulse.twin import running_twin
 
 
 def test_queue_delay_scales_up_then_idle_workers_stop() -> None:
     """QUEUE_DELAY adds workers while requests wait; idle ones stop after idleTimeout."""
     with (
         running_twin(
-            workers_min=1, workers_max=3, env=SLOW, scaler_value=0.5, idle_timeout_s=2
+            small(workers_max=3, scaler_value=0.5, idle_timeout_s=2), calibrated(exec_ms=1500)
         ) as twin,
         twin.client() as api,
     ):
@@ -41,13 +40,15 @@ def test_request_count_scales_from_zero_with_cold_start() -> None:
     """REQUEST_COUNT starts ceil(jobs / n) workers from zero; cold start shows in delayTime."""
     with (
         running_twin(
-            workers_min=0,
-            workers_max=2,
-            env={"WORKER_MAX_CONCURRENCY": "1"},
-            scaler_type="REQUEST_COUNT",
-            scaler_value=1,
-            idle_timeout_s=30,
-            cold_start_ms=500,
+            small(
+                workers_min=0,
+                workers_max=2,
+                scaler_type="REQUEST_COUNT",
+                scaler_value=1,
+                idle_timeout_s=30,
+                cold_start_ms=500,
+            ),
+            calibrated(),
         ) as twin,
         twin.client() as api,
     ):
@@ -77,7 +78,7 @@ def test_request_count_scales_from_zero_with_cold_start() -> None:
 
 def test_management_patch_changes_scaling_live() -> None:
     """The v2 management client reads and changes the twin's settings; bad values get 400."""
-    with running_twin(workers_min=1, workers_max=1, env=SLOW) as twin:
+    with running_twin(small(), calibrated(exec_ms=1500)) as twin:
 
         async def scenario() -> tuple[EndpointConfig, EndpointConfig]:
             url = twin.base_url
@@ -118,7 +119,9 @@ def test_management_patch_changes_scaling_live() -> None:
 
 def test_lowering_workers_max_stops_the_extra_workers_but_never_below_min() -> None:
     """PATCH workersMax 3 -> 1 (min 1) stops two idle workers and keeps exactly one."""
-    with running_twin(workers_min=3, workers_max=3, idle_timeout_s=600) as twin:
+    with running_twin(
+        small(workers_min=3, workers_max=3, idle_timeout_s=600), calibrated()
+    ) as twin:
         response = httpx.patch(
             f"{twin.base_url}/serverless/{twin.endpoint_id}",
             json={"workers": {"min": 1, "max": 1}},

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.worker.twin._jobs import JobQueue, JobStatus, Policy
-from podpulse.worker.twin._scaler import Snapshot, workers_to_add
+from podpulse.twin._jobs import JobQueue, JobStatus, Policy
+from podpulse.twin._scaler import Snapshot, workers_to_add
+from podpulse.twin._workers import _describe_exit
 
 
 class Clock:
@@ -138,3 +139,10 @@ def test_request_count_sizes_the_pool_to_the_work() -> None:
     assert workers_to_add(config, busy) == 2  # ceil(5 / 2) = 3 workers
     flood = Snapshot(active=1, initializing=0, queued=40, in_progress=1, oldest_wait_s=0)
     assert workers_to_add(config, flood) == 3  # capped by workersMax
+
+
+def test_a_worker_exit_is_described_by_code_or_signal_even_an_unnamed_one() -> None:
+    """Exit codes, named signals, and signals Python has no name for all read clearly."""
+    assert _describe_exit(17) == "worker process exited with code 17"
+    assert _describe_exit(-9) == "worker process was killed by SIGKILL"
+    assert _describe_exit(-200) == "worker process was killed by signal 200"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import uvicorn
@@ -17,25 +17,25 @@ from starlette.routing import Route
 
 from podpulse.common.runpod import EndpointConfig, RunPodError
 
-from ._config import TwinConfig
 from ._http import ApiError, check_bearer, error_response, read_json
 from ._platform import Platform
 from ._public_api import public_routes
 from ._worker_api import worker_routes
+from .settings import TwinSettings
 
 __all__ = ["create_app", "serve", "serve_in_thread"]
 
 
 def _management_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
-    check_bearer(request, platform.config.api_key.get_secret_value())
-    if request.path_params["endpoint_id"] != platform.config.endpoint_id:
+    check_bearer(request, platform.settings.api_key.get_secret_value())
+    if request.path_params["endpoint_id"] != platform.settings.endpoint_id:
         raise ApiError(404, f"endpoint {request.path_params['endpoint_id']!r} not found")
     return platform
 
 
 def _endpoint_body(platform: Platform) -> dict[str, Any]:
-    return {"id": platform.config.endpoint_id, "name": platform.config.endpoint_id,
+    return {"id": platform.settings.endpoint_id, "name": platform.settings.endpoint_id,
             **platform.scaling.to_v2()}  # fmt: skip
 
 
@@ -78,12 +78,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail))
 
 
-def create_app(config: TwinConfig) -> Starlette:
-    """Build the app; the platform starts and stops with the app's lifespan."""
+def create_app(settings: TwinSettings, *, worker_env: Mapping[str, str] | None = None) -> Starlette:
+    """Build the app; the platform starts and stops with the app's lifespan.
+
+    ``worker_env``: extra environment for every worker process (a handler's own settings).
+    """
+    env = dict(worker_env or {})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        platform = Platform(config)
+        platform = Platform(settings, worker_env=env)
         app.state.platform = platform
         await platform.start()
         try:
@@ -118,37 +122,40 @@ class _TwinServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _server(config: TwinConfig) -> uvicorn.Server:
+def _server(settings: TwinSettings, worker_env: Mapping[str, str] | None) -> uvicorn.Server:
     return _TwinServer(
         uvicorn.Config(
-            create_app(config),
-            host=config.host,
-            port=config.port,
+            create_app(settings, worker_env=worker_env),
+            host=settings.host,
+            port=settings.port,
             log_level="warning",
             access_log=False,
             # Worker long-polls sit idle for take_hold_s; keep their connections open.
-            timeout_keep_alive=int(config.take_hold_s) + 30,
+            timeout_keep_alive=int(settings.take_hold_s) + 30,
             lifespan="on",
-            timeout_graceful_shutdown=5,
+            # Parked polls are answered at shutdown, so this only bounds a stuck client.
+            timeout_graceful_shutdown=max(1, round(settings.stop_grace_s)),
         )
     )
 
 
-def serve(config: TwinConfig) -> None:
+def serve(settings: TwinSettings, *, worker_env: Mapping[str, str] | None = None) -> None:
     """Run the twin in the foreground until interrupted."""
-    _server(config).run()
+    _server(settings, worker_env).run()
 
 
 @contextlib.contextmanager
-def serve_in_thread(config: TwinConfig) -> Iterator[Platform]:
-    """Run the twin in a background thread (tests, the demo, an embedded prober target)."""
-    server = _server(config)
+def serve_in_thread(
+    settings: TwinSettings, *, worker_env: Mapping[str, str] | None = None
+) -> Iterator[Platform]:
+    """Run the twin in a background thread; the platform is yielded for read-only use."""
+    server = _server(settings, worker_env)
     thread = threading.Thread(target=server.run, name="podpulse-twin", daemon=True)
     thread.start()
     try:
         while not server.started:
             if not thread.is_alive():
-                raise RuntimeError(f"the twin failed to start on {config.url}")
+                raise RuntimeError(f"the twin failed to start on {settings.url}")
             threading.Event().wait(0.01)
         app = server.config.loaded_app
         # uvicorn may wrap the app in middleware; the Starlette app holds the state.

@@ -1,4 +1,4 @@
-"""Fixtures for the worker service's tests: twins with real runpod SDK worker processes."""
+"""Fixtures for the twin's tests: a module's twin with real runpod SDK worker processes."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from twin_helpers import calibrated, small
 
-from podpulse.worker.twin.testing import RunningTwin, running_twin
+from podpulse.twin import RunningTwin, running_twin
 
 
 @pytest.fixture(scope="module")
 def twin() -> Iterator[RunningTwin]:
     """Two warm calibrated workers (20 ms jobs, 4 at a time each)."""
-    env = {"CALIBRATED_EXEC_MS": "20", "WORKER_MAX_CONCURRENCY": "4"}
-    with running_twin(workers_min=2, workers_max=2, env=env) as running:
+    settings = small(workers_min=2, workers_max=2, worker_concurrency=4)
+    with running_twin(settings, calibrated(exec_ms=20)) as running:
         yield running
 
 

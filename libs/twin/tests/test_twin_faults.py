@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 
-from podpulse.worker.twin.testing import running_twin, wait_until
+from twin_helpers import calibrated, small, wait_until
+
+from podpulse.twin import running_twin
 
 
 def test_worker_killed_mid_job_fails_the_job_and_is_replaced() -> None:
     """SIGKILL on a busy worker: its job FAILS naming the worker; a new one takes over."""
-    with running_twin(workers_min=1, workers_max=1) as twin, twin.client() as api:
+    with running_twin(small(), calibrated()) as twin, twin.client() as api:
         job_id = api.post("/run", json={"input": {"exec_ms": 30_000}}).json()["id"]
         running = wait_until(
             lambda: (b := api.get(f"/status/{job_id}").json())["status"] == "IN_PROGRESS" and b,
@@ -38,7 +40,7 @@ def test_worker_killed_mid_job_fails_the_job_and_is_replaced() -> None:
 
 def test_handler_crash_fails_the_job_with_the_exit_code() -> None:
     """A handler that exits the process mid-job ends that job FAILED, with the exit code."""
-    with running_twin(workers_min=1, workers_max=1) as twin, twin.client() as api:
+    with running_twin(small(), calibrated()) as twin, twin.client() as api:
         body = api.post("/runsync", json={"input": {"crash": True, "exec_ms": 200}}).json()
         assert body["status"] == "FAILED"
         assert "exited with code 17" in body["error"]
@@ -47,7 +49,8 @@ def test_handler_crash_fails_the_job_with_the_exit_code() -> None:
 
 def test_streaming_handler_output_arrives_through_stream() -> None:
     """A generator handler's partial outputs come back from /stream, then the aggregate."""
-    with running_twin(handler="calibrated-stream") as twin, twin.client() as api:
+    settings = small(handler="calibrated-stream")
+    with running_twin(settings, calibrated()) as twin, twin.client() as api:
         job_id = api.post("/run", json={"input": {"chunks": 4, "exec_ms": 100}}).json()["id"]
         chunks: list[object] = []
 
@@ -64,10 +67,10 @@ def test_streaming_handler_output_arrives_through_stream() -> None:
 
 def test_an_external_sdk_worker_joins_and_serves() -> None:
     """An SDK worker the twin did not start, given the platform env, takes and runs jobs."""
-    with running_twin(workers_min=0, workers_max=1, wait_ready=False) as twin:
+    with running_twin(small(workers_min=0), calibrated(), wait_ready=False) as twin:
         env = {**os.environ, **twin.platform.pool.base_env, "RUNPOD_POD_ID": "external-1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "podpulse.worker"],
+            [sys.executable, "-m", "podpulse.twin.worker"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -86,11 +89,10 @@ def test_an_external_sdk_worker_joins_and_serves() -> None:
 
 def test_cancel_stops_the_running_job_on_its_worker_and_drops_a_queued_one() -> None:
     """Cancel: the running job stops on its one-slot worker (job-stop), the queued one drops."""
-    env = {"WORKER_MAX_CONCURRENCY": "1"}
     # Cancelling right after the take can beat the SDK's 100 ms job pick-up; the heartbeat
     # (every second here) then shows the job still running and the stop is sent again.
     with (
-        running_twin(env=env, scaler_value=60, ping_interval_ms=1000) as twin,
+        running_twin(small(scaler_value=60, ping_interval_ms=1000), calibrated()) as twin,
         twin.client() as api,
     ):
         running = api.post("/run", json={"input": {"exec_ms": 60_000}}).json()["id"]
@@ -110,7 +112,7 @@ def test_cancel_stops_the_running_job_on_its_worker_and_drops_a_queued_one() -> 
 
 def test_refresh_worker_replaces_the_worker_after_the_job() -> None:
     """A handler asking refresh_worker completes its job, then a fresh worker serves."""
-    with running_twin() as twin, twin.client() as api:
+    with running_twin(small(), calibrated()) as twin, twin.client() as api:
         first = api.post("/runsync", json={"input": {"refresh": True, "exec_ms": 5}}).json()
         assert first["status"] == "COMPLETED"
         assert "refresh_worker" not in first["output"]
@@ -123,14 +125,17 @@ def test_refresh_worker_replaces_the_worker_after_the_job() -> None:
 def test_a_worker_that_cannot_start_is_retried_with_backoff_and_jobs_wait() -> None:
     """A handler that cannot load: /health shows unhealthy, restarts back off, jobs stay queued."""
     with (
-        running_twin(handler="no_such_module:handler", wait_ready=False) as twin,
+        running_twin(small(handler="no_such_module:handler"), wait_ready=False) as twin,
         twin.client() as api,
     ):
         job = api.post("/run", json={"input": {}}).json()["id"]
         wait_until(lambda: api.get("/health").json()["workers"]["unhealthy"] == 1, 30)
-        logs = list(twin.config.log_dir.glob("twin-*.log"))
-        time.sleep(3)
-        # With back-off (2 s, 4 s, ...) only a couple more starts fit in three seconds.
-        assert len(list(twin.config.log_dir.glob("twin-*.log"))) <= len(logs) + 2
+        failed_at = time.monotonic()
+        logs = list(twin.settings.log_dir.glob("twin-*.log"))
+        assert len(logs) == 1
         assert "cannot be loaded" in logs[0].read_text()
+        # The next start waits out the first back-off (2 s); without it the twin would
+        # restart within one tick (50 ms).
+        wait_until(lambda: len(list(twin.settings.log_dir.glob("twin-*.log"))) == 2, 30)
+        assert time.monotonic() - failed_at >= 1.5
         assert api.get(f"/status/{job}").json()["status"] == "IN_QUEUE"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from twin_helpers import calibrated, small
 
 from podpulse.common.runpod import JobStatus, RunPodAuthError, RunPodClient, RunPodNotFound
-from podpulse.worker.twin.testing import RunningTwin, running_twin
+from podpulse.twin import RunningTwin, running_twin
 
 
 def test_client_round_trip_against_the_twin(twin: RunningTwin) -> None:
@@ -41,8 +42,7 @@ def test_client_round_trip_against_the_twin(twin: RunningTwin) -> None:
 
 def test_purge_queue_drops_waiting_jobs_only() -> None:
     """/purge-queue removes queued jobs; the running one completes."""
-    env = {"WORKER_MAX_CONCURRENCY": "1"}
-    with running_twin(workers_min=1, workers_max=1, env=env, scaler_value=60) as twin:
+    with running_twin(small(scaler_value=60), calibrated()) as twin:
 
         async def scenario() -> None:
             async with RunPodClient(twin.endpoint_id, twin.api_key, base_url=twin.base_url) as rp:

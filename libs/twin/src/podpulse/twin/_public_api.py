@@ -25,8 +25,8 @@ STREAM_HOLD_S = 2.0
 
 def _platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
-    check_bearer(request, platform.config.api_key.get_secret_value())
-    if request.path_params["endpoint_id"] != platform.config.endpoint_id:
+    check_bearer(request, platform.settings.api_key.get_secret_value())
+    if request.path_params["endpoint_id"] != platform.settings.endpoint_id:
         raise ApiError(404, f"endpoint {request.path_params['endpoint_id']!r} not found")
     return platform
 
@@ -60,7 +60,9 @@ def _parse_policy(raw: Any) -> Policy:
 
 async def _submit(request: Request, *, sync: bool) -> tuple[Platform, Job]:
     platform = _platform(request)
-    limit = platform.config.max_runsync_body_bytes if sync else platform.config.max_run_body_bytes
+    limit = (
+        platform.settings.max_runsync_body_bytes if sync else platform.settings.max_run_body_bytes
+    )
     body = await read_json(request, limit)
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object with an 'input' field")

@@ -7,33 +7,44 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
 from podpulse.common.runpod import EndpointConfig
 
-from ._config import TwinConfig
 from ._jobs import JobQueue, JobStatus
 from ._scaler import Snapshot, workers_to_add
 from ._workers import WorkerPool, WorkerRecord, WorkerState
+from .settings import TwinSettings
 
 __all__ = ["Platform"]
 
 log = structlog.get_logger("podpulse.twin")
 
+# The answer to a signalled worker's job-stop poll when it has no job to stop. It names no job,
+# so the SDK stops nothing; but an empty answer would make the SDK sleep a second before it
+# looks at its shutdown flag again, and every stopping worker would cost that second.
+RELEASE_MARKER = "podpulse-twin-release"
+
 
 class Platform:
     """Everything behind the twin's HTTP routes."""
 
-    def __init__(self, config: TwinConfig) -> None:
-        self.config = config
-        self.scaling: EndpointConfig = config.scaling
+    def __init__(self, settings: TwinSettings, *, worker_env: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.scaling: EndpointConfig = settings.scaling()
         self.queue = JobQueue()
         # Workers authenticate with their own key, as RunPod gives each worker one.
         self.worker_key = secrets.token_urlsafe(24)
-        config.log_dir.mkdir(parents=True, exist_ok=True)
-        self.pool = WorkerPool(base_env=self._platform_env(), log_dir=config.log_dir)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        self.pool = WorkerPool(
+            command=settings.worker_command,
+            base_env={**self._platform_env(), **worker_env},
+            log_dir=settings.log_dir,
+            stop_grace_s=settings.stop_grace_s,
+        )
         self._stop_wakeups: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.queue.on_queued = self._wake.set
@@ -48,9 +59,20 @@ class Platform:
         self._loop_task = asyncio.create_task(self._control_loop(), name="twin-control")
 
     def begin_shutdown(self) -> None:
-        """Stop workers and answer parked long-polls, so the server's drain is quick."""
+        """Signal every worker, then answer its parked long-polls, so all exit at once.
+
+        The SDK leaves its loops on SIGTERM only when their long-polls return; the jobs still
+        running are stopped too, since the twin fails them anyway as it closes.
+        """
+        if self.closing:
+            return
         self.closing = True
+        running: dict[str, list[str]] = {}
+        for job in self.queue.in_progress():
+            if job.worker_id is not None:
+                running.setdefault(job.worker_id, []).append(job.id)
         for record in list(self.pool.workers.values()):
+            record.pending_stops.extend(running.get(record.id, []))
             self.pool.stop(record)
         self.queue.release_takers()
         for event in self._stop_wakeups.values():
@@ -58,6 +80,7 @@ class Platform:
 
     async def close(self) -> None:
         """Stop the loop, release parked polls, and stop every worker process."""
+        self.begin_shutdown()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -109,14 +132,18 @@ class Platform:
     async def wait_stops(self, worker_id: str) -> list[str]:
         """Long-poll for job ids this worker must stop."""
         record = self.pool.workers.get(worker_id)
-        if record is None or self.closing:
+        if record is None:
             return []
-        if not record.pending_stops:
+        signalled = record.process is not None and record.stop_sent_at is not None
+        if not record.pending_stops and not signalled and not self.closing:
             event = self._stop_event(worker_id)
             event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), self.config.stop_hold_s)
+                await asyncio.wait_for(event.wait(), self.settings.stop_hold_s)
+            signalled = record.process is not None and record.stop_sent_at is not None
         stops, record.pending_stops = record.pending_stops, []
+        if signalled and not stops:
+            return [RELEASE_MARKER]
         return stops
 
     def _stop_event(self, worker_id: str) -> asyncio.Event:
@@ -154,9 +181,13 @@ class Platform:
                 log.exception("twin control tick failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
+                await asyncio.wait_for(self._wake.wait(), self.settings.tick_s)
 
     def _tick(self) -> None:
+        if self.closing:
+            # Shutting down: no new workers, and jobs end as "the twin shut down", not as
+            # lost to the workers being stopped.
+            return
         self.pool.start_due()
         self._reap()
         for job in self.queue.expire():
@@ -167,7 +198,7 @@ class Platform:
         self._scale_down()
 
     def _reap(self) -> None:
-        gone = self.pool.reap(external_timeout_s=3 * self.config.ping_interval_ms / 1000)
+        gone = self.pool.reap(external_timeout_s=3 * self.settings.ping_interval_ms / 1000)
         for record, reason in gone:
             if record.spawned and record.state is WorkerState.INITIALIZING:
                 # It died before asking for work (bad handler, model that cannot load): back
@@ -201,7 +232,7 @@ class Platform:
         if time.monotonic() < self._spawn_after:
             return
         for _ in range(workers_to_add(self.scaling, self._snapshot())):
-            record = self.pool.spawn({}, cold_start_s=self.config.cold_start_ms / 1000)
+            record = self.pool.spawn({}, cold_start_s=self.settings.cold_start_ms / 1000)
             log.info("worker starting", worker_id=record.id)
 
     def _scale_down(self) -> None:
@@ -227,15 +258,15 @@ class Platform:
                 running -= 1
 
     def stop_worker(self, record: WorkerRecord, why: str) -> None:
-        """Stop one worker: no more jobs, its long-polls answered, SIGTERM to its group."""
-        self.queue.release_takers(record.id)
+        """Stop one worker: SIGTERM to its group, then its long-polls answered."""
         self.pool.stop(record)
+        self.queue.release_takers(record.id)
         self._stop_event(record.id).set()
         log.info("worker stopping", worker_id=record.id, reason=why)
 
     # --- env ------------------------------------------------------------------------------
     def _platform_env(self) -> dict[str, str]:
-        base = f"{self.config.base_url}/{self.config.endpoint_id}"
+        base = f"{self.settings.base_url}/{self.settings.endpoint_id}"
         # The query string matters: the SDK appends "&job_in_progress=" and "&isStream=".
         query = "?gpu=twin"
         return {
@@ -244,15 +275,15 @@ class Platform:
             "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
             "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID{query}",
             "RUNPOD_AI_API_KEY": self.worker_key,
-            "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
-            "RUNPOD_PING_INTERVAL": str(self.config.ping_interval_ms),
-            "RUNPOD_LOG_LEVEL": self.config.worker_log_level,
+            "RUNPOD_ENDPOINT_ID": self.settings.endpoint_id,
+            "RUNPOD_PING_INTERVAL": str(self.settings.ping_interval_ms),
+            "RUNPOD_LOG_LEVEL": self.settings.worker_log_level,
+            # The twin's own worker reads its handler and concurrency from these.
+            **self.settings.worker_env(),
             # The SDK's start-up fitness checks dial 8.8.8.8 and probe for GPUs; a local
             # worker has neither, and a failed check kills it with os._exit.
             "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
             "RUNPOD_SKIP_GPU_CHECK": "true",
-            "PODPULSE_HANDLER": self.config.handler,
             "PODPULSE_PARENT_PID": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
-            **self.config.worker_env,
         }

@@ -26,7 +26,7 @@ MAX_RESULT_BYTES = 64 * 1024 * 1024
 def _platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     check_bearer(request, platform.worker_key)
-    if request.path_params["endpoint_id"] != platform.config.endpoint_id:
+    if request.path_params["endpoint_id"] != platform.settings.endpoint_id:
         raise ApiError(404, f"endpoint {request.path_params['endpoint_id']!r} not found")
     return platform
 
@@ -41,7 +41,7 @@ async def _take(request: Request, *, batch: bool) -> Response:
         count = parse_count(request.query_params.get("batch_size", "1"), "batch_size")
         if count < 1:
             raise ApiError(400, "'batch_size' must be a positive integer")
-    jobs = await platform.queue.take(record.id, count, platform.config.take_hold_s)
+    jobs = await platform.queue.take(record.id, count, platform.settings.take_hold_s)
     if not jobs:
         return Response(status_code=204)
     if await request.is_disconnected():
@@ -49,10 +49,10 @@ async def _take(request: Request, *, batch: bool) -> Response:
         # reached it, so they go back to the head of the queue instead of timing out there.
         platform.queue.requeue(jobs)
         return Response(status_code=204)
-    if platform.config.dispatch_ms > 0:
+    if platform.settings.dispatch_ms > 0:
         # Simulated platform dispatch latency. RunPod counts its own dispatch as queue
         # time, so the take is re-stamped after the wait and delayTime includes it.
-        await asyncio.sleep(platform.config.dispatch_ms / 1000)
+        await asyncio.sleep(platform.settings.dispatch_ms / 1000)
         platform.queue.restamp_start(jobs)
     if batch:
         return JSONResponse([job.for_worker() for job in jobs])

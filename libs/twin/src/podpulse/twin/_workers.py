@@ -1,4 +1,7 @@
-"""Worker processes: real ``python -m podpulse.worker`` runs with RunPod's platform env.
+"""Worker processes: real runpod SDK workers, started with RunPod's platform environment.
+
+Each runs the twin's worker command (``python -m podpulse.twin.worker`` unless configured
+otherwise, e.g. ``python -m podpulse.worker`` for the model).
 
 Each worker gets its own process group, because the runpod SDK forks a heartbeat process
 that would outlive a worker killed with SIGKILL; stopping a worker signals the whole group.
@@ -10,10 +13,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -23,9 +25,6 @@ __all__ = ["WorkerPool", "WorkerRecord", "WorkerState"]
 # Defaults the caller's environment may override: a local worker exports spans only when the
 # user points OTEL_* at a collector; otherwise every export would fail against localhost:4318.
 _ENV_DEFAULTS = {"OTEL_TRACES_EXPORTER": "none"}
-
-# The SDK stops gracefully on SIGTERM once its long-polls return; past this it is killed.
-STOP_GRACE_S = 5.0
 
 
 class WorkerState(StrEnum):
@@ -57,9 +56,20 @@ class WorkerRecord:
 class WorkerPool:
     """Starts, tracks and stops worker processes."""
 
-    def __init__(self, *, base_env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        command: Sequence[str],
+        base_env: Mapping[str, str],
+        log_dir: Path,
+        stop_grace_s: float,
+    ) -> None:
+        self.command = list(command)
         self.base_env = dict(base_env)
         self._log_dir = log_dir
+        # The SDK exits on SIGTERM once its long-polls return, which the platform answers at
+        # once; past this grace a worker is killed.
+        self._stop_grace_s = stop_grace_s
         self.workers: dict[str, WorkerRecord] = {}
 
     def spawn(self, env: Mapping[str, str], *, cold_start_s: float = 0.0) -> WorkerRecord:
@@ -100,8 +110,9 @@ class WorkerPool:
         }
         assert record.log_path is not None
         with record.log_path.open("ab") as log:
-            record.process = subprocess.Popen(
-                [sys.executable, "-m", "podpulse.worker"],
+            # S603: the command is the twin's own setting, run without a shell.
+            record.process = subprocess.Popen(  # noqa: S603
+                self.command,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -141,7 +152,10 @@ class WorkerPool:
                     # The heartbeat child may outlive its parent; end the whole group.
                     _signal_group(record.process, signal.SIGKILL)
                     reason = _describe_exit(code)
-                elif record.stop_sent_at is not None and now - record.stop_sent_at > STOP_GRACE_S:
+                elif (
+                    record.stop_sent_at is not None
+                    and now - record.stop_sent_at > self._stop_grace_s
+                ):
                     _signal_group(record.process, signal.SIGKILL)
             elif not record.spawned and now - record.last_seen > external_timeout_s:
                 reason = f"sent no ping or job request for {external_timeout_s:.0f} s"
@@ -153,12 +167,12 @@ class WorkerPool:
         return gone
 
     def shutdown(self) -> None:
-        """Stop every worker: SIGTERM, a short grace, then SIGKILL."""
+        """Stop every worker: SIGTERM (if not sent yet), the grace, then SIGKILL."""
         procs = [r.process for r in self.workers.values() if r.process is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
+        for record in self.workers.values():
+            if record.stop_sent_at is None:
+                self.stop(record)
+        deadline = time.monotonic() + self._stop_grace_s
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -174,5 +188,9 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 def _describe_exit(code: int) -> str:
     if code < 0:
-        return f"worker process was killed by {signal.Signals(-code).name}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time or platform signal Python has no name for
+            name = f"signal {-code}"
+        return f"worker process was killed by {name}"
     return f"worker process exited with code {code}"

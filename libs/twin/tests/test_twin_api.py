@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Iterator
 
 import httpx
+from twin_helpers import wait_until
 
-from podpulse.worker.twin.testing import RunningTwin, wait_until
+from podpulse.twin import RunningTwin
 
 
 def test_runsync_returns_runpod_job_json_with_timings(api: httpx.Client) -> None:
@@ -107,7 +109,7 @@ def test_bad_requests_get_runpod_shaped_errors_and_the_twin_keeps_serving(
 def test_body_over_ten_megabytes_streamed_without_length_is_refused(api: httpx.Client) -> None:
     """A chunked /run body past 10 MB is cut off with 413, not buffered whole."""
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         yield b'{"input": "'
         for _ in range(11):
             yield b"x" * (1024 * 1024)

@@ -5,6 +5,7 @@ a share of jobs fail or kill the worker, and token counts follow a fixed decode 
 scaling experiments and tests know exactly what the platform should report. A job's input
 may override the draws for one job: ``{"exec_ms": 20, "fail": true, "crash": true,
 "output_tokens": 64, "refresh": true}`` (refresh: ask RunPod to replace the worker after it).
+Its settings are :class:`podpulse.twin.settings.CalibratedSettings`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .settings import WorkerSettings
+from .settings import CalibratedSettings
 
-__all__ = ["make_handler", "make_stream_handler", "runpod_config"]
+__all__ = ["CRASH_EXIT_CODE", "make_handler", "make_stream_handler"]
 
 # Exit code of a deliberate crash, so logs tell it from a real one.
 CRASH_EXIT_CODE = 17
 
 
-def _draw_ms(settings: WorkerSettings, rng: random.Random) -> float:
-    mean, jitter = settings.exec_ms, settings.exec_jitter
-    match settings.exec_distribution:
+def _draw_ms(settings: CalibratedSettings, rng: random.Random) -> float:
+    mean, jitter = settings.exec_ms, settings.jitter
+    match settings.distribution:
         case "fixed":
             return mean
         case "uniform":
@@ -36,7 +37,7 @@ def _draw_ms(settings: WorkerSettings, rng: random.Random) -> float:
         case "lognormal":
             # Parametrised so the median is exec_ms: latency tails are right-skewed.
             return rng.lognormvariate(0.0, jitter) * mean
-    raise AssertionError(settings.exec_distribution)  # pragma: no cover
+    raise AssertionError(settings.distribution)  # pragma: no cover
 
 
 def _number(job_input: dict[str, Any], key: str) -> float | None:
@@ -48,7 +49,7 @@ def _number(job_input: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def make_handler(settings: WorkerSettings) -> Callable[[dict[str, Any]], Any]:
+def make_handler(settings: CalibratedSettings) -> Callable[[dict[str, Any]], Any]:
     """An async handler drawing from ``settings``; one random stream per process."""
     rng = random.Random(settings.seed)
 
@@ -93,7 +94,9 @@ def make_handler(settings: WorkerSettings) -> Callable[[dict[str, Any]], Any]:
     return handler
 
 
-def make_stream_handler(settings: WorkerSettings) -> Callable[[dict[str, Any]], AsyncIterator[Any]]:
+def make_stream_handler(
+    settings: CalibratedSettings,
+) -> Callable[[dict[str, Any]], AsyncIterator[Any]]:
     """An async generator handler: ``input.chunks`` partial outputs, ``exec_ms`` apart."""
 
     async def stream_handler(job: dict[str, Any]) -> AsyncIterator[Any]:
@@ -105,11 +108,3 @@ def make_stream_handler(settings: WorkerSettings) -> Callable[[dict[str, Any]], 
             yield {"chunk": index}
 
     return stream_handler
-
-
-def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
-    """What ``runpod.serverless.start`` needs for the calibrated handler."""
-    return {
-        "handler": make_handler(settings),
-        "concurrency_modifier": settings.concurrency_modifier(),
-    }

@@ -1,0 +1,187 @@
+"""``podpulse twin``: serve the local RunPod twin, or run the demo against one.
+
+Every option of ``serve`` defaults to its ``TWIN_*`` (or ``TWIN_CALIBRATED_*``) variable, then
+to the settings' own default; a flag given on the command line wins. The settings are built
+once, in the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from podpulse.common.runpod import Job, RunPodClient
+from podpulse.common.settings import describe_settings_error
+
+from ._app import serve
+from ._embed import running_twin
+from .settings import CalibratedSettings, TwinSettings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The local twin of RunPod serverless.", no_args_is_help=True)
+console = Console()
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    # None means "not on the command line": the environment or the default decides.
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _build(
+    twin: dict[str, Any], calibrated: dict[str, Any]
+) -> tuple[TwinSettings, CalibratedSettings]:
+    try:
+        return TwinSettings(**twin), CalibratedSettings(**calibrated)
+    except ValidationError as exc:
+        # Exit 2 and one line naming the problem, as for a bad flag; never a value.
+        print(f"podpulse twin: invalid settings: {describe_settings_error(exc)}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [TWIN_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [TWIN_PORT].")] = None,
+    endpoint_id: Annotated[
+        str | None, typer.Option(help="Endpoint id in client URLs [TWIN_ENDPOINT_ID].")
+    ] = None,
+    workers_min: Annotated[
+        int | None, typer.Option(help="workersMin [TWIN_WORKERS_MIN, 2].")
+    ] = None,
+    workers_max: Annotated[
+        int | None, typer.Option(help="workersMax [TWIN_WORKERS_MAX, 5].")
+    ] = None,
+    scaler_type: Annotated[
+        str | None, typer.Option(help="QUEUE_DELAY or REQUEST_COUNT [TWIN_SCALER_TYPE].")
+    ] = None,
+    scaler_value: Annotated[
+        float | None,
+        typer.Option(
+            help="QUEUE_DELAY seconds (>= 0.5) or requests per worker [TWIN_SCALER_VALUE]."
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        int | None,
+        typer.Option(help="Seconds idle before a worker stops [TWIN_IDLE_TIMEOUT_S, 180]."),
+    ] = None,
+    handler: Annotated[
+        str | None,
+        typer.Option(help="calibrated, calibrated-stream, or MODULE:FUNC [TWIN_HANDLER]."),
+    ] = None,
+    worker_command: Annotated[
+        str | None,
+        typer.Option(
+            help="Command each worker runs, split as a shell would, e.g. "
+            "'python -m podpulse.worker' for the model [TWIN_WORKER_COMMAND]."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Jobs one twin worker runs at once [TWIN_WORKER_CONCURRENCY, 1]."),
+    ] = None,
+    exec_ms: Annotated[
+        float | None,
+        typer.Option(help="Calibrated median execution time, ms [TWIN_CALIBRATED_EXEC_MS]."),
+    ] = None,
+    dispatch_ms: Annotated[
+        float | None, typer.Option(help="Extra dispatch latency, ms [TWIN_DISPATCH_MS].")
+    ] = None,
+    cold_start_ms: Annotated[
+        float | None, typer.Option(help="Extra cold-start delay, ms [TWIN_COLD_START_MS].")
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Where worker logs go [TWIN_LOG_DIR].")
+    ] = None,
+) -> None:
+    """Serve a RunPod-compatible endpoint on HOST:PORT with real worker processes.
+
+    The bearer key clients must send comes from TWIN_API_KEY (default: the public local key).
+    """
+    command = None
+    if worker_command is not None:
+        try:
+            command = shlex.split(worker_command)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--worker-command") from None
+    settings, calibrated = _build(
+        _given(
+            host=host,
+            port=port,
+            endpoint_id=endpoint_id,
+            workers_min=workers_min,
+            workers_max=workers_max,
+            scaler_type=scaler_type,
+            scaler_value=scaler_value,
+            idle_timeout_s=idle_timeout,
+            handler=handler,
+            worker_command=command,
+            worker_concurrency=concurrency,
+            dispatch_ms=dispatch_ms,
+            cold_start_ms=cold_start_ms,
+            log_dir=log_dir,
+        ),
+        _given(exec_ms=exec_ms),
+    )
+    console.print(
+        f"twin serving endpoint [bold]{settings.endpoint_id}[/] at {settings.base_url} "
+        f"(workers {settings.workers_min}..{settings.workers_max}, "
+        f"worker {shlex.join(settings.worker_command)}, handler {settings.handler}); "
+        "Ctrl-C stops it"
+    )
+    serve(settings, worker_env=calibrated.worker_env())
+
+
+@app.command("demo")
+def demo_command(
+    jobs: Annotated[int, typer.Option(min=1, max=200, help="Jobs to send.")] = 8,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Warm workers.")] = 2,
+    exec_ms: Annotated[float, typer.Option(min=0, help="Calibrated execution time (ms).")] = 150,
+) -> None:
+    """Start a twin with warm workers, send a handful of jobs, and print their timings."""
+    settings, calibrated = _build(
+        {"workers_min": workers, "workers_max": workers},
+        {"exec_ms": exec_ms, "distribution": "lognormal", "jitter": 0.3},
+    )
+    started = time.perf_counter()
+    with running_twin(settings, calibrated) as twin:
+        console.print(
+            f"twin up at {twin.endpoint_url} with {workers} warm workers "
+            f"in {time.perf_counter() - started:.1f} s; sending {jobs} jobs"
+        )
+        results = asyncio.run(_send(twin.endpoint_id, twin.api_key, twin.base_url, jobs))
+    table = Table(title="jobs on the local twin (ms)")
+    for column in ("job", "worker", "status", "delayTime", "executionTime", "total"):
+        table.add_column(column, justify="right" if column[0] in "det" else "left")
+    for job, total_ms in results:
+        table.add_row(
+            job.id[:8],
+            job.worker_id or "-",
+            job.status.value,
+            str(job.delay_time_ms),
+            str(job.execution_time_ms),
+            f"{total_ms:.0f}",
+        )
+    console.print(table)
+    if any(job.status.value != "COMPLETED" for job, _ in results):
+        raise typer.Exit(1)
+
+
+async def _send(endpoint_id: str, key: str, base_url: str, count: int) -> list[tuple[Job, float]]:
+    async with RunPodClient(endpoint_id, key, base_url=base_url) as client:
+
+        async def one(index: int) -> tuple[Job, float]:
+            sent = time.perf_counter()
+            job = await client.runsync({"question": f"demo job {index}"})
+            return job, (time.perf_counter() - sent) * 1000
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))

@@ -1,0 +1,276 @@
+"""The twin's settings: ``TwinSettings`` for the platform, ``CalibratedSettings`` for its handler.
+
+Both are built once where a twin starts (the CLI command, :func:`running_twin`, a worker
+process's entry point) and passed down. The platform passes each worker process its settings
+as environment variables produced from the fields themselves (``worker_env()``), so a worker
+sees exactly what the twin was given, whether that came from flags, code or the
+environment.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.common.settings import env_settings
+
+__all__ = ["DEFAULT_API_KEY", "CalibratedSettings", "TwinSettings", "default_worker_command"]
+
+# The twin is a local stand-in: its default key is public on purpose, not a secret.
+DEFAULT_API_KEY = "podpulse-twin-local-key"
+
+Distribution = Literal["fixed", "uniform", "normal", "lognormal"]
+RunPodLogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR"]
+
+
+def default_worker_command() -> list[str]:
+    """The twin's own SDK worker, run by the interpreter running the twin."""
+    return [sys.executable, "-m", "podpulse.twin.worker"]
+
+
+def _env_value(value: object) -> str:
+    # What pydantic-settings parses back into the same value: strings as they are, None as
+    # empty (the fields that allow None read empty as unset), everything else as JSON.
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _as_env(settings: BaseSettings, names: Iterable[str]) -> dict[str, str]:
+    """The environment that makes a fresh instance of ``settings``' class read these fields."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    values = settings.model_dump(mode="json", include=set(names))
+    return {f"{prefix}{name.upper()}": _env_value(value) for name, value in values.items()}
+
+
+def _scaling_problems(exc: ValidationError) -> str:
+    # Messages only, never the input: they end up on a terminal or in a log.
+    parts = []
+    for err in exc.errors(include_input=False):
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+class TwinSettings(BaseSettings):
+    """One twin endpoint: where it listens, how it scales, how it starts its workers.
+
+    The defaults are what RunPod advises for an endpoint (workersMin 2, workersMax 5,
+    QUEUE_DELAY 1 s, 180 s idle timeout); tests pass small values explicitly.
+    """
+
+    model_config = env_settings("TWIN_") | {"frozen": True}
+
+    host: str = Field(default="127.0.0.1", description="Address the twin listens on.")
+    port: int = Field(default=8765, ge=0, le=65535, description="Port the twin listens on.")
+    endpoint_id: str = Field(
+        default="podpulse-twin",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The endpoint id clients put in their URLs.",
+    )
+    api_key: SecretStr = Field(
+        default=SecretStr(DEFAULT_API_KEY),
+        description="Bearer key clients must send; the default is a public local key.",
+    )
+    workers_min: int = Field(default=2, ge=0, description="workersMin: workers kept warm.")
+    workers_max: int = Field(default=5, ge=1, description="workersMax: the scaler's ceiling.")
+    idle_timeout_s: int = Field(
+        default=180, ge=1, le=3600, description="Seconds an idle worker is kept before it stops."
+    )
+    scaler_type: ScalerType = Field(
+        default=ScalerType.QUEUE_DELAY, description="QUEUE_DELAY or REQUEST_COUNT."
+    )
+    scaler_value: float = Field(
+        default=1,
+        description="QUEUE_DELAY: seconds a request may wait (>= 0.5); "
+        "REQUEST_COUNT: requests per worker (a whole number >= 1).",
+    )
+    handler: str = Field(
+        default="calibrated",
+        description="What the twin's own worker serves: 'calibrated', 'calibrated-stream', or "
+        "MODULE:FUNC naming a runpod handler (sync, async or a generator).",
+    )
+    # NoDecode: the variable is a command line, split as a shell would, not JSON.
+    worker_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=default_worker_command,
+        min_length=1,
+        description="The command each worker process runs (default: this Python running "
+        "podpulse.twin.worker). 'python -m podpulse.worker' runs the model worker instead.",
+    )
+    worker_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="Jobs one of the twin's own workers runs at once. At its limit the runpod "
+        "SDK sleeps 1 s before asking for more work, as on RunPod; it shows as queue delay.",
+    )
+    dispatch_ms: float = Field(
+        default=0.0, ge=0, description="Extra latency before a taken job reaches its worker."
+    )
+    cold_start_ms: float = Field(
+        default=0.0, ge=0, description="Extra delay before a new worker process starts."
+    )
+    take_hold_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=60,
+        # The SDK abandons a job-take after 90 s; holding longer would hand jobs to nobody.
+        description="How long a worker's job-take long-poll is held (at most 60 s).",
+    )
+    stop_hold_s: float = Field(
+        default=20.0, gt=0, description="How long a worker's job-stop long-poll is held."
+    )
+    stop_grace_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="How long a stopping worker may take to exit before it is killed. Its "
+        "long-polls are answered at once, so an idle worker exits in a fraction of a second; "
+        "one that took a job in the last second may sit out the SDK's one-second pause first.",
+    )
+    ping_interval_ms: int = Field(
+        default=5000, ge=100, description="RUNPOD_PING_INTERVAL given to workers."
+    )
+    worker_log_level: RunPodLogLevel = Field(
+        default="WARN",
+        description="RUNPOD_LOG_LEVEL given to workers (the SDK's own default is DEBUG).",
+    )
+    log_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "podpulse-twin",
+        description="Where each worker's stdout and stderr are written.",
+    )
+    max_run_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="RunPod's /run payload limit (10 MB)."
+    )
+    max_runsync_body_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="RunPod's /runsync payload limit (20 MB)."
+    )
+    tick_s: float = Field(
+        default=0.05, gt=0, le=5, description="How often the scaler and timeouts are checked."
+    )
+
+    @field_validator("scaler_type", mode="before")
+    @classmethod
+    def _upper_scaler(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("handler")
+    @classmethod
+    def _known_handler(cls, value: str) -> str:
+        # Checked here so that a typo is refused before any worker starts; whether MODULE
+        # imports is for the worker to find out, in its own environment.
+        if value in ("calibrated", "calibrated-stream"):
+            return value
+        if value == "model":
+            raise ValueError(
+                "the model is served by its own worker: set worker_command to "
+                "'python -m podpulse.worker' (--worker-command, TWIN_WORKER_COMMAND)"
+            )
+        module, sep, func = value.partition(":")
+        if not (sep and module and func):
+            raise ValueError("expected 'calibrated', 'calibrated-stream' or MODULE:FUNC")
+        return value
+
+    @field_validator("worker_command", mode="before")
+    @classmethod
+    def _split_command(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:  # an unbalanced quote
+                raise ValueError(f"cannot split the command line: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _scaling_is_valid(self) -> Self:
+        # RunPod's rules live in EndpointConfig; checking here refuses a bad twin before it
+        # starts instead of on its first scaling tick.
+        self.scaling()
+        return self
+
+    def scaling(self) -> EndpointConfig:
+        """workersMin/Max, idle timeout and scaler as RunPod's endpoint settings."""
+        try:
+            return EndpointConfig(
+                workers_min=self.workers_min,
+                workers_max=self.workers_max,
+                idle_timeout_s=self.idle_timeout_s,
+                scaler_type=self.scaler_type,
+                scaler_value=self.scaler_value,
+            )
+        except ValidationError as exc:
+            raise ValueError(f"invalid scaling: {_scaling_problems(exc)}") from None
+
+    @property
+    def url(self) -> str:
+        """Where the twin listens, e.g. ``http://127.0.0.1:8765``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What RUNPOD_ENDPOINT_BASE_URL should be for clients of this twin."""
+        return f"{self.url}/v2"
+
+    def worker_env(self) -> dict[str, str]:
+        """The variables the twin's own worker reads from these settings (handler, concurrency)."""
+        return _as_env(self, ("handler", "worker_concurrency"))
+
+
+class CalibratedSettings(BaseSettings):
+    """The calibrated handler: a stand-in with known timing, errors and crashes.
+
+    The defaults resemble a small model on RunPod: a median of one second with a lognormal
+    tail. A job's input may override the draws for that job (see ``podpulse.twin.calibrated``).
+    """
+
+    model_config = env_settings("TWIN_CALIBRATED_") | {"frozen": True}
+
+    exec_ms: float = Field(
+        default=1000.0, ge=0, description="Median execution time of one job in milliseconds."
+    )
+    distribution: Distribution = Field(
+        default="lognormal",
+        description="How execution times are drawn around exec_ms (lognormal: a real tail).",
+    )
+    jitter: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="Spread of the distribution as a fraction of exec_ms (sigma for lognormal).",
+    )
+    error_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of jobs that return an error (the job FAILS, the worker lives).",
+    )
+    crash_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of jobs that kill the worker process mid-job."
+    )
+    tokens_per_second: float = Field(
+        default=40.0, gt=0, description="Decode speed the handler reports its token counts with."
+    )
+    seed: int | None = Field(
+        default=None,
+        description="Seed for the draws; unset (or empty) means a fresh one per process.",
+    )
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def worker_env(self) -> dict[str, str]:
+        """Every field as the variable a worker process reads it from."""
+        return _as_env(self, type(self).model_fields)
