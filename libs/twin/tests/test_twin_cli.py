@@ -77,7 +77,7 @@ def test_serve_defaults_to_the_twins_own_worker_and_the_public_key(
         (["--workers-min", "4", "--workers-max", "2"], {}, "workers_min (4) must not exceed"),
         (["--scaler-value", "0.1"], {}, "at least 0.5 seconds"),
         (["--port", "70000"], {}, "port"),
-        ([], {"TWIN_WORKERS_MAX": "many"}, "workers_max"),
+        ([], {"TWIN_WORKERS_MAX": "many"}, "TWIN_WORKERS_MAX"),
         (["--worker-command", "python -m 'unbalanced"], {}, "--worker-command"),
         (["--handler", "model"], {}, "python -m podpulse.worker"),
         ([], {"TWIN_HANDLER": "handler_without_function"}, "MODULE:FUNC"),

@@ -128,7 +128,7 @@ def test_the_entry_point_refuses_bad_settings_without_printing_them(
     monkeypatch.setenv("REDIS_URL", "http://user:hunter2@example")
     assert prober_main(["worker"]) == 2
     err = capsys.readouterr().err
-    assert "target" in err
+    assert "PROBER_TARGET" in err
     assert "REDIS_URL" in err
     assert "hunter2" not in err
 

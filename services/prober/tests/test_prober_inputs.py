@@ -102,7 +102,7 @@ def _record(outcome: Outcome) -> RequestRecord:
 
 
 def test_span_has_design_attributes_and_request_times():
-    """runpod.job is a CLIENT span from intended start to done with DESIGN.md's attributes."""
+    """runpod.job is a CLIENT span from intended start to done with the documented attributes."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasGenerator, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "ALERT_WEBHOOK_URL",
-    "ALIAS_ONLY_ENV",
     "DEFAULT_RUNPOD_ENDPOINT_BASE_URL",
     "DEFAULT_RUNPOD_MANAGEMENT_BASE_URL",
     "DEFAULT_SECRET_TTL_S",
@@ -50,15 +50,6 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
 # The env_prefix of every podpulse settings class; no variable carries it (see env_settings).
 _BY_NAME_PREFIX = "PODPULSE_FIELD_NAME__"
-
-# Superseded by env_settings(prefix); kept only until the worker's settings move to it, and
-# used by nothing in podpulse.common. It reads a field only under its explicit alias.
-ALIAS_ONLY_ENV = SettingsConfigDict(
-    extra="ignore",
-    validate_by_name=True,
-    validate_by_alias=True,
-    env_prefix=_BY_NAME_PREFIX,
-)
 
 
 def env_settings(prefix: str) -> SettingsConfigDict:
@@ -99,10 +90,15 @@ def settings_variable(settings_cls: type[BaseSettings], field_name: str) -> str:
 
 def describe_settings_error(exc: ValidationError) -> str:
     """Which variable is wrong and why, never its value: a bad REDIS_URL can hold a password."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-        for err in exc.errors(include_input=False)
-    )
+    return "; ".join(_describe(err) for err in exc.errors(include_input=False))
+
+
+def _describe(err: ErrorDetails) -> str:
+    # pydantic words a validator's ValueError "Value error, <message>"; the message is enough.
+    message = err["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in err["loc"])
+    # A check across fields (workers_min <= workers_max) belongs to no single variable.
+    return f"{where}: {message}" if where else message
 
 
 class CommonSettings(BaseSettings):

@@ -1,1 +1,1 @@
-"""podpulse.alerter — see DESIGN.md; this member is built out by its own issue."""
+"""podpulse.alerter — OTLP receiver, alert rules and notifications (to come)."""

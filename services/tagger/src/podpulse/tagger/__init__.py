@@ -1,1 +1,1 @@
-"""podpulse.tagger — see DESIGN.md; this member is built out by its own issue."""
+"""podpulse.tagger — release gate, git tags and deployment records (to come)."""
