@@ -16,7 +16,7 @@ run: setup
 	$(VENV)/podpulse loadtest --concurrency 1,2,3,4 --runs 30
 
 test: setup
-	scripts/with-redis $(VENV)/python -m pytest
+	scripts/with-redis $(VENV)/python -m pytest -n 4 --dist loadfile
 
 lint: setup
 	scripts/lock --check

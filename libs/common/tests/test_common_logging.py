@@ -205,9 +205,9 @@ def test_level_filters_structlog_and_stdlib() -> None:
     [
         "qwen2-7b-endpoint-id",  # endpoint-style id
         "x7k2m9p4q1w8e5",  # worker id: lower-case alnum
-        uuid4().hex,  # event ids
+        "3c23c48aeb77437ea1781766640bbe46",  # event ids (uuid4().hex)
         "a" * 40,  # git SHA shape
-        "sync-" + str(uuid4()) + "-u1",  # RunPod job id
+        "sync-0b04b894-ef23-43cb-8f70-8d88b7485d49-u1",  # RunPod job id
         "1" * 40,  # a long number
         "ENDPOINT_CONFIG_CHANGED_AND_RECORDED_TWICE",  # an upper-case constant
         "rpa_short",  # the prefix without a key's body

@@ -24,11 +24,12 @@ PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 _APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
 # A small, quick embedded twin for the real-process test: one warm worker, 30 ms jobs.
 _FAST_TWIN = {
-    "PROBER_TWIN_WORKERS_MIN": "1",
-    "PROBER_TWIN_WORKERS_MAX": "1",
-    "PROBER_TWIN_EXEC_MS": "30",
-    "PROBER_TWIN_EXEC_DISTRIBUTION": "fixed",
-    "PROBER_TWIN_WORKER_CONCURRENCY": "4",
+    "TWIN_WORKERS_MIN": "1",
+    "TWIN_WORKERS_MAX": "1",
+    "TWIN_WORKER_CONCURRENCY": "4",
+    "TWIN_STOP_GRACE_S": "0.3",
+    "TWIN_CALIBRATED_EXEC_MS": "30",
+    "TWIN_CALIBRATED_DISTRIBUTION": "fixed",
     "PROBER_WARMUP": "0",
     "PODPULSE_LOG_LEVEL": "WARNING",
 }
@@ -202,7 +203,7 @@ def test_report_refuses_a_verdict_its_evidence_contradicts(cli, tmp_path: Path, 
 def test_ctrl_c_writes_the_partial_summary_and_exits_130(tmp_path: Path):
     """A real `podpulse loadtest` process on the default target (the embedded twin, as no
     endpoint is set) gets SIGINT mid-run: the summary of what finished is written, exit 130."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "PROBER_", "OTEL_"))}
+    env = _clean_env()
     proc = subprocess.Popen(
         [PODPULSE, "loadtest", "--runs", "2000", "--run-id", "cut"],
         env=env | _FAST_TWIN | {"PROBER_RESULTS_DIR": str(tmp_path)},
@@ -224,6 +225,42 @@ def test_ctrl_c_writes_the_partial_summary_and_exits_130(tmp_path: Path):
     assert summary.interrupted is True
     assert summary.target.kind == "twin"
     assert 3 <= summary.level.requests < 2000
+
+
+def test_a_twin_load_test_runs_with_torch_unimportable(tmp_path: Path):
+    """`podpulse loadtest --target twin` passes with torch unimportable in every process (the
+    CLI, the twin and its workers): probing needs no model stack."""
+    shim = tmp_path / "no-torch" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise ImportError("torch is unimportable here")\n')
+    env = (
+        _clean_env()
+        | _FAST_TWIN
+        | {
+            "PYTHONPATH": str(shim.parent),
+            "PROBER_RESULTS_DIR": str(tmp_path / "results"),
+        }
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True
+    )
+    assert "torch is unimportable here" in probe.stderr  # the shim really hides torch
+    done = subprocess.run(
+        [PODPULSE, "loadtest", "--target", "twin", "--runs", "4", "--run-id", "no-torch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = parse_summary((tmp_path / "results" / "no-torch" / "summary.json").read_text())
+    assert (summary.target.kind, summary.level.ok, summary.passed) == ("twin", 4, True)
+
+
+def _clean_env() -> dict[str, str]:
+    # The caller's endpoint, prober, twin and telemetry variables must not steer these runs.
+    prefixes = ("RUNPOD_", "PROBER_", "TWIN_", "OTEL_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
 def test_a_run_id_is_never_reused(tmp_path: Path):

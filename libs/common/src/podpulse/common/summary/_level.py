@@ -1,0 +1,155 @@
+"""One concurrency level: where it ran, its latencies, failures, tokens and SLO verdict."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    Field,
+    model_validator,
+)
+
+from ._base import Count, FailureName, Ms, Pct, Status, TargetKind, _Model
+
+# --- where it ran ------------------------------------------------------------------------------
+
+
+class TargetInfo(_Model):
+    """The endpoint a run probed. Never its key."""
+
+    kind: TargetKind = Field(description="hosted: a RunPod endpoint; twin: a local twin.")
+    endpoint_id: str = Field(min_length=1)
+    base_url: str = Field(min_length=1, description="The job API's base, e.g. .../v2.")
+
+
+# --- one concurrency level --------------------------------------------------------------------
+
+
+class LatencyStats(_Model):
+    """Nearest-rank percentiles and the mean of one metric, in ms (None: no values)."""
+
+    p50: Ms | None
+    p95: Ms | None
+    p99: Ms | None
+    mean: Ms | None
+    count: Count
+
+
+class Latencies(_Model):
+    """Every latency metric of a level, over its successful requests."""
+
+    total: LatencyStats = Field(description="Intended start to final result, client-side.")
+    exec: LatencyStats = Field(description="RunPod executionTime.")
+    delay: LatencyStats = Field(description="RunPod delayTime: time in the queue.")
+    overhead: LatencyStats = Field(description="total - delay - exec: network and polling.")
+    schedule_lag: LatencyStats = Field(description="How late requests left (every request).")
+
+
+class FailureKind(_Model):
+    """How many requests failed one way, and up to three distinct reasons."""
+
+    count: Annotated[int, Field(ge=1)]
+    examples: tuple[str, ...] = Field(max_length=3)
+
+
+Failures = dict[FailureName, FailureKind]
+
+
+class Breakdown(_Model):
+    """The mean total split into execution, queue and overhead, in percent."""
+
+    execution: float | None
+    queue: float | None
+    overhead: float | None
+
+
+class Tokens(_Model):
+    """Token counts of the successful requests and the two throughputs."""
+
+    input: Count
+    output: Count
+    tokens_per_second: float | None = Field(
+        description="Output tokens over execution seconds (decode speed, the alert's tokens/s)."
+    )
+    throughput_tokens_per_s: float | None = Field(
+        description="Output tokens over the run's wall-clock duration."
+    )
+
+
+class Slo(_Model):
+    """The thresholds a load test passes when all hold, on successful requests."""
+
+    exec_p50_ms: float = Field(default=3000, gt=0)
+    exec_p95_ms: float = Field(default=5000, gt=0)
+    total_p50_ms: float = Field(default=5000, gt=0)
+    total_p95_ms: float = Field(default=8000, gt=0)
+    success_pct: float = Field(default=99.0, ge=0, le=100)
+
+
+class SloRow(_Model):
+    """One SLO line: its threshold, the measured value, the headroom and the status."""
+
+    metric: Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
+    slo: str = Field(description="The line as shown, e.g. '≤ 5000 ms'.")
+    threshold: float
+    unit: Literal["ms", "%"]
+    actual: float | None
+    margin: float | None = Field(description="Headroom: threshold - actual (>= 0 passes).")
+    margin_pct: float | None = Field(description="The margin as a share of the threshold.")
+    status: Status
+
+    @model_validator(mode="after")
+    def _status_matches_margin(self) -> Self:
+        # A margin is rounded for display: a FAIL by 0.04 ms reads as a margin of -0.0.
+        if self.status == "PASS":
+            consistent = self.margin is not None and self.margin >= 0
+        else:
+            consistent = self.margin is None or self.margin <= 0
+        if not consistent:
+            raise ValueError(f"status {self.status} contradicts margin {self.margin}")
+        return self
+
+
+class SloVerdict(_Model):
+    """The SLO table of a level and whether every line passed."""
+
+    passed: bool
+    thresholds: Slo
+    rows: tuple[SloRow, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _passed_matches_rows(self) -> Self:
+        if self.passed != all(row.status == "PASS" for row in self.rows):
+            raise ValueError(f"passed={self.passed} contradicts the status of its rows")
+        return self
+
+
+class LevelSummary(_Model):
+    """Everything measured at one concurrency level."""
+
+    concurrency: Count
+    requests: Count = Field(description="Measured requests (warm-up excluded).")
+    ok: Count
+    failed: Count
+    success_rate_pct: Pct | None
+    failures: Failures = Field(description="Failed requests by kind, with example reasons.")
+    rate_limited_responses: Count = Field(description="429 answers backed off from.")
+    percentile_method: str
+    latency_ms: Latencies
+    breakdown_pct: Breakdown
+    tokens: Tokens
+    throughput_rps: float | None
+    started_at: AwareDatetime | None = Field(description="The first request's intended start.")
+    ended_at: AwareDatetime | None = Field(description="The last request's result.")
+    duration_s: Annotated[float, Field(ge=0)]
+    slo: SloVerdict
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> Self:
+        if self.ok + self.failed != self.requests:
+            raise ValueError(f"ok {self.ok} + failed {self.failed} != requests {self.requests}")
+        counted = sum(kind.count for kind in self.failures.values())
+        if counted != self.failed:
+            raise ValueError(f"failures by kind add up to {counted}, not failed={self.failed}")
+        return self
