@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podpulse.common.retry import Retry
-from podpulse.common.runpod import Backoff
+from podpulse.common.retry import Backoff, Retry
 
 
 class Flaky:

@@ -6,6 +6,7 @@ from podpulse.common.settings import (
     DEFAULT_RUNPOD_MANAGEMENT_BASE_URL as DEFAULT_MANAGEMENT_BASE_URL,
 )
 
+from ..retry import Backoff, parse_retry_after
 from ._client import DEFAULT_RUNSYNC_WAIT_MS, RunPodClient
 from ._config import RECOMMENDED_CONFIG, EndpointConfig, ScalerType
 from ._errors import (
@@ -32,7 +33,6 @@ from ._models import (
     StreamResult,
     WorkerCounts,
 )
-from ._retry import Backoff, parse_retry_after
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -9,9 +9,9 @@ import httpx
 
 from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL as DEFAULT_BASE_URL
 
+from ..retry import Backoff
 from ._http import ApiKey, HttpClientBase, ModelT, Requester, parse_model
 from ._models import Health, Job, JobPolicy, PurgeResult, StreamResult
-from ._retry import Backoff
 
 # How long RunPod holds a /runsync open when no ?wait= is given.
 DEFAULT_RUNSYNC_WAIT_MS = 90_000

@@ -11,6 +11,7 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from ..retry import Backoff, Retry, parse_retry_after
 from ._errors import (
     RunPodAuthError,
     RunPodBadRequest,
@@ -22,7 +23,6 @@ from ._errors import (
     RunPodServerError,
     RunPodTimeout,
 )
-from ._retry import Backoff, parse_retry_after
 
 logger = logging.getLogger("podpulse.common.runpod")
 
@@ -82,6 +82,15 @@ class Requester:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff if backoff is not None else Backoff()
+        # 429 waits honour Retry-After (capped by the backoff); everything else steps up.
+        self._retry = Retry.backoff(
+            self.backoff,
+            retries=max_retries,
+            on=(_Again,),
+            retry_after=lambda error: parse_retry_after(
+                error.retry_after if isinstance(error, _Again) else None, self.backoff.now()
+            ),
+        )
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -113,8 +122,11 @@ class Requester:
         act on the request.
         """
         timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
-        attempt = 0
-        while True:
+        sent = 0
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal sent
+            retries, sent = sent, sent + 1
             key = self._key(call)
             try:
                 response = await self._client.request(
@@ -130,51 +142,65 @@ class Requester:
                     timeout=timeout,
                 )
             except httpx.TransportError as exc:
+                final = _transport_error(exc, call, timeout)
                 # A failed connect never reached RunPod. Any other timeout means the caller's
                 # time budget is spent, so it is reported rather than silently doubled.
                 never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 dropped = idempotent and not isinstance(exc, httpx.TimeoutException)
-                if (never_sent or dropped) and attempt < self.max_retries:
-                    await self._wait(call, attempt, type(exc).__name__, None)
-                    attempt += 1
-                    continue
-                raise _transport_error(exc, call, timeout) from None
+                if never_sent or dropped:
+                    raise _Again(type(exc).__name__, None, lambda: final) from None
+                raise final from None
 
             status = response.status_code
-            retryable = status == 429 or (status >= 500 and idempotent)
-            if retryable and attempt < self.max_retries:
-                await self._wait(call, attempt, f"HTTP {status}", response)
-                attempt += 1
-                continue
             if status >= 400:
-                retry_after = parse_retry_after(
-                    response.headers.get("Retry-After"), self.backoff.now()
-                )
-                raise _status_error(
-                    response,
-                    call=call,
-                    not_found=not_found,
-                    key=key,
-                    idempotent=idempotent,
-                    retries=attempt,
-                    retry_after=retry_after,
-                )
+
+                def final_status() -> RunPodError:
+                    retry_after = parse_retry_after(
+                        response.headers.get("Retry-After"), self.backoff.now()
+                    )
+                    return _status_error(
+                        response,
+                        call=call,
+                        not_found=not_found,
+                        key=key,
+                        idempotent=idempotent,
+                        retries=retries,
+                        retry_after=retry_after,
+                    )
+
+                if status == 429 or (status >= 500 and idempotent):
+                    retry_after = response.headers.get("Retry-After")
+                    raise _Again(f"HTTP {status}", retry_after, final_status)
+                raise final_status()
             return _json_object(response, call, key)
 
-    async def _wait(
-        self, call: str, attempt: int, reason: str, response: httpx.Response | None
+        def log_retry(number: int, error: BaseException, delay: float) -> None:
+            reason = error.reason if isinstance(error, _Again) else type(error).__name__
+            logger.info(
+                "RunPod %s: %s, retry %d/%d in %.2fs",
+                call,
+                reason,
+                number + 1,
+                self.max_retries,
+                delay,
+            )
+
+        try:
+            return await self._retry.acall(attempt, sleep=self.backoff.sleep, on_retry=log_retry)
+        except _Again as exc:
+            raise exc.final() from None
+
+
+class _Again(Exception):
+    """An attempt worth repeating; ``final`` builds what the caller gets when none is left."""
+
+    def __init__(
+        self, reason: str, retry_after: str | None, final: Callable[[], RunPodError]
     ) -> None:
-        header = response.headers.get("Retry-After") if response is not None else None
-        delay = self.backoff.delay(attempt, header)
-        logger.info(
-            "RunPod %s: %s, retry %d/%d in %.2fs",
-            call,
-            reason,
-            attempt + 1,
-            self.max_retries,
-            delay,
-        )
-        await self.backoff.sleep(delay)
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.final = final
 
 
 def parse_model(model: type[ModelT], data: dict[str, Any], call: str) -> ModelT:

@@ -14,10 +14,10 @@ from podpulse.common.settings import (
     DEFAULT_RUNPOD_MANAGEMENT_BASE_URL as DEFAULT_MANAGEMENT_BASE_URL,
 )
 
+from ..retry import Backoff
 from ._client import path_segment
 from ._config import EndpointConfig
 from ._http import ApiKey, HttpClientBase, Requester
-from ._retry import Backoff
 
 
 class ManagementClient(HttpClientBase):
