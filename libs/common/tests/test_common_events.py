@@ -22,7 +22,16 @@ from podpulse.common.events import (
     ReleaseRecorded,
     parse_event,
 )
+from podpulse.common.runpod import EndpointConfig, ScalerType
 
+_CONFIG_BEFORE = EndpointConfig(
+    workers_min=0, workers_max=1, idle_timeout_s=5, scaler_type=ScalerType.QUEUE_DELAY,
+    scaler_value=4,
+)  # fmt: skip
+_CONFIG_AFTER = EndpointConfig(
+    workers_min=2, workers_max=5, idle_timeout_s=180, scaler_type=ScalerType.QUEUE_DELAY,
+    scaler_value=1,
+)  # fmt: skip
 _EXAMPLES: list[BaseModel] = [
     ProbeRunCompleted.of(load_summary("r1"), results_path="results/r1"),
     AlertStateChanged(
@@ -42,9 +51,7 @@ _EXAMPLES: list[BaseModel] = [
         gpu="NVIDIA GeForce RTX 4090",
         recorded_at=datetime(2026, 1, 1, tzinfo=UTC),
     ),
-    EndpointConfigChanged(
-        endpoint_id="ep", before={"workers": {"min": 0}}, after={"workers": {"min": 2}}
-    ),
+    EndpointConfigChanged(endpoint_id="ep", before=_CONFIG_BEFORE, after=_CONFIG_AFTER),
 ]
 
 
@@ -81,7 +88,10 @@ def test_routes_are_the_designed_ones() -> None:
 
 def test_envelope_fields_are_fresh_uuid_hex_and_aware_utc() -> None:
     """event_id is a new 32-hex uuid per event; occurred_at is timezone-aware UTC."""
-    first, second = (EndpointConfigChanged(endpoint_id="e", before={}, after={}) for _ in "12")
+    first, second = (
+        EndpointConfigChanged(endpoint_id="e", before=_CONFIG_BEFORE, after=_CONFIG_AFTER)
+        for _ in "12"
+    )
     assert first.event_id != second.event_id
     assert all(re.fullmatch("[0-9a-f]{32}", e.event_id) for e in (first, second))
     assert first.occurred_at.tzinfo is UTC

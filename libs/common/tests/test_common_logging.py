@@ -158,7 +158,7 @@ def test_a_rotated_secret_file_is_redacted_once_the_ttl_has_passed(
 
 
 def test_console_format_is_redacted_text() -> None:
-    """LOG_FORMAT=console writes human text, with the same redaction, exceptions included."""
+    """PODPULSE_LOG_FORMAT=console writes human text, redacted alike, exceptions included."""
     stream = _configure(log_format="console")
     log = structlog.get_logger("podpulse.test")
     try:
@@ -175,7 +175,7 @@ def test_console_format_is_redacted_text() -> None:
 
 @pytest.mark.parametrize(("tty", "is_json"), [(False, True), (True, False)])
 def test_auto_format_follows_the_tty(tty: bool, is_json: bool) -> None:
-    """LOG_FORMAT=auto writes JSON to a pipe or file and console text to a terminal."""
+    """PODPULSE_LOG_FORMAT=auto writes JSON to a pipe or file and console text to a terminal."""
     stream = _configure(log_format="auto", tty=tty)
     structlog.get_logger().info("hello")
     first = stream.getvalue().splitlines()[0]
@@ -191,7 +191,7 @@ def test_configuring_twice_keeps_one_handler() -> None:
 
 
 def test_level_filters_structlog_and_stdlib() -> None:
-    """LOG_LEVEL applies to both structlog and stdlib loggers."""
+    """PODPULSE_LOG_LEVEL applies to both structlog and stdlib loggers."""
     stream = _Stream(tty=False)
     configure_logging(CommonSettings(log_format="json", log_level="WARNING"), stream=stream)
     structlog.get_logger().info("quiet")

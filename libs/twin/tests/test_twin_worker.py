@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from twin_helpers import calibrated, small
@@ -77,3 +78,39 @@ def test_a_module_func_handler_serves_jobs_through_the_twin() -> None:
         body = api.post("/runsync", json={"input": {"echo": 7}}).json()
     assert body["status"] == "COMPLETED"
     assert '"echo": 7' in body["output"]
+
+
+def test_settings_given_to_the_twin_beat_the_environment_in_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent's TWIN_CALIBRATED_ERROR_RATE=1 loses to CalibratedSettings(error_rate=0) in
+    the workers: the twin hands each worker its settings under their real variable names."""
+    monkeypatch.setenv("TWIN_CALIBRATED_ERROR_RATE", "1")
+    monkeypatch.setenv("TWIN_HANDLER", "calibrated-stream")
+    given = calibrated(error_rate=0.0)
+    assert set(given.worker_env()) >= {"TWIN_CALIBRATED_ERROR_RATE", "TWIN_CALIBRATED_EXEC_MS"}
+    with running_twin(small(handler="calibrated"), given) as twin, twin.client() as api:
+        body = api.post("/runsync", json={"input": {"exec_ms": 5}}).json()
+    assert body["status"] == "COMPLETED", body
+    assert body["output"]["model"] == "calibrated"  # the plain handler, not the stream one
+
+
+def test_workers_never_inherit_podpulse_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUNPOD_API_KEY, the webhook URLs and their *_FILE variables stay out of every worker's
+    environment, whatever handler it runs; ordinary variables still reach it."""
+    for name in ("RUNPOD_API_KEY", "SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "RUNPOD_API_KEY_FILE"):
+        monkeypatch.setenv(name, "/run/secrets/x" if name.endswith("_FILE") else "secret-value")
+    monkeypatch.setenv("PODPULSE_TEST_MARKER", "1")
+    tests = str(Path(__file__).parent)
+    with (
+        running_twin(
+            small(handler="env_handler:handler"), calibrated(), worker_env={"PYTHONPATH": tests}
+        ) as twin,
+        twin.client() as api,
+    ):
+        body = api.post("/runsync", json={"input": {}}).json()
+    assert body["status"] == "COMPLETED", body
+    names = set(body["output"])
+    assert "PODPULSE_TEST_MARKER" in names
+    assert not names & {"RUNPOD_API_KEY", "SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL",
+                        "RUNPOD_API_KEY_FILE"}  # fmt: skip

@@ -101,18 +101,25 @@ def _record(outcome: Outcome) -> RequestRecord:
     )
 
 
-def test_span_has_design_attributes_and_request_times():
+def test_span_has_the_documented_attributes_and_request_times():
     """runpod.job is a CLIENT span from intended start to done with the documented attributes."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    emit_span(_record(Outcome.OK), endpoint_id="ep", kind="load", tracer=provider.get_tracer("t"))
+    emit_span(
+        _record(Outcome.OK),
+        endpoint_id="ep",
+        kind="load",
+        target_kind="hosted",
+        tracer=provider.get_tracer("t"),
+    )
     [span] = exporter.get_finished_spans()
     assert span.name == "runpod.job"
     assert span.kind is SpanKind.CLIENT
     assert (span.start_time, span.end_time) == (1000 * 10**9, 1001_500_000_000)
     assert dict(span.attributes or {}) == {
         "runpod.endpoint.id": "ep",
+        "podpulse.target.kind": "hosted",
         "runpod.job.id": "job-1",
         "runpod.job.status": "COMPLETED",
         "runpod.worker.id": "w-1",
@@ -137,7 +144,11 @@ def test_failed_request_span_has_error_status():
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     emit_span(
-        _record(Outcome.FAILED), endpoint_id="ep", kind="soak", tracer=provider.get_tracer("t")
+        _record(Outcome.FAILED),
+        endpoint_id="ep",
+        kind="soak",
+        target_kind="twin",
+        tracer=provider.get_tracer("t"),
     )
     [span] = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,11 +38,9 @@ def test_tiny_model_loads_through_the_auto_classes_as_qwen2(tiny_dir: Path) -> N
 
 
 def test_second_call_reuses_the_cached_folder(tiny_dir: Path) -> None:
-    """A cached model is returned as is, without rebuilding, in well under a second."""
+    """A cached model is returned as is: the same folder, its weights file never rewritten."""
     before = (tiny_dir / "model.safetensors").stat().st_mtime_ns
-    started = time.perf_counter()
     again = ensure_tiny_model(tiny_dir.parent)
-    assert time.perf_counter() - started < 0.5
     assert again == tiny_dir
     assert (tiny_dir / "model.safetensors").stat().st_mtime_ns == before
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from podpulse.common.bus import queue_for_task
+from podpulse.common.runpod import EndpointConfig
 from podpulse.common.summary import ProbeKind, RunSummary, TargetKind
 
 __all__ = [
@@ -148,8 +149,8 @@ class EndpointConfigChanged(_EventBase):
 
     type: Literal["endpoint_config_changed"] = "endpoint_config_changed"
     endpoint_id: str = Field(min_length=1)
-    before: dict[str, Any]
-    after: dict[str, Any]
+    before: EndpointConfig = Field(description="Workers and scaling before the change.")
+    after: EndpointConfig = Field(description="Workers and scaling after it.")
 
 
 Event = Annotated[

@@ -49,7 +49,8 @@ DEFAULT_RUNPOD_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
 # The env_prefix of every podpulse settings class; no variable carries it (see env_settings).
-_BY_NAME_PREFIX = "PODPULSE_FIELD_NAME__"
+# A NUL: no environment variable's name can contain one, so the by-name lookup never matches.
+_BY_NAME_PREFIX = "\x00"
 
 
 def env_settings(prefix: str) -> SettingsConfigDict:
@@ -69,7 +70,7 @@ def env_settings(prefix: str) -> SettingsConfigDict:
         alias_generator=AliasGenerator(validation_alias=lambda field: f"{prefix}{field.upper()}"),
         # validate_by_name makes pydantic-settings also look a field up by <env_prefix><name>:
         # for an aliased field that would be a second, undocumented variable
-        # (PODPULSE_REDIS_URL). Pointed at a prefix nobody sets, that lookup finds nothing.
+        # (PODPULSE_REDIS_URL). Pointed at a prefix no variable can have, it finds nothing.
         env_prefix=_BY_NAME_PREFIX,
         extra="ignore",
         validate_by_name=True,

@@ -175,11 +175,19 @@ def _variables(cls: type[BaseSettings]) -> list[_Variable]:
         if not field.description:
             raise SettingsDocError(f"{cls.__qualname__}.{field_name} ({name}) has no description")
         comma_list = any(isinstance(m, NoDecode) or m is NoDecode for m in field.metadata)
+        # A field whose variable has its own format, or whose default depends on the machine
+        # (the running interpreter), says how to document it in json_schema_extra.
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        doc_type, doc_default = extra.get("env_type"), extra.get("env_default")
         variables.append(
             _Variable(
                 name=name,
-                type=_type(field.annotation, field, comma_list=comma_list),
-                default=_default(field, comma_list=comma_list),
+                type=str(doc_type)
+                if doc_type
+                else _type(field.annotation, field, comma_list=comma_list),
+                default=f"`{doc_default}`"
+                if doc_default
+                else _default(field, comma_list=comma_list),
                 description=field.description,
             )
         )

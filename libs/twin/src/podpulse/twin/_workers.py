@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from podpulse.common.settings import KNOWN_SECRETS
+
 __all__ = ["WorkerPool", "WorkerRecord", "WorkerState"]
 
 # Defaults the caller's environment may override: a local worker exports spans only when the
@@ -103,7 +105,7 @@ class WorkerPool:
     def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
         full_env = {
             **_ENV_DEFAULTS,
-            **os.environ,
+            **_inherited_env(),
             **self.base_env,
             **env,
             "RUNPOD_POD_ID": record.id,
@@ -179,6 +181,14 @@ class WorkerPool:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
         self.workers.clear()
+
+
+def _inherited_env() -> dict[str, str]:
+    """The twin's environment less podpulse's secrets: a worker runs any handler it is given,
+    and none of them needs the user's RunPod key or webhook URLs (RunPod's own workers do not
+    get them either)."""
+    secret = {name for s in KNOWN_SECRETS for name in (s.name, s.file_variable)}
+    return {name: value for name, value in os.environ.items() if name not in secret}
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.common.settings import env_settings
+from podpulse.common.settings import env_settings, settings_variable
 
 __all__ = ["DEFAULT_API_KEY", "CalibratedSettings", "TwinSettings", "default_worker_command"]
 
@@ -49,9 +49,9 @@ def _env_value(value: object) -> str:
 
 def _as_env(settings: BaseSettings, names: Iterable[str]) -> dict[str, str]:
     """The environment that makes a fresh instance of ``settings``' class read these fields."""
-    prefix = str(settings.model_config.get("env_prefix", ""))
+    cls = type(settings)
     values = settings.model_dump(mode="json", include=set(names))
-    return {f"{prefix}{name.upper()}": _env_value(value) for name, value in values.items()}
+    return {settings_variable(cls, name): _env_value(value) for name, value in values.items()}
 
 
 def _scaling_problems(exc: ValidationError) -> str:
@@ -108,6 +108,10 @@ class TwinSettings(BaseSettings):
         min_length=1,
         description="The command each worker process runs (default: this Python running "
         "podpulse.twin.worker). 'python -m podpulse.worker' runs the model worker instead.",
+        json_schema_extra={
+            "env_type": "a command line, split as a shell would",
+            "env_default": "python -m podpulse.twin.worker",
+        },
     )
     worker_concurrency: int = Field(
         default=1,

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
 
+from ._target import EmbeddedTwin
 from .app import connect_process_signals, create_app
 from .settings import ProberSettings
 
@@ -40,10 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         telemetry = TelemetrySettings()
     except ValidationError as exc:
         problems.append(describe_settings_error(exc))
+    twin = None
+    if not problems and prober.target == "twin":
+        try:
+            twin = EmbeddedTwin.from_env()
+        except ValidationError as exc:
+            problems.append(describe_settings_error(exc))
     if problems:
         sys.stderr.write(f"invalid settings in the environment: {'; '.join(problems)}\n")
         return _EXIT_USAGE
-    app = create_app(common, prober)
+    app = create_app(common, prober, twin)
     connect_process_signals(app, common, telemetry)
     args = list(sys.argv[1:] if argv is None else argv)
     return int(app.start(argv=args) or 0)

@@ -178,6 +178,7 @@ class _Run:
                 rec,
                 endpoint_id=self.target.endpoint_id,
                 kind=spec.kind,
+                target_kind=self.target.kind,
                 model=self.settings.model_name,
                 tracer=tracer,
             )

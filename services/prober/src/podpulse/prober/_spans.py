@@ -11,6 +11,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from podpulse.common.summary import TargetKind
+
 from ._request_record import RequestRecord
 
 __all__ = ["SPAN_NAME", "emit_span", "span_attributes"]
@@ -19,11 +21,21 @@ SPAN_NAME = "runpod.job"
 
 
 def span_attributes(
-    record: RequestRecord, *, endpoint_id: str, kind: str, model: str | None = None
+    record: RequestRecord,
+    *,
+    endpoint_id: str,
+    kind: str,
+    target_kind: TargetKind,
+    model: str | None = None,
 ) -> dict[str, AttributeValue]:
-    """The span's attributes; ones the request did not produce are left out, not faked."""
+    """The span's attributes; ones the request did not produce are left out, not faked.
+
+    ``podpulse.target.kind`` (hosted or twin) lets a receiver tell a twin's spans from the
+    endpoint's, so a local run never moves a production alert.
+    """
     values: dict[str, AttributeValue | None] = {
         "runpod.endpoint.id": endpoint_id,
+        "podpulse.target.kind": target_kind,
         "runpod.job.id": record.job_id,
         "runpod.job.status": record.status or record.outcome.value,
         "runpod.worker.id": record.worker_id,
@@ -47,6 +59,7 @@ def emit_span(
     *,
     endpoint_id: str,
     kind: str,
+    target_kind: TargetKind,
     model: str | None = None,
     tracer: Tracer | None = None,
 ) -> None:
@@ -56,7 +69,9 @@ def emit_span(
         SPAN_NAME,
         kind=SpanKind.CLIENT,
         start_time=round(record.intended * 1e9),
-        attributes=span_attributes(record, endpoint_id=endpoint_id, kind=kind, model=model),
+        attributes=span_attributes(
+            record, endpoint_id=endpoint_id, kind=kind, target_kind=target_kind, model=model
+        ),
     )
     if not record.ok:
         span.set_status(Status(StatusCode.ERROR, f"{record.outcome.value}: {record.error or ''}"))

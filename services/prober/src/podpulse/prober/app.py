@@ -41,19 +41,15 @@ _LOGGING_UID = "podpulse-prober-logging"
 
 
 def create_app(
-    common: CommonSettings | None = None,
-    prober: ProberSettings | None = None,
-    twin: EmbeddedTwin | None = None,
+    common: CommonSettings, prober: ProberSettings, twin: EmbeddedTwin | None = None
 ) -> Celery:
     """The prober's Celery app with its tasks, schedule and settings.
 
-    Settings left out are built from the environment here, so this is an entry point; a
-    library caller passes its own. The twin's settings are built only for the twin target.
+    The caller (an entry point, or a test) builds the settings; *twin* is what the twin
+    target's runs start, and is needed only when ``prober.target`` is ``twin``.
     """
-    common = CommonSettings() if common is None else common
-    prober = ProberSettings() if prober is None else prober
-    if twin is None and prober.target == "twin":
-        twin = EmbeddedTwin.from_env()
+    if prober.target == "twin" and twin is None:
+        raise ValueError("PROBER_TARGET=twin needs the twin's settings (an EmbeddedTwin)")
     celery_app = create_celery_app("prober", common)
     vt = common.visibility_timeout_s
     celery_app.conf.update(

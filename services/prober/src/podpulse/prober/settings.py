@@ -15,8 +15,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from podpulse.common.settings import env_settings
+from podpulse.common.summary import Slo
 
 __all__ = ["ProberSettings"]
+
+
+_SLO = Slo()
 
 
 class ProberSettings(BaseSettings):
@@ -42,13 +46,25 @@ class ProberSettings(BaseSettings):
         "unset means the career questions shipped with podpulse.prober.",
     )
 
-    # The SLO a load test must meet, all on successful requests.
-    slo_exec_p50_ms: float = Field(default=3000, gt=0, description="Execution time P50 limit.")
-    slo_exec_p95_ms: float = Field(default=5000, gt=0, description="Execution time P95 limit.")
-    slo_total_p50_ms: float = Field(default=5000, gt=0, description="Total latency P50 limit.")
-    slo_total_p95_ms: float = Field(default=8000, gt=0, description="Total latency P95 limit.")
+    # The SLO a load test must meet, all on successful requests; the numbers are the Slo
+    # model's (podpulse.common.summary), declared once there.
+    slo_exec_p50_ms: float = Field(
+        default=_SLO.exec_p50_ms, gt=0, description="Execution time P50 limit."
+    )
+    slo_exec_p95_ms: float = Field(
+        default=_SLO.exec_p95_ms, gt=0, description="Execution time P95 limit."
+    )
+    slo_total_p50_ms: float = Field(
+        default=_SLO.total_p50_ms, gt=0, description="Total latency P50 limit."
+    )
+    slo_total_p95_ms: float = Field(
+        default=_SLO.total_p95_ms, gt=0, description="Total latency P95 limit."
+    )
     slo_success_pct: float = Field(
-        default=99.0, ge=0, le=100, description="Lowest share of requests that must complete."
+        default=_SLO.success_pct,
+        ge=0,
+        le=100,
+        description="Lowest share of requests that must complete.",
     )
 
     # Soak.
