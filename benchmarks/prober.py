@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +32,13 @@ import httpx
 
 from podpulse.common.histogram import percentile
 from podpulse.common.net import free_port
+from podpulse.common.testing import wait_until
 from podpulse.prober import Clock, Engine, Load, Outcome, RequestOptions, RequestRecord, Target
 from podpulse.twin import DEFAULT_API_KEY, CalibratedSettings, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 ERROR_GOAL_MS = 2.0
 LAG_GOAL_MS = 5.0
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str = "") -> None:
-    """Poll ``check`` until it is true; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.01)
 
 
 def _pct(values: list[float], q: float) -> float:

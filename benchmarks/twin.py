@@ -28,25 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import httpx
 
 from podpulse.common.net import free_port
+from podpulse.common.testing import wait_until
 from podpulse.twin import DEFAULT_API_KEY, CalibratedSettings, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str = "") -> None:
-    """Poll ``check`` until it is true; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.01)
 
 
 def no_op_twin(workers: int, concurrency: int, stop_grace_s: float = 1.5) -> TwinSettings:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
-from twin_helpers import wait_until
 
+from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin
 
 
@@ -31,7 +32,7 @@ def test_run_then_status_follows_the_job_life_cycle(api: httpx.Client) -> None:
     assert set(queued) == {"id", "status"}
     seen = set()
 
-    def finished() -> dict[str, object] | None:
+    def finished() -> dict[str, Any] | None:
         body = api.get(f"/status/{queued['id']}").json()
         seen.add(body["status"])
         return body if body["status"] == "COMPLETED" else None

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from twin_helpers import wait_until
 from typer.testing import CliRunner
 
 from podpulse.common.net import free_port
+from podpulse.common.testing import wait_until
 from podpulse.twin import DEFAULT_API_KEY, CalibratedSettings, TwinSettings, cli
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-from twin_helpers import calibrated, small, wait_until
+from twin_helpers import calibrated, small
 
+from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
 
 

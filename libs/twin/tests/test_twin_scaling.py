@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from twin_helpers import calibrated, small, wait_until
+from twin_helpers import calibrated, small
 
 from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
+from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from podpulse.twin import CalibratedSettings, TwinSettings
@@ -28,15 +26,3 @@ def calibrated(**overrides: Any) -> CalibratedSettings:
     """Calibrated jobs of a fixed 50 ms unless told otherwise, so tests run quickly."""
     fields: dict[str, Any] = {"exec_ms": 50, "distribution": "fixed"}
     return CalibratedSettings(**{**fields, **overrides})
-
-
-def wait_until(check: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""Helpers for podpulse's tests: a real, throwaway Redis on a free loopback port.
+"""Helpers for podpulse's tests and benchmarks: a real, throwaway Redis on a free loopback
+port, and polling for a condition instead of sleeping a fixed time.
 
 Importable by every service's tests (``from podpulse.common.testing import redis_server``);
 nothing here is used at run time.
@@ -10,15 +11,18 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
 from .net import free_port
 
-__all__ = ["free_port", "redis_server"]
+__all__ = ["free_port", "redis_server", "wait_until"]
+
+T = TypeVar("T")
 
 _START_ATTEMPTS = 3  # free_port() can race another process for the port; a retry settles it
 
@@ -98,3 +102,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_until(
+    check: Callable[[], T | None], timeout_s: float = 30.0, what: str = "", poll_s: float = 0.02
+) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; TimeoutError naming
+    *what* after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(poll_s)
