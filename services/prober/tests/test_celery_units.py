@@ -241,6 +241,35 @@ def test_a_failed_shard_completes_the_set_and_is_named(client: redis.Redis) -> N
     assert board.collect() == {0: stats}
 
 
+def test_damaged_shard_statistics_fail_that_shard_naming_the_field(client: redis.Redis) -> None:
+    """A board entry another process damaged (a field gone, a count negative, not JSON) fails
+    its own shard with the reason, and the others still read back."""
+    board = ShardBoard(client, f"board-{time.time_ns()}")
+    stats = {1: RunStats.from_records([_record(0, 10.0)])}
+    board.post(0, stats, 4)
+    good = stats_to_json(stats)
+    no_tokens = {"1": {k: v for k, v in good["1"].items() if k != "output_tokens"}}
+    negative = {"1": good["1"] | {"rate_limited": -1}}
+    client.hset(board.key, mapping={"1": json.dumps(no_tokens), "2": json.dumps(negative)})
+    client.hset(board.key, "3", "{not json")
+    posted, failed = board.read()
+    assert posted == {0: stats}
+    assert "output_tokens" in failed[1]
+    assert "rate_limited" in failed[2]
+    assert sorted(failed) == [1, 2, 3]
+    assert all(reason.startswith("its statistics on the board are unreadable") for reason in
+               failed.values())  # fmt: skip
+
+
+def test_stats_json_round_trips_through_its_model() -> None:
+    """stats_to_json output, windows included, validates and reads back into equal RunStats."""
+    records = [_record(i, 10.0 + i) for i in range(5)]
+    windowed = RunStats.from_records(records, window_s=1.0, origin=0.0)
+    assert windowed.windows
+    data = json.loads(json.dumps(stats_to_json({2: windowed})))
+    assert stats_from_json(data) == {2: windowed}
+
+
 # --- run claims -----------------------------------------------------------------------------
 
 

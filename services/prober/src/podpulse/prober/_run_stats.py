@@ -32,6 +32,7 @@ from podpulse.common.summary import (
 )
 
 from ._request_record import Outcome, RequestRecord
+from ._stats_data import Metric, RunStatsData
 from .settings import ProberSettings
 
 __all__ = ["PERCENTILE_METHOD", "RunStats", "slo_of"]
@@ -43,7 +44,7 @@ PERCENTILE_METHOD = (
 )
 _EXAMPLES = 3
 _REASON_CHARS = 200
-_METRICS = ("total", "exec", "delay", "overhead", "schedule_lag")
+_METRICS: tuple[Metric, ...] = ("total", "exec", "delay", "overhead", "schedule_lag")
 
 
 class RunStats:
@@ -170,19 +171,28 @@ class RunStats:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunStats:
-        """Read ``to_json`` output back."""
-        stats = cls(window_s=data.get("window_s"), origin=data.get("origin"))
+        """Read ``to_json`` output back; ValueError (a ValidationError) naming a bad field."""
+        return cls._from_data(RunStatsData.model_validate(data))
+
+    @classmethod
+    def _from_data(cls, data: RunStatsData) -> RunStats:
+        if data.window_s is not None and data.origin is None:
+            raise ValueError("RunStats JSON has window_s but no origin")
+        stats = cls(window_s=data.window_s, origin=data.origin)
+        missing = sorted(set(_METRICS) - set(data.hist))
+        if missing:
+            raise ValueError(f"RunStats JSON lacks the histograms {missing}")
         for name in _METRICS:
-            stats.hist[name] = Histogram.from_json(data["hist"][name])
-        stats.outcomes = Counter({str(k): int(v) for k, v in data["outcomes"].items()})
-        stats.examples = {str(k): [str(r) for r in v] for k, v in data["examples"].items()}
-        stats.input_tokens = int(data["input_tokens"])
-        stats.output_tokens = int(data["output_tokens"])
-        stats.token_exec_units = int(data["token_exec_units"])
-        stats.rate_limited = int(data["rate_limited"])
-        stats.first_intended = data.get("first_intended")
-        stats.last_done = data.get("last_done")
-        stats.windows = {int(i): RunStats.from_json(w) for i, w in data["windows"].items()}
+            stats.hist[name] = Histogram.from_json(data.hist[name].model_dump())
+        stats.outcomes = Counter(data.outcomes)
+        stats.examples = {kind: list(reasons) for kind, reasons in data.examples.items()}
+        stats.input_tokens = data.input_tokens
+        stats.output_tokens = data.output_tokens
+        stats.token_exec_units = data.token_exec_units
+        stats.rate_limited = data.rate_limited
+        stats.first_intended = data.first_intended
+        stats.last_done = data.last_done
+        stats.windows = {i: RunStats._from_data(w) for i, w in data.windows.items()}
         return stats
 
     def __eq__(self, other: object) -> bool:

@@ -158,11 +158,15 @@ class ShardBoard:
         stats: dict[int, dict[int, RunStats]] = {}
         failed: dict[int, str] = {}
         for shard, data in raw.items():
-            entry = json.loads(data)
-            if _FAILED in entry:
-                failed[int(shard)] = str(entry[_FAILED])
-            else:
-                stats[int(shard)] = stats_from_json(entry)
+            # A damaged entry fails its shard (named in the summary); it never sinks the merge.
+            try:
+                entry = json.loads(data)
+                if _FAILED in entry:
+                    failed[int(shard)] = str(entry[_FAILED])
+                else:
+                    stats[int(shard)] = stats_from_json(entry)
+            except (ValueError, TypeError, AttributeError) as exc:
+                failed[int(shard)] = f"its statistics on the board are unreadable: {exc}"[:500]
         return stats, failed
 
 
@@ -374,6 +378,11 @@ def _shard_parts(
     # stats-shard<i>.json it wrote next to its rows.
     for shard in set(range(shards)) - set(posted):
         path = folder / f"stats-shard{shard}.json"
-        if path.exists():
+        if not path.exists():
+            continue
+        try:
             posted[shard] = stats_from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # Left out, so the shard counts as missing and the run as interrupted.
+            _log.error("probe_shard_stats_unreadable", path=str(path), error=str(exc)[:500])
     return posted
