@@ -14,8 +14,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
+
+from podpulse.common.runpod import JobStatus
 
 __all__ = ["Job", "JobQueue", "JobStatus", "Policy"]
 
@@ -25,17 +26,6 @@ ASYNC_RETENTION_S = 30 * 60.0
 # RunPod's defaults: execution timeout 10 minutes; a job expires after 24 hours.
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_TTL_MS = 24 * 3600 * 1000
-
-
-class JobStatus(StrEnum):
-    """RunPod's job statuses."""
-
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
 
 
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
