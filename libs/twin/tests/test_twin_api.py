@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin
@@ -105,6 +106,52 @@ def test_bad_requests_get_runpod_shaped_errors_and_the_twin_keeps_serving(
         assert response.status_code == status, response.text
         assert text in response.json()["error"]
     assert api.post("/runsync", json={"input": {}}).json()["status"] == "COMPLETED"
+
+
+# Bodies Python's parser takes but no JSON reply can carry back, or that exhaust the stack.
+_UNCARRYABLE = [
+    pytest.param(
+        b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper", id="nested-100000"
+    ),
+    pytest.param(
+        b'{"input": {"a": ' + b"[" * 150 + b"]" * 150 + b"}}", "nested deeper", id="nested-150"
+    ),
+    pytest.param(b'{"input": {"n": ' + b"9" * 5000 + b"}}", "too long", id="int-5000-digits"),
+    pytest.param(b'{"input": {"x": NaN}}', "NaN", id="nan"),
+    pytest.param(b'{"input": {"x": -Infinity}}', "-Infinity", id="minus-infinity"),
+    pytest.param(b'{"input": {"x": 1e400}}', "body.input.x is inf", id="overflow"),
+    pytest.param(
+        b'{"input": {"q": "\\ud800"}}', "body.input.q holds a lone surrogate", id="lone-surrogate"
+    ),
+    pytest.param(b'{"input": {"\\udfff": 1}}', "lone surrogate", id="surrogate-key"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), _UNCARRYABLE)
+@pytest.mark.parametrize("route", ["/run", "/runsync"])
+def test_bodies_no_reply_could_carry_are_refused_at_submission(
+    api: httpx.Client, route: str, body: bytes, reason: str
+) -> None:
+    """Deep nesting, huge integers, NaN/Infinity, overflowing floats and lone surrogates get a
+    400 naming the problem before any job exists; the twin then serves a good job."""
+    before = api.get("/health").json()["jobs"]
+    response = api.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["error"]
+    assert api.get("/health").json()["jobs"] == before  # nothing queued, nothing left running
+    assert api.post("/runsync", json={"input": {"q": "fine 😀"}}).json()["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(("body", "reason"), _UNCARRYABLE[:4])
+def test_the_management_patch_refuses_them_too(twin: RunningTwin, body: bytes, reason: str) -> None:
+    """The v2 management PATCH reads its body through the same reader: a 400, config as it was."""
+    url = f"{twin.base_url}/serverless/{twin.endpoint_id}"
+    headers = {"Authorization": f"Bearer {twin.api_key}", "Content-Type": "application/json"}
+    before = httpx.get(url, headers=headers).json()
+    response = httpx.patch(url, content=body.replace(b'"input"', b'"workers"'), headers=headers)
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["error"]
+    assert httpx.get(url, headers=headers).json() == before
 
 
 def test_body_over_ten_megabytes_streamed_without_length_is_refused(api: httpx.Client) -> None:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-__all__ = ["ApiError", "check_bearer", "error_response", "parse_count", "read_body", "read_json"]
+__all__ = [
+    "MAX_DEPTH",
+    "ApiError",
+    "check_bearer",
+    "error_response",
+    "parse_count",
+    "parse_json",
+    "read_body",
+    "read_json",
+]
 
 # ASCII digits only, and few enough that int() is cheap: str.isdigit() accepts "²".
 _COUNT = re.compile(r"[0-9]{1,12}")
@@ -62,11 +72,71 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """Parse a JSON body, with a clear error when it is not JSON."""
-    body = await read_body(request, limit)
+    """Parse a JSON body through :func:`parse_json`, after bounding its size."""
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON body the twin can store, hand to a worker and answer with again, or a 400.
+
+    Python's parser accepts more than a JSON reply can carry back: ``NaN`` and ``Infinity``,
+    numbers that overflow to infinity, lone surrogates (``"\\ud800"``), and nesting deep
+    enough to exhaust the stack. Each would fail later, after the job was queued or taken, so
+    each is refused here, naming where it is.
+    """
     if not body.strip():
         raise ApiError(400, "request body is empty; expected a JSON object")
     try:
-        return json.loads(body)
+        value = json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except _NonFiniteError as exc:
+        raise ApiError(400, f"request body holds {exc}, which is not a JSON number") from None
+    except RecursionError:
+        raise ApiError(400, f"request body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # an integer longer than Python converts (4,300 digits)
+        raise ApiError(400, f"request body holds a number too long to read: {exc}") from None
+    _check_value(value)
+    return value
+
+
+# Deeper than any job input needs, and far from the recursion limit of the JSON encoder that
+# answers /status with the input's job.
+MAX_DEPTH = 100
+
+
+class _NonFiniteError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteError(name)
+
+
+def _check_value(root: Any) -> None:
+    # Iterative, so a deep value is reported, not a RecursionError of our own.
+    stack: list[tuple[Any, str, int]] = [(root, "body", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            where = path if len(path) <= 80 else f"{path[:77]}..."
+            raise ApiError(400, f"{where} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(value, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ApiError(400, f"{path} is {value}: JSON numbers must be finite")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"{path} key {key[:40]!r}")
+                stack.append((item, f"{path}.{key[:40]}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _check_text(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, f"{path} holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+        ) from None

@@ -54,9 +54,14 @@ async def _take(request: Request, *, batch: bool) -> Response:
         # time, so the take is re-stamped after the wait and delayTime includes it.
         await asyncio.sleep(platform.settings.dispatch_ms / 1000)
         platform.queue.restamp_start(jobs)
-    if batch:
-        return JSONResponse([job.for_worker() for job in jobs])
-    return JSONResponse(jobs[0].for_worker())
+    try:
+        return JSONResponse([job.for_worker() for job in jobs] if batch else jobs[0].for_worker())
+    except (ValueError, TypeError) as exc:
+        # Submission refuses what JSON cannot carry, so this is a bug if it happens; the jobs
+        # end now with the reason instead of sitting IN_PROGRESS until their timeout.
+        for job in jobs:
+            platform.queue.fail(job, f"the job could not be sent to a worker: {exc}")
+        return Response(status_code=204)
 
 
 async def job_take(request: Request) -> Response:
