@@ -74,7 +74,9 @@ def test_request_count_scales_from_zero_with_cold_start() -> None:
         )
         # Each job waited at least the 500 ms cold-start delay plus a real process start.
         assert min(b["delayTime"] for b in bodies) >= 500
-        assert len({b["workerId"] for b in bodies}) == 2
+        # Both started workers come up. Which of them served which job is a race: under load
+        # the first one can finish its job before the second is ready and take the next.
+        twin.wait_ready(2, timeout_s=30)
 
 
 def test_management_patch_changes_scaling_live() -> None:

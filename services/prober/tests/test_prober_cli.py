@@ -102,6 +102,11 @@ def test_impossible_slo_from_the_environment_exits_1(cli, twin_target: Target):
         (["--arrival", "poisson", "--runs", "3"], "need a rate"),
         (["--duration", "soon"], "--duration takes a positive duration"),
         (["--target", "staging"], "--target must be hosted or twin"),
+        (["--concurrency", ""], "--concurrency levels must be >= 1"),
+        (["--run-id", ""], "run_id"),
+        (["--arrival", "constant", "--rate", "inf", "--runs", "3"], "--rate takes a finite"),
+        (["--timeout", "inf", "--runs", "3"], "--timeout takes a finite"),
+        (["--duration", "inf"], "--duration takes a positive duration"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(cli, args: list[str], message: str):

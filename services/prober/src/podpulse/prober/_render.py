@@ -77,7 +77,7 @@ def _slo_table(out: Console, level: LevelSummary, title: str) -> None:
     out.print(
         f"{level.requests} requests, success {level.success_rate_pct}%, "
         f"failures: {failures}; 429s: {level.rate_limited_responses}; "
-        f"total = {parts}; tokens/s {level.tokens.tokens_per_second}"
+        f"total = {parts}; tokens/s {_or_na(level.tokens.tokens_per_second)}"
     )
     for kind, failure in level.failures.items():
         for example in failure.examples:
@@ -138,3 +138,8 @@ def _soak_tables(out: Console, soak: SoakVerdict) -> None:
     out.print(checks)
     if soak.plot:
         out.print(f"plot: {soak.plot}, report: report.md")
+
+
+def _or_na(value: float | None) -> str:
+    # A run whose endpoint reports no token counts has no decode speed to show.
+    return "n/a" if value is None else f"{value:g}"

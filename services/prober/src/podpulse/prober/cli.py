@@ -11,6 +11,7 @@ validate, 130 on Ctrl-C (after writing the partial summary).
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,6 +61,13 @@ def _levels(text: str) -> tuple[int, ...]:
     if not levels or any(level < 1 for level in levels):
         raise _usage(f"--concurrency levels must be >= 1, got {text!r}")
     return levels
+
+
+def _finite(value: float, flag: str) -> float:
+    # typer parses "inf" and "nan" as floats; neither is a rate or a timeout.
+    if not math.isfinite(value):
+        raise _usage(f"{flag} takes a finite number, got {value}")
+    return value
 
 
 def _seconds(text: str | None, flag: str) -> float | None:
@@ -254,21 +262,23 @@ def loadtest(
     kind_of_target = _target_kind(target, common)
     if arrival not in ("closed", "constant", "poisson"):
         raise _usage(f"--arrival must be closed, constant or poisson, got {arrival!r}")
-    levels = _levels(concurrency) if concurrency else ((1,) if arrival == "closed" else (0,))
+    levels = (
+        _levels(concurrency) if concurrency is not None else ((1,) if arrival == "closed" else (0,))
+    )
     seconds = _seconds(duration, "--duration")
     if runs is None and seconds is None:
         runs = 30
     kind = "sweep" if len(levels) > 1 else "load"
     spec = _spec(
         kind=kind,
-        run_id=run_id or new_run_id(kind),
+        run_id=new_run_id(kind) if run_id is None else run_id,
         concurrency=levels,
         runs=runs,
         duration_s=seconds,
         arrival=arrival,
-        rate=rate,
+        rate=None if rate is None else _finite(rate, "--rate"),
         warmup=settings.warmup if warmup is None else warmup,
-        timeout_s=timeout or settings.timeout_s,
+        timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
     )
     options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
@@ -298,13 +308,13 @@ def soak(
         seconds = settings.soak_duration_s
     spec = _spec(
         kind="soak",
-        run_id=run_id or new_run_id("soak"),
+        run_id=new_run_id("soak") if run_id is None else run_id,
         concurrency=(concurrency or settings.soak_concurrency,),
         runs=runs,
         duration_s=seconds,
         window_s=_seconds(window, "--window") or settings.soak_window_s,
         warmup=settings.warmup if warmup is None else warmup,
-        timeout_s=timeout or settings.timeout_s,
+        timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
     )
     options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
