@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -39,6 +39,8 @@ from ._target import EmbeddedTwin, TargetError, TargetKind, default_target_kind,
 from .settings import ProberSettings
 
 __all__ = ["loadtest", "report", "soak"]
+
+T = TypeVar("T")
 
 _EXIT_FAILED, _EXIT_USAGE, _EXIT_INTERRUPTED = 1, 2, 130
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -79,20 +81,17 @@ def _seconds(text: str | None, flag: str) -> float | None:
     return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
-def _settings() -> tuple[ProberSettings, CommonSettings]:
+def _from_env(build: Callable[[], T]) -> T:
+    """``build()`` (settings read from the environment), or exit 2 naming what is wrong."""
     try:
-        return ProberSettings(), CommonSettings()
+        return build()
     except ValidationError as exc:
         problems = describe_settings_error(exc)
         raise _usage(f"invalid settings in the environment: {problems}") from None
 
 
-def _twin_settings() -> EmbeddedTwin:
-    try:
-        return EmbeddedTwin.from_env()
-    except ValidationError as exc:
-        problems = describe_settings_error(exc)
-        raise _usage(f"invalid twin settings in the environment: {problems}") from None
+def _settings() -> tuple[ProberSettings, CommonSettings]:
+    return _from_env(lambda: (ProberSettings(), CommonSettings()))
 
 
 def _spec(**fields: Any) -> ProbeSpec:
@@ -161,12 +160,8 @@ def _run(
     err = Console(stderr=True)
     # Spans only when asked for: a one-off run on a laptop has no collector, and the SDK's
     # default OTLP exporter would retry against localhost:4318 and hold the exit for seconds.
-    try:
-        telemetry = TelemetrySettings()
-    except ValidationError as exc:
-        problems = describe_settings_error(exc)
-        raise _usage(f"invalid settings in the environment: {problems}") from None
-    twin = _twin_settings() if options.target == "twin" else None
+    telemetry = _from_env(TelemetrySettings)
+    twin = _from_env(EmbeddedTwin.from_env) if options.target == "twin" else None
     tracing = "traces_exporter" in telemetry.model_fields_set
     if tracing:
         configure_telemetry("podpulse-prober", settings=telemetry)
