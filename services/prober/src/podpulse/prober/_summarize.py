@@ -8,7 +8,6 @@ from pathlib import Path
 
 from podpulse.common.summary import SCHEMA_VERSION, ProbeSpec, RunSummary, ShardInfo, TargetInfo
 
-from ._plot import plot_latency
 from ._results_dir import read_records, run_dir, write_summary_file
 from ._run_stats import RunStats, slo_of
 from ._soak import soak_report, soak_verdict
@@ -97,6 +96,9 @@ def write_summary(
         records = read_records(folder)
         plot = None
         if records and stats.origin is not None:
+            # Late: matplotlib costs ~0.2 s to import and only a soak draws.
+            from ._plot import plot_latency
+
             plot = plot_latency(
                 records,
                 summary.soak.windows,

@@ -16,15 +16,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
 from podpulse.common.runpod import ApiKey, RunPodClient
 from podpulse.common.settings import RUNPOD_API_KEY, CommonSettings, SecretError
 from podpulse.common.summary import TargetInfo, TargetKind
-from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 
 from ._transport import AiohttpTransport
+
+if TYPE_CHECKING:  # the twin (starlette, uvicorn) is imported only when a run starts one
+    from podpulse.twin import CalibratedSettings, TwinSettings
 
 __all__ = [
     "EmbeddedTwin",
@@ -116,12 +119,16 @@ class EmbeddedTwin:
     @classmethod
     def from_env(cls) -> EmbeddedTwin:
         """Both read from the environment (``TWIN_*``, ``TWIN_CALIBRATED_*``), at an entry point."""
+        from podpulse.twin import CalibratedSettings, TwinSettings
+
         return cls(settings=TwinSettings(), calibrated=CalibratedSettings())
 
 
 @contextlib.contextmanager
 def embedded_twin(twin: EmbeddedTwin) -> Iterator[Target]:
     """Start a twin with calibrated workers for the block; yield it as a Target."""
+    from podpulse.twin import running_twin
+
     with running_twin(twin.settings, twin.calibrated) as running:
         yield Target(
             endpoint_id=running.endpoint_id,
