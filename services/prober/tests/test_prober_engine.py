@@ -121,7 +121,9 @@ async def test_client_timeout_is_counted_and_measured_to_the_timeout(twin_target
     [record] = records
     assert record.outcome is Outcome.CLIENT_TIMEOUT
     assert "client timeout" in (record.error or "")
-    assert 300 <= record.total_ms < 450
+    # The job runs 1200 ms: a total below that was measured to the timeout, not to the job's
+    # end (a tighter bound only measures how loaded the machine is).
+    assert 300 <= record.total_ms < 1200
 
 
 async def test_unfinished_runsync_is_polled_at_a_short_interval(twin_target: Target):
