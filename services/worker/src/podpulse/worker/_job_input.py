@@ -6,6 +6,7 @@ which field is wrong, instead of the worker guessing.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -59,8 +60,9 @@ class JobInput(BaseModel):
     question: Annotated[str, StringConstraints(min_length=1, max_length=8000)] | None = None
     profile: Profile | None = None
     max_new_tokens: Annotated[int, Field(ge=1)] = 256
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # NaN compares false with every bound: refused as not finite rather than as "above 2".
+    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] = 0.7
+    top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
     stop: (
         Annotated[
@@ -110,11 +112,21 @@ class JobInput(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
+# A client's key is named in an error only when it looks like a field name: anything else
+# (free text, a long string) could be the customer's words pasted into the wrong place.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+# Errors whose last location step is a key the client chose, not one of ours.
+_CLIENT_KEY_ERRORS = frozenset({"extra_forbidden", "invalid_key"})
+
+
 def describe_input_error(exc: ValidationError) -> str:
     """The job's validation errors as one message, each naming its field under ``input``."""
     # loc and msg only: pydantic's input echo could carry the customer's personal details.
     parts = []
     for err in exc.errors(include_input=False, include_url=False)[:5]:
-        where = ".".join(str(p) for p in ("input", *err["loc"]))
+        loc = [str(p) for p in err["loc"]]
+        if loc and err["type"] in _CLIENT_KEY_ERRORS and not _FIELD_NAME.fullmatch(loc[-1]):
+            loc[-1] = "<unrecognised name>"
+        where = ".".join(("input", *loc))
         parts.append(f"{where}: {err['msg']}")
     return "invalid input: " + "; ".join(parts)

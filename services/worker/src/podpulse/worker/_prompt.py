@@ -1,7 +1,14 @@
-"""Prompt building: the career-guidance system prompt, the profile block, the chat template."""
+"""Prompt building: the career-guidance system prompt, the profile block, the chat template.
+
+The template's control tokens (``<|im_start|>``, ``<|im_end|>``, ...) are the only ones a
+prompt holds: the same spellings typed by a client are encoded as plain text, so a question
+cannot close its turn and open a system one. The client's text is kept as typed, not stripped.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +44,8 @@ class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
 
     def encode(self, text: str, **kwargs: Any) -> list[int]: ...
+
+    def get_added_vocab(self) -> dict[str, int]: ...
 
 
 class PromptTooLongError(ValueError):
@@ -90,6 +99,13 @@ class PromptBuilder:
         self._tokenizer = tokenizer
         self.context_length = context_length
         self.system_prompt = system_prompt
+        # The Rust tokenizer directly: transformers' encode wrapper costs more than the encoding.
+        self._backend: Any = getattr(tokenizer, "backend_tokenizer", None)
+        self._as_text = _control_tokens_as_text(tokenizer, self._backend)
+        longest_first = sorted(self._as_text, key=len, reverse=True)
+        self._control_re = (
+            re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
+        )
 
     def messages_for_question(
         self, question: str, profile: Mapping[str, str | Sequence[str] | None] | None = None
@@ -110,20 +126,22 @@ class PromptBuilder:
         return chat
 
     def build(self, messages: Sequence[Mapping[str, str]], max_new_tokens: int) -> BuiltPrompt:
-        """Render ``messages`` with the chat template and check the length against the context."""
-        text = self._tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
+        """Render ``messages`` with the chat template and check the length against the context.
+
+        Control-token spellings inside the messages become plain-text ids; the template's own
+        control tokens are the only control ids in the result.
+        """
+        chat = [dict(m) for m in messages]
+        separator = self._mark(chat)
+        rendered = self._tokenizer.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=True
         )
-        if not isinstance(text, str):
+        if not isinstance(rendered, str):
             raise TypeError("the tokenizer's chat template did not render to text")
-        # The template already wrote every special token; adding BOS/EOS again would change
-        # what the model was fine-tuned on.
-        # The Rust tokenizer directly: transformers' encode wrapper costs more than the encoding.
-        backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            ids = list(backend.encode(text, add_special_tokens=False).ids)
+        if separator is None:
+            text, ids = rendered, self._encode(rendered)
         else:
-            ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+            text, ids = self._encode_marked(rendered.split(separator))
         if len(ids) + max_new_tokens > self.context_length:
             raise PromptTooLongError(
                 f"prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
@@ -133,3 +151,76 @@ class PromptBuilder:
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return BuiltPrompt(text=text, input_ids=ids, system_prompt=system, user_text=user)
+
+    def _mark(self, chat: list[dict[str, str]]) -> str | None:
+        """Fence every control-token spelling in ``chat`` (in place); the fence, or None."""
+        pattern = self._control_re
+        if pattern is None or not any(pattern.search(v) for m in chat for v in m.values()):
+            return None  # the common case: the text renders and encodes in one piece
+        # A fresh random fence per prompt: a client cannot type one to forge a control token,
+        # so nothing of theirs has to be escaped or removed.
+        fence = f"\U000f0000{secrets.token_hex(16)}\U000f0001"
+        for message in chat:
+            for key, value in message.items():
+                message[key] = pattern.sub(lambda m: f"{fence}{m.group()}{fence}", value)
+        return fence
+
+    def _encode_marked(self, pieces: list[str]) -> tuple[str, list[int]]:
+        # Even pieces are template and text, odd ones a client's control-token spelling. The
+        # tokenizer splits its input at added tokens anyway, so encoding the even pieces one
+        # by one gives the ids encoding them whole would.
+        if len(pieces) % 2 == 0:
+            raise RuntimeError("the chat template dropped part of a message")
+        ids: list[int] = []
+        for index, piece in enumerate(pieces):
+            if index % 2:
+                as_text = self._as_text.get(piece)
+                if as_text is None:
+                    raise RuntimeError("the chat template split a control token in a message")
+                ids.extend(as_text)
+            elif piece:
+                ids.extend(self._encode(piece))
+        return "".join(pieces), ids
+
+    def _encode(self, text: str) -> list[int]:
+        # The template already wrote every special token; adding BOS/EOS again would change
+        # what the model was fine-tuned on.
+        if self._backend is not None:
+            return list(self._backend.encode(text, add_special_tokens=False).ids)
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+
+def _control_tokens_as_text(tokenizer: ChatTokenizer, backend: Any) -> dict[str, list[int]]:
+    """Each added token of ``tokenizer`` (the control tokens) and the ids that spell it as text.
+
+    Every added token counts, special or not (Qwen2.5's ``<tool_call>`` is not special), except
+    whitespace ones: those are text in any template.
+    """
+    control = {t: i for t, i in tokenizer.get_added_vocab().items() if t and not t.isspace()}
+    newline = _encode_plain(tokenizer, backend, "\n")
+    spelled: dict[str, list[int]] = {}
+    for token in control:
+        # After a newline, as in a prompt: a SentencePiece tokenizer would otherwise write the
+        # word-start space it puts at the start of a string.
+        ids = _encode_plain(tokenizer, backend, "\n" + token)
+        if ids[: len(newline)] == newline:
+            ids = ids[len(newline) :]
+        else:
+            ids = _encode_plain(tokenizer, backend, token)
+        if set(ids) & set(control.values()):
+            raise ValueError(f"the tokenizer cannot write {token!r} as plain text")
+        spelled[token] = ids
+    return spelled
+
+
+def _encode_plain(tokenizer: ChatTokenizer, backend: Any, text: str) -> list[int]:
+    """``text`` as plain text: no spelling in it becomes an added (control) token."""
+    if backend is None:
+        return list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+    # The backend's pipeline without its added-token pass, the one that finds control tokens.
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    words = [text]
+    if backend.pre_tokenizer is not None:
+        words = [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+    return [token.id for word in words for token in backend.model.tokenize(word)]
