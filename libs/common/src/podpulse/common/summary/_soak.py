@@ -9,7 +9,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._base import Count, _Model
+from ._base import Count, Verdict, _Model
 
 # --- soaks ------------------------------------------------------------------------------------
 
@@ -26,14 +26,14 @@ class SoakWindow(_Model):
     p95_ms: float | None
     throughput_rps: float | None
     tokens_per_s: float | None
-    full: bool = Field(description="Covered at least half its length: used in the trend fit.")
+    full: Verdict = Field(description="Covered at least half its length: used in the trend fit.")
 
 
 class SoakCheck(_Model):
     """One check of the soak verdict, with its evidence."""
 
     check: str
-    passed: bool
+    passed: Verdict
     detail: str
 
 
@@ -64,7 +64,7 @@ class SoakTrends(_Model):
 class SoakVerdict(_Model):
     """A soak's checks, trends and windows, and whether every check passed."""
 
-    passed: bool
+    passed: Verdict
     checks: tuple[SoakCheck, ...] = Field(min_length=1)
     p95_threshold_ms: float
     min_change_pct: float
