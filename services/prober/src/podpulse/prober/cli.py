@@ -31,7 +31,16 @@ from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 from ._prompts import PromptSetError, load_prompts
 from ._render import show_summary
 from ._request_record import RequestRecord
-from ._results_dir import SUMMARY_FILE, new_run_id, read_records, read_target, run_dir
+from ._results_dir import (
+    SPEC_FILE,
+    SUMMARY_FILE,
+    ResultsError,
+    new_run_id,
+    read_records,
+    read_spec,
+    read_target,
+    run_dir,
+)
 from ._run import run_probe
 from ._run_stats import RunStats
 from ._summarize import summarize
@@ -323,8 +332,9 @@ def report(
 ) -> None:
     """Show a run's summary; rebuilt from requests.csv when the run died before writing one.
 
-    Exits 2, naming the field, when summary.json does not validate: no verdict is shown that
-    was not validated.
+    Exits 2, naming the file and field, when summary.json, requests.csv, spec.json or
+    target.json does not validate: no verdict is shown that was not validated. A summary
+    whose verdict its own numbers contradict is refused, not recomputed (see RunSummary).
     """
     settings, _ = _settings()
     try:
@@ -332,27 +342,41 @@ def report(
     except ValueError as exc:
         raise _usage(str(exc)) from None
     try:
-        if (folder / SUMMARY_FILE).exists():
+        if (folder / SUMMARY_FILE).is_file():
             summary = read_summary(folder / SUMMARY_FILE)
         elif any(folder.glob("requests*.csv")):
             summary = _rebuild(folder, settings)
         else:
             raise _usage(f"no run {run_id!r} in {folder.parent} (no summary.json or requests.csv)")
-    except SummaryError as exc:
+    except (SummaryError, ResultsError) as exc:
         raise _usage(str(exc)) from None
-    except (OSError, ValueError, KeyError, ValidationError) as exc:
-        # A damaged run folder is bad input: say which file and why, never a traceback.
-        raise _usage(f"run {run_id!r} cannot be read: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        # Unreadable, a folder where a file belongs: say which and why, never a traceback.
+        raise _usage(f"run {run_id!r} cannot be read: {exc.filename}: {exc.strerror}") from None
     _finish(summary, as_json=as_json)
 
 
 def _rebuild(folder: Path, settings: ProberSettings) -> RunSummary:
     records = read_records(folder)
-    spec = ProbeSpec.model_validate_json((folder / "spec.json").read_bytes())
+    spec = read_spec(folder)
     target = read_target(folder)
+    if spec.run_id != folder.name:
+        raise ResultsError(f"{folder / SPEC_FILE} names run {spec.run_id!r}, not {folder.name!r}")
     window = (spec.window_s or settings.soak_window_s) if spec.kind == "soak" else None
-    origin = records[0].intended if records and window else None
+    origin = min((r.intended for r in records), default=None) if window else None
     levels: dict[int, RunStats] = {}
     for record in records:
         levels.setdefault(record.concurrency, RunStats(window_s=window, origin=origin)).add(record)
-    return summarize(spec, levels, settings, target=target, interrupted=True)
+    try:
+        return summarize(spec, levels, settings, target=target, interrupted=True)
+    except ValidationError as exc:
+        # Rows that parse one by one but do not make a summary of this spec's run.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'summary'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ResultsError(
+            f"{folder}: the rows do not make a {spec.kind} run: {problems}"
+        ) from None
+    except ValueError as exc:
+        raise ResultsError(f"{folder}: the rows do not make a {spec.kind} run: {exc}") from None
