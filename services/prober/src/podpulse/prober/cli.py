@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ T = TypeVar("T")
 _EXIT_FAILED, _EXIT_USAGE, _EXIT_INTERRUPTED = 1, 2, 130
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MAX_DURATION_S = 366 * 86400.0
 
 
 def _usage(message: str) -> typer.Exit:
@@ -85,9 +87,31 @@ def _seconds(text: str | None, flag: str) -> float | None:
     if text is None:
         return None
     match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise _usage(f"{flag} takes a positive duration like 90, 90s, 30m or 1h, got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+    # A 400-digit number parses as float inf; a year is longer than any soak.
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"] if match else math.nan
+    if not 0 < seconds <= _MAX_DURATION_S:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise _usage(
+            f"{flag} takes a positive duration up to a year, like 90, 90s, 30m or 1h, got {shown!r}"
+        )
+    return seconds
+
+
+def _results_dir(flag: Path | None, settings: ProberSettings) -> Path:
+    """The results folder, created if need be; exit 2 when runs cannot be written there."""
+    path = flag if flag is not None else settings.results_dir
+    origin = "--results-dir" if flag is not None else "PROBER_RESULTS_DIR"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise _usage(f"{origin} {path} is not a folder") from None
+    except OSError as exc:
+        raise _usage(f"{origin} {path} cannot be created: {exc.strerror}") from None
+    if not path.is_dir():
+        raise _usage(f"{origin} {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise _usage(f"{origin} {path} is not writable")
+    return path
 
 
 def _from_env(build: Callable[[], T]) -> T:
@@ -285,7 +309,7 @@ def loadtest(
         timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
     )
-    options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
+    options = _RunOptions(kind_of_target, _results_dir(results_dir, settings), as_json)
     _run(spec, settings, common, options)
 
 
@@ -321,7 +345,7 @@ def soak(
         timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
     )
-    options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
+    options = _RunOptions(kind_of_target, _results_dir(results_dir, settings), as_json)
     _run(spec, settings, common, options)
 
 

@@ -27,6 +27,10 @@ class SoakWindow(_Model):
     throughput_rps: float | None
     tokens_per_s: float | None
     full: Verdict = Field(description="Covered at least half its length: used in the trend fit.")
+    partial: Verdict = Field(
+        default=False,
+        description="The run ended inside it: its rate is over covered_s, not window_s.",
+    )
 
 
 class SoakCheck(_Model):
@@ -77,4 +81,12 @@ class SoakVerdict(_Model):
     def _passed_matches_checks(self) -> Self:
         if self.passed != all(check.passed for check in self.checks):
             raise ValueError(f"passed={self.passed} contradicts the result of its checks")
+        for window in self.windows:
+            # covered_s is rounded to the millisecond.
+            if window.covered_s > self.window_s + 0.001:
+                raise ValueError(
+                    f"window {window.index} covers {window.covered_s} s of {self.window_s} s"
+                )
+            if window.failures > window.requests:
+                raise ValueError(f"window {window.index} has more failures than requests")
         return self
