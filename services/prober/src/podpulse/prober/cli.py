@@ -23,6 +23,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
@@ -59,8 +60,10 @@ _MAX_DURATION_S = 366 * 86400.0
 
 
 def _usage(message: str) -> typer.Exit:
-    # soft_wrap: a long message stays one line, so it can be grepped and copied whole.
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # soft_wrap: a long message stays one line, so it can be grepped and copied whole; a line
+    # break or control character from the input (a JSON key, a file name) is shown escaped.
+    line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(_EXIT_USAGE)
 
 

@@ -152,10 +152,16 @@ def parse_summary(text: str | bytes, *, source: str = "summary") -> RunSummary:
         return RunSummary.model_validate_json(text, strict=True)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '<summary>'}: {error['msg']}"
+            f"{'.'.join(_shown(part) for part in error['loc']) or '<summary>'}: {error['msg']}"
             for error in exc.errors(include_url=False, include_input=False)
         )
         raise SummaryError(f"{source} is not a valid RunSummary: {problems}") from None
+
+
+def _shown(part: str | int) -> str:
+    # A key from the file itself (an unknown field) may be anything, a line break included.
+    text = str(part)
+    return text if text.isprintable() and len(text) <= 60 else repr(text[:60])
 
 
 def read_summary(path: Path) -> RunSummary:
