@@ -151,12 +151,12 @@ def _read_csv(path: Path) -> list[RequestRecord]:
         raise ResultsError(f"{path}: line 1 is not a requests.csv header: {problems}")
     records = []
     for position, (line, row) in enumerate(rows[1:], start=2):
-        if len(row) > len(header):
+        if len(row) != len(header):
+            if len(row) < len(header) and position == len(rows):
+                continue  # the last row, cut short by a crash mid-write
             raise ResultsError(
                 f"{path}, line {line}: {len(row)} fields, the header has {len(header)}"
             )
-        if len(row) < len(header) and position == len(rows):
-            continue  # the last row, cut short by a crash mid-write
         try:
             records.append(RequestRecord.from_row(dict(zip(header, row, strict=False))))
         except RecordError as exc:
