@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from click.testing import CliRunner
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.summary import SummaryError, TargetInfo, parse_summary
@@ -35,8 +36,7 @@ from podpulse.prober import (
 from podpulse.prober._request_record import CSV_COLUMNS
 from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
-# Built once: typer would rebuild the click command on every invoke, 15 ms of each case.
-_COMMAND = get_command(build_app(entry_points(group=ENTRY_POINT_GROUP)))
+_APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
 _TARGET = TargetInfo(kind="twin", endpoint_id="ep-twin", base_url="http://127.0.0.1:9/v2")
 _CASES = int(os.environ.get("PROPERTY_CASES", "2000"))
 _PROPERTY = settings(
@@ -56,7 +56,7 @@ def _count(surface: str) -> None:
 def _report_counts() -> Iterator[None]:
     yield
     # Shown with -s; the report of the change quotes these.
-    print(f"\ngenerated cases run: {_RAN}")
+    print(f"\ngenerated cases run: {_RAN}")  # noqa: T201
 
 
 # --- values that break naive readers -----------------------------------------------------------
@@ -98,7 +98,7 @@ _GOOD_LINE = {"question": "How do I become a data analyst?", "profile": {"skills
 
 
 @st.composite
-def _prompt_line(draw: st.DrawFn) -> bytes:
+def _prompt_line(draw: st.DrawFn) -> bytes:  # noqa: PLR0911  # one return per kind of line
     kind = draw(st.sampled_from(["good", "value", "field", "deep", "bigint", "bytes", "raw"]))
     if kind == "good":
         return json.dumps(_GOOD_LINE).encode()
@@ -205,14 +205,14 @@ def _set(data: Any, path: tuple[Any, ...], value: Any) -> Any:
         return value
     head, rest = path[0], path[1:]
     copy = dict(data) if isinstance(data, dict) else list(data)
-    copy[head] = _set(data[head], rest, value)  # type: ignore[index]
+    copy[head] = _set(data[head], rest, value)
     return copy
 
 
 def _delete(data: Any, path: tuple[Any, ...]) -> Any:
     if len(path) == 1:
         copy = dict(data) if isinstance(data, dict) else list(data)
-        del copy[path[0]]  # type: ignore[arg-type]
+        del copy[path[0]]
         return copy
     return _set(data, path[:1], _delete(data[path[0]], path[1:]))
 
@@ -243,14 +243,21 @@ def _summary_file(draw: st.DrawFn) -> bytes:
 @pytest.fixture(scope="module")
 def report_env() -> Iterator[tuple[CliRunner, Path]]:
     """A results folder and a runner with only the prober's folder set in its environment."""
-    with tempfile.TemporaryDirectory() as folder:
-        env = {name: None for name in os.environ if name.startswith(("RUNPOD_", "PROBER_"))}
+    # typer's runner rebuilds the click command from the app on every invoke (15 ms, most of
+    # a case); the app does not change, so it is built once.
+    command = get_command(_APP)
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", lambda app: command)
+        env: dict[str, str | None] = {
+            name: None for name in os.environ if name.startswith(("RUNPOD_", "PROBER_"))
+        }
         env["PROBER_RESULTS_DIR"] = folder
-        yield CliRunner(env=env), Path(folder)  # type: ignore[arg-type]
+        yield CliRunner(env=env), Path(folder)
 
 
 def _report(runner: CliRunner, run_id: str) -> tuple[int, str, str]:
-    done = runner.invoke(_COMMAND, ["report", run_id, "--json"])
+    # click's own invoke: typer's would rebuild the command from the app first.
+    done = runner.invoke(_APP, ["report", run_id, "--json"])
     if done.exception is not None and not isinstance(done.exception, SystemExit):
         raise done.exception
     return done.exit_code, done.stdout, done.stderr
@@ -347,7 +354,8 @@ def test_report_rebuilding_from_any_csv_exits_1_or_2_with_one_line(
         return
     assert code == 1, stderr
     summary = parse_summary(stdout)
-    assert summary.interrupted and not summary.passed
+    assert summary.interrupted
+    assert not summary.passed
 
 
 def test_the_writer_and_the_reader_agree(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from podpulse.prober import (
 )
 from podpulse.prober._request_record import CSV_COLUMNS
 from podpulse.prober._results_dir import (
-    ResultsWriter,
     write_json,
     write_summary_file,
     write_target,
@@ -94,6 +93,21 @@ def _refused(done: Result, *needles: str) -> None:
     assert "verdict" not in done.stdout
 
 
+def _without_slo(data: dict[str, Any]) -> dict[str, Any]:
+    level = {k: v for k, v in data["levels"][0].items() if k != "slo"}
+    return data | {"levels": [level]}
+
+
+def _at(data: Any, dotted: str, value: Any) -> Any:
+    copy = json.loads(json.dumps(data))
+    *path, last = dotted.split(".")
+    node = copy
+    for part in path:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[int(last) if last.isdigit() else last] = value
+    return copy
+
+
 # --- item 9: report on a damaged summary.json -------------------------------------------------
 
 
@@ -104,12 +118,15 @@ def _refused(done: Result, *needles: str) -> None:
         (lambda d: {}, "schema_version: Field required"),
         (lambda d: None, "<summary>: Input should be an object"),
         (lambda d: {k: v for k, v in d.items() if k != "levels"}, "levels: Field required"),
-        (lambda d: _without_slo(d), "levels.0.slo: Field required"),
-        (lambda d: _at(d, "levels.0.latency_ms.total.p50", "420.0"), "levels.0.latency_ms.total.p50"),
+        (_without_slo, "levels.0.slo: Field required"),
+        (lambda d: _at(d, "levels.0.latency_ms.total.p50", "420.0"),
+         "levels.0.latency_ms.total.p50"),
         (lambda d: d | {"kind": "sweep"}, "spec names another run or kind"),
-        (lambda d: d | {"kind": "sweep", "spec": d["spec"] | {"kind": "sweep"}}, "a sweep, and only a sweep"),
+        (lambda d: d | {"kind": "sweep", "spec": d["spec"] | {"kind": "sweep"}},
+         "a sweep, and only a sweep"),
     ],
-    ids=["list", "empty", "null", "no-levels", "no-slo", "string-number", "load-as-sweep", "load-as-sweep-spec"],
+    ids=["list", "empty", "null", "no-levels", "no-slo", "string-number", "load-as-sweep",
+         "load-as-sweep-spec"],
 )  # fmt: skip
 def test_report_on_a_damaged_summary_exits_2_naming_the_field(
     cli, tmp_path: Path, damage: Any, field: str
@@ -125,21 +142,6 @@ def test_report_on_a_deeply_nested_summary_exits_2(cli, tmp_path: Path) -> None:
     (tmp_path / "deep").mkdir()
     (tmp_path / "deep" / "summary.json").write_text("[" * 100_000, encoding="utf-8")
     _refused(cli("report", "deep"), "recursion limit exceeded")
-
-
-def _without_slo(data: dict[str, Any]) -> dict[str, Any]:
-    level = {k: v for k, v in data["levels"][0].items() if k != "slo"}
-    return data | {"levels": [level]}
-
-
-def _at(data: Any, dotted: str, value: Any) -> Any:
-    copy = json.loads(json.dumps(data))
-    *path, last = dotted.split(".")
-    node = copy
-    for part in path:
-        node = node[int(part)] if part.isdigit() else node[part]
-    node[int(last) if last.isdigit() else last] = value
-    return copy
 
 
 # --- item 10: a tampered verdict -------------------------------------------------------------
@@ -204,7 +206,8 @@ def _row(**changes: object) -> str:
         (",".join(CSV_COLUMNS) + "\n" + _row(error="x" * 200_000) + "\n", "line 2: not CSV"),
         (",".join(CSV_COLUMNS) + "\n" + _row(done="1e400") + "\n", "line 2: done: inf is outside"),
         (",".join(CSV_COLUMNS) + "\n" + _row(seq="9" * 5000) + "\n", "line 2: seq: not a count"),
-        (",".join(CSV_COLUMNS) + "\n" + _row(outcome="MAYBE") + "\n" + _row() + "\n", "line 2: outcome"),
+        (",".join(CSV_COLUMNS) + "\n" + _row(outcome="MAYBE") + "\n" + _row() + "\n",
+         "line 2: outcome"),
     ],
     ids=["garbage-header", "200k-field", "done-1e400", "huge-seq", "bad-outcome"],
 )  # fmt: skip
@@ -244,7 +247,8 @@ def test_an_unusable_results_dir_exits_2_naming_it(cli, tmp_path: Path) -> None:
         cli("loadtest", "--runs", "1", "--results-dir", "/proc/x"),
         "--results-dir /proc/x cannot be created",
     )
-    _refused(cli("soak", "--runs", "1", PROBER_RESULTS_DIR=str(afile / "sub")), "PROBER_RESULTS_DIR")  # fmt: skip
+    done = cli("soak", "--runs", "1", PROBER_RESULTS_DIR=str(afile / "sub"))
+    _refused(done, "PROBER_RESULTS_DIR")
 
 
 @pytest.mark.parametrize(("command", "flag"), [("loadtest", "--duration"), ("soak", "--window")])
@@ -255,8 +259,9 @@ def test_an_infinite_duration_or_window_is_refused(cli, command: str, flag: str)
 
 def test_a_base_url_with_userinfo_is_refused_without_the_password(cli) -> None:
     """RUNPOD_ENDPOINT_BASE_URL with user:pass@ exits 2 naming the variable, never the password."""
+    url = "https://user:hunter2@api.runpod.ai/v2"
     done = cli("loadtest", "--runs", "1", "--target", "hosted", RUNPOD_ENDPOINT_ID="abc123",
-               RUNPOD_API_KEY="k", RUNPOD_ENDPOINT_BASE_URL="https://user:hunter2@api.runpod.ai/v2")  # fmt: skip
+               RUNPOD_API_KEY="k", RUNPOD_ENDPOINT_BASE_URL=url)  # fmt: skip
     _refused(done, "RUNPOD_ENDPOINT_BASE_URL", "must not carry a user or password")
     assert "hunter2" not in done.output
 
@@ -285,7 +290,8 @@ def test_a_sweep_cron_error_names_the_variable_not_the_value(cli) -> None:
     ("line", "why"),
     [
         (b"[" * 100_000, "not JSON (recursion limit exceeded"),
-        (b'{"question": "q", "max_new_tokens": ' + b"9" * 5000 + b"}", "not JSON (number out of range"),
+        (b'{"question": "q", "max_new_tokens": ' + b"9" * 5000 + b"}",
+         "not JSON (number out of range"),
         (b'{"question": "\\ud800"}', "not JSON"),
         (b'{"question": "q\xff"}', "not UTF-8"),
         (b'{"question": NaN}', "'question': Input should be a valid string"),

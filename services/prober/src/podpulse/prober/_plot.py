@@ -53,7 +53,7 @@ def plot_latency(
         drawn = [w for w in windows if w.p95_ms is not None and w.partial == partial]
         if drawn:
             axes.hlines(
-                [w.p95_ms for w in drawn],
+                [w.p95_ms or 0.0 for w in drawn],
                 [w.start_s / 60 for w in drawn],
                 [(w.start_s + min(w.covered_s, window_s)) / 60 for w in drawn],
                 colors="grey" if partial else "black",
