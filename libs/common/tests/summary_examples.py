@@ -52,7 +52,7 @@ def level(concurrency: int = 1, *, total_p95: float = 3150.0, failed: int = 0) -
         rate_limited_responses=0,
         percentile_method="nearest-rank",
         latency_ms=Latencies(
-            total=_stats(2100.0),
+            total=_stats(2100.0).model_copy(update={"p95": total_p95}),
             exec=_stats(1900.0),
             delay=_stats(150.0),
             overhead=_stats(50.0),

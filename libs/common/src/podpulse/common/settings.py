@@ -8,11 +8,13 @@ most a second), so a rotated key or webhook URL takes effect without a restart.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasGenerator, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -47,6 +49,11 @@ DEFAULT_RUNPOD_ENDPOINT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_RUNPOD_MANAGEMENT_BASE_URL = "https://api.runpod.io/v2"
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# RunPod endpoint ids are short lowercase letters and digits ("jpnw0v75y3qoql" in RunPod's API
+# reference); the twin's default is "podpulse-twin", hence the hyphen. An API key ("rpa_" and
+# 40-odd upper-case characters) can never match, so a key pasted into RUNPOD_ENDPOINT_ID is
+# refused instead of printed in every run's target line and written to its target.json.
+_ENDPOINT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
 # The env_prefix of every podpulse settings class; no variable carries it (see env_settings).
 # A NUL: no environment variable's name can contain one, so the by-name lookup never matches.
@@ -90,13 +97,24 @@ def settings_variable(settings_cls: type[BaseSettings], field_name: str) -> str:
 
 
 def describe_settings_error(exc: ValidationError) -> str:
-    """Which variable is wrong and why, never its value: a bad REDIS_URL can hold a password."""
-    return "; ".join(_describe(err) for err in exc.errors(include_input=False))
+    """Which variable is wrong and why, never its value: a bad REDIS_URL can hold a password.
+
+    Validators word their messages without the value; as a second guard, a message that
+    quotes the whole value anyway has it replaced by ``<value>``.
+    """
+    return "; ".join(_describe(err) for err in exc.errors(include_url=False))
+
+
+# Shorter values cannot hold a secret, and replacing them would garble the message ("1").
+_REDACT_MIN_CHARS = 4
 
 
 def _describe(err: ErrorDetails) -> str:
     # pydantic words a validator's ValueError "Value error, <message>"; the message is enough.
     message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if isinstance(value, str) and len(value) >= _REDACT_MIN_CHARS:
+        message = message.replace(repr(value), "<value>").replace(value, "<value>")
     where = ".".join(str(part) for part in err["loc"])
     # A check across fields (workers_min <= workers_max) belongs to no single variable.
     return f"{where}: {message}" if where else message
@@ -162,9 +180,32 @@ class CommonSettings(BaseSettings):
             raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
 
+    @field_validator("runpod_endpoint_id")
+    @classmethod
+    def _endpoint_id_shape(cls, value: str | None) -> str | None:
+        # Never echoes the value: what fails this check may well be a key.
+        if value is not None and not _ENDPOINT_ID.match(value):
+            raise ValueError(
+                "not an endpoint id: RunPod endpoint ids are 1-32 lowercase letters, digits "
+                "or '-' (e.g. jpnw0v75y3qoql); an API key belongs in RUNPOD_API_KEY"
+            )
+        return value
+
     @field_validator("runpod_endpoint_base_url", "runpod_management_base_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
+    def _http_base_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            has_userinfo = parts.username is not None or parts.password is not None
+            host = parts.hostname
+        except ValueError:  # a malformed port or IPv6 address
+            raise ValueError("not a URL") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if has_userinfo:
+            # The URL is printed and written to every run's target.json; credentials in it
+            # would be too. The key goes in RUNPOD_API_KEY, sent as a bearer token.
+            raise ValueError("must not carry a user or password (user:pass@); use RUNPOD_API_KEY")
         # Callers join paths with "/"; a trailing slash would give "//run", which RunPod 404s.
         return value.rstrip("/")
 
@@ -200,7 +241,7 @@ class TelemetrySettings(BaseSettings):
         unknown = sorted(set(names) - _TRACES_EXPORTERS)
         if unknown:
             raise ValueError(
-                f"unsupported {', '.join(unknown)}; use {', '.join(sorted(_TRACES_EXPORTERS))}"
+                f"unsupported exporter name; use {', '.join(sorted(_TRACES_EXPORTERS))}"
             )
         return names or ("none",)
 

@@ -47,11 +47,20 @@ def plot_latency(
             color="red",
             label="failed",
         )
-    steps = [(w.start_s, w.p95_ms) for w in windows if w.p95_ms is not None]
-    if steps:
-        xs = [start / 60 for start, _ in steps] + [(steps[-1][0] + window_s) / 60]
-        ys = [p95 for _, p95 in steps] + [steps[-1][1]]
-        axes.step(xs, ys, where="post", color="black", linewidth=1.5, label="window P95")
+    # Each window's P95 over the part of it the run lasted: a partial window (where the run
+    # ended) is drawn only as long as it was, dashed, so it does not pass for a full one.
+    for partial in (False, True):
+        drawn = [w for w in windows if w.p95_ms is not None and w.partial == partial]
+        if drawn:
+            axes.hlines(
+                [w.p95_ms or 0.0 for w in drawn],
+                [w.start_s / 60 for w in drawn],
+                [(w.start_s + min(w.covered_s, window_s)) / 60 for w in drawn],
+                colors="grey" if partial else "black",
+                linestyles="dashed" if partial else "solid",
+                linewidth=1.5,
+                label="partial window P95" if partial else "window P95",
+            )
     axes.axhline(threshold_ms, color="red", linestyle="--", label=f"P95 limit {threshold_ms:g} ms")
     axes.set_xlabel("minutes since start")
     axes.set_ylabel("total latency (ms)")

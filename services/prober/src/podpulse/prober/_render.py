@@ -1,10 +1,15 @@
-"""How the command line shows a ``RunSummary``: SLO tables, a sweep's table, a soak's verdict."""
+"""How the command line shows a ``RunSummary``: SLO tables, a sweep's table, a soak's verdict.
+
+Text from the summary (endpoint, failure reasons, check evidence) is escaped: rich would read
+"[/x]" in an endpoint id or an error message as markup, and fail on it.
+"""
 
 from __future__ import annotations
 
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from podpulse.common.summary import LevelSummary, RunSummary, SoakVerdict, SweepResult
@@ -19,7 +24,10 @@ def show_summary(summary: RunSummary, *, as_json: bool) -> None:
         return
     out = Console()
     target = summary.target
-    out.print(f"target: {target.kind} {target.endpoint_id} at {target.base_url}", highlight=False)
+    out.print(
+        f"target: {target.kind} {escape(target.endpoint_id)} at {escape(target.base_url)}",
+        highlight=False,
+    )
     if summary.sweep is not None:
         _sweep_table(out, summary, summary.sweep)
     else:
@@ -33,7 +41,7 @@ def show_summary(summary: RunSummary, *, as_json: bool) -> None:
             f"missing {list(shards.missing)}[/yellow]"
         )
         for shard, reason in sorted(shards.failed.items()):
-            out.print(f"  shard {shard}: {reason}", highlight=False)
+            out.print(f"  shard {shard}: {escape(reason)}", highlight=False)
     if summary.interrupted:
         out.print("[yellow]interrupted: partial results[/yellow]")
     verdict = "[green]PASS[/green]" if summary.passed else "[red]FAIL[/red]"
@@ -61,7 +69,7 @@ def _slo_table(out: Console, level: LevelSummary, title: str) -> None:
             shown = "-" if actual is None else f"{actual:,.0f} ms"
             share = "" if row.margin_pct is None else f" ({row.margin_pct:+.0f}%)"
             headroom = "-" if margin is None else f"{margin:+,.0f} ms{share}"
-        table.add_row(row.metric, row.slo, shown, headroom, _status(row.status))
+        table.add_row(row.metric, escape(row.slo), shown, headroom, _status(row.status))
     out.print(table)
     breakdown = level.breakdown_pct
     parts = ", ".join(
@@ -81,7 +89,7 @@ def _slo_table(out: Console, level: LevelSummary, title: str) -> None:
     )
     for kind, failure in level.failures.items():
         for example in failure.examples:
-            out.print(f"  {kind}: {example}", highlight=False)
+            out.print(f"  {kind}: {escape(example)}", highlight=False)
 
 
 def _sweep_table(out: Console, summary: RunSummary, sweep: SweepResult) -> None:
@@ -109,7 +117,7 @@ def _sweep_table(out: Console, summary: RunSummary, sweep: SweepResult) -> None:
     share = "" if tight.margin_pct is None else f" ({tight.margin_pct:+.1f}% of the threshold)"
     out.print(
         f"recommendation: concurrency [bold]{rec.concurrency}[/bold], the highest that meets "
-        f"the SLO; tightest margin {tight.metric} {margin}{share}"
+        f"the SLO; tightest margin {escape(tight.metric)} {margin}{share}"
     )
     if rec.failed_levels:
         out.print(f"[yellow]levels that failed: {list(rec.failed_levels)}[/yellow]")
@@ -117,12 +125,13 @@ def _sweep_table(out: Console, summary: RunSummary, sweep: SweepResult) -> None:
 
 def _soak_tables(out: Console, soak: SoakVerdict) -> None:
     windows = Table(title=f"soak windows ({soak.window_s:g} s)")
-    for column in ("Window", "Start", "Requests", "Failures", "P50", "P95", "req/s"):
+    for column in ("Window", "Start", "Length", "Requests", "Failures", "P50", "P95", "req/s"):
         windows.add_column(column, justify="right")
     for w in soak.windows:
         windows.add_row(
-            str(w.index),
+            f"{w.index} (partial)" if w.partial else str(w.index),
             f"{w.start_s:g} s",
+            f"{w.covered_s:g} s",
             str(w.requests),
             str(w.failures),
             _ms(w.p50_ms),
@@ -134,10 +143,12 @@ def _soak_tables(out: Console, soak: SoakVerdict) -> None:
     for column in ("Check", "Status", "Evidence"):
         checks.add_column(column)
     for check in soak.checks:
-        checks.add_row(check.check, _status("PASS" if check.passed else "FAIL"), check.detail)
+        checks.add_row(
+            escape(check.check), _status("PASS" if check.passed else "FAIL"), escape(check.detail)
+        )
     out.print(checks)
     if soak.plot:
-        out.print(f"plot: {soak.plot}, report: report.md")
+        out.print(f"plot: {escape(soak.plot)}, report: report.md", highlight=False)
 
 
 def _or_na(value: float | None) -> str:

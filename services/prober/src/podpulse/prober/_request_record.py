@@ -9,11 +9,21 @@ omission) counts against the endpoint as a user would feel it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["CSV_COLUMNS", "Outcome", "RequestRecord"]
+__all__ = ["CSV_COLUMNS", "REQUIRED_COLUMNS", "Outcome", "RecordError", "RequestRecord"]
+
+# Bounds a real row stays within: epoch seconds up to the year 9999 (a datetime can hold it),
+# durations up to ~115 days. Beyond them a value is damage, and would overflow a datetime.
+_MAX_EPOCH_S = 253_402_300_799.0
+_MAX_MS = 1e10
+
+
+class RecordError(ValueError):
+    """A CSV row that is not a request record; the message names the column and why."""
 
 
 class Outcome(StrEnum):
@@ -88,38 +98,80 @@ class RequestRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, str]) -> RequestRecord:
-        """Read a CSV row back (``report`` and merged shards)."""
+    def from_row(cls, row: Mapping[str, str | None]) -> RequestRecord:
+        """Read a CSV row back (``report`` and merged shards); RecordError naming the column.
 
-        def opt_float(key: str) -> float | None:
-            return float(row[key]) if row.get(key) not in (None, "") else None
+        Every number must be finite and within what a run can measure: a row that is not
+        one this module wrote is refused, never half-read.
+        """
 
-        def opt_int(key: str) -> int | None:
-            return int(row[key]) if row.get(key) not in (None, "") else None
+        def text(key: str) -> str | None:
+            value = row.get(key)
+            return None if value in (None, "") else value
 
-        def opt_str(key: str) -> str | None:
-            return row[key] if row.get(key) not in (None, "") else None
+        def need(key: str) -> str:
+            value = text(key)
+            if value is None:
+                raise RecordError(f"{key}: missing")
+            return value
 
+        def number(key: str, value: str, *, high: float) -> float:
+            try:
+                parsed = float(value)
+            except ValueError:
+                raise RecordError(f"{key}: not a number") from None
+            if not 0.0 <= parsed <= high:  # also false for NaN
+                raise RecordError(f"{key}: {parsed:g} is outside [0, {high:g}]")
+            return parsed
+
+        def count(key: str, value: str) -> int:
+            # Digits only: int() would also take " 1_0", and a 5,000-digit number is damage.
+            if not value.isascii() or not value.isdigit() or len(value) > 18:
+                raise RecordError(f"{key}: not a count (a whole number >= 0)")
+            return int(value)
+
+        def ms(key: str) -> float | None:
+            value = text(key)
+            return None if value is None else number(key, value, high=_MAX_MS)
+
+        def opt_count(key: str) -> int | None:
+            value = text(key)
+            return None if value is None else count(key, value)
+
+        outcome = need("outcome")
+        if outcome not in Outcome.__members__:
+            raise RecordError(f"outcome: not one of {', '.join(Outcome)}")
         return cls(
-            run_id=row["run_id"],
-            seq=int(row["seq"]),
-            concurrency=int(row["concurrency"]),
-            intended=float(row["intended"]),
-            sent=float(row["sent"]),
-            done=float(row["done"]),
-            outcome=Outcome(row["outcome"]),
-            job_id=opt_str("job_id"),
-            status=opt_str("status"),
-            worker_id=opt_str("worker_id"),
-            delay_ms=opt_float("delay_ms"),
-            exec_ms=opt_float("exec_ms"),
-            input_tokens=opt_int("input_tokens"),
-            output_tokens=opt_int("output_tokens"),
-            error=opt_str("error"),
-            shard=int(row.get("shard") or 0),
-            rate_limited=int(row.get("rate_limited") or 0),
-            model=opt_str("model"),
+            run_id=need("run_id"),
+            seq=count("seq", need("seq")),
+            concurrency=count("concurrency", need("concurrency")),
+            intended=number("intended", need("intended"), high=_MAX_EPOCH_S),
+            sent=number("sent", need("sent"), high=_MAX_EPOCH_S),
+            done=number("done", need("done"), high=_MAX_EPOCH_S),
+            outcome=Outcome(outcome),
+            job_id=text("job_id"),
+            status=text("status"),
+            worker_id=text("worker_id"),
+            delay_ms=ms("delay_ms"),
+            exec_ms=ms("exec_ms"),
+            input_tokens=opt_count("input_tokens"),
+            output_tokens=opt_count("output_tokens"),
+            error=text("error"),
+            shard=opt_count("shard") or 0,
+            rate_limited=opt_count("rate_limited") or 0,
+            model=text("model"),
         )
 
 
 CSV_COLUMNS = [f.name for f in dataclasses.fields(RequestRecord)] + ["total_ms"]
+# What a row cannot do without; the optional columns came later, and older CSVs lack some.
+REQUIRED_COLUMNS = (
+    "run_id",
+    "seq",
+    "concurrency",
+    "intended",
+    "sent",
+    "done",
+    "outcome",
+    "total_ms",
+)

@@ -12,26 +12,32 @@ file could interleave a header with rows. summary.json is replaced atomically.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Self, TypeVar
 
-from podpulse.common.summary import RunSummary, TargetInfo, check_run_id
+from pydantic import BaseModel, ValidationError
 
-from ._request_record import CSV_COLUMNS, RequestRecord
+from podpulse.common.summary import ProbeSpec, RunSummary, TargetInfo, check_run_id
+
+from ._request_record import CSV_COLUMNS, REQUIRED_COLUMNS, RecordError, RequestRecord
 
 __all__ = [
+    "SPEC_FILE",
     "SUMMARY_FILE",
     "TARGET_FILE",
+    "ResultsError",
     "ResultsWriter",
     "check_run_id",
     "csv_name",
     "new_run_id",
     "read_records",
+    "read_spec",
     "read_target",
     "run_dir",
     "write_json",
@@ -39,6 +45,9 @@ __all__ = [
     "write_target",
 ]
 
+M = TypeVar("M", bound=BaseModel)
+
+SPEC_FILE = "spec.json"
 SUMMARY_FILE = "summary.json"
 TARGET_FILE = "target.json"
 
@@ -99,19 +108,75 @@ class ResultsWriter:
         self.close()
 
 
+class ResultsError(ValueError):
+    """A run folder's file is damaged or foreign; the message names the file, line and field."""
+
+
 def read_records(folder: Path) -> list[RequestRecord]:
-    """Every row of every requests*.csv in a run folder, in (done) time order."""
+    """Every row of every requests*.csv in a run folder, in (done) time order.
+
+    The one reader of these CSVs: a header that is not ours, a row that does not parse or
+    bytes that are not UTF-8 raise ResultsError naming the file and line, so a damaged file
+    never reads as a shorter (or empty) run. Only the file's last row may be cut short (a
+    crash mid-write); it is skipped.
+    """
     records: list[RequestRecord] = []
     for path in sorted(folder.glob("requests*.csv")):
-        with path.open(newline="", encoding="utf-8") as handle:
-            # A row cut short by a crash mid-write lacks its last fields; skip it.
-            records.extend(
-                RequestRecord.from_row(row)
-                for row in csv.DictReader(handle)
-                if row.get("total_ms") not in (None, "")
-            )
+        records.extend(_read_csv(path))
     records.sort(key=lambda r: r.done)
     return records
+
+
+def _read_csv(path: Path) -> list[RequestRecord]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ResultsError(f"{path}, line {line}: not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            if row:
+                rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        # A field past csv.field_size_limit(), a NUL byte, a stray quote.
+        raise ResultsError(f"{path}, line {reader.line_num}: not CSV ({exc})") from None
+    if not rows:
+        return []  # created, and the crash came before the header was flushed
+    header = rows[0][1]
+    problems = _header_problems(header)
+    if problems:
+        raise ResultsError(f"{path}: line 1 is not a requests.csv header: {problems}")
+    records = []
+    for position, (line, row) in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            if len(row) < len(header) and position == len(rows):
+                continue  # the last row, cut short by a crash mid-write
+            raise ResultsError(
+                f"{path}, line {line}: {len(row)} fields, the header has {len(header)}"
+            )
+        try:
+            records.append(RequestRecord.from_row(dict(zip(header, row, strict=False))))
+        except RecordError as exc:
+            raise ResultsError(f"{path}, line {line}: {exc}") from None
+    return records
+
+
+def _header_problems(header: list[str]) -> str:
+    problems = []
+    if len(set(header)) != len(header):
+        problems.append("a column appears twice")
+    unknown = [name for name in header if name not in CSV_COLUMNS]
+    if unknown:
+        # Only the first few and shortened: the header may be any garbage.
+        shown = ", ".join(repr(name[:40]) for name in unknown[:3])
+        problems.append(f"{len(unknown)} unknown column(s) ({shown})")
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    return "; ".join(problems)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -135,5 +200,25 @@ def write_target(folder: Path, target: TargetInfo) -> Path:
 
 
 def read_target(folder: Path) -> TargetInfo:
-    """Where a run was sent, from its target.json."""
-    return TargetInfo.model_validate_json((folder / TARGET_FILE).read_bytes())
+    """Where a run was sent, from its target.json; ResultsError naming a bad field."""
+    return _read_model(folder / TARGET_FILE, TargetInfo)
+
+
+def read_spec(folder: Path) -> ProbeSpec:
+    """What a run ran, from its spec.json; ResultsError naming a bad field."""
+    return _read_model(folder / SPEC_FILE, ProbeSpec)
+
+
+def _read_model(path: Path, model: type[M]) -> M:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ResultsError(f"{path} is missing") from None
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '<file>'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise ResultsError(f"{path} is not a valid {model.__name__}: {problems}") from None

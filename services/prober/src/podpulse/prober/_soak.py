@@ -13,8 +13,16 @@ SE = sqrt(SSR/(n-2) / Σ(x-x̄)²). Degradation means both:
   not fail a soak, while a 10 % rise does.
 
 Windows covering less than half their length (the run's tail) are left out of the fit: a
-half-empty window's throughput would read as a collapse. At least 3 windows are needed for
-an interval (n-2 ≥ 1 degree of freedom); with fewer the soak fails as unproven.
+half-empty window's throughput would read as a collapse.
+
+A window's request rate is over its real length: the part of it the run lasted, which is
+less than ``window_s`` only for the last window (marked ``partial``). A run of a set duration
+ends at ``origin + duration``; the requests still in flight then finish a moment later,
+and belong to the last window they were sent in. Counted in a window of their own, the
+last two of a soak at concurrency 2 made a "window" of 0.13 s and a rate of 15.9 req/s.
+
+At least 3 windows are needed for an interval (n-2 ≥ 1 degree of freedom); with fewer the
+soak fails as unproven.
 """
 
 from __future__ import annotations
@@ -92,16 +100,36 @@ def fit_trend(xs: list[float], ys: list[float]) -> Trend | None:
     )
 
 
-def window_rows(stats: RunStats) -> tuple[SoakWindow, ...]:
-    """One row per window: span, requests, failures, P50/P95 of total, throughput."""
+def _scheduled_windows(stats: RunStats, duration_s: float | None) -> dict[int, RunStats]:
+    """The windows, with those past a set duration's end folded into the last one in it."""
+    assert stats.window_s is not None
+    if duration_s is None:
+        return dict(stats.windows)
+    last = max(0, math.ceil(duration_s / stats.window_s) - 1)
+    windows: dict[int, RunStats] = {}
+    for index, window in sorted(stats.windows.items()):
+        into = min(index, last)
+        windows[into] = windows[into].merge(window) if into in windows else window
+    return windows
+
+
+def window_rows(stats: RunStats, *, duration_s: float | None = None) -> tuple[SoakWindow, ...]:
+    """One row per window: span, requests, failures, P50/P95 of total, throughput.
+
+    ``duration_s``: the run's set length, when it had one; the run ends there (or at its last
+    result, if that came first) and later results count in the last window.
+    """
     if stats.window_s is None or stats.origin is None:
         raise ValueError("these RunStats were collected without windows")
     width, origin = stats.window_s, stats.origin
     end = stats.last_done if stats.last_done is not None else origin
-    last = max(stats.windows, default=-1)
+    if duration_s is not None:
+        end = min(end, origin + duration_s)
+    windows = _scheduled_windows(stats, duration_s)
+    last = max(windows, default=-1)
     rows = []
     for index in range(last + 1):
-        window = stats.windows.get(index, RunStats())
+        window = windows.get(index, RunStats())
         start = origin + index * width
         covered = max(0.0, min(width, end - start))
         total = window.hist["total"]
@@ -117,6 +145,7 @@ def window_rows(stats: RunStats) -> tuple[SoakWindow, ...]:
                 throughput_rps=round(window.ok / covered, 4) if covered else None,
                 tokens_per_s=round(window.output_tokens / covered, 2) if covered else None,
                 full=covered >= _MIN_COVERAGE * width,
+                partial=covered < width,
             )
         )
     return tuple(rows)
@@ -130,9 +159,15 @@ def _degraded(trend: Trend | None, *, rising_is_bad: bool, min_change_pct: float
     return trend.ci_high < 0 and -trend.change_pct >= min_change_pct
 
 
-def soak_verdict(stats: RunStats, *, p95_threshold_ms: float, min_change_pct: float) -> SoakVerdict:
+def soak_verdict(
+    stats: RunStats,
+    *,
+    p95_threshold_ms: float,
+    min_change_pct: float,
+    duration_s: float | None = None,
+) -> SoakVerdict:
     """The soak's checks, each with its evidence, and the overall verdict."""
-    rows = window_rows(stats)
+    rows = window_rows(stats, duration_s=duration_s)
     fit = [r for r in rows if r.full and r.p95_ms is not None]
     assert stats.window_s is not None
     xs = [(r.start_s + r.covered_s / 2) / 60 for r in fit]
@@ -209,11 +244,11 @@ def soak_report(run_id: str, level: LevelSummary, soak: SoakVerdict) -> str:
         f"Degradation rule: the slope's 95% CI excludes 0 and the fitted change over the soak "
         f"is at least {soak.min_change_pct:g}% of the mean window value.",
         "",
-        "| window | start (s) | requests | failures | P50 (ms) | P95 (ms) | req/s |",
-        "|---|---|---|---|---|---|---|",
+        "| window | start (s) | length (s) | requests | failures | P50 (ms) | P95 (ms) | req/s |",
+        "|---|---|---|---|---|---|---|---|",
         *(
-            f"| {w.index} | {w.start_s:g} | {w.requests} | {w.failures} | "
-            f"{w.p50_ms} | {w.p95_ms} | {w.throughput_rps} |"
+            f"| {w.index}{' (partial)' if w.partial else ''} | {w.start_s:g} | {w.covered_s:g} | "
+            f"{w.requests} | {w.failures} | {w.p50_ms} | {w.p95_ms} | {w.throughput_rps} |"
             for w in soak.windows
         ),
     ]

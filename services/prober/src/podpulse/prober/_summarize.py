@@ -53,6 +53,7 @@ def summarize(
             stats,
             p95_threshold_ms=settings.soak_p95_ms,
             min_change_pct=settings.soak_min_change_pct,
+            duration_s=spec.duration_s,
         )
     if sweep is not None:
         evidence = sweep.recommendation is not None

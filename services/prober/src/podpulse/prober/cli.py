@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
@@ -31,7 +33,16 @@ from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 from ._prompts import PromptSetError, load_prompts
 from ._render import show_summary
 from ._request_record import RequestRecord
-from ._results_dir import SUMMARY_FILE, new_run_id, read_records, read_target, run_dir
+from ._results_dir import (
+    SPEC_FILE,
+    SUMMARY_FILE,
+    ResultsError,
+    new_run_id,
+    read_records,
+    read_spec,
+    read_target,
+    run_dir,
+)
 from ._run import run_probe
 from ._run_stats import RunStats
 from ._summarize import summarize
@@ -45,11 +56,14 @@ T = TypeVar("T")
 _EXIT_FAILED, _EXIT_USAGE, _EXIT_INTERRUPTED = 1, 2, 130
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MAX_DURATION_S = 366 * 86400.0
 
 
 def _usage(message: str) -> typer.Exit:
-    # soft_wrap: a long message stays one line, so it can be grepped and copied whole.
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # soft_wrap: a long message stays one line, so it can be grepped and copied whole; a line
+    # break or control character from the input (a JSON key, a file name) is shown escaped.
+    line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)
+    Console(stderr=True).print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(_EXIT_USAGE)
 
 
@@ -76,9 +90,31 @@ def _seconds(text: str | None, flag: str) -> float | None:
     if text is None:
         return None
     match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise _usage(f"{flag} takes a positive duration like 90, 90s, 30m or 1h, got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+    # A 400-digit number parses as float inf; a year is longer than any soak.
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"] if match else math.nan
+    if not 0 < seconds <= _MAX_DURATION_S:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise _usage(
+            f"{flag} takes a positive duration up to a year, like 90, 90s, 30m or 1h, got {shown!r}"
+        )
+    return seconds
+
+
+def _results_dir(flag: Path | None, settings: ProberSettings) -> Path:
+    """The results folder, created if need be; exit 2 when runs cannot be written there."""
+    path = flag if flag is not None else settings.results_dir
+    origin = "--results-dir" if flag is not None else "PROBER_RESULTS_DIR"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise _usage(f"{origin} {path} is not a folder") from None
+    except OSError as exc:
+        raise _usage(f"{origin} {path} cannot be created: {exc.strerror}") from None
+    if not path.is_dir():
+        raise _usage(f"{origin} {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise _usage(f"{origin} {path} is not writable")
+    return path
 
 
 def _from_env(build: Callable[[], T]) -> T:
@@ -276,7 +312,7 @@ def loadtest(
         timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
     )
-    options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
+    options = _RunOptions(kind_of_target, _results_dir(results_dir, settings), as_json)
     _run(spec, settings, common, options)
 
 
@@ -312,7 +348,7 @@ def soak(
         timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
     )
-    options = _RunOptions(kind_of_target, results_dir or settings.results_dir, as_json)
+    options = _RunOptions(kind_of_target, _results_dir(results_dir, settings), as_json)
     _run(spec, settings, common, options)
 
 
@@ -323,8 +359,9 @@ def report(
 ) -> None:
     """Show a run's summary; rebuilt from requests.csv when the run died before writing one.
 
-    Exits 2, naming the field, when summary.json does not validate: no verdict is shown that
-    was not validated.
+    Exits 2, naming the file and field, when summary.json, requests.csv, spec.json or
+    target.json does not validate: no verdict is shown that was not validated. A summary
+    whose verdict its own numbers contradict is refused, not recomputed (see RunSummary).
     """
     settings, _ = _settings()
     try:
@@ -332,27 +369,41 @@ def report(
     except ValueError as exc:
         raise _usage(str(exc)) from None
     try:
-        if (folder / SUMMARY_FILE).exists():
+        if (folder / SUMMARY_FILE).is_file():
             summary = read_summary(folder / SUMMARY_FILE)
         elif any(folder.glob("requests*.csv")):
             summary = _rebuild(folder, settings)
         else:
             raise _usage(f"no run {run_id!r} in {folder.parent} (no summary.json or requests.csv)")
-    except SummaryError as exc:
+    except (SummaryError, ResultsError) as exc:
         raise _usage(str(exc)) from None
-    except (OSError, ValueError, KeyError, ValidationError) as exc:
-        # A damaged run folder is bad input: say which file and why, never a traceback.
-        raise _usage(f"run {run_id!r} cannot be read: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:
+        # Unreadable, a folder where a file belongs: say which and why, never a traceback.
+        raise _usage(f"run {run_id!r} cannot be read: {exc.filename}: {exc.strerror}") from None
     _finish(summary, as_json=as_json)
 
 
 def _rebuild(folder: Path, settings: ProberSettings) -> RunSummary:
     records = read_records(folder)
-    spec = ProbeSpec.model_validate_json((folder / "spec.json").read_bytes())
+    spec = read_spec(folder)
     target = read_target(folder)
+    if spec.run_id != folder.name:
+        raise ResultsError(f"{folder / SPEC_FILE} names run {spec.run_id!r}, not {folder.name!r}")
     window = (spec.window_s or settings.soak_window_s) if spec.kind == "soak" else None
-    origin = records[0].intended if records and window else None
+    origin = min((r.intended for r in records), default=None) if window else None
     levels: dict[int, RunStats] = {}
     for record in records:
         levels.setdefault(record.concurrency, RunStats(window_s=window, origin=origin)).add(record)
-    return summarize(spec, levels, settings, target=target, interrupted=True)
+    try:
+        return summarize(spec, levels, settings, target=target, interrupted=True)
+    except ValidationError as exc:
+        # Rows that parse one by one but do not make a summary of this spec's run.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'summary'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ResultsError(
+            f"{folder}: the rows do not make a {spec.kind} run: {problems}"
+        ) from None
+    except ValueError as exc:
+        raise ResultsError(f"{folder}: the rows do not make a {spec.kind} run: {exc}") from None

@@ -148,5 +148,7 @@ class ProberSettings(BaseSettings):
     @classmethod
     def _five_fields(cls, value: str) -> str:
         if len(value.split()) != 5:
-            raise ValueError(f"sweep_cron must have 5 fields, got {value!r}")
+            raise ValueError(
+                f"must have 5 fields (minute hour day month weekday), got {len(value.split())}"
+            )
         return value

@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
 )
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -21,9 +22,12 @@ FailureName = Literal[
 Ms = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
 Pct = Annotated[float, Field(ge=0, le=100)]
+# A verdict is true or false, never the string "no" read as either.
+Verdict = StrictBool
 
 
 class _Model(BaseModel):
     # frozen: a summary is a record of what happened; extra="forbid": a misspelt or stale
-    # field is an error naming it, not silently dropped.
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # field is an error naming it, not silently dropped; no inf or NaN: no measurement is one,
+    # and JSON would write either as null.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

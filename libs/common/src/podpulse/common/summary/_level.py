@@ -10,7 +10,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._base import Count, FailureName, Ms, Pct, Status, TargetKind, _Model
+from ._base import Count, FailureName, Ms, Pct, Status, TargetKind, Verdict, _Model
 
 # --- where it ran ------------------------------------------------------------------------------
 
@@ -87,10 +87,20 @@ class Slo(_Model):
     success_pct: float = Field(default=99.0, ge=0, le=100)
 
 
-class SloRow(_Model):
-    """One SLO line: its threshold, the measured value, the headroom and the status."""
+SloMetric = Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
+# The rounding of a row's actual (1 decimal for ms, 3 for %) and of its margin, computed from
+# the unrounded value: a margin may differ from threshold - actual by up to both roundings.
+_MARGIN_SLACK = {"ms": 0.1 + 1e-6, "%": 0.001 + 1e-9}
 
-    metric: Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
+
+class SloRow(_Model):
+    """One SLO line: its threshold, the measured value, the headroom and the status.
+
+    The margin must be the headroom of ``actual`` against ``threshold`` (up to rounding), and
+    the status must follow the margin: a row cannot claim a headroom its numbers lack.
+    """
+
+    metric: SloMetric
     slo: str = Field(description="The line as shown, e.g. '≤ 5000 ms'.")
     threshold: float
     unit: Literal["ms", "%"]
@@ -101,6 +111,21 @@ class SloRow(_Model):
 
     @model_validator(mode="after")
     def _status_matches_margin(self) -> Self:
+        expected_unit = "%" if self.metric == "Success rate" else "ms"
+        if self.unit != expected_unit:
+            raise ValueError(f"{self.metric} is measured in {expected_unit}, not {self.unit}")
+        if (self.actual is None) != (self.margin is None):
+            raise ValueError("margin and actual are both set or both None")
+        if self.actual is not None and self.margin is not None:
+            # Latencies must stay under their threshold; the success rate must reach its own.
+            headroom = (
+                self.actual - self.threshold if self.unit == "%" else self.threshold - self.actual
+            )
+            if abs(headroom - self.margin) > _MARGIN_SLACK[self.unit]:
+                raise ValueError(
+                    f"margin {self.margin} is not the headroom of actual {self.actual} "
+                    f"against threshold {self.threshold}"
+                )
         # A margin is rounded for display: a FAIL by 0.04 ms reads as a margin of -0.0.
         if self.status == "PASS":
             consistent = self.margin is not None and self.margin >= 0
@@ -111,15 +136,30 @@ class SloRow(_Model):
         return self
 
 
+_THRESHOLD_OF: dict[str, str] = {
+    "Exec P50": "exec_p50_ms",
+    "Exec P95": "exec_p95_ms",
+    "Total P50": "total_p50_ms",
+    "Total P95": "total_p95_ms",
+    "Success rate": "success_pct",
+}
+
+
 class SloVerdict(_Model):
     """The SLO table of a level and whether every line passed."""
 
-    passed: bool
+    passed: Verdict
     thresholds: Slo
     rows: tuple[SloRow, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _passed_matches_rows(self) -> Self:
+        metrics = [row.metric for row in self.rows]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"an SLO line appears twice: {metrics}")
+        for row in self.rows:
+            if row.threshold != getattr(self.thresholds, _THRESHOLD_OF[row.metric]):
+                raise ValueError(f"{row.metric}: threshold {row.threshold} is not the SLO's")
         if self.passed != all(row.status == "PASS" for row in self.rows):
             raise ValueError(f"passed={self.passed} contradicts the status of its rows")
         return self
@@ -152,4 +192,37 @@ class LevelSummary(_Model):
         counted = sum(kind.count for kind in self.failures.values())
         if counted != self.failed:
             raise ValueError(f"failures by kind add up to {counted}, not failed={self.failed}")
+        if self.requests == 0:
+            consistent = self.success_rate_pct is None
+        else:
+            rate = 100.0 * self.ok / self.requests
+            consistent = (
+                self.success_rate_pct is not None
+                and abs(self.success_rate_pct - rate) <= _MARGIN_SLACK["%"]
+            )
+        if not consistent:
+            raise ValueError(
+                f"success_rate_pct {self.success_rate_pct} is not ok/requests "
+                f"({self.ok}/{self.requests})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _slo_measures_these_requests(self) -> Self:
+        # The SLO rows' actuals are this level's own figures, so a verdict cannot be kept
+        # while the numbers under it are edited (or the other way round).
+        latency = self.latency_ms
+        measured = {
+            "Exec P50": latency.exec.p50,
+            "Exec P95": latency.exec.p95,
+            "Total P50": latency.total.p50,
+            "Total P95": latency.total.p95,
+            "Success rate": self.success_rate_pct,
+        }
+        for row in self.slo.rows:
+            if row.actual != measured[row.metric]:
+                raise ValueError(
+                    f"SLO line {row.metric} reports {row.actual}, the level measured "
+                    f"{measured[row.metric]}"
+                )
         return self

@@ -13,7 +13,7 @@ from pydantic import (
 )
 
 from ..probe_spec import ProbeKind, ProbeSpec, check_run_id
-from ._base import _Model
+from ._base import Verdict, _Model
 from ._level import LevelSummary, TargetInfo
 from ._soak import SoakVerdict
 from ._sweep import SweepResult
@@ -38,6 +38,16 @@ class RunSummary(_Model):
     ``passed`` is what the CLI's exit code and the completion event report: the SLO held, a
     sweep found a level to recommend (it is there to find where the SLO breaks), or the soak
     passed. An interrupted run never passes: its evidence is incomplete.
+
+    A verdict its own numbers contradict is refused, not recomputed. Every link is checked:
+    ``passed`` against the SLO rows, sweep recommendation or soak checks; each row's status
+    against its margin, its margin against threshold and actual, its actual against the
+    level's percentiles and counts; a sweep's table against its levels. Refusing rather than
+    recomputing keeps one judge: the prober, with the SLO and soak settings of the run, decides
+    a verdict; a reader (``report``, the alerter, the tagger) has neither, and a second judge
+    in the readers could drift from the first. A tampered or damaged summary.json is then an
+    error naming the field, never a corrected verdict that hides the edit; ``report`` on a run
+    folder without a summary rebuilds one from requests.csv through the prober's judge.
     """
 
     # Required, so a summary.json from before the schema says so first.
@@ -45,8 +55,10 @@ class RunSummary(_Model):
     run_id: str
     kind: ProbeKind
     target: TargetInfo
-    interrupted: bool = Field(description="Cancelled, or shards failed: the evidence is partial.")
-    passed: bool
+    interrupted: Verdict = Field(
+        description="Cancelled, or shards failed: the evidence is partial."
+    )
+    passed: Verdict
     spec: ProbeSpec
     levels: tuple[LevelSummary, ...] = Field(
         min_length=1, description="One per concurrency level, in ascending order."
@@ -75,9 +87,33 @@ class RunSummary(_Model):
             raise ValueError(f"a {self.kind} has one level, got {len(self.levels)}")
         if self.shards is not None and not self.interrupted:
             raise ValueError("a run with failed or missing shards is interrupted")
+        self._parts_match_levels()
         if self.passed != (not self.interrupted and self._evidence_passes()):
             raise ValueError(f"passed={self.passed} contradicts the run's own evidence")
         return self
+
+    def _parts_match_levels(self) -> None:
+        if self.sweep is not None:
+            table = [(row.concurrency, row.status) for row in self.sweep.table]
+            levels = [
+                (level.concurrency, "PASS" if level.slo.passed else "FAIL") for level in self.levels
+            ]
+            if table != levels:
+                raise ValueError(f"the sweep table {table} contradicts the levels {levels}")
+        if self.soak is not None and self.soak.passed:
+            # A soak passes on zero failures and every window under its P95 threshold: a
+            # passing verdict over numbers that say otherwise was not written by the prober.
+            level = self.levels[0]
+            over = [
+                w.index
+                for w in self.soak.windows
+                if w.p95_ms is not None and w.p95_ms >= self.soak.p95_threshold_ms
+            ]
+            if level.failed or not level.requests or over:
+                raise ValueError(
+                    f"a passing soak with {level.failed} failures of {level.requests} "
+                    f"and windows over its P95 threshold: {over}"
+                )
 
     def _evidence_passes(self) -> bool:
         if self.sweep is not None:
@@ -112,13 +148,20 @@ class SummaryError(ValueError):
 def parse_summary(text: str | bytes, *, source: str = "summary") -> RunSummary:
     """Validate summary JSON into a RunSummary; SummaryError naming each bad field."""
     try:
-        return RunSummary.model_validate_json(text)
+        # strict: JSON carries types, so "no" is not a verdict and "3000" not a latency.
+        return RunSummary.model_validate_json(text, strict=True)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '<summary>'}: {error['msg']}"
+            f"{'.'.join(_shown(part) for part in error['loc']) or '<summary>'}: {error['msg']}"
             for error in exc.errors(include_url=False, include_input=False)
         )
         raise SummaryError(f"{source} is not a valid RunSummary: {problems}") from None
+
+
+def _shown(part: str | int) -> str:
+    # A key from the file itself (an unknown field) may be anything, a line break included.
+    text = str(part)
+    return text if text.isprintable() and len(text) <= 60 else repr(text[:60])
 
 
 def read_summary(path: Path) -> RunSummary:

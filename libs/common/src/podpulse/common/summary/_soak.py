@@ -9,7 +9,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._base import Count, _Model
+from ._base import Count, Verdict, _Model
 
 # --- soaks ------------------------------------------------------------------------------------
 
@@ -26,14 +26,18 @@ class SoakWindow(_Model):
     p95_ms: float | None
     throughput_rps: float | None
     tokens_per_s: float | None
-    full: bool = Field(description="Covered at least half its length: used in the trend fit.")
+    full: Verdict = Field(description="Covered at least half its length: used in the trend fit.")
+    partial: Verdict = Field(
+        default=False,
+        description="The run ended inside it: its rate is over covered_s, not window_s.",
+    )
 
 
 class SoakCheck(_Model):
     """One check of the soak verdict, with its evidence."""
 
     check: str
-    passed: bool
+    passed: Verdict
     detail: str
 
 
@@ -64,7 +68,7 @@ class SoakTrends(_Model):
 class SoakVerdict(_Model):
     """A soak's checks, trends and windows, and whether every check passed."""
 
-    passed: bool
+    passed: Verdict
     checks: tuple[SoakCheck, ...] = Field(min_length=1)
     p95_threshold_ms: float
     min_change_pct: float
@@ -77,4 +81,12 @@ class SoakVerdict(_Model):
     def _passed_matches_checks(self) -> Self:
         if self.passed != all(check.passed for check in self.checks):
             raise ValueError(f"passed={self.passed} contradicts the result of its checks")
+        for window in self.windows:
+            # covered_s is rounded to the millisecond.
+            if window.covered_s > self.window_s + 0.001:
+                raise ValueError(
+                    f"window {window.index} covers {window.covered_s} s of {self.window_s} s"
+                )
+            if window.failures > window.requests:
+                raise ValueError(f"window {window.index} has more failures than requests")
         return self
