@@ -89,6 +89,16 @@ def test_defaults_give_a_frozen_worker_at_most_thirty_seconds() -> None:
     assert settings.heartbeat_timeout_s >= 3 * settings.ping_interval_ms / 1000
 
 
+def test_a_busy_worker_that_pings_outlives_the_heartbeat_timeout() -> None:
+    """A job running for twice the heartbeat timeout completes: the SDK pings from its own
+    process while the handler runs, so only silence, never work, counts as death."""
+    with running_twin(small(**QUICK), calibrated()) as twin, twin.client() as api:
+        body = api.post("/runsync", json={"input": {"exec_ms": 6_000}}).json()
+        assert body["status"] == "COMPLETED", body
+        assert body["executionTime"] >= 6_000
+        assert body["workerId"] in twin.platform.pool.workers
+
+
 def test_drill_sigkill_mid_job(record_property: Record) -> None:
     """SIGKILL on a busy worker: the job FAILS naming the signal, a new worker serves."""
     with running_twin(small(**QUICK), calibrated()) as twin, twin.client() as api:
