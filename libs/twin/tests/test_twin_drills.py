@@ -58,8 +58,10 @@ def _failed_after(api: httpx.Client, job_id: str, fault_at: float) -> tuple[dict
     return body, elapsed
 
 
-def _report(record_property: Record, drill: str, elapsed: float) -> None:
-    record_property(f"{drill}_fault_to_failed_s", round(elapsed, 2))
+def _report(
+    record_property: Record, drill: str, elapsed: float, what: str = "fault_to_failed"
+) -> None:
+    record_property(f"{drill}_{what}_s", round(elapsed, 2))
 
 
 def _serves_again(api: httpx.Client, old_worker: str) -> None:
@@ -192,7 +194,7 @@ def test_drill_a_worker_that_never_calls_in(record_property: Record) -> None:
         assert first.process_started is not None
         wait_until(lambda: first.id not in twin.platform.pool.workers, BOUND_S, "its death")
         elapsed = time.monotonic() - first.process_started
-        _report(record_property, "never_calls_in", elapsed)
+        _report(record_property, "never_calls_in", elapsed, "start_to_declared_dead")
         assert 2 <= elapsed < BOUND_S
         wait_until(lambda: process.poll() is not None, 10, "the silent process to end")
         assert api.get("/health").json()["workers"]["unhealthy"] == 1
