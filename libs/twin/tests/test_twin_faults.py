@@ -69,7 +69,7 @@ def test_streaming_handler_output_arrives_through_stream() -> None:
 def test_an_external_sdk_worker_joins_and_serves() -> None:
     """An SDK worker the twin did not start, given the platform env, takes and runs jobs."""
     with running_twin(small(workers_min=0), calibrated(), wait_ready=False) as twin:
-        env = {**os.environ, **twin.platform.pool.base_env, "RUNPOD_POD_ID": "external-1"}
+        env = {**os.environ, **twin.platform.external_worker_env("external-1")}
         proc = subprocess.Popen(
             [sys.executable, "-m", "podpulse.twin.worker"],
             env=env,

@@ -13,10 +13,11 @@ from typing import Any
 import structlog
 
 from podpulse.common.runpod import EndpointConfig
+from podpulse.common.settings import settings_variable
 
 from ._jobs import JobQueue, JobStatus
 from ._scaler import Snapshot, workers_to_add
-from ._workers import WorkerPool, WorkerRecord, WorkerState
+from ._workers import Liveness, WorkerPool, WorkerRecord, WorkerState
 from .settings import TwinSettings
 
 __all__ = ["Platform"]
@@ -27,6 +28,10 @@ log = structlog.get_logger("podpulse.twin")
 # so the SDK stops nothing; but an empty answer would make the SDK sleep a second before it
 # looks at its shutdown flag again, and every stopping worker would cost that second.
 RELEASE_MARKER = "podpulse-twin-release"
+# What a job still running (or waiting) says when the twin stops: the twin's end, not the
+# exit of the worker it stopped on the way.
+STOPPED_WHILE_RUNNING = "the twin stopped while the job ran"
+STOPPED_WHILE_QUEUED = "the twin stopped before a worker took the job"
 
 
 class Platform:
@@ -36,15 +41,23 @@ class Platform:
         self.settings = settings
         self.scaling: EndpointConfig = settings.scaling()
         self.queue = JobQueue()
-        # Workers authenticate with their own key, as RunPod gives each worker one.
-        self.worker_key = secrets.token_urlsafe(24)
         settings.log_dir.mkdir(parents=True, exist_ok=True)
+        # Each worker authenticates with its own token (as RunPod gives each worker its own
+        # key); the public key, which any handler could read from its environment, stays out.
         self.pool = WorkerPool(
             command=settings.worker_command,
             base_env={**self._platform_env(), **worker_env},
             log_dir=settings.log_dir,
             stop_grace_s=settings.stop_grace_s,
+            withheld=[settings_variable(TwinSettings, n) for n in ("api_key", "api_key_file")],
+            withheld_values=[settings.api_key.get_secret_value()],
         )
+        self._liveness = Liveness(
+            heartbeat_timeout_s=settings.heartbeat_timeout_s,
+            start_timeout_s=settings.start_timeout_s,
+        )
+        # Tokens handed out for SDK workers the twin did not start (external_worker_env).
+        self._external_tokens: dict[str, str] = {}
         self._stop_wakeups: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.queue.on_queued = self._wake.set
@@ -71,6 +84,12 @@ class Platform:
         for job in self.queue.in_progress():
             if job.worker_id is not None:
                 running.setdefault(job.worker_id, []).append(job.id)
+            # Now, not once the workers are gone: a /runsync still waiting answers with this
+            # before the server closes its connection.
+            self.queue.fail(job, STOPPED_WHILE_RUNNING)
+        for job in list(self.queue.jobs.values()):
+            if job.status is JobStatus.IN_QUEUE:
+                self.queue.fail(job, STOPPED_WHILE_QUEUED)
         for record in list(self.pool.workers.values()):
             record.pending_stops.extend(running.get(record.id, []))
             self.pool.stop(record)
@@ -90,7 +109,7 @@ class Platform:
             event.set()
         await asyncio.to_thread(self.pool.shutdown)
         for job in self.queue.in_progress():
-            self.queue.fail(job, "the twin shut down while the job was running")
+            self.queue.fail(job, STOPPED_WHILE_RUNNING)
 
     def update_scaling(self, config: EndpointConfig) -> None:
         """Apply new endpoint settings (management PATCH); the loop acts on the next tick."""
@@ -98,9 +117,24 @@ class Platform:
         self._wake.set()
 
     # --- worker-facing --------------------------------------------------------------------
-    def worker_seen(self, worker_id: str) -> WorkerRecord:
-        """Note a worker call and return its record."""
-        record = self.pool.seen(worker_id)
+    def worker_token(self, worker_id: str) -> str | None:
+        """The token worker ``worker_id`` must send, or None for no worker of the twin's."""
+        record = self.pool.workers.get(worker_id)
+        if record is not None:
+            return record.token
+        # A spawned worker that was declared dead is not let back in under its old id.
+        return self._external_tokens.get(worker_id)
+
+    def external_worker_env(self, worker_id: str) -> dict[str, str]:
+        """The platform environment for an SDK worker the twin did not start, with its token."""
+        token = self._external_tokens.setdefault(worker_id, secrets.token_urlsafe(24))
+        return {**self.pool.base_env, "RUNPOD_POD_ID": worker_id, "RUNPOD_AI_API_KEY": token}
+
+    def worker_seen(self, worker_id: str, *, ping: bool = False) -> WorkerRecord:
+        """Note a worker call (a heartbeat when ``ping``) and return its record."""
+        token = self.worker_token(worker_id)
+        assert token is not None, "the worker API authenticates before it calls this"
+        record = self.pool.seen(worker_id, token, ping=ping)
         if record.spawned:
             self._failed_starts = 0
         return record
@@ -198,7 +232,7 @@ class Platform:
         self._scale_down()
 
     def _reap(self) -> None:
-        gone = self.pool.reap(external_timeout_s=3 * self.settings.ping_interval_ms / 1000)
+        gone = self.pool.reap(self._liveness)
         for record, reason in gone:
             if record.spawned and record.state is WorkerState.INITIALIZING:
                 # It died before asking for work (bad handler, model that cannot load): back
@@ -208,7 +242,11 @@ class Platform:
                 self._spawn_after = time.monotonic() + delay
                 log.error("worker failed to start", worker_id=record.id, reason=reason,
                           log=str(record.log_path), retry_in_s=delay)  # fmt: skip
-            self._stop_wakeups.pop(record.id, None)
+            # Its job-stop poll may still be parked (a killed worker's connection is not seen
+            # to close): answer it now, or shutdown would wait out the poll's hold.
+            wakeup = self._stop_wakeups.pop(record.id, None)
+            if wakeup is not None:
+                wakeup.set()
             self.queue.release_takers(record.id)
             lost = [j for j in self.queue.in_progress() if j.worker_id == record.id]
             for job in lost:
@@ -274,7 +312,6 @@ class Platform:
             "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID{query}",
             "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID{query}",
             "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID{query}",
-            "RUNPOD_AI_API_KEY": self.worker_key,
             "RUNPOD_ENDPOINT_ID": self.settings.endpoint_id,
             "RUNPOD_PING_INTERVAL": str(self.settings.ping_interval_ms),
             "RUNPOD_LOG_LEVEL": self.settings.worker_log_level,

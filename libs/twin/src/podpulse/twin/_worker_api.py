@@ -25,7 +25,12 @@ MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 def _platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
-    check_bearer(request, platform.worker_key)
+    # Each worker's own token, for its own id only: the public API key opens none of these
+    # routes, and one worker cannot take, finish or ping as another.
+    token = platform.worker_token(request.path_params["worker_id"])
+    if token is None:
+        raise ApiError(401, "Unauthorized: missing or invalid API key")
+    check_bearer(request, token)
     if request.path_params["endpoint_id"] != platform.settings.endpoint_id:
         raise ApiError(404, f"endpoint {request.path_params['endpoint_id']!r} not found")
     return platform
@@ -133,7 +138,7 @@ async def ping(request: Request) -> Response:
     """GET /ping/{worker}: the SDK's heartbeat, listing the jobs the worker is running."""
     platform = _platform(request)
     worker_id = request.path_params["worker_id"]
-    platform.worker_seen(worker_id)
+    platform.worker_seen(worker_id, ping=True)
     running = request.query_params.get("job_id") or ""
     platform.reconcile(worker_id, [job_id for job_id in running.split(",") if job_id])
     return JSONResponse({})

@@ -5,24 +5,30 @@ otherwise, e.g. ``python -m podpulse.worker`` for the model).
 
 Each worker gets its own process group, because the runpod SDK forks a heartbeat process
 that would outlive a worker killed with SIGKILL; stopping a worker signals the whole group.
+
+A worker is alive while its heartbeat is: one whose pings stop (frozen, wedged, or unable to
+reach the twin) is declared dead, its group is killed (SIGKILL ends stopped processes too) and
+its jobs fail with the reason. Each worker gets its own token for the worker-facing API, and
+none of the twin's own secrets.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from podpulse.common.settings import KNOWN_SECRETS
+from podpulse.common.settings import KNOWN_SECRETS, known_secret_values
 
-__all__ = ["WorkerPool", "WorkerRecord", "WorkerState"]
+__all__ = ["Liveness", "WorkerPool", "WorkerRecord", "WorkerState"]
 
 # Defaults the caller's environment may override: a local worker exports spans only when the
 # user points OTEL_* at a collector; otherwise every export would fail against localhost:4318.
@@ -53,6 +59,19 @@ class WorkerRecord:
     log_path: Path | None = None
     pending_env: dict[str, str] | None = None  # set while the cold-start delay runs
     spawned: bool = True  # False for an external SDK worker that called in
+    # The bearer token this worker's SDK sends (RUNPOD_AI_API_KEY); good for its own id only.
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    process_started: float | None = None  # monotonic time its process was started
+    called_in: float | None = None  # its first call of any kind
+    last_ping: float | None = None  # its SDK's last heartbeat
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """When a worker counts as dead."""
+
+    heartbeat_timeout_s: float  # no ping for this long, once it has called in
+    start_timeout_s: float  # no call at all for this long after its process started
 
 
 class WorkerPool:
@@ -65,6 +84,8 @@ class WorkerPool:
         base_env: Mapping[str, str],
         log_dir: Path,
         stop_grace_s: float,
+        withheld: Collection[str] = (),
+        withheld_values: Collection[str] = (),
     ) -> None:
         self.command = list(command)
         self.base_env = dict(base_env)
@@ -72,7 +93,12 @@ class WorkerPool:
         # The SDK exits on SIGTERM once its long-polls return, which the platform answers at
         # once; past this grace a worker is killed.
         self._stop_grace_s = stop_grace_s
+        # The twin's own secrets (its public API key): kept from workers by name and by value.
+        self._withheld = frozenset(withheld)
+        self._withheld_values = frozenset(v for v in withheld_values if v)
         self.workers: dict[str, WorkerRecord] = {}
+        # Processes killed for missing heartbeats, kept until the kernel has them reaped.
+        self._dying: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, env: Mapping[str, str], *, cold_start_s: float = 0.0) -> WorkerRecord:
         """Register a new worker; its process starts now or after the cold-start delay."""
@@ -105,10 +131,11 @@ class WorkerPool:
     def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
         full_env = {
             **_ENV_DEFAULTS,
-            **_inherited_env(),
+            **_inherited_env(self._withheld, self._withheld_values),
             **self.base_env,
             **env,
             "RUNPOD_POD_ID": record.id,
+            "RUNPOD_AI_API_KEY": record.token,
         }
         assert record.log_path is not None
         with record.log_path.open("ab") as log:
@@ -121,16 +148,23 @@ class WorkerPool:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        record.process_started = time.monotonic()
 
-    def seen(self, worker_id: str) -> WorkerRecord:
-        """Note a call from a worker; an unknown id is an external SDK worker joining."""
+    def seen(self, worker_id: str, token: str, *, ping: bool = False) -> WorkerRecord:
+        """Note a call from a worker; an unknown id is an external SDK worker joining with the
+        ``token`` it was given."""
+        now = time.monotonic()
         record = self.workers.get(worker_id)
         if record is None:
             record = WorkerRecord(
-                id=worker_id, state=WorkerState.READY, spawned_at=time.monotonic(), spawned=False
+                id=worker_id, state=WorkerState.READY, spawned_at=now, spawned=False, token=token
             )
             self.workers[worker_id] = record
-        record.last_seen = time.monotonic()
+        record.last_seen = now
+        if record.called_in is None:
+            record.called_in = now
+        if ping:
+            record.last_ping = now
         if record.state is WorkerState.INITIALIZING:
             record.state = WorkerState.READY
         return record
@@ -142,10 +176,11 @@ class WorkerPool:
         if record.process is not None and record.process.poll() is None:
             _signal_group(record.process, signal.SIGTERM)
 
-    def reap(self, *, external_timeout_s: float) -> list[tuple[WorkerRecord, str]]:
-        """Forget workers that are gone; returns each with the reason it ended."""
+    def reap(self, liveness: Liveness) -> list[tuple[WorkerRecord, str]]:
+        """Forget workers that are gone or dead (killing those), each with the reason."""
         gone: list[tuple[WorkerRecord, str]] = []
         now = time.monotonic()
+        self._dying = [proc for proc in self._dying if proc.poll() is None]
         for record in list(self.workers.values()):
             reason = None
             if record.process is not None:
@@ -154,13 +189,18 @@ class WorkerPool:
                     # The heartbeat child may outlive its parent; end the whole group.
                     _signal_group(record.process, signal.SIGKILL)
                     reason = _describe_exit(code)
+                elif (reason := _silence(record, liveness, now)) is not None:
+                    # SIGKILL, not SIGTERM: a frozen (SIGSTOP) process acts on nothing else.
+                    _signal_group(record.process, signal.SIGKILL)
+                    self._dying.append(record.process)
                 elif (
                     record.stop_sent_at is not None
                     and now - record.stop_sent_at > self._stop_grace_s
                 ):
                     _signal_group(record.process, signal.SIGKILL)
-            elif not record.spawned and now - record.last_seen > external_timeout_s:
-                reason = f"sent no ping or job request for {external_timeout_s:.0f} s"
+            elif not record.spawned and now - record.last_seen > liveness.heartbeat_timeout_s:
+                # Not ours to kill: it is forgotten, and its jobs fail.
+                reason = f"sent no ping or job request for {liveness.heartbeat_timeout_s:g} s"
             elif record.state is WorkerState.STOPPING and record.process is None:
                 reason = "stopped before its cold start finished"
             if reason is not None:
@@ -171,6 +211,8 @@ class WorkerPool:
     def shutdown(self) -> None:
         """Stop every worker: SIGTERM (if not sent yet), the grace, then SIGKILL."""
         procs = [r.process for r in self.workers.values() if r.process is not None]
+        procs.extend(self._dying)
+        self._dying = []
         for record in self.workers.values():
             if record.stop_sent_at is None:
                 self.stop(record)
@@ -183,12 +225,31 @@ class WorkerPool:
         self.workers.clear()
 
 
-def _inherited_env() -> dict[str, str]:
-    """The twin's environment less podpulse's secrets: a worker runs any handler it is given,
-    and none of them needs the user's RunPod key or webhook URLs (RunPod's own workers do not
-    get them either)."""
-    secret = {name for s in KNOWN_SECRETS for name in (s.name, s.file_variable)}
-    return {name: value for name, value in os.environ.items() if name not in secret}
+def _silence(record: WorkerRecord, liveness: Liveness, now: float) -> str | None:
+    """Why a spawned worker whose process still runs counts as dead, or None while it lives.
+
+    Only pings count once it has called in: a worker whose job loop still takes jobs but
+    whose heartbeat never arrives is as lost to the platform as a frozen one.
+    """
+    heard = record.last_ping if record.last_ping is not None else record.called_in
+    if heard is not None:
+        if now - heard > liveness.heartbeat_timeout_s:
+            return f"missed heartbeats for {liveness.heartbeat_timeout_s:g} s"
+    elif (
+        record.process_started is not None
+        and now - record.process_started > liveness.start_timeout_s
+    ):
+        return f"did not call in within {liveness.start_timeout_s:g} s of starting"
+    return None
+
+
+def _inherited_env(withheld: Collection[str], withheld_values: Collection[str]) -> dict[str, str]:
+    """The twin's environment less every secret: a worker runs any handler it is given, and
+    none of them needs the user's RunPod key, the webhook URLs or the twin's own API key
+    (RunPod's own workers get none of them either). A value is dropped under any name."""
+    names = {n for s in KNOWN_SECRETS for n in (s.name, s.file_variable)} | set(withheld)
+    values = set(known_secret_values()) | set(withheld_values)
+    return {n: v for n, v in os.environ.items() if n not in names and v not in values}
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -102,11 +102,23 @@ def serve_command(
     log_dir: Annotated[
         Path | None, typer.Option(help="Where worker logs go [TWIN_LOG_DIR].")
     ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", hidden=True, help="Refused: see TWIN_API_KEY.")
+    ] = None,
 ) -> None:
     """Serve a RunPod-compatible endpoint on HOST:PORT with real worker processes.
 
-    The bearer key clients must send comes from TWIN_API_KEY (default: the public local key).
+    The bearer key clients must send comes from TWIN_API_KEY or the file TWIN_API_KEY_FILE
+    names (default: the public local key); never from a flag, which `ps` would show.
     """
+    if api_key is not None:
+        # Refused rather than unknown, so that an old command line learns where the key goes.
+        print(
+            "podpulse twin serve: --api-key is not accepted (a command line shows in `ps`); "
+            "set TWIN_API_KEY, or TWIN_API_KEY_FILE to a file holding the key",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
     command = None
     if worker_command is not None:
         try:

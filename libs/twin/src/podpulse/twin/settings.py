@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
@@ -82,7 +82,13 @@ class TwinSettings(BaseSettings):
     )
     api_key: SecretStr = Field(
         default=SecretStr(DEFAULT_API_KEY),
-        description="Bearer key clients must send; the default is a public local key.",
+        description="Bearer key clients must send; the default is a public local key. "
+        "Never a flag: a command line shows in `ps`.",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the key (a mounted secret), read at start; used when "
+        "TWIN_API_KEY is unset or empty.",
     )
     workers_min: int = Field(default=2, ge=0, description="workersMin: workers kept warm.")
     workers_max: int = Field(default=5, ge=1, description="workersMax: the scaler's ceiling.")
@@ -144,7 +150,27 @@ class TwinSettings(BaseSettings):
         "one that took a job in the last second may sit out the SDK's one-second pause first.",
     )
     ping_interval_ms: int = Field(
-        default=5000, ge=100, description="RUNPOD_PING_INTERVAL given to workers."
+        default=5000,
+        ge=1000,
+        le=600_000,
+        # The SDK sleeps int(ms) // 1000 seconds between pings: under 1000 it never pauses.
+        description="RUNPOD_PING_INTERVAL given to workers; their SDK pings every whole "
+        "second of it.",
+    )
+    heartbeat_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A worker whose heartbeat (the SDK's ping) is silent this long is dead: "
+        "its jobs fail, its processes are killed and the scaler replaces it. At least three "
+        "ping intervals.",
+    )
+    start_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a new worker process may take to call in before it is declared "
+        "dead and replaced. The SDK's heartbeat starts only once the worker has loaded (a "
+        "model may take minutes), so this is separate from heartbeat_timeout_s.",
     )
     worker_log_level: RunPodLogLevel = Field(
         default="WARN",
@@ -195,6 +221,45 @@ class TwinSettings(BaseSettings):
             except ValueError as exc:  # an unbalanced quote
                 raise ValueError(f"cannot split the command line: {exc}") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: Any) -> Any:
+        # As podpulse's other secrets are read (podpulse.common.settings.Secret): the variable
+        # when it is set and not empty, else the stripped text of the file <NAME>_FILE names.
+        if not isinstance(data, dict):
+            return data
+        key_names = ("api_key", settings_variable(cls, "api_key"))
+        file_names = ("api_key_file", settings_variable(cls, "api_key_file"))
+        key = next((data[n] for n in key_names if data.get(n)), None)
+        path = next((data[n] for n in file_names if data.get(n)), None)
+        data = {k: v for k, v in data.items() if k not in key_names}
+        if key is not None:
+            return {**data, "api_key": key}
+        if path is None:
+            return data
+        variable = settings_variable(cls, "api_key_file")
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"{variable}={path} cannot be read ({exc.strerror or exc})") from None
+        if not text:
+            # Not the public default in its place: whoever set a file meant a private key.
+            raise ValueError(f"{variable}={path} is empty")
+        return {**data, "api_key": text}
+
+    @model_validator(mode="after")
+    def _heartbeat_outlasts_pings(self) -> Self:
+        # A ping can take up to two intervals (the SDK's request timeout) and is retried with
+        # back-off: fewer than three intervals would declare healthy workers dead.
+        interval_s = self.ping_interval_ms // 1000
+        if self.heartbeat_timeout_s < 3 * interval_s:
+            raise ValueError(
+                f"heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) must be at least three "
+                f"ping intervals ({3 * interval_s} s with ping_interval_ms "
+                f"{self.ping_interval_ms})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _scaling_is_valid(self) -> Self:
