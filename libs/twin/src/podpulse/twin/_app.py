@@ -70,7 +70,7 @@ async def patch_endpoint(request: Request) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, close=exc.close)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
