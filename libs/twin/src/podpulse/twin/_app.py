@@ -90,11 +90,15 @@ def create_app(settings: TwinSettings, *, worker_env: Mapping[str, str] | None =
         *public_routes,
         *worker_routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
+    # Starlette answers /status/ID/ with an empty 307 to /status/ID: another job's URL for a
+    # job id that ends in "/", and not RunPod's JSON error. An unknown path is a JSON 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 class _TwinServer(uvicorn.Server):
