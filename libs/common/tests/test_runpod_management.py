@@ -17,6 +17,7 @@ from podpulse.common.runpod import (
     RECOMMENDED_CONFIG,
     Backoff,
     EndpointConfig,
+    EndpointPatch,
     ManagementClient,
     RunPodAuthError,
     RunPodNotFound,
@@ -369,3 +370,23 @@ async def test_server_reply_missing_config_is_a_protocol_error() -> None:
     async with server.client() as mgmt:
         with pytest.raises(RunPodProtocolError, match="RunPod get: endpoint config 'scaling'"):
             await mgmt.get("ep-1")
+
+
+@settings(deadline=None)
+@given(current=configs(), wanted=configs())
+def test_every_body_the_client_sends_passes_the_strict_patch_reader(
+    current: EndpointConfig, wanted: EndpointConfig
+) -> None:
+    """update()'s body, as JSON text, is a valid strict EndpointPatch that turns any config
+    into exactly the one sent: what the client sends, the twin takes."""
+    wire = json.loads(json.dumps(wanted.to_v2()))
+    assert current.patched(EndpointPatch.read(wire)) == wanted
+
+
+def test_the_strict_patch_reader_refuses_what_the_lax_reply_reader_takes() -> None:
+    """A server reply may carry extra fields and numbers as floats; a PATCH body may not."""
+    assert EndpointConfig.from_v2(SERVER_ENDPOINT) == SERVER_CONFIG
+    with pytest.raises(ValueError, match=r"unknown field\(s\): gpuIds, id, name, workers\.running"):
+        EndpointPatch.read(SERVER_ENDPOINT)
+    with pytest.raises(ValueError, match=r"workers\.max: Input should be a valid integer"):
+        EndpointPatch.read({"workers": {"max": "5"}})

@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import uvicorn
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from podpulse.common.runpod import EndpointConfig, RunPodError
+from podpulse.common.runpod import EndpointPatch
 
 from ._http import ApiError, check_bearer, error_response, read_json
 from ._platform import Platform
@@ -45,32 +44,21 @@ async def get_endpoint(request: Request) -> JSONResponse:
 
 
 async def patch_endpoint(request: Request) -> JSONResponse:
-    """PATCH /v2/serverless/{id}: change workers and scaling; unknown parts are refused."""
+    """PATCH /v2/serverless/{id}: change workers and scaling, read strictly by
+    ``EndpointPatch``; a body it refuses is a 400 naming the field, the config unchanged."""
     platform = _management_platform(request)
     body = await read_json(request, 1024 * 1024)
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    unknown = set(body) - {"workers", "scaling"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
-    merged = platform.scaling.to_v2()
-    if "workers" in body:
-        if not isinstance(body["workers"], dict):
-            raise ApiError(400, "'workers' must be an object")
-        merged["workers"] = {**merged["workers"], **body["workers"]}
-    if "scaling" in body:
-        merged["scaling"] = body["scaling"]
     try:
-        config = EndpointConfig.from_v2(merged)
-    except (ValidationError, ValueError, RunPodError) as exc:
-        raise ApiError(400, f"invalid endpoint settings: {exc}") from None
+        config = platform.scaling.patched(EndpointPatch.read(body))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
     platform.update_scaling(config)
     return JSONResponse(_endpoint_body(platform))
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, close=exc.close)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -102,11 +90,15 @@ def create_app(settings: TwinSettings, *, worker_env: Mapping[str, str] | None =
         *public_routes,
         *worker_routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
+    # Starlette answers /status/ID/ with an empty 307 to /status/ID: another job's URL for a
+    # job id that ends in "/", and not RunPod's JSON error. An unknown path is a JSON 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 class _TwinServer(uvicorn.Server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 __all__ = [
+    "BODY_READ_TIMEOUT_S",
     "MAX_DEPTH",
     "ApiError",
     "check_bearer",
@@ -26,18 +28,30 @@ __all__ = [
 _COUNT = re.compile(r"[0-9]{1,12}")
 
 
-class ApiError(Exception):
-    """An error answered as RunPod does: a status code and ``{"error": message}``."""
+# A body still arriving after this long is refused with 408 and its connection closed. The
+# server itself never times a body out, so a client that declares more bytes than it sends
+# would otherwise hold a connection (and a handler) until it gives up. 20 MB, the largest
+# body the twin takes, needs 4 MB/s to make it; its clients are on loopback or a LAN.
+BODY_READ_TIMEOUT_S = 5.0
 
-    def __init__(self, status: int, message: str) -> None:
+
+class ApiError(Exception):
+    """An error answered as RunPod does: a status code and ``{"error": message}``.
+
+    ``close``: end the connection after the answer (the rest of its request was never read).
+    """
+
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
 
 
-def error_response(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str, *, close: bool = False) -> JSONResponse:
     """RunPod's error body."""
-    return JSONResponse({"error": message}, status_code=status)
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def check_bearer(request: Request, expected: str) -> None:
@@ -56,18 +70,30 @@ def parse_count(raw: str, name: str) -> int:
     return int(raw)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing anything over ``limit`` bytes without buffering it all."""
+async def read_body(
+    request: Request, limit: int, *, timeout_s: float = BODY_READ_TIMEOUT_S
+) -> bytes:
+    """Read the body, refusing anything over ``limit`` bytes without buffering it all, and
+    any body not complete within ``timeout_s`` (408, connection closed)."""
     declared = request.headers.get("content-length")
     if declared is not None and _COUNT.fullmatch(declared) and int(declared) > limit:
         raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        expected = f" of {declared}" if declared is not None else ""
+        raise ApiError(
+            408,
+            f"request body incomplete after {timeout_s:g} s ({size}{expected} bytes received)",
+            close=True,
+        ) from None
     return b"".join(chunks)
 
 

@@ -84,6 +84,7 @@ async def run(request: Request) -> JSONResponse:
 
 async def runsync(request: Request) -> JSONResponse:
     """POST /runsync: queue a job and wait for it up to ?wait= ms."""
+    _platform(request)  # the key first: a caller without one learns nothing of the parameters
     wait_ms = DEFAULT_SYNC_WAIT_MS
     if "wait" in request.query_params:
         low, high = SYNC_WAIT_RANGE_MS

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from podpulse.common.runpod import EndpointConfig
 
-__all__ = ["Snapshot", "workers_to_add"]
+__all__ = ["MAX_STARTS_PER_TICK", "Snapshot", "workers_to_add"]
+
+# Starting a worker forks a process on the control loop, and each one then spends a second or
+# so of CPU importing the runpod SDK. A PATCH to workersMin 1000 would otherwise fork them all
+# in one tick, stalling every HTTP answer behind it and the machine behind that; a few per
+# tick (20 ticks a second by default) still reaches any workersMax in seconds.
+MAX_STARTS_PER_TICK = 4
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,8 @@ class Snapshot:
 
 
 def workers_to_add(config: EndpointConfig, now: Snapshot) -> int:
-    """How many workers to start now (never more than workersMax allows).
+    """How many workers to start now: never more than workersMax allows, nor more than
+    MAX_STARTS_PER_TICK at once.
 
     QUEUE_DELAY: start another worker when a request has waited longer than queueDelay
     seconds, one per waiting request not already covered by a worker that is starting.
@@ -38,4 +45,4 @@ def workers_to_add(config: EndpointConfig, now: Snapshot) -> int:
         want = max(want, needed - now.active)
     elif now.queued > now.initializing and now.oldest_wait_s > config.scaler_value:
         want = max(want, 1)
-    return min(want, room)
+    return min(want, room, MAX_STARTS_PER_TICK)

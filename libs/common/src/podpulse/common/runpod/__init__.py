@@ -8,7 +8,7 @@ from podpulse.common.settings import (
 
 from ..retry import Backoff, parse_retry_after
 from ._client import DEFAULT_RUNSYNC_WAIT_MS, RunPodClient
-from ._config import RECOMMENDED_CONFIG, EndpointConfig, ScalerType
+from ._config import RECOMMENDED_CONFIG, EndpointConfig, EndpointPatch, ScalerType
 from ._errors import (
     RunPodAuthError,
     RunPodBadRequest,
@@ -42,6 +42,7 @@ __all__ = [
     "ApiKey",
     "Backoff",
     "EndpointConfig",
+    "EndpointPatch",
     "Health",
     "Job",
     "JobCounts",
