@@ -112,6 +112,19 @@ async def test_503s_end_the_run_after_n_in_a_row_with_back_off_between(tmp_path,
     assert span_s >= 3.75
 
 
+async def test_a_slot_backing_off_never_holds_a_run_past_its_duration(tmp_path: Path):
+    """A 6 s run against nothing listening, the stop rule off: it ends at its duration, not
+    when a slot's back-off (which grows past 4 s by then) runs out, and is not aborted."""
+    settings = ProberSettings(abort_after_failures=0, abort_after_s=0)
+    spec = _spec("dead-6s", runs=None, duration_s=6)
+    started = time.monotonic()
+    summary = await run_probe(spec, _dead_target(), tmp_path, settings=settings)
+    elapsed = time.monotonic() - started
+    assert (summary.end_reason, summary.interrupted) == (None, False)
+    assert 4 <= summary.level.requests < 100
+    assert 6 <= elapsed < 7.5
+
+
 def test_a_streak_ends_on_a_success_and_trips_by_count_or_by_time():
     """The stop rule counts unreachable requests in a row: a success resets it; it trips at
     max_failures, or when the failures went on max_failing_s from the first one's send."""

@@ -161,7 +161,7 @@ class Engine:
             while (seq := next_seq(intended)) is not None:
                 record, failed = await self._measure(seq, intended, label)
                 self._report(record, result)
-                failures = await self._after(record, failed, failures)
+                failures = await self._after(record, failed, failures, until=deadline)
                 # The slot's next request was due when this one ended, or its back-off did.
                 intended = self.clock.now() if failures else record.done
 
@@ -205,14 +205,19 @@ class Engine:
         else:
             self.streak.passed()
 
-    async def _after(self, record: RequestRecord, failed: bool, failures: int) -> int:
-        """A slot's bookkeeping after a request: the stop rule, then its back-off; returns the
-        slot's failures in a row."""
+    async def _after(
+        self, record: RequestRecord, failed: bool, failures: int, *, until: float | None = None
+    ) -> int:
+        """A slot's bookkeeping after a request: the stop rule, then its back-off (never past
+        the run's deadline ``until``); returns the slot's failures in a row."""
         self._count(record, failed)
         if not failed:
             return 0
         backoff = self.options.backoff
-        await backoff.sleep(backoff.delay(failures))
+        wait = backoff.delay(failures)
+        if until is not None:
+            wait = min(wait, max(0.0, until - self.clock.now()))
+        await backoff.sleep(wait)
         return failures + 1
 
     async def request(self, seq: int, intended: float, label: int) -> RequestRecord:
