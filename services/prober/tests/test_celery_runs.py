@@ -354,7 +354,8 @@ def _pings(client: redis.Redis) -> bool:
 
 def test_redis_restart_mid_run_loses_no_row(twin_target: Target, tmp_path: Path) -> None:
     """Redis stopped and started again while a load runs: every request is in requests.csv,
-    before and after the outage, the summary is written and the event published."""
+    before and after the outage, the summary is written and the event published, and the
+    worker lives on to run the next probe (the fault drill; it prints fault-to-end times)."""
     with tempfile.TemporaryDirectory(prefix="podpulse-redis-") as workdir:
         server = _RestartableRedis(Path(workdir))
         server.start()
@@ -377,11 +378,21 @@ def test_redis_restart_mid_run_loses_no_row(twin_target: Target, tmp_path: Path)
                 server.start()
                 restarted_at = time.time()
                 _wait((folder / "summary.json").exists, 60, "the run to finish")
+                ended_at = time.time()
                 client = redis.Redis.from_url(server.url)
                 (event,) = _wait(lambda: _events(client), 30, "the event after the restart")
+                published_at = time.time()
+                # The worker survived the outage: it takes and runs the next probe.
+                _send(server.url, "podpulse.prober.smoke", "after-restart")
+                _wait(lambda: len(_events(client)) == 2, 60, "the next probe's event")
+                assert w1.popen.poll() is None
                 client.close()
         finally:
             server.stop()
+    print(  # noqa: T201 - the drill's figures, for the report
+        f"drill redis-restart: outage {restarted_at - stopped_at:.2f} s, fault to run end "
+        f"{ended_at - stopped_at:.2f} s, fault to event {published_at - stopped_at:.2f} s"
+    )
     records = read_records(folder)
     assert sorted(r.seq for r in records) == list(range(30))
     assert any(r.done < stopped_at for r in records)

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -159,6 +159,7 @@ def configure_telemetry(
     *,
     settings: TelemetrySettings,
     exporter: SpanExporter | None = None,
+    console_out: TextIO | None = None,
 ) -> TracerProvider:
     """Build a tracing pipeline, make it the one every tracer uses, and return its provider.
 
@@ -167,6 +168,8 @@ def configure_telemetry(
     default ``service.name``; OTEL_SERVICE_NAME or a ``service.name`` in
     OTEL_RESOURCE_ATTRIBUTES overrides it, so a deployment can rename a process without a
     rebuild. *exporter*, when given, replaces the exporters *settings* name (tests).
+    *console_out* is where the ``console`` exporter writes (default stdout, the SDK's): a
+    command whose stdout is its result (``--json``) sends spans to stderr instead.
     """
     global _pipeline
     resource = Resource.create({SERVICE_NAME: service_name}).merge(OTELResourceDetector().detect())
@@ -175,7 +178,8 @@ def configure_telemetry(
         provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
     else:
         provider = TracerProvider(resource=resource)
-        for each in [exporter] if exporter is not None else _exporters(settings):
+        chosen = _exporters(settings, console_out)
+        for each in [exporter] if exporter is not None else chosen:
             provider.add_span_processor(BatchSpanProcessor(each))
     with _lock:
         _install_switchboard()
@@ -254,11 +258,15 @@ def _retire(pipeline: _Pipeline) -> None:
     pipeline.provider.shutdown()
 
 
-def _exporters(settings: TelemetrySettings) -> Iterator[SpanExporter]:
+def _exporters(settings: TelemetrySettings, console_out: TextIO | None) -> Iterator[SpanExporter]:
     for name in settings.traces_exporter:
         if name == "otlp":
             # No arguments: the exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS,
             # _TIMEOUT and _COMPRESSION itself, per the spec.
             yield OTLPSpanExporter()
         elif name == "console":
-            yield ConsoleSpanExporter()
+            yield (
+                ConsoleSpanExporter()
+                if console_out is None
+                else ConsoleSpanExporter(out=console_out)
+            )

@@ -21,6 +21,12 @@ backs off (Retry-After when given, else jittered exponential: podpulse.common.re
 call is sent again; its total still runs from the intended start, so the back-off is paid for
 in the latency a user would see. A request's 429s share one budget across its /runsync and
 /status calls: after ``rate_limit_retries`` of them it ends as RATE_LIMITED.
+
+An endpoint that is not there (connection refused, HTTP 5xx): see podpulse.prober._stop. The
+request ends as HTTP_ERROR and is reported; a closed-loop or warm-up slot then backs off
+(same Backoff) before its next request, whose intended start is when the pause ended -- the
+slot chose to wait, the endpoint did not make it. An open loop keeps its schedule (its rate
+bounds it). The stop rule may then end the run with ``RunAborted``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from podpulse.common.runpod import (
 
 from ._load import Clock, EngineResult, Load, RequestOptions, arrivals
 from ._request_record import Outcome, RequestRecord
+from ._stop import RunAborted, StopRule, Streak, unreachable
 
 __all__ = ["Engine"]
 
@@ -70,6 +77,7 @@ class Engine:
         concurrency_label: int | None = None,
         shard: int = 0,
         clock: Clock | None = None,
+        stop_rule: StopRule | None = None,
     ) -> None:
         self.client = client
         self.run_id = run_id
@@ -79,6 +87,7 @@ class Engine:
         self.concurrency_label = concurrency_label
         self.shard = shard
         self.clock = clock or Clock()
+        self.streak = Streak(stop_rule or StopRule())
         self.started_at: float | None = None  # when the measured part began (epoch s)
         self._in_flight: set[str] = set()
         # Strong references to fire-and-forget cancels, which asyncio would otherwise drop.
@@ -92,7 +101,8 @@ class Engine:
         even when warm-up ran past it, so a late shard's delay shows as schedule lag and in
         every total instead of shifting its schedule out of sight. On cancellation (Ctrl-C)
         the jobs still in flight are cancelled on the endpoint, best effort, and the
-        cancellation propagates; reported records are already written.
+        cancellation propagates; reported records are already written. When the stop rule
+        ends the run, in-flight jobs are cancelled the same way and ``RunAborted`` propagates.
         """
         result = EngineResult(records=[], warmup_records=[])
         label = self.concurrency_label or load.concurrency
@@ -109,6 +119,13 @@ class Engine:
         except asyncio.CancelledError:
             await self._cancel_in_flight()
             raise
+        except BaseExceptionGroup as group:
+            # A slot's RunAborted comes out of its TaskGroup wrapped; the others were cancelled.
+            aborted = _first_abort(group)
+            if aborted is None:
+                raise
+            await self._cancel_in_flight()
+            raise aborted from None
         return result
 
     async def _warmup(self, load: Load, label: int, result: EngineResult) -> None:
@@ -116,9 +133,11 @@ class Engine:
         slots = max(1, min(load.warmup, load.concurrency or 1))
 
         async def slot() -> None:
+            failures = 0
             while (n := next(counter)) < load.warmup:
-                record = await self.request(-1 - n, self.clock.now(), label)
+                record, failed = await self._measure(-1 - n, self.clock.now(), label)
                 result.warmup_records.append(record)
+                failures = await self._after(record, failed, failures)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(slots):
@@ -138,11 +157,13 @@ class Engine:
             return next(seqs)
 
         async def slot() -> None:
-            intended = self.clock.now()
+            intended, failures = self.clock.now(), 0
             while (seq := next_seq(intended)) is not None:
-                record = await self.request(seq, intended, label)
+                record, failed = await self._measure(seq, intended, label)
                 self._report(record, result)
-                intended = record.done  # the slot's next request was due when this one ended
+                failures = await self._after(record, failed, failures, until=deadline)
+                # The slot's next request was due when this one ended, or its back-off did.
+                intended = self.clock.now() if failures else record.done
 
         async with asyncio.TaskGroup() as group:
             for _ in range(load.concurrency):
@@ -156,11 +177,12 @@ class Engine:
 
         async def one(seq: int, intended: float) -> None:
             if cap is None:
-                record = await self.request(seq, intended, label)
+                record, failed = await self._measure(seq, intended, label)
             else:
                 async with cap:  # waiting here is lateness; the intended start stays put
-                    record = await self.request(seq, intended, label)
+                    record, failed = await self._measure(seq, intended, label)
             self._report(record, result)
+            self._count(record, failed)
 
         async with asyncio.TaskGroup() as group:
             for sent, (seq, offset) in enumerate(arrivals(load)):
@@ -176,9 +198,37 @@ class Engine:
         if self.on_record is not None:
             self.on_record(record)
 
+    def _count(self, record: RequestRecord, failed: bool) -> None:
+        """Feed the stop rule (RunAborted when it ends the run)."""
+        if failed:
+            self.streak.failed(sent=record.sent, done=record.done, error=record.error)
+        else:
+            self.streak.passed()
+
+    async def _after(
+        self, record: RequestRecord, failed: bool, failures: int, *, until: float | None = None
+    ) -> int:
+        """A slot's bookkeeping after a request: the stop rule, then its back-off (never past
+        the run's deadline ``until``); returns the slot's failures in a row."""
+        self._count(record, failed)
+        if not failed:
+            return 0
+        backoff = self.options.backoff
+        wait = backoff.delay(failures)
+        if until is not None:
+            wait = min(wait, max(0.0, until - self.clock.now()))
+        await backoff.sleep(wait)
+        return failures + 1
+
     async def request(self, seq: int, intended: float, label: int) -> RequestRecord:
         """Send request ``seq`` due at ``intended``; never raises for a failed request."""
+        record, _ = await self._measure(seq, intended, label)
+        return record
+
+    async def _measure(self, seq: int, intended: float, label: int) -> tuple[RequestRecord, bool]:
+        """The request's record, and whether it failed for want of a reachable endpoint."""
         state = _Attempt()
+        failed = False
         sent = self.clock.now()
         outcome, error = Outcome.OK, None
         try:
@@ -196,10 +246,11 @@ class Engine:
             outcome, error = Outcome.CLIENT_TIMEOUT, _short(str(exc))
         except RunPodError as exc:
             outcome, error = Outcome.HTTP_ERROR, _short(str(exc))
+            failed = unreachable(exc)
         done = self.clock.now()
         job = state.job
         usage, model = _usage(job.output) if job is not None else ({}, None)
-        return RequestRecord(
+        record = RequestRecord(
             run_id=self.run_id,
             seq=seq,
             concurrency=label,
@@ -219,6 +270,7 @@ class Engine:
             rate_limited=state.rate_limited,
             model=model,
         )
+        return record, failed
 
     async def _until_final(self, job_input: Any, state: _Attempt) -> Job:
         options = self.options
@@ -270,6 +322,15 @@ class Engine:
     async def _cancel_in_flight(self) -> None:
         if self._in_flight:
             await asyncio.gather(*(self._cancel(job_id) for job_id in list(self._in_flight)))
+
+
+def _first_abort(group: BaseExceptionGroup[BaseException]) -> RunAborted | None:
+    for error in group.exceptions:
+        if isinstance(error, RunAborted):
+            return error
+        if isinstance(error, BaseExceptionGroup) and (inner := _first_abort(error)):
+            return inner
+    return None
 
 
 def _asked_wait(error: BaseException) -> float | None:

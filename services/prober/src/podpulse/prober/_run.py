@@ -1,7 +1,9 @@
 """Running a probe: its requests sent, its rows written as they finish, its summary written.
 
 ``run_probe`` runs a whole spec and returns its ``RunSummary`` (summary.json is written even
-when the run is cancelled or interrupted, marked ``interrupted``, and the exception goes on).
+when the run is cancelled or interrupted, marked ``interrupted``, and the exception goes on;
+when the stop rule ends it -- its endpoint cannot be reached, podpulse.prober._stop -- the
+summary is marked ``interrupted`` with that reason as its ``end_reason``, and returned).
 ``run_shard`` runs shard i of k of a spec -- one per Celery worker -- and returns its
 ``RunStats`` per level, also written to ``stats-shard<i>.json``; whoever collects the shards
 merges them and calls ``write_summary`` once (podpulse.prober._sharded).
@@ -20,10 +22,11 @@ from ._engine import Engine
 from ._load import RequestOptions
 from ._prompts import load_prompts
 from ._request_record import RequestRecord
-from ._results_dir import ResultsWriter, run_dir, write_json, write_target
+from ._results_dir import ResultsWriter, run_dir, write_json, write_summary_file, write_target
 from ._run_stats import RunStats
 from ._spans import emit_span
 from ._spec import check_sharding, shard_load
+from ._stop import RunAborted, StopRule
 from ._summarize import write_summary
 from ._target import Target
 from .settings import ProberSettings
@@ -46,13 +49,22 @@ async def run_probe(
 
     Rows go to ``results_dir/<run_id>/`` as requests finish, and one ``runpod.job`` span per
     request to ``tracer`` (the global provider's when None). Cancelled or interrupted, it
-    writes a partial summary and the exception propagates.
+    writes a partial summary and the exception propagates; stopped by the stop rule, it
+    writes and returns the partial summary with the rule's reason as its ``end_reason``.
     """
     results: dict[int, RunStats] = {}
     # Opened first: a bad prompt set or a reused run id must not write a summary.
     with _Run(spec, target, results_dir, settings, shard=0, shards=1) as run:
         try:
             await run.measure(results, on_record, tracer)
+        except RunAborted as exc:
+            partial = write_summary(
+                results_dir, spec, results, settings, target=target.info(), interrupted=True
+            )
+            # The reason changes no verdict (an interrupted run never passes): no revalidation.
+            summary = partial.model_copy(update={"end_reason": str(exc)})
+            write_summary_file(run.folder, summary)
+            return summary
         except BaseException:
             # Cancelled, Ctrl-C, or a bug: what was measured is still summarised.
             write_summary(
@@ -138,6 +150,9 @@ class _Run:
             policy=spec.policy,  # type: ignore[arg-type]  # JobPolicy's keys, checked by RunPod
             rate_limit_retries=settings.rate_limit_retries,
         )
+        stop_rule = StopRule(
+            max_failures=settings.abort_after_failures, max_failing_s=settings.abort_after_s
+        )
         async with self.target.client(timeout_s=spec.timeout_s) as client:
             for level in spec.concurrency:
                 load = shard_load(spec, level, self.shard, self.shards)
@@ -154,6 +169,7 @@ class _Run:
                     options=options,
                     concurrency_label=level,
                     shard=self.shard,
+                    stop_rule=stop_rule,
                 )
                 engine.on_record = self._recorder(results, level, engine, on_record, tracer)
                 await engine.run(load, start_at=spec.start_at)

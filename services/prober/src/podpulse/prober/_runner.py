@@ -104,6 +104,7 @@ def task_outcome(summary: RunSummary, folder: Path, *, published: bool) -> dict[
         kind=summary.kind,
         target=summary.target.kind,
         passed=summary.passed,
+        end_reason=summary.end_reason,
         requests=sum(level.requests for level in summary.levels),
         published=published,
     )

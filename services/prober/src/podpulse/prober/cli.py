@@ -5,7 +5,12 @@
 when RUNPOD_ENDPOINT_ID is set, else twin; either way the command says which it uses (kind,
 endpoint id, base URL) before it starts. Exit codes, as k6's thresholds: 0 when the SLO (or
 the soak) passed, 1 when it failed, 2 for bad flags, settings or a summary.json that does not
-validate, 130 on Ctrl-C (after writing the partial summary).
+validate, 3 when the run ended itself because its endpoint could not be reached (the stop rule,
+PROBER_ABORT_AFTER_*; the reason is one line on stderr and summary.json's end_reason), 130 on
+Ctrl-C or SIGTERM (after writing the partial summary).
+
+With --json, stdout carries the summary and nothing else: spans of OTEL_TRACES_EXPORTER=console
+go to stderr, as every other diagnostic does.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import asyncio
 import math
 import os
 import re
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -53,7 +61,7 @@ __all__ = ["loadtest", "report", "soak"]
 
 T = TypeVar("T")
 
-_EXIT_FAILED, _EXIT_USAGE, _EXIT_INTERRUPTED = 1, 2, 130
+_EXIT_FAILED, _EXIT_USAGE, _EXIT_ABORTED, _EXIT_INTERRUPTED = 1, 2, 3, 130
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MAX_DURATION_S = 366 * 86400.0
@@ -200,9 +208,11 @@ def _run(
     twin = _from_env(EmbeddedTwin.from_env) if options.target == "twin" else None
     tracing = "traces_exporter" in telemetry.model_fields_set
     if tracing:
-        configure_telemetry("podpulse-prober", settings=telemetry)
+        # stdout is the command's result (--json: nothing but the summary); spans are not.
+        configure_telemetry("podpulse-prober", settings=telemetry, console_out=sys.stderr)
     try:
         with (
+            _sigterm_as_sigint(),
             open_target(options.target, common, twin) as target,
             _progress(spec, options.as_json) as on_record,
         ):
@@ -225,8 +235,31 @@ def _run(
     _finish(summary, as_json=options.as_json)
 
 
+@contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (docker stop, a CI timeout) ends the run as Ctrl-C does: partial summary, 130.
+
+    It is turned into SIGINT, so the one path asyncio.run has for it (cancel the run, then
+    KeyboardInterrupt) handles both, wherever the run is (starting the twin, or measuring).
+    """
+
+    def as_sigint(_signum: int, _frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, as_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _finish(summary: RunSummary, *, as_json: bool) -> None:
     show_summary(summary, as_json=as_json)
+    if summary.end_reason is not None:
+        Console(stderr=True).print(
+            f"[red]aborted:[/red] {summary.end_reason}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(_EXIT_ABORTED)
     if not summary.passed:
         raise typer.Exit(_EXIT_FAILED)
 

@@ -109,6 +109,20 @@ class ProberSettings(BaseSettings):
         ge=0,
         description="429 answers one request backs off from before it ends RATE_LIMITED.",
     )
+    # The stop rule (podpulse.prober._stop): a run whose endpoint cannot be reached ends itself.
+    abort_after_failures: int = Field(
+        default=20,
+        ge=0,
+        description="A run ends (exit 3, the reason in summary.json's end_reason) after this "
+        "many requests in a row failed to connect or got HTTP 5xx; 0: no bound by count. Each "
+        "slot backs off (jittered exponential, 0.5 s doubling to 8 s) after such a failure.",
+    )
+    abort_after_s: float = Field(
+        default=60,
+        ge=0,
+        description="A run also ends when such failures went on this long (seconds) without "
+        "one success in between; 0: no bound by time.",
+    )
     model_name: str | None = Field(
         default=None,
         description="gen_ai.request.model on spans when the endpoint's output names no model.",

@@ -58,6 +58,11 @@ class RunSummary(_Model):
     interrupted: Verdict = Field(
         description="Cancelled, or shards failed: the evidence is partial."
     )
+    end_reason: str | None = Field(
+        default=None,
+        description="Why the prober ended the run early itself, in one line (its stop rule: the "
+        "endpoint could not be reached); None when it ran to its end or was cancelled.",
+    )
     passed: Verdict
     spec: ProbeSpec
     levels: tuple[LevelSummary, ...] = Field(
@@ -85,6 +90,8 @@ class RunSummary(_Model):
             raise ValueError("a soak, and only a soak, has a soak verdict")
         if self.kind != "sweep" and len(self.levels) != 1:
             raise ValueError(f"a {self.kind} has one level, got {len(self.levels)}")
+        if self.end_reason is not None and not self.interrupted:
+            raise ValueError("a run that ended early (end_reason) is interrupted")
         if self.shards is not None and not self.interrupted:
             raise ValueError("a run with failed or missing shards is interrupted")
         self._parts_match_levels()
