@@ -149,7 +149,8 @@ class TwinSettings(BaseSettings):
         gt=0,
         description="How long a stopping worker may take to exit before it is killed. Its "
         "long-polls are answered at once, so an idle worker exits in a fraction of a second; "
-        "one that took a job in the last second may sit out the SDK's one-second pause first.",
+        "with the stock loop (job_loop 'sdk') one that took a job in the last second may sit "
+        "out the SDK's one-second pause first.",
     )
     ping_interval_ms: int = Field(
         default=5000, ge=100, description="RUNPOD_PING_INTERVAL given to workers."
