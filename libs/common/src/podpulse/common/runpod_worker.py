@@ -59,7 +59,8 @@ TOO_MANY_REQUESTS_S = 5.0
 
 # sha256 (first 16 hex digits) of inspect.getsource() of every SDK function or method the fast
 # loop calls, inherits or replaces, as verified on runpod 1.12.0. A change to any of them
-# needs a look before the pin moves: tests/test_runpod_worker.py fails until this is updated.
+# needs a look before the pin moves: libs/common/tests/test_common_runpod_worker.py fails until
+# this is updated.
 SDK_VERIFIED: dict[str, str] = {
     "runpod.serverless:start": "aa3f846dcfc5da4f",
     "runpod.serverless.worker:run_worker": "ce0b9b3f79f9f9d3",
