@@ -26,3 +26,4 @@ lint: setup
 
 bench: setup
 	$(VENV)/python benchmarks/twin.py
+	$(VENV)/python benchmarks/job_loop.py

@@ -60,6 +60,18 @@ def test_serve_flags_override_the_environment_which_overrides_defaults(
     assert "python -m podpulse.worker" in result.output
 
 
+def test_job_loop_defaults_to_fast_and_reaches_every_worker_as_worker_job_loop(
+    served: list[tuple[TwinSettings, dict[str, str]]],
+) -> None:
+    """--job-loop sdk runs the runpod SDK's stock loop in the workers (WORKER_JOB_LOOP=sdk),
+    whatever worker command they run; without the flag it is fast."""
+    assert invoke(["serve"]).exit_code == 0
+    assert invoke(["serve", "--job-loop", "sdk"]).exit_code == 0
+    [(default, _), (stock, _)] = served
+    assert default.worker_env()["WORKER_JOB_LOOP"] == "fast"
+    assert stock.worker_env()["WORKER_JOB_LOOP"] == "sdk"
+
+
 def test_serve_defaults_to_the_twins_own_worker_and_the_public_key(
     served: list[tuple[TwinSettings, dict[str, str]]],
 ) -> None:
@@ -81,6 +93,7 @@ def test_serve_defaults_to_the_twins_own_worker_and_the_public_key(
         (["--worker-command", "python -m 'unbalanced"], {}, "--worker-command"),
         (["--handler", "model"], {}, "python -m podpulse.worker"),
         ([], {"TWIN_HANDLER": "handler_without_function"}, "MODULE:FUNC"),
+        (["--job-loop", "slow"], {}, "job_loop: Input should be 'fast' or 'sdk'"),
     ],
 )
 def test_serve_refuses_bad_settings_naming_the_field(

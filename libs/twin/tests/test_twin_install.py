@@ -11,20 +11,24 @@ HEAVY = {"torch", "transformers", "tokenizers", "safetensors", "podpulse-worker"
 
 
 def _runtime_closure(name: str) -> set[str]:
-    """Every distribution installing ``name`` installs (no extras), by canonical name."""
-    seen: set[str] = set()
-    todo = [canonicalize_name(name)]
+    """Every distribution installing ``name`` installs, by canonical name: with the extras each
+    requirement asks for (podpulse-common[runpod-worker]), and no others."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo: list[tuple[str, frozenset[str]]] = [(canonicalize_name(name), frozenset())]
     while todo:
-        current = todo.pop()
-        if current in seen:
+        current, extras = todo.pop()
+        if (current, extras) in seen:
             continue
-        seen.add(current)
+        seen.add((current, extras))
         for line in metadata.requires(current) or []:
             requirement = Requirement(line)
-            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            marker = requirement.marker
+            if marker is not None and not any(
+                marker.evaluate({"extra": extra}) for extra in {"", *extras}
+            ):
                 continue
-            todo.append(canonicalize_name(requirement.name))
-    return seen
+            todo.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
+    return {distribution for distribution, _ in seen}
 
 
 def test_installing_the_twin_never_installs_torch_or_the_model_worker() -> None:

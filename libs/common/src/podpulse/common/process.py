@@ -3,7 +3,8 @@
 Both worker entry points (``python -m podpulse.worker``, the model; ``python -m
 podpulse.twin.worker``, the twin's stand-ins) build their settings with
 :func:`settings_or_exit`, then call :func:`prepare_worker_process`: logging, telemetry, the
-SDK's log level, and, under the twin, ending with the twin.
+SDK's log level, and, under the twin, ending with the twin. They then hand their config to
+:func:`podpulse.common.runpod_worker.serve` with ``WorkerProcessSettings.job_loop``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .settings import CommonSettings, TelemetrySettings, describe_settings_error
 from .telemetry import configure_telemetry, shutdown_telemetry
 
 __all__ = [
+    "JobLoop",
     "WorkerProcessSettings",
     "exit_with_parent",
     "prepare_worker_process",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Which job loop a worker runs (podpulse.common.runpod_worker.serve).
+JobLoop = Literal["fast", "sdk"]
 
 # Exit status for settings that do not validate, as for a command-line usage error.
 SETTINGS_ERROR_EXIT = 2
@@ -53,6 +58,13 @@ class WorkerProcessSettings(BaseSettings):
         validation_alias="RUNPOD_LOG_LEVEL",
         description="The runpod SDK's log level. Not DEBUG in production: at DEBUG the SDK "
         "prints every handler output, answers included, straight to stdout.",
+    )
+    job_loop: JobLoop = Field(
+        default="fast",
+        validation_alias="WORKER_JOB_LOOP",
+        description="The worker's job loop: 'fast' (podpulse's: the next job is taken the "
+        "moment a slot frees) or 'sdk' (the runpod SDK's stock loop, which sleeps 1 s when "
+        "the worker is at its concurrency limit and looks for taken jobs every 100 ms).",
     )
 
 

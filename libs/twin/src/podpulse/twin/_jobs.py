@@ -56,6 +56,7 @@ class Job:
     worker_id: str | None = None
     output: Any = None
     error: str | None = None
+    progress: Any = None  # the latest progress update; /status shows it while IN_PROGRESS
     stream: list[Any] = field(default_factory=list)
     stream_read: int = 0  # how many stream chunks /stream has already handed out
     retries: int = 0
@@ -88,6 +89,8 @@ class Job:
                 body["error"] = self.error
             if self.output is not None:
                 body["output"] = self.output
+        elif self.status is JobStatus.IN_PROGRESS and self.progress is not None:
+            body["output"] = self.progress
         return body
 
     def for_worker(self) -> dict[str, Any]:
@@ -163,7 +166,7 @@ class JobQueue:
         job.status = JobStatus.IN_QUEUE
         job.created_at = self._clock()
         job.started_at = job.finished_at = None
-        job.worker_id = job.output = job.error = None
+        job.worker_id = job.output = job.error = job.progress = None
         job.stream.clear()
         job.stream_read = 0
         job.retries += 1
@@ -248,6 +251,14 @@ class JobQueue:
         self._remove_queued(job)
         job.error = reason
         self._finish(job, status)
+
+    def progress(self, job: Job, update: Any) -> None:
+        """Record a running job's progress update; one arriving after the result is dropped
+        (the SDK sends it from its own thread, so it may overtake nothing or everything)."""
+        if job.status is not JobStatus.IN_PROGRESS:
+            return
+        job.progress = update
+        job.changed.set()
 
     def add_stream(self, job: Job, chunks: Iterable[Any]) -> None:
         """Append streamed partial outputs for /stream."""

@@ -91,14 +91,22 @@ async def _result_body(request: Request) -> dict[str, object]:
 
 
 async def job_done(request: Request) -> Response:
-    """POST /job-done/{worker}/{job}: the final result (``output`` or ``error``)."""
+    """POST /job-done/{worker}/{job}: the final result (``output`` or ``error``), or a
+    progress update (``{"status": "IN_PROGRESS", "output": ...}``, the SDK's
+    ``progress_update``), which the job shows on /status while it keeps running."""
     platform = _platform(request)
     platform.worker_seen(request.path_params["worker_id"])
     data = await _result_body(request)
+    # Results for jobs already cancelled, timed out, forgotten or another worker's are
+    # accepted and dropped, so the SDK does not retry them.
     job = platform.queue.jobs.get(request.path_params["job_id"])
-    # Results for jobs already cancelled, timed out or forgotten are accepted and dropped,
-    # so the SDK does not retry them.
-    if job is not None and job.worker_id == request.path_params["worker_id"]:
+    if job is not None and job.worker_id != request.path_params["worker_id"]:
+        job = None
+    if data.get("status") == "IN_PROGRESS":
+        if job is not None:
+            platform.queue.progress(job, data.get("output"))
+        return JSONResponse({})
+    if job is not None:
         error = data.get("error")
         output = data.get("output")
         if request.query_params.get("isStream") == "true" and not output and job.stream:

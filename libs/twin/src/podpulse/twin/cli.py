@@ -93,6 +93,13 @@ def serve_command(
         float | None,
         typer.Option(help="Calibrated median execution time, ms [TWIN_CALIBRATED_EXEC_MS]."),
     ] = None,
+    job_loop: Annotated[
+        str | None,
+        typer.Option(
+            help="Workers' job loop: fast (podpulse's) or sdk (the runpod SDK's stock loop, "
+            "1 s pauses at the concurrency limit) [TWIN_JOB_LOOP, fast]."
+        ),
+    ] = None,
     dispatch_ms: Annotated[
         float | None, typer.Option(help="Extra dispatch latency, ms [TWIN_DISPATCH_MS].")
     ] = None,
@@ -138,6 +145,7 @@ def serve_command(
             handler=handler,
             worker_command=command,
             worker_concurrency=concurrency,
+            job_loop=job_loop,
             dispatch_ms=dispatch_ms,
             cold_start_ms=cold_start_ms,
             log_dir=log_dir,
@@ -147,7 +155,8 @@ def serve_command(
     console.print(
         f"twin serving endpoint [bold]{settings.endpoint_id}[/] at {settings.base_url} "
         f"(workers {settings.workers_min}..{settings.workers_max}, "
-        f"worker {shlex.join(settings.worker_command)}, handler {settings.handler}); "
+        f"worker {shlex.join(settings.worker_command)}, handler {settings.handler}, "
+        f"job loop {settings.job_loop}); "
         "Ctrl-C stops it"
     )
     serve(settings, worker_env=calibrated.worker_env())

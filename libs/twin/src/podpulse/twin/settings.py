@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode
 
+from podpulse.common.process import JobLoop, WorkerProcessSettings
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.settings import env_settings, settings_variable
 
@@ -124,7 +125,14 @@ class TwinSettings(BaseSettings):
         ge=1,
         le=4096,
         description="Jobs one of the twin's own workers runs at once. At its limit the runpod "
-        "SDK sleeps 1 s before asking for more work, as on RunPod; it shows as queue delay.",
+        "SDK's stock loop (job_loop 'sdk') sleeps 1 s before asking for more work, as on "
+        "RunPod; it shows as queue delay.",
+    )
+    job_loop: JobLoop = Field(
+        default="fast",
+        description="The job loop every worker runs, given to it as WORKER_JOB_LOOP: 'fast' "
+        "(podpulse's) or 'sdk' (the runpod SDK's stock loop, as plain SDK workers run on "
+        "hosted RunPod).",
     )
     dispatch_ms: float = Field(
         default=0.0, ge=0, description="Extra latency before a taken job reaches its worker."
@@ -147,7 +155,8 @@ class TwinSettings(BaseSettings):
         gt=0,
         description="How long a stopping worker may take to exit before it is killed. Its "
         "long-polls are answered at once, so an idle worker exits in a fraction of a second; "
-        "one that took a job in the last second may sit out the SDK's one-second pause first.",
+        "with the stock loop (job_loop 'sdk') one that took a job in the last second may sit "
+        "out the SDK's one-second pause first.",
     )
     ping_interval_ms: int = Field(
         default=5000,
@@ -292,8 +301,10 @@ class TwinSettings(BaseSettings):
         return f"{self.url}/v2"
 
     def worker_env(self) -> dict[str, str]:
-        """The variables the twin's own worker reads from these settings (handler, concurrency)."""
-        return _as_env(self, ("handler", "worker_concurrency"))
+        """The variables workers read from these settings: the twin's own worker its handler
+        and concurrency, every worker its job loop."""
+        loop = settings_variable(WorkerProcessSettings, "job_loop")
+        return {**_as_env(self, ("handler", "worker_concurrency")), loop: self.job_loop}
 
 
 class CalibratedSettings(BaseSettings):

@@ -3,7 +3,8 @@
 ``TWIN_HANDLER`` names it: ``calibrated`` (timing, errors and crashes on demand),
 ``calibrated-stream`` (a generator handler), or ``MODULE:FUNC``, any runpod handler function
 (sync, async, or a generator, whose outputs stream). This is what the twin starts by default;
-the runpod SDK reads the platform's URLs and the worker's id from the environment.
+the runpod SDK reads the platform's URLs and the worker's id from the environment, and
+``WORKER_JOB_LOOP`` (set from the twin's ``--job-loop``) picks the job loop.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def runpod_config(twin: TwinSettings, calibrated: CalibratedSettings) -> dict[st
 
 
 def main() -> None:
-    """Build the settings once, then hand over to the runpod SDK's worker loop."""
+    """Build the settings once, then hand over to the runpod SDK with the chosen job loop."""
     program = "podpulse twin worker"
     twin, calibrated, common, telemetry, process = settings_or_exit(
         program,
@@ -86,9 +87,10 @@ def main() -> None:
         config = runpod_config(twin, calibrated)
     except HandlerError as exc:
         raise SystemExit(f"{program}: {exc}") from None
-    import runpod  # late: importing the SDK costs a second and needs no settings
+    # Late: importing the SDK costs a second, and it reads its log level as it is imported.
+    from podpulse.common.runpod_worker import serve
 
-    runpod.serverless.start(config)
+    serve(config, process.job_loop)
 
 
 if __name__ == "__main__":

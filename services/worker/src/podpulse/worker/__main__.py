@@ -2,7 +2,8 @@
 
 This is what RunPod's container runs; locally the twin runs it with
 ``podpulse twin serve --worker-command "python -m podpulse.worker"``. The runpod SDK reads
-the platform's URLs and the worker's id from the environment.
+the platform's URLs and the worker's id from the environment; ``WORKER_JOB_LOOP`` picks
+podpulse's job loop (``fast``, the default) or the SDK's stock one (``sdk``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .settings import WorkerSettings
 
 
 def main() -> None:
-    """Build the settings once, load the model, then hand over to the runpod SDK's loop."""
+    """Build the settings once, load the model, then hand over to the runpod SDK."""
     settings, common, telemetry, process = settings_or_exit(
         "podpulse worker",
         lambda: (WorkerSettings(), CommonSettings(), TelemetrySettings(), WorkerProcessSettings()),
@@ -27,9 +28,10 @@ def main() -> None:
     from . import handler  # late: torch and transformers cost seconds to import
 
     config = handler.runpod_config(settings)
-    import runpod  # late: importing the SDK costs a second and needs no settings
+    # Late: importing the SDK costs a second, and it reads its log level as it is imported.
+    from podpulse.common.runpod_worker import serve
 
-    runpod.serverless.start(config)
+    serve(config, process.job_loop)
 
 
 if __name__ == "__main__":
