@@ -94,6 +94,8 @@ def test_serve_defaults_to_the_twins_own_worker_and_the_public_key(
         (["--handler", "model"], {}, "python -m podpulse.worker"),
         ([], {"TWIN_HANDLER": "handler_without_function"}, "MODULE:FUNC"),
         (["--job-loop", "slow"], {}, "job_loop: Input should be 'fast' or 'sdk'"),
+        # The prober refuses such an id as RUNPOD_ENDPOINT_ID; the twin must not serve one.
+        (["--endpoint-id", "My_Endpoint"], {}, "not an endpoint id"),
     ],
 )
 def test_serve_refuses_bad_settings_naming_the_field(

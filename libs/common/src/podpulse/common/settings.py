@@ -34,6 +34,7 @@ __all__ = [
     "Secret",
     "SecretError",
     "TelemetrySettings",
+    "check_endpoint_id",
     "describe_settings_error",
     "env_settings",
     "known_secret_values",
@@ -54,10 +55,26 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # 40-odd upper-case characters) can never match, so a key pasted into RUNPOD_ENDPOINT_ID is
 # refused instead of printed in every run's target line and written to its target.json.
 _ENDPOINT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
 _TRACES_EXPORTERS = frozenset({"otlp", "console", "none"})
 # The env_prefix of every podpulse settings class; no variable carries it (see env_settings).
 # A NUL: no environment variable's name can contain one, so the by-name lookup never matches.
 _BY_NAME_PREFIX = "\x00"
+
+
+def check_endpoint_id(value: str) -> str:
+    """``value`` if it has the shape of a RunPod endpoint id, else ValueError.
+
+    Every reader of an endpoint id (settings, the twin's, podpulse.toml) uses this one, so a
+    twin's id is always one the prober accepts. The message never echoes the value: what
+    fails this check may well be a key.
+    """
+    if not _ENDPOINT_ID.match(value):
+        raise ValueError(
+            "not an endpoint id: RunPod endpoint ids are 1-32 lowercase letters, digits "
+            "or '-' (e.g. jpnw0v75y3qoql); an API key belongs in RUNPOD_API_KEY"
+        )
+    return value
 
 
 def env_settings(prefix: str) -> SettingsConfigDict:
@@ -183,13 +200,7 @@ class CommonSettings(BaseSettings):
     @field_validator("runpod_endpoint_id")
     @classmethod
     def _endpoint_id_shape(cls, value: str | None) -> str | None:
-        # Never echoes the value: what fails this check may well be a key.
-        if value is not None and not _ENDPOINT_ID.match(value):
-            raise ValueError(
-                "not an endpoint id: RunPod endpoint ids are 1-32 lowercase letters, digits "
-                "or '-' (e.g. jpnw0v75y3qoql); an API key belongs in RUNPOD_API_KEY"
-            )
-        return value
+        return None if value is None else check_endpoint_id(value)
 
     @field_validator("runpod_endpoint_base_url", "runpod_management_base_url")
     @classmethod

@@ -17,12 +17,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode
 
 from podpulse.common.process import JobLoop, WorkerProcessSettings
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.common.settings import env_settings, settings_variable
+from podpulse.common.settings import check_endpoint_id, env_settings, settings_variable
 
 __all__ = ["DEFAULT_API_KEY", "CalibratedSettings", "TwinSettings", "default_worker_command"]
 
@@ -76,10 +83,10 @@ class TwinSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the twin listens on.")
     port: int = Field(default=8765, ge=0, le=65535, description="Port the twin listens on.")
-    endpoint_id: str = Field(
+    endpoint_id: Annotated[str, AfterValidator(check_endpoint_id)] = Field(
         default="podpulse-twin",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="The endpoint id clients put in their URLs.",
+        description="The endpoint id clients put in their URLs (RunPod's shape: 1-32 "
+        "lowercase letters, digits or '-', so the prober accepts it too).",
     )
     api_key: SecretStr = Field(
         default=SecretStr(DEFAULT_API_KEY),

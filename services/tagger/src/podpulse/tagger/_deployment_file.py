@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.runpod._config import MAX_IDLE_TIMEOUT_S, MAX_WORKERS
+from podpulse.common.settings import check_endpoint_id
 
 __all__ = [
     "DEFAULT_FILE",
@@ -36,9 +37,6 @@ __all__ = [
 ]
 
 DEFAULT_FILE = Path("podpulse.toml")
-
-# RunPod endpoint ids are short lowercase alphanumerics (the management API's shape).
-_ENDPOINT_ID = re.compile(r"^[a-z0-9-]{1,32}$")
 
 
 class _Strict(BaseModel):
@@ -85,24 +83,13 @@ class ScalingSpec(_Strict):
 class EndpointSpec(_Strict):
     """``[endpoint]``: what runs where, and how it scales."""
 
-    id: str
+    id: Annotated[str, AfterValidator(check_endpoint_id)]
     image: Annotated[str, Field(min_length=1, max_length=512)]
     model: Annotated[str, Field(min_length=1, max_length=256)]
     model_size_gb: Annotated[float, Field(gt=0, le=10_000)]
     gpu: Annotated[str, Field(min_length=1, max_length=128)]
     workers: WorkersSpec
     scaling: ScalingSpec
-
-    @field_validator("id")
-    @classmethod
-    def _endpoint_id_shape(cls, value: str) -> str:
-        # Never echoes the value: what fails this check may well be a key.
-        if not _ENDPOINT_ID.match(value):
-            raise ValueError(
-                "not an endpoint id: RunPod endpoint ids are 1-32 lowercase letters, digits "
-                "or '-' (e.g. jpnw0v75y3qoql)"
-            )
-        return value
 
     def config(self) -> EndpointConfig:
         """The scaling part as the management client and the twin speak it."""
