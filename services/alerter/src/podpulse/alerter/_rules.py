@@ -39,7 +39,7 @@ RESERVED_LABELS = frozenset({"alertname", "severity", "endpoint", "model"})
 _FAIL_RATE_STATS = frozenset({"rate", "mean"})
 
 Op = Literal[">", ">=", "<", "<="]
-Severity = Literal["critical", "warning", "info"]
+Severity = Literal["critical", "warning"]
 OPS: Mapping[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
