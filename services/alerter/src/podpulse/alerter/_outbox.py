@@ -115,11 +115,11 @@ class Outbox:
 
     def pending(self) -> int:
         """How many (notification, receiver) deliveries are still owed."""
-        return int(self._client.hlen(self._hash))  # type: ignore[arg-type]
+        return int(self._client.hlen(self._hash))
 
     async def deliver_due(self, now: float) -> int:
         """Try every delivery due at *now*; how many succeeded."""
-        due: list[bytes] = self._client.zrangebyscore(self._due, "-inf", now)
+        due: list[bytes] = self._client.zrangebyscore(self._due, "-inf", now)  # type: ignore[assignment]
         raw: Mapping[str, bytes | None] = {}
         if due:
             values = self._client.hmget(self._hash, due)

@@ -77,6 +77,8 @@ def parse_rules(text: str, *, source: str = "<rules>") -> RulesConfig:
 
 def _describe(error: ErrorDetails, root: yaml.Node, source: str) -> str:
     node, key, where = _locate(root, error["loc"])
+    if error["type"] == "missing":
+        where = list(error["loc"])  # the key that is not there; its mapping's line
     path = ".".join(str(part) for part in where) or "<file>"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
