@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 from alerter_helpers import FakeClock, pipeline, recorder, rules_yaml
@@ -9,13 +11,16 @@ from alerter_helpers import FakeClock, pipeline, recorder, rules_yaml
 from podpulse.alerter._receivers import SlackReceiver, WebhookReceiver
 from podpulse.alerter._silences import Silence, parse_matcher
 
-V4_KEYS = {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
-           "commonLabels", "commonAnnotations", "externalURL", "alerts", "idempotencyKey"}  # fmt: skip
-ALERT_KEYS = {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL",
-              "fingerprint"}  # fmt: skip
+V4_KEYS = {
+    "version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
+    "commonLabels", "commonAnnotations", "externalURL", "alerts", "idempotencyKey",
+}  # fmt: skip
+ALERT_KEYS = {
+    "status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint",
+}  # fmt: skip
 
 
-async def cycle(store, evaluator, notifier, clock, seconds, slow):
+async def cycle(store, evaluator, notifier, clock, seconds, *, slow):
     """Feed 10 jobs a second (exec slow or fast) and evaluate every 2 s for *seconds*."""
     for _ in range(int(seconds)):
         store.feed("ep1", clock.now, 10, exec_ms=9000 if slow else 100, delay_ms=10)
@@ -26,7 +31,8 @@ async def cycle(store, evaluator, notifier, clock, seconds, slow):
 
 async def test_breach_fires_once_and_resolves_with_v4_payload(client, prefix) -> None:
     """A breach fires after `for`, is delivered once as Alertmanager v4, and its end resolves."""
-    clock, events = FakeClock(), []
+    clock = FakeClock()
+    events: list = []
     with recorder() as rec:
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url, external_url="http://pp")
@@ -37,18 +43,20 @@ async def test_breach_fires_once_and_resolves_with_v4_payload(client, prefix) ->
             assert len(rec.bodies()) == 1
             await cycle(store, evaluator, notifier, clock, 80, slow=False)
     firing, resolved = rec.bodies()
-    assert set(firing) == V4_KEYS and set(firing["alerts"][0]) == ALERT_KEYS
-    assert firing["version"] == "4" and firing["status"] == "firing"
+    assert set(firing) == V4_KEYS
+    assert set(firing["alerts"][0]) == ALERT_KEYS
+    assert firing["version"] == "4"
+    assert firing["status"] == "firing"
     assert firing["groupKey"] == '{}:{alertname="ExecP95High", endpoint="ep1"}'
     assert firing["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
     assert firing["commonLabels"] == {"alertname": "ExecP95High", "endpoint": "ep1",
                                       "severity": "critical"}  # fmt: skip
     assert firing["commonAnnotations"]["summary"] == "exec P95 9000 ms on ep1"
-    assert resolved["status"] == "resolved" and resolved["alerts"][0]["endsAt"] != (
-        "0001-01-01T00:00:00Z"
-    )
+    assert resolved["status"] == "resolved"
+    assert resolved["alerts"][0]["endsAt"] != ("0001-01-01T00:00:00Z")
     keys = rec.keys()
-    assert len(set(keys)) == 2 and keys[0] == firing["idempotencyKey"]
+    assert len(set(keys)) == 2
+    assert keys[0] == firing["idempotencyKey"]
     assert [(e.rule, e.state, e.severity) for e in events] == [
         ("ExecP95High", "firing", "CRITICAL"),
         ("ExecP95High", "resolved", "CRITICAL"),
@@ -63,7 +71,7 @@ async def test_restart_mid_incident_neither_refires_nor_forgets(client, prefix) 
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url)
             first = pipeline(client, prefix, rules_yaml(), clock, [hook])
-            await cycle(*first[:3], clock, 20, slow=True)
+            await cycle(first[0], first[1], first[2], clock, 20, slow=True)
             assert [b["status"] for b in rec.bodies()] == ["firing"]
             store = first[0]
             del first  # the evaluator object is gone; only Redis remembers
@@ -102,7 +110,8 @@ async def test_receiver_500_429_and_down_for_30s_loses_nothing(client, prefix) -
         assert notifier.outbox.pending() == 1
         down_since = clock.now
         await cycle(store2, evaluator, notifier, clock, 30, slow=False)
-        assert clock.now - down_since >= 30 and notifier.outbox.pending() == 1
+        assert clock.now - down_since >= 30
+        assert notifier.outbox.pending() == 1
         with recorder(port) as back:
             for _ in range(20):
                 clock.now += 2
@@ -168,9 +177,10 @@ async def test_slack_paces_one_per_second_and_waits_retry_after(client, prefix) 
     assert len(calls) == 3
     assert 2 in clock.slept
     times = [t for t, _ in calls]
-    assert all(b - a >= 1.0 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
     body = calls[0][1]
-    assert body["text"].startswith("[FIRING]") and body["blocks"][0]["type"] == "header"
+    assert body["text"].startswith("[FIRING]")
+    assert body["blocks"][0]["type"] == "header"
 
 
 @pytest.mark.parametrize("passed", [True, False])

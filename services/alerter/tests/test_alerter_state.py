@@ -59,6 +59,7 @@ def test_too_few_samples_is_no_data_and_resolves() -> None:
     """Fewer than min_samples is no-data: not a breach, shown as its own phase."""
     r = rule()
     state, _ = step(None, r, StatValue(500, 2), 0.0)
-    assert state is not None and state.phase == "no_data"
+    assert state is not None
+    assert state.phase == "no_data"
     got = run(r, [200, 200, 200, None])
     assert got[-1] == ("no_data", "resolved")
