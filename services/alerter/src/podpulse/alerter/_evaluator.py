@@ -1,0 +1,163 @@
+"""The evaluator: every rule over every series, Prometheus's state machine, kept in Redis.
+
+A pure core: it takes any ``WindowStore`` (the receiver's Redis-backed windows in production,
+a dict in tests), a clock value per call, and a callback for the ``AlertStateChanged`` events
+of each transition. What it returns, the active and recently resolved alerts, is what
+Prometheus hands Alertmanager; the notifier takes it from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import quote
+
+from podpulse.common.events import AlertStateChanged
+
+from ._alert import Alert
+from ._evaluator_metrics import EvaluatorMetrics
+from ._rules import Rule, RulesConfig
+from ._series import SeriesKey, WindowStore
+from ._state import AlertState, Transition, step
+from ._state_store import StateKey, StateStore
+
+__all__ = ["Evaluation", "Evaluator", "alert_labels"]
+
+OnChange = Callable[[AlertStateChanged], None]
+
+
+def _order(series: SeriesKey) -> tuple[str, str]:
+    return series.endpoint, series.model or ""
+
+
+def alert_labels(rule: Rule, series: SeriesKey) -> dict[str, str]:
+    """The labels of *rule*'s alert on *series*: its own, then alertname, severity, endpoint."""
+    labels = dict(rule.labels)
+    labels.update(alertname=rule.name, severity=rule.severity, endpoint=series.endpoint)
+    if series.model is not None:
+        labels["model"] = series.model
+    return labels
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One evaluation's outcome: what to notify, and every state (for ``alerts status``)."""
+
+    alerts: list[Alert]
+    states: dict[StateKey, AlertState]
+
+
+class Evaluator:
+    """Evaluates a rules config over a window store; its memory is the Redis ``StateStore``."""
+
+    def __init__(
+        self,
+        store: WindowStore,
+        config: RulesConfig,
+        states: StateStore,
+        *,
+        metrics: EvaluatorMetrics,
+        on_change: OnChange | None = None,
+        external_url: str = "",
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._states = states
+        self._metrics = metrics
+        self._on_change = on_change
+        self._external_url = external_url.rstrip("/")
+
+    def evaluate(self, now: float) -> Evaluation:
+        """Evaluate every rule on every series at *now*; persist, emit, and return the alerts."""
+        kept = self._states.load()
+        live = set(self._store.series(now))
+        changed: dict[StateKey, AlertState | None] = {}
+        result: dict[StateKey, AlertState] = {}
+        for rule in self._config.rules:
+            targets = live | {series for (name, series) in kept if name == rule.name}
+            for series in sorted(targets, key=_order):
+                key = (rule.name, series)
+                stat = self._store.stat(series, rule.metric, rule.stat, rule.window, now)
+                self._metrics.evaluations.labels(rule=rule.name).inc()
+                new, transition = step(kept.get(key), rule, stat, now)
+                gone = new is not None and new.phase == "no_data" and new.resolved_at is None
+                if gone and series not in live:
+                    new = None  # a series gone from every window: nothing left to tell
+                if new != kept.get(key):
+                    changed[key] = new
+                if new is not None:
+                    result[key] = new
+                if transition is not None:
+                    self._emit(rule, series, new, transition, now)
+        stale = {key for key in kept if key[0] not in {r.name for r in self._config.rules}}
+        changed.update(dict.fromkeys(stale))
+        # Persist before anything is notified: a crash after this point re-sends, never forgets.
+        self._states.save(changed)
+        return Evaluation(alerts=self._alerts(result), states=result)
+
+    def _alerts(self, states: dict[StateKey, AlertState]) -> list[Alert]:
+        rules = {rule.name: rule for rule in self._config.rules}
+        alerts = []
+        for (name, series), state in sorted(
+            states.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))
+        ):
+            rule = rules[name]
+            if state.phase == "firing" and state.active_at is not None:
+                ends_at = None
+                starts_at = state.active_at
+            elif state.resolved_at is not None and state.phase in ("resolved", "no_data"):
+                ends_at = state.resolved_at
+                starts_at = state.active_at if state.active_at is not None else state.resolved_at
+            else:
+                continue
+            labels = alert_labels(rule, series)
+            annotations = {
+                key: template.render(value=state.value, threshold=rule.threshold, labels=labels)
+                for key, template in rule.annotations.items()
+            }
+            alerts.append(
+                Alert(
+                    labels=labels,
+                    annotations=annotations,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    generator_url=self._generator_url(rule),
+                )
+            )
+        return alerts
+
+    def _generator_url(self, rule: Rule) -> str:
+        if not self._external_url:
+            return ""
+        return f"{self._external_url}/alerts?rule={quote(rule.name)}"
+
+    def _emit(
+        self,
+        rule: Rule,
+        series: SeriesKey,
+        state: AlertState | None,
+        transition: Transition,
+        now: float,
+    ) -> None:
+        status: Literal["firing", "resolved"] = "firing" if transition == "fired" else "resolved"
+        self._metrics.transitions.labels(rule=rule.name, state=status).inc()
+        if self._on_change is None:
+            return
+        # A transition always has a measured value (step keeps the last one through no-data).
+        value = state.value if state is not None and state.value is not None else rule.threshold
+        severity: Literal["CRITICAL", "WARNING"] = (
+            "CRITICAL" if rule.severity == "critical" else "WARNING"
+        )
+        self._on_change(
+            AlertStateChanged(
+                occurred_at=datetime.fromtimestamp(now, UTC),
+                rule=rule.name,
+                severity=severity,
+                state=status,
+                value=value,
+                threshold=rule.threshold,
+                labels=alert_labels(rule, series),
+            )
+        )

@@ -1,0 +1,165 @@
+"""The notifier: alerts in, grouped and deduplicated notifications out, delivered at least once.
+
+One :meth:`Notifier.tick` per evaluation: the alerts go to the dispatcher (podpulse's own
+receivers: Slack, webhook) and, the way Prometheus sends them, to an Alertmanager; then
+every due delivery is tried. Two events are notified through the same outbox: a probe run
+that failed its SLO, and a recorded release.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import redis
+
+from podpulse.common.events import ProbeRunCompleted, ReleaseRecorded
+
+from ._alert import Alert
+from ._dispatch import Dispatcher, Notification, group_key, idempotency_key
+from ._outbox import Outbox
+from ._rules import RulesConfig
+
+__all__ = ["Notifier", "probe_run_notification", "release_announcement"]
+
+
+class Notifier:
+    """Dispatcher + Alertmanager push + outbox, all kept in Redis under one prefix."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        config: RulesConfig,
+        dispatcher: Dispatcher,
+        outbox: Outbox,
+        *,
+        grouped_receivers: Sequence[str],
+        alertmanager_receiver: str | None = None,
+        resend_s: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._sent = f"{prefix}am:sent"
+        self._seq = f"{prefix}am:seq"
+        self._config = config
+        self.dispatcher = dispatcher
+        self.outbox = outbox
+        self._grouped = list(grouped_receivers)
+        self._am = alertmanager_receiver
+        self._resend_s = resend_s
+
+    async def tick(self, alerts: Sequence[Alert], now: float) -> int:
+        """Hand over one evaluation's alerts, flush due groups, deliver; deliveries made."""
+        self.dispatcher.ingest(alerts, now)
+        notifications = self.dispatcher.flush_due(now)
+        self.outbox.enqueue(notifications, now, receivers=self._grouped)
+        if self._am is not None:
+            self._push_alertmanager(alerts, now)
+        return await self.outbox.deliver_due(now)
+
+    def notify_event(self, notification: Notification, now: float) -> None:
+        """Queue an event's notification for the grouped receivers (Slack, webhook)."""
+        self.outbox.enqueue([notification], now, receivers=self._grouped)
+
+    def _push_alertmanager(self, alerts: Sequence[Alert], now: float) -> None:
+        # Prometheus's AlertingRule.sendAlerts: a firing alert is sent when never sent, or
+        # resend_s after the last send, valid for 4 x max(resend, evaluation interval); a
+        # resolved one once after it resolved, with its real endsAt.
+        raw: Mapping[bytes, bytes] = self._client.hgetall(self._sent)  # type: ignore[assignment]
+        sent = {k.decode(): json.loads(v) for k, v in raw.items()}
+        valid_for = 4 * max(self._resend_s, self._config.evaluation_interval)
+        batch: list[Alert] = []
+        updates: dict[str, str] = {}
+        for alert in alerts:
+            fp = alert.fingerprint
+            last = sent.get(fp)
+            if alert.ends_at is None:
+                if last is not None and not last["resolved"] and last["at"] + self._resend_s > now:
+                    continue
+                batch.append(alert.model_copy(update={"ends_at": now + valid_for}))
+                updates[fp] = json.dumps({"at": now, "resolved": False})
+            elif last is None or not last["resolved"]:
+                if last is None and alert.ends_at < now - self._resend_s:
+                    continue  # resolved long before this notifier ever saw it firing
+                batch.append(alert)
+                updates[fp] = json.dumps({"at": now, "resolved": True})
+        live = {a.fingerprint for a in alerts}
+        pipe = self._client.pipeline(transaction=True)
+        if updates:
+            pipe.hset(self._sent, mapping=updates)  # type: ignore[arg-type]
+        gone = [fp for fp in sent if fp not in live]
+        if gone:
+            pipe.hdel(self._sent, *gone)
+        pipe.execute()
+        if batch and self._am is not None:
+            seq = int(self._client.incr(self._seq))
+            key = group_key({"receiver": "alertmanager"})
+            notification = Notification(
+                key=idempotency_key(key, seq), group_key=key, group_labels={}, alerts=batch, at=now
+            )
+            self.outbox.enqueue([notification], now, receivers=[self._am])
+
+
+def _event_key(kind: str, event_id: str) -> tuple[str, str]:
+    key = group_key({"event": kind})
+    # One notification per event: its id is the sequence, so a re-delivered event repeats it.
+    return key, f"{idempotency_key(key, 0)[:24]}-{event_id}"
+
+
+def probe_run_notification(
+    event: ProbeRunCompleted, *, external_url: str = ""
+) -> Notification | None:
+    """The notification of a probe run that failed its SLO (None for a run that passed)."""
+    if event.slo_passed:
+        return None
+    at = event.occurred_at.timestamp()
+    summary = event.summary
+    labels = {
+        "alertname": "ProbeRunFailedSlo",
+        "severity": "critical",
+        "endpoint": event.endpoint_id,
+        "probe_kind": event.kind,
+    }
+    annotations = {
+        "summary": f"{event.kind} run {event.run_id} failed its SLO on {event.endpoint_id}",
+        "run_id": event.run_id,
+        "results_path": event.results_path,
+        "target_kind": event.target_kind,
+    }
+    if summary.end_reason:
+        annotations["description"] = summary.end_reason
+    group, key = _event_key("probe_run_completed", event.event_id)
+    alert = Alert(labels=labels, annotations=annotations, starts_at=at,
+                  generator_url=f"{external_url.rstrip('/')}/runs/{event.run_id}"
+                  if external_url else "")  # fmt: skip
+    return Notification(key=key, group_key=group, group_labels={"alertname": labels["alertname"]},
+                        alerts=[alert], at=at)  # fmt: skip
+
+
+def release_announcement(event: ReleaseRecorded) -> Notification:
+    """The announcement of a recorded release: one informational, already-ended alert."""
+    at = event.occurred_at.timestamp()
+    labels = {
+        "alertname": "ReleaseRecorded",
+        "severity": "info",
+        "endpoint": event.endpoint_id,
+        "tag": event.tag,
+    }
+    annotations = {
+        "summary": f"released {event.tag} ({event.commit[:12]}) to {event.endpoint_id}: "
+        f"{event.model} on {event.gpu}",
+        "image": event.image,
+        "commit": event.commit,
+        "recorded_at": event.recorded_at.isoformat(),
+    }
+    group, key = _event_key("release_recorded", event.event_id)
+    alert = Alert(labels=labels, annotations=annotations, starts_at=at, ends_at=at)
+    return Notification(
+        key=key,
+        kind="announcement",
+        group_key=group,
+        group_labels={"alertname": "ReleaseRecorded"},
+        alerts=[alert],
+        at=at,
+        title=f"Release {event.tag} recorded",
+    )

@@ -1,0 +1,195 @@
+"""At-least-once delivery: every notification waits in Redis until its receiver took it.
+
+A notification is enqueued once per receiver (one hash entry and one score in a due-time
+sorted set); :meth:`Outbox.deliver_due` sends what is due, oldest first per receiver, with a
+few quick retries (``podpulse.common.retry``) inside the attempt. What still fails stays,
+due again after a backoff (or the ``Retry-After`` asked for), so a receiver down for minutes
+gets everything once it is back, in order: a receiver whose oldest notification failed is
+not sent the newer ones in the same pass. Duplicates can only happen after a send whose
+answer was lost, and they carry the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Literal, Protocol
+
+import redis
+from pydantic import BaseModel
+
+from podpulse.common.retry import Backoff, Retry
+
+from ._dispatch import Notification
+from ._evaluator_metrics import EvaluatorMetrics
+
+__all__ = ["DeliveryError", "Outbox", "PermanentDeliveryError", "Receiver"]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """A send failed in a way worth retrying; ``retry_after`` what the receiver asked for."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(Exception):
+    """The receiver refused the notification for good (a 4xx other than 408 and 429)."""
+
+
+class Receiver(Protocol):
+    """Somewhere notifications go; ``send`` raises DeliveryError or PermanentDeliveryError."""
+
+    name: str
+
+    async def send(self, notification: Notification) -> None:
+        """Deliver one notification (its ``key`` is the idempotency key)."""
+
+
+class _Entry(BaseModel):
+    receiver: str
+    notification: Notification
+    attempts: int = 0
+    enqueued_at: float
+
+
+def _retry_after(error: BaseException) -> float | None:
+    return error.retry_after if isinstance(error, DeliveryError) else None
+
+
+class Outbox:
+    """Notifications per receiver under ``<prefix>outbox``, due times in ``<prefix>outbox:due``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        receivers: Sequence[Receiver],
+        *,
+        metrics: EvaluatorMetrics,
+        backoff: Backoff,
+        quick_retries: int = 2,
+        give_up_s: float = 86400.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._hash = f"{prefix}outbox"
+        self._due = f"{prefix}outbox:due"
+        self._receivers = {r.name: r for r in receivers}
+        self._metrics = metrics
+        self._backoff = backoff
+        self._retry = Retry.backoff(
+            backoff, retries=quick_retries, on=(DeliveryError,), retry_after=_retry_after
+        )
+        self._give_up_s = give_up_s
+        self._sleep = sleep
+
+    @property
+    def receivers(self) -> list[str]:
+        """The receivers' names, in the order they were given."""
+        return list(self._receivers)
+
+    def enqueue(
+        self,
+        notifications: Sequence[Notification],
+        now: float,
+        *,
+        receivers: Sequence[str] | None = None,
+    ) -> None:
+        """Keep each notification for each of *receivers* (default: all), due at once."""
+        names = [n for n in (receivers or self._receivers) if n in self._receivers]
+        if not notifications or not names:
+            return
+        pipe = self._client.pipeline(transaction=True)
+        for n, notification in enumerate(notifications):
+            for name in names:
+                entry_id = f"{now:017.6f}:{n:04d}:{name}:{notification.key}"
+                entry = _Entry(receiver=name, notification=notification, enqueued_at=now)
+                pipe.hset(self._hash, entry_id, entry.model_dump_json())
+                pipe.zadd(self._due, {entry_id: now})
+        pipe.execute()
+
+    def pending(self) -> int:
+        """How many (notification, receiver) deliveries are still owed."""
+        return int(self._client.hlen(self._hash))
+
+    async def deliver_due(self, now: float) -> int:
+        """Try every delivery due at *now*; how many succeeded."""
+        due: list[bytes] = self._client.zrangebyscore(self._due, "-inf", now)  # type: ignore[assignment]
+        raw: Mapping[str, bytes | None] = {}
+        if due:
+            values = self._client.hmget(self._hash, due)
+            raw = {k.decode(): v for k, v in zip(due, values, strict=True)}  # type: ignore[misc]
+        blocked: set[str] = set()
+        delivered = 0
+        # Entry ids start with the enqueue time, so sorting keeps each receiver's order.
+        for entry_id in sorted(raw):
+            value = raw[entry_id]
+            if value is None:
+                self._client.zrem(self._due, entry_id)
+                continue
+            entry = _Entry.model_validate_json(value)
+            if entry.receiver in blocked:
+                continue
+            receiver = self._receivers.get(entry.receiver)
+            if receiver is None or now - entry.enqueued_at > self._give_up_s:
+                self._drop(entry_id, entry, "no such receiver" if receiver is None else "too old")
+                continue
+            outcome = await self._attempt(entry_id, entry, receiver, now)
+            if outcome == "sent":
+                delivered += 1
+            elif outcome == "later":
+                blocked.add(entry.receiver)
+        return delivered
+
+    async def _attempt(
+        self, entry_id: str, entry: _Entry, receiver: Receiver, now: float
+    ) -> Literal["sent", "dropped", "later"]:
+        name = receiver.name
+        if entry.attempts:
+            self._metrics.retried.labels(receiver=name).inc()
+
+        def on_retry(_: int, error: BaseException, delay: float) -> None:
+            self._metrics.failed.labels(receiver=name).inc()
+            self._metrics.retried.labels(receiver=name).inc()
+            log.warning("notify %s failed (%s); retrying in %.1f s", name, error, delay)
+
+        try:
+            await self._retry.acall(
+                lambda: receiver.send(entry.notification), sleep=self._sleep, on_retry=on_retry
+            )
+        except DeliveryError as error:
+            self._metrics.failed.labels(receiver=name).inc()
+            attempts = entry.attempts + 1
+            wait = self._backoff.delay(attempts)
+            if error.retry_after is not None:
+                wait = min(error.retry_after, self._backoff.retry_after_cap_s)
+            log.warning("notify %s failed (%s); kept, next try in %.1f s", name, error, wait)
+            later = entry.model_copy(update={"attempts": attempts})
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(self._hash, entry_id, later.model_dump_json())
+            pipe.zadd(self._due, {entry_id: now + wait})
+            pipe.execute()
+            return "later"
+        except PermanentDeliveryError as error:
+            self._metrics.failed.labels(receiver=name).inc()
+            self._drop(entry_id, entry, str(error))
+            return "dropped"  # refused for good: what follows may still be accepted
+        self._metrics.sent.labels(receiver=name).inc()
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(self._hash, entry_id)
+        pipe.zrem(self._due, entry_id)
+        pipe.execute()
+        return "sent"
+
+    def _drop(self, entry_id: str, entry: _Entry, why: str) -> None:
+        self._metrics.dropped.labels(receiver=entry.receiver).inc()
+        log.error("notification %s to %s dropped: %s", entry.notification.key, entry.receiver, why)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(self._hash, entry_id)
+        pipe.zrem(self._due, entry_id)
+        pipe.execute()
