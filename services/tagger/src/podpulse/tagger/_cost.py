@@ -6,11 +6,12 @@ flex rate for their cold start, their jobs and the idle timeout they wait before
 
 The flex figure is a replay of real traffic, not an average: the jobs of the given runs
 (``requests.csv``: each job ran from ``sent + delayTime`` for ``executionTime``) are handed,
-in order, to a free always-on worker, else to a flex worker still inside its idle timeout,
-else to a new flex worker, which costs a cold start first. A request that needed a new worker
-is the cold-start risk: on hosted RunPod it would have waited that long (30-60 s for a 22 GB
-model). The replayed window runs from the first job to the last job's end plus one idle
-timeout, and is scaled to the month: "if every stretch of the month looked like these runs".
+in order, to a free always-on worker, else to the flex worker that frees first when that is
+sooner than a cold start, else to a new flex worker, which costs a cold start first. A request
+that waited for a starting worker is the cold-start risk: on hosted RunPod it waits up to that
+long (30-60 s for a 22 GB model). The replayed window runs from the first job to the last
+job's end plus one idle timeout, and is scaled to the month: "if every stretch of the month
+looked like these runs".
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class Billing:
     flex_busy_s: float
     flex_idle_s: float  # gaps inside the idle timeout, and each worker's final timeout
     flex_cold_s: float
-    cold_starts: int  # new flex workers, each a request that waited for one
+    cold_starts: int  # new flex workers
+    cold_start_waits: int  # requests that waited for a worker to finish its cold start
 
     @property
     def flex_s(self) -> float:
@@ -123,7 +125,8 @@ class Billing:
 
 @dataclass(slots=True)
 class _Flex:
-    free_at: float
+    ready_at: float  # its cold start ends
+    free_at: float  # its last job ends
 
 
 def bill(
@@ -132,17 +135,20 @@ def bill(
     warm: int,
     idle_timeout_s: float,
     cold_start_s: float,
-    max_workers: int | None = None,
+    max_workers: int,
 ) -> Billing:
     """Replay ``traffic`` on ``warm`` always-on workers and flex workers (see the module).
 
-    At ``max_workers`` a job waits for the worker that frees first instead of a new one.
+    A job no worker is free for waits for the flex worker that frees first when that is
+    sooner than a cold start (or the endpoint is at ``max_workers``); else a new flex worker
+    starts for it. A job that runs on a worker still starting waited for a cold start.
     """
     warm_free = [-math.inf] * warm
     flex: list[_Flex] = []
     busy = idle = cold = 0.0
-    cold_starts = 0
+    cold_starts = waited = 0
     for job in traffic.jobs:
+        busy += job.exec_s
         # Flex workers idle past their timeout stopped: their whole timeout was billed.
         for worker in [w for w in flex if w.free_at + idle_timeout_s < job.start_s]:
             idle += idle_timeout_s
@@ -150,31 +156,26 @@ def bill(
         free_warm = next((i for i, t in enumerate(warm_free) if t <= job.start_s), None)
         if free_warm is not None:
             warm_free[free_warm] = job.start_s + job.exec_s
+            busy -= job.exec_s  # always-on seconds are billed whole, not per job
             continue
-        idle_flex = [w for w in flex if w.free_at <= job.start_s]
-        if idle_flex:
-            worker = max(idle_flex, key=lambda w: w.free_at)  # the most recently used stays warm
-            idle += job.start_s - worker.free_at
-            worker.free_at = job.start_s + job.exec_s
-            busy += job.exec_s
+        first = min(flex, key=lambda w: w.free_at, default=None)
+        room = warm + len(flex) < max_workers
+        if first is not None and (first.free_at <= job.start_s + cold_start_s or not room):
+            idle += max(0.0, job.start_s - first.free_at)
+            waited += first.ready_at > job.start_s
+            first.free_at = max(first.free_at, job.start_s) + job.exec_s
             continue
-        if max_workers is not None and warm + len(flex) >= max_workers:
-            # At the ceiling: the job queues for whichever worker frees first.
-            first_warm = min(range(warm), key=lambda i: warm_free[i], default=None)
-            first_flex = min(flex, key=lambda w: w.free_at, default=None)
-            if first_flex is None or (
-                first_warm is not None and warm_free[first_warm] <= first_flex.free_at
-            ):
-                assert first_warm is not None  # warm + len(flex) >= max_workers >= 1
-                warm_free[first_warm] += job.exec_s
-            else:
-                first_flex.free_at += job.exec_s
-                busy += job.exec_s
+        if not room:
+            # Only always-on workers, all busy, at the ceiling: the job queues for one.
+            at = min(range(warm), key=lambda i: warm_free[i])
+            warm_free[at] += job.exec_s
+            busy -= job.exec_s
             continue
         cold_starts += 1
+        waited += 1
         cold += cold_start_s
-        busy += job.exec_s
-        flex.append(_Flex(free_at=job.start_s + cold_start_s + job.exec_s))
+        ready = job.start_s + cold_start_s
+        flex.append(_Flex(ready_at=ready, free_at=ready + job.exec_s))
     idle += idle_timeout_s * len(flex)
     return Billing(
         requests=len(traffic.jobs),
@@ -182,6 +183,7 @@ def bill(
         flex_idle_s=idle,
         flex_cold_s=cold,
         cold_starts=cold_starts,
+        cold_start_waits=waited,
     )
 
 
@@ -255,7 +257,7 @@ def estimate_cost(
             flex_usd = billing.flex_s * price.flex_per_s * scale
             hours = billing.flex_s * scale / 3600
             per_month = billing.cold_starts * scale
-            share = 100.0 * billing.cold_starts / billing.requests
+            share = 100.0 * billing.cold_start_waits / billing.requests
         options.append(
             CostOption(
                 name=name,

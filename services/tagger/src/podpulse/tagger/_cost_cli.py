@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,6 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from podpulse.common.request_records import ResultsError, read_records
 from podpulse.common.runpod import EndpointConfig
@@ -43,6 +43,20 @@ __all__ = ["advise", "cost"]
 
 _EXIT_NO_ADVICE, _EXIT_USAGE = 1, 2
 _SHOWN_EACH_SIDE = 5
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain columns (a pipe or a narrow terminal must not wrap a row); numbers right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        shown = [
+            c.rjust(w) if (c[:1].isdigit() or c[:1] in "$-") and " " not in c else c.ljust(w)
+            for c, w in zip(cells, widths, strict=True)
+        ]
+        return "  ".join(shown).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def _usage(message: str) -> typer.Exit:
@@ -187,39 +201,43 @@ def cost(  # noqa: PLR0917 - typer commands take their options as parameters
 
 
 def _show_cost(report: CostReport) -> None:
-    console = Console(soft_wrap=True, highlight=False)
-    console.print(
-        f"GPU {escape(report.gpu)} (pool {escape(report.pool)}): always-on "
+    typer.echo(
+        f"GPU {report.gpu} (pool {report.pool}): always-on "
         f"${report.always_on_per_hour:.4f}/h a worker, flex ${report.flex_per_s:.5f}/s "
         f"(${report.flex_per_s * 3600:.3f}/h); a month is 720 h"
     )
     if report.window_s is None:
-        console.print("no run data: pass --from RUN_ID to price flex workers for real traffic")
+        typer.echo("no run data: pass --from RUN_ID to price flex workers for real traffic")
     else:
-        console.print(
-            f"traffic: {report.requests} jobs from {', '.join(map(escape, report.runs))}, "
+        typer.echo(
+            f"traffic: {report.requests} jobs from {', '.join(report.runs)}, "
             f"{report.busy_s:,.1f} s busy in a {report.window_s:,.1f} s window, "
             f"replayed as if every stretch of the month looked like it"
         )
-    table = Table("option", "workersMin", "always-on $/mo", "flex $/mo", "flex h/mo",
-                  "total $/mo", "cold starts/mo", "cold-start risk")  # fmt: skip
+    rows = []
     for option in report.options:
         risk = (
             "-"
             if option.cold_start_share_pct is None
-            else f"{option.cold_start_share_pct:.2f}% of requests wait ~{option.cold_start_s:g} s"
+            else f"{option.cold_start_share_pct:.2f}% wait up to {option.cold_start_s:g} s"
         )
-        table.add_row(
-            option.name,
-            str(option.workers_min),
-            f"{option.always_on_usd:,.2f}",
-            "-" if option.flex_usd is None else f"{option.flex_usd:,.2f}",
-            "-" if option.flex_worker_hours is None else f"{option.flex_worker_hours:,.1f}",
-            f"{option.monthly_usd:,.2f}",
-            "-" if option.cold_starts_per_month is None else f"{option.cold_starts_per_month:,.0f}",
-            risk,
+        rows.append(
+            [
+                option.name,
+                str(option.workers_min),
+                f"${option.always_on_usd:,.2f}",
+                "-" if option.flex_usd is None else f"${option.flex_usd:,.2f}",
+                "-" if option.flex_worker_hours is None else f"{option.flex_worker_hours:,.1f}",
+                f"${option.monthly_usd:,.2f}",
+                "-"
+                if option.cold_starts_per_month is None
+                else f"{option.cold_starts_per_month:,.0f}",
+                risk,
+            ]
         )
-    console.print(table)
+    headers = ["option", "workersMin", "always-on/mo", "flex/mo", "flex h/mo", "total/mo",
+               "cold starts/mo", "cold-start risk"]  # fmt: skip
+    typer.echo(_table(headers, rows))
 
 
 def advise(  # noqa: PLR0917 - typer commands take their options as parameters
@@ -322,32 +340,34 @@ def _shown(advice: Advice, show_all: bool) -> list[Judged]:
 
 
 def _show_advice(advice: Advice, run_id: str, rate: float, samples: int, *, show_all: bool) -> None:
-    console = Console(soft_wrap=True, highlight=False)
-    console.print(
+    typer.echo(
         f"{len(advice.judged)} configurations at {rate:g} req/s, execution times from run "
-        f"{escape(run_id)} ({samples} requests); predicted queue (delayTime) and total in ms"
+        f"{run_id} ({samples} requests); predicted queue (delayTime) and total in ms"
     )
-    table = Table("", "workers min/max, scaler, idle", "queue P50", "queue P95", "total P50",
-                  "total P95", "cold starts", "$/month", "verdict")  # fmt: skip
+    rows = []
     for judged in _shown(advice, show_all):
         p = judged.prediction
-        mark = "*" if judged is advice.chosen else ("current" if judged is advice.current else "")
-        table.add_row(
-            mark,
-            _label(judged.config),
-            f"{p.delay_p50_ms:,.0f}",
-            f"{p.delay_p95_ms:,.0f}",
-            f"{p.total_p50_ms:,.0f}",
-            f"{p.total_p95_ms:,.0f}",
-            str(p.cold_starts),
-            f"{judged.monthly_usd:,.2f}",
-            escape(advice.why_not(judged)),
+        mark = "*" if judged is advice.chosen else ("now" if judged is advice.current else "")
+        rows.append(
+            [
+                mark,
+                _label(judged.config),
+                f"{p.delay_p50_ms:,.0f}",
+                f"{p.delay_p95_ms:,.0f}",
+                f"{p.total_p50_ms:,.0f}",
+                f"{p.total_p95_ms:,.0f}",
+                str(p.cold_starts),
+                f"${judged.monthly_usd:,.2f}",
+                advice.why_not(judged),
+            ]
         )
-    console.print(table)
+    headers = ["", "min/max scaler idle", "queue P50", "queue P95", "total P50", "total P95",
+               "cold starts", "cost/mo", "why (not)"]  # fmt: skip
+    typer.echo(_table(headers, rows))
     if advice.chosen is None:
-        console.print("no configuration up to the largest workersMax meets the SLO at this rate")
+        typer.echo("no configuration up to the largest workersMax meets the SLO at this rate")
     else:
-        console.print(f"recommended: {_label(advice.chosen.config)}")
+        typer.echo(f"recommended: {_label(advice.chosen.config)}")
 
 
 def _advice_json(advice: Advice, run_id: str, rate: float, samples: int) -> dict[str, Any]:
