@@ -6,13 +6,14 @@ run that died before its summary can still be summarised from its rows.
 Rows are appended and flushed one by one as requests finish, so a crash of the prober loses
 nothing already measured (``report`` can rebuild the summary from the CSV). Each shard of a
 sharded run writes its own ``requests-shard<i>.csv``: several processes appending to one
-file could interleave a header with rows. summary.json is replaced atomically.
+file could interleave a header with rows. summary.json is replaced atomically. The one reader
+of the CSVs, ``read_records``, lives in ``podpulse.common.request_records`` (the tagger reads
+them too) and is re-exported here.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import uuid
@@ -23,9 +24,10 @@ from typing import IO, Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from podpulse.common.request_records import ResultsError, read_records
 from podpulse.common.summary import ProbeSpec, RunSummary, TargetInfo, check_run_id
 
-from ._request_record import CSV_COLUMNS, REQUIRED_COLUMNS, RecordError, RequestRecord
+from ._request_record import CSV_COLUMNS, RequestRecord
 
 __all__ = [
     "SPEC_FILE",
@@ -106,77 +108,6 @@ class ResultsWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class ResultsError(ValueError):
-    """A run folder's file is damaged or foreign; the message names the file, line and field."""
-
-
-def read_records(folder: Path) -> list[RequestRecord]:
-    """Every row of every requests*.csv in a run folder, in (done) time order.
-
-    The one reader of these CSVs: a header that is not ours, a row that does not parse or
-    bytes that are not UTF-8 raise ResultsError naming the file and line, so a damaged file
-    never reads as a shorter (or empty) run. Only the file's last row may be cut short (a
-    crash mid-write); it is skipped.
-    """
-    records: list[RequestRecord] = []
-    for path in sorted(folder.glob("requests*.csv")):
-        records.extend(_read_csv(path))
-    records.sort(key=lambda r: r.done)
-    return records
-
-
-def _read_csv(path: Path) -> list[RequestRecord]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ResultsError(f"{path}, line {line}: not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[tuple[int, list[str]]] = []
-    try:
-        for row in reader:
-            if row:
-                rows.append((reader.line_num, row))
-    except csv.Error as exc:
-        # A field past csv.field_size_limit(), a NUL byte, a stray quote.
-        raise ResultsError(f"{path}, line {reader.line_num}: not CSV ({exc})") from None
-    if not rows:
-        return []  # created, and the crash came before the header was flushed
-    header = rows[0][1]
-    problems = _header_problems(header)
-    if problems:
-        raise ResultsError(f"{path}: line 1 is not a requests.csv header: {problems}")
-    records = []
-    for position, (line, row) in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            if len(row) < len(header) and position == len(rows):
-                continue  # the last row, cut short by a crash mid-write
-            raise ResultsError(
-                f"{path}, line {line}: {len(row)} fields, the header has {len(header)}"
-            )
-        try:
-            records.append(RequestRecord.from_row(dict(zip(header, row, strict=False))))
-        except RecordError as exc:
-            raise ResultsError(f"{path}, line {line}: {exc}") from None
-    return records
-
-
-def _header_problems(header: list[str]) -> str:
-    problems = []
-    if len(set(header)) != len(header):
-        problems.append("a column appears twice")
-    unknown = [name for name in header if name not in CSV_COLUMNS]
-    if unknown:
-        # Only the first few and shortened: the header may be any garbage.
-        shown = ", ".join(repr(name[:40]) for name in unknown[:3])
-        problems.append(f"{len(unknown)} unknown column(s) ({shown})")
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
-    if missing:
-        problems.append(f"missing column(s) {', '.join(missing)}")
-    return "; ".join(problems)
 
 
 def write_json(path: Path, data: Any) -> Path:

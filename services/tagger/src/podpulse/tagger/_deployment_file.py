@@ -30,6 +30,7 @@ __all__ = [
     "DeploymentFile",
     "DeploymentFileError",
     "EndpointSpec",
+    "PriceSpec",
     "ScalingSpec",
     "WorkersSpec",
     "parse_deployment_file",
@@ -102,10 +103,25 @@ class EndpointSpec(_Strict):
         )
 
 
+class PriceSpec(_Strict):
+    """``[prices."<pool>"]``: a GPU pool's per-second rates in USD (see ``podpulse cost``)."""
+
+    # Bounded: a rate of $1/s ($3,600 an hour) is no GPU's; a typo should not price a month.
+    flex_per_s: Annotated[float, Field(gt=0, le=1)]
+    active_per_s: Annotated[float, Field(gt=0, le=1)]
+    gpus: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=64
+    )
+
+
 class DeploymentFile(_Strict):
     """The whole ``podpulse.toml``."""
 
     endpoint: EndpointSpec
+    # Optional: podpulse cost prices with RunPod's published table unless a pool is given.
+    prices: dict[Annotated[str, Field(min_length=1, max_length=128)], PriceSpec] = Field(
+        default_factory=dict, max_length=64
+    )
 
 
 class DeploymentFileError(ValueError):
