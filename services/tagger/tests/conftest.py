@@ -50,9 +50,10 @@ def podpulse(repo: GitRepo, redis_url: str) -> RunCli:
 
     def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("TAGGER_", "RUNPOD_"))}
+        fixed = {"REDIS_URL": redis_url, "PODPULSE_LOG_FORMAT": "console"}
         done = subprocess.run(
             [PODPULSE, *args], cwd=cwd or repo.root, capture_output=True, text=True,
-            env=base | {"REDIS_URL": redis_url, "PODPULSE_LOG_FORMAT": "console"} | (env or {}), check=False, timeout=120,
+            env=base | fixed | (env or {}), check=False, timeout=120,
         )  # fmt: skip
         return Ran(done.returncode, done.stdout, done.stderr)
 
