@@ -1,6 +1,9 @@
 """The tagger's settings: one typed object per concern, built once at the entry point.
 
-Every field reads ``TAGGER_<FIELD>`` from the environment.
+Release settings read ``TAGGER_RELEASE_<FIELD>`` (``TAGGER_RELEASE_AUTO=true``); their paths
+are relative to the repository a release runs in (the current one for ``podpulse release``,
+``TAGGER_RELEASE_REPO`` for the Celery task). Cost and advice settings read
+``TAGGER_COST_*`` and ``TAGGER_ADVISE_*``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,59 @@ from pydantic_settings import BaseSettings
 
 from podpulse.common.settings import env_settings
 
-__all__ = ["CostSettings"]
+__all__ = ["CostSettings", "ReleaseSettings"]
+
+
+class ReleaseSettings(BaseSettings):
+    """The release gate, where the deployment file, records and results are, auto-release."""
+
+    model_config = env_settings("TAGGER_RELEASE_")
+
+    deployment_file: Path = Field(
+        default=Path("podpulse.toml"),
+        description="The deployment file a release records, relative to the repository root.",
+    )
+    records_file: Path = Field(
+        default=Path("DEPLOYMENT.md"),
+        description="Where release records are appended, relative to the repository root. "
+        "Its own changes never make the tree count as dirty.",
+    )
+    results_dir: Path = Field(
+        default=Path("results"),
+        description="The prober's results (its PROBER_RESULTS_DIR), searched for the latest "
+        "soak; relative to the repository root. Its files never make the tree count as dirty.",
+    )
+    max_evidence_age_s: float = Field(
+        default=86_400,
+        gt=0,
+        description="Freshness window: the soak a release rests on must have ended at most "
+        "this many seconds ago (and after the released commit was made).",
+    )
+    tag_suffix: str = Field(
+        default="-production",
+        pattern=r"^-[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Computed tags are v<major>.<minor><suffix>; the next one bumps the minor.",
+    )
+    lock_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description="How long a release waits for another one in the same repository to end.",
+    )
+    auto: bool = Field(
+        default=False,
+        description="true: the tagger's Celery task releases when a passing soak of the "
+        "deployment's endpoint completes (the soak-completed event).",
+    )
+    repo: Path = Field(
+        default=Path(),
+        description="The git repository the Celery task releases (podpulse release uses the "
+        "current one).",
+    )
+    push_remote: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Remote the Celery task pushes a new tag to; unset: it does not push.",
+    )
 
 
 class CostSettings(BaseSettings):

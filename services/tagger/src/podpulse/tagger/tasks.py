@@ -1,0 +1,50 @@
+"""The tagger's Celery task: thin, it parses the event and hands it to podpulse.tagger._auto.
+
+``register(app)`` binds it to an app built by ``create_app``, which carries the settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import Celery, Task
+
+from podpulse.common.events import EventError, ProbeRunCompleted, parse_event
+
+from ._auto import on_probe_run_completed
+from .settings import ReleaseSettings
+
+__all__ = ["ON_PROBE_RUN", "register", "settings_of"]
+
+ON_PROBE_RUN = "podpulse.tagger.on_probe_run"
+_ATTRIBUTE = "podpulse_tagger_settings"
+
+_log = structlog.get_logger(__name__)
+
+
+def settings_of(app: Celery) -> ReleaseSettings:
+    """The release settings ``create_app`` attached; TypeError for an app it did not build."""
+    settings = getattr(app, _ATTRIBUTE, None)
+    if not isinstance(settings, ReleaseSettings):
+        raise TypeError(f"Celery app {app.main!r} has no tagger settings: use create_app")
+    return settings
+
+
+def register(app: Celery, settings: ReleaseSettings) -> None:
+    """Attach *settings* to *app* and define the tagger's tasks on it."""
+    setattr(app, _ATTRIBUTE, settings)
+
+    @app.task(name=ON_PROBE_RUN, bind=True, shared=False)  # type: ignore[untyped-decorator]
+    def on_probe_run(self: Task, payload: dict[str, Any]) -> dict[str, object]:
+        """A probe run completed: release when it is a passing soak and auto-release is on."""
+        try:
+            event = parse_event(payload)
+        except EventError as exc:
+            # A malformed event is dropped: redelivering it would fail the same way.
+            _log.error("tagger_event_invalid", reason=str(exc))
+            return {"action": "invalid"}
+        if not isinstance(event, ProbeRunCompleted):
+            return {"action": "ignored", "reason": f"not a probe run: {event.type}"}
+        done = on_probe_run_completed(self.app, settings_of(self.app), event)
+        return {"action": done.action, "reason": done.reason, "tag": done.tag}
