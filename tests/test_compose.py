@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from podpulse.common.settings import KNOWN_SECRETS, settings_variable
 from podpulse.common.settings_doc import installed_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+# ruamel.yaml comes with check-jsonschema, the dev group's compose validator.
+_YAML = YAML(typ="safe")
+COMPOSE = _YAML.load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 # Variables docker compose itself reads, or that only the compose file uses.
 COMPOSE_ONLY = {"COMPOSE_PROFILES", "OTELCOL_OVERLAY"}
@@ -72,7 +74,7 @@ def test_the_services_run_the_commands_their_issues_name() -> None:
     assert SERVICES["prober-beat"]["command"][:4] == ["python", "-m", "podpulse.prober", "beat"]
     assert "deploy:" not in (ROOT / "docker-compose.yml").read_text()  # no replicas of beat
     assert SERVICES["jaeger"]["profiles"] == ["traces"]
-    collector = yaml.safe_load((ROOT / "deploy/otel-collector.yaml").read_text())
+    collector = _YAML.load((ROOT / "deploy/otel-collector.yaml").read_text())
     assert collector["exporters"]["otlphttp/alerter"]["endpoint"] == "http://alerter:4318"
 
 
