@@ -1,7 +1,9 @@
 # One CPU image for the podpulse services that need no GPU (the stack in docker-compose.yml:
 # twin, prober, alerter, tagger); each service picks its command. It holds no torch: the
 # model worker, and only it, needs torch, and its GPU image is services/worker/Dockerfile.
-# Build from the repository root: `docker build -t podpulse .`
+# Build from the repository root: `docker build -t podpulse .`; docker-compose.yml builds one
+# image per service from it (`--build-arg PODPULSE_SERVICE=<service>`), each
+# labelled with its service and running its own command.
 
 # Only what decides the dependencies (the lock, every pyproject, the lock reader), so that
 # the install layer below is rebuilt when they change and reused when only code changes.
@@ -12,6 +14,8 @@ RUN find . -type f ! -name pyproject.toml ! -name uv.lock ! -path ./scripts/lock
  && find . -depth -type d -empty -delete
 
 FROM python:3.11-slim
+ARG PODPULSE_SERVICE=all
+LABEL org.opencontainers.image.title="podpulse-${PODPULSE_SERVICE}"
 RUN apt-get update && apt-get install -y --no-install-recommends make redis-tools \
     && rm -rf /var/lib/apt/lists/*
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -22,6 +22,9 @@ lint: setup
 	scripts/lock --check
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	# The Compose Specification schema ships inside check-jsonschema: no network needed.
+	$(VENV)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/python scripts/env-example --check
 	MYPYPATH=$(subst $() ,:,$(SRC)) $(VENV)/mypy $(SRC) $(TESTS) benchmarks scripts
 
 bench: setup

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,24 @@ def test_beat_schedule_comes_from_settings() -> None:
     assert (sweep["schedule"].hour, sweep["schedule"].minute) == ({3}, {0})
     assert all(queue_for_task(entry["task"]) == "prober" for entry in entries.values())
     assert beat_schedule(smoke_every_s=None, sweep_cron=None) == {}
+
+
+def test_first_smoke_can_come_before_one_period() -> None:
+    """smoke_first_after_s makes a new redbeat entry due that long after the beat's start,
+    then every period; without it the first smoke waits one period."""
+    from redbeat.schedulers import RedBeatSchedulerEntry
+
+    app = create_app(CommonSettings(), ProberSettings())
+    start = datetime.now(UTC)
+    entries = beat_schedule(smoke_every_s=60, sweep_cron=None, smoke_first_after_s=15, now=start)
+    entry = RedBeatSchedulerEntry(name=SMOKE_ENTRY, app=app, **entries[SMOKE_ENTRY])
+    # What beat asks on every tick (redbeat's sorted-set score is only a hint).
+    due, next_check_s = entry.is_due()
+    assert not due
+    assert 13 < next_check_s <= 15
+    assert entry.schedule.run_every == timedelta(seconds=60)
+    plain = beat_schedule(smoke_every_s=60, sweep_cron=None, now=start)
+    assert "last_run_at" not in plain[SMOKE_ENTRY]
 
 
 @pytest.mark.parametrize("expression", ["0 3 * *", "61 * * * *", "0 3 * * * *"])

@@ -7,7 +7,6 @@ nothing here is used at run time.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
@@ -16,9 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import redis
-
 from .net import free_port
+from .redis_process import find_redis_server, redis_server_argv, wait_for_ping
 
 __all__ = ["free_port", "redis_server", "wait_until"]
 
@@ -34,7 +32,7 @@ def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
     No persistence and its own temporary directory, so nothing outlives the block. Raises
     RuntimeError when redis-server is not installed or does not answer PING in *timeout_s*.
     """
-    executable = shutil.which("redis-server")
+    executable = find_redis_server()
     if executable is None:
         raise RuntimeError(
             "redis-server is not on PATH; install Redis (apt install redis-server, "
@@ -58,15 +56,7 @@ def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
 
 
 def _spawn(executable: str, port: int, workdir: Path, logfile: Path) -> subprocess.Popen[bytes]:
-    argv = [
-        executable,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(workdir),
-        "--logfile", str(logfile),
-    ]  # fmt: skip
+    argv = redis_server_argv(executable, port, workdir, logfile)
     # S603: the argv is an absolute path from shutil.which and values we made; no shell.
     return subprocess.Popen(  # noqa: S603
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -77,21 +67,7 @@ def _wait_for_ping(
     process: subprocess.Popen[bytes], url: str, timeout_s: float, logfile: Path
 ) -> str:
     """Empty string once PING answers; otherwise why it never did."""
-    deadline = time.monotonic() + timeout_s
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log = logfile.read_text(errors="replace") if logfile.exists() else ""
-                return f"exited with {process.returncode}: {log.strip()[-500:]}"
-            try:
-                if client.ping():
-                    return ""
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        return f"no PING reply from {url} within {timeout_s} s"
-    finally:
-        client.close()
+    return wait_for_ping(url, timeout_s, process=process, logfile=logfile)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -8,7 +8,7 @@ changing a size is a worker restart, not a beat one.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.schedules import crontab, schedule
@@ -39,12 +39,21 @@ def parse_cron(expression: str) -> crontab:
         raise ValueError(f"cron expression {expression!r}: {exc}") from exc
 
 
-def beat_schedule(*, smoke_every_s: float | None, sweep_cron: str | None) -> dict[str, Any]:
+def beat_schedule(
+    *,
+    smoke_every_s: float | None,
+    sweep_cron: str | None,
+    smoke_first_after_s: float | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Celery ``beat_schedule`` entries: a smoke run every *smoke_every_s*, a sweep on cron.
 
     A falsy value leaves that entry out. The smoke message expires after one period: when the
     prober workers are busy (a soak holds them for an hour) stale smokes are dropped instead of
-    running back to back once the soak ends.
+    running back to back once the soak ends. *smoke_first_after_s* brings the first smoke
+    forward to that many seconds after *now* (default: the current time): the entry says it
+    last ran one period minus that ago. redbeat keeps an entry's last run in Redis, so this
+    only decides the first smoke of a schedule Redis does not hold yet.
     """
     entries: dict[str, Any] = {}
     if smoke_every_s:
@@ -55,6 +64,10 @@ def beat_schedule(*, smoke_every_s: float | None, sweep_cron: str | None) -> dic
             "schedule": schedule(run_every=timedelta(seconds=smoke_every_s)),
             "options": {"expires": float(smoke_every_s)},
         }
+        if smoke_first_after_s is not None and smoke_first_after_s < smoke_every_s:
+            start = now or datetime.now(UTC)
+            ran = start - timedelta(seconds=smoke_every_s - smoke_first_after_s)
+            entries[SMOKE_ENTRY]["last_run_at"] = ran
     if sweep_cron:
         entries[SWEEP_ENTRY] = {"task": "podpulse.prober.sweep", "schedule": parse_cron(sweep_cron)}
     return entries

@@ -54,7 +54,9 @@ def create_app(
     vt = common.visibility_timeout_s
     celery_app.conf.update(
         beat_schedule=beat_schedule(
-            smoke_every_s=prober.smoke_every_s, sweep_cron=prober.sweep_cron
+            smoke_every_s=prober.smoke_every_s,
+            sweep_cron=prober.sweep_cron,
+            smoke_first_after_s=prober.smoke_first_after_s,
         ),
         broker_transport_options={
             **celery_app.conf.broker_transport_options,

@@ -132,6 +132,12 @@ class ProberSettings(BaseSettings):
     smoke_every_s: float = Field(
         default=900, gt=0, description="Seconds between scheduled smoke probes."
     )
+    smoke_first_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after a beat starts before the first smoke probe, when the "
+        "schedule is new in Redis (podpulse up sets 15); unset: one smoke interval.",
+    )
     smoke_runs: int = Field(default=5, ge=1, description="Requests in one smoke probe.")
     smoke_concurrency: int = Field(default=1, ge=1, description="Concurrency of a smoke probe.")
     sweep_cron: str = Field(
