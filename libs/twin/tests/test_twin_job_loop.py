@@ -42,7 +42,9 @@ def test_back_to_back_jobs_on_a_fast_worker_wait_no_time_and_run_as_long_as_the_
     delays = [body["delayTime"] for body in bodies]
     overheads = [overhead_ms(body) for body in bodies]
     assert statistics.median(delays) < 5, delays
-    assert statistics.median(overheads) < 5, overheads
+    # benchmarks/job_loop.py measures 1-2 ms on an idle box; under four test workers on two
+    # cores a median of 7 ms was seen once. 15 ms still splits it from the stock loop's ~50.
+    assert statistics.median(overheads) < 15, overheads
     # Generous for a loaded machine, and still far below the stock loop's second.
     assert max(delays) < 250, delays
 
