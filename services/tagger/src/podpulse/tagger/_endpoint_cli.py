@@ -340,9 +340,7 @@ def _scaler_type(text: str | None) -> ScalerType | None:
     try:
         return ScalerType(text.strip().upper())
     except ValueError:
-        fail(
-            EXIT_USAGE, f"--scaler-type must be QUEUE_DELAY or REQUEST_COUNT, got {_excerpt(text)}"
-        )
+        fail(EXIT_USAGE, f"--scaler-type takes QUEUE_DELAY or REQUEST_COUNT, got {_excerpt(text)}")
 
 
 def _excerpt(text: str) -> str:
