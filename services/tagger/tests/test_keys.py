@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from podpulse.common.testing import free_port, wait_until
 from podpulse.tagger._keys import KeyFileError, read_key_file, swap_key_file
@@ -46,7 +47,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 @pytest.fixture(scope="module")
 def twin() -> Iterator[RunningTwin]:
     """A twin (no workers) that accepts only the NEW key."""
-    settings = TwinSettings(workers_min=0, workers_max=1, api_key=NEW, stop_grace_s=0.3)
+    settings = TwinSettings(workers_min=0, workers_max=1, api_key=SecretStr(NEW), stop_grace_s=0.3)
     with running_twin(settings, wait_ready=False) as running:
         yield running
 

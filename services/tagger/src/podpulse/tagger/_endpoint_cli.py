@@ -70,6 +70,7 @@ app = typer.Typer(
 
 _ENDPOINT_HELP = "Endpoint id (default: RUNPOD_ENDPOINT_ID, else ./podpulse.toml's)."
 _FILE_HELP = "The deployment file (default ./podpulse.toml)."
+_SHOWN_CHARS = 16
 _INT = re.compile(r"^\s*[+-]?\d{1,12}\s*$")
 
 
@@ -344,7 +345,8 @@ def _scaler_type(text: str | None) -> ScalerType | None:
 
 
 def _excerpt(text: str) -> str:
-    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
+    # A long value may be a key pasted into the wrong flag: say its length, not its text.
+    return repr(text) if len(text) <= _SHOWN_CHARS else f"a value of {len(text)} characters"
 
 
 @app.command("history")
