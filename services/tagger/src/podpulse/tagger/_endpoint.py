@@ -12,6 +12,7 @@ that is down costs the event, never the record of a change that happened.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ __all__ = [
     "changes_between",
     "config_rows",
     "flag_changes",
+    "read_update_flags",
 ]
 
 # Our field -> its name in podpulse.toml, which is also how diffs and tables show it.
@@ -67,6 +69,10 @@ BUS_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Waits between tries at the bus; a CLI gives up within seconds and says so.
 _PUBLISH_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0)
+
+# A long value may be a key pasted into the wrong flag: errors give its length, not its text.
+_SHOWN_CHARS = 16
+_INT = re.compile(r"^\s*[+-]?\d{1,12}\s*$")
 
 # Returns None when the event was sent, else why not (one line).
 Publisher = Callable[[EndpointConfigChanged], str | None]
@@ -110,6 +116,67 @@ def changes_between(before: EndpointConfig, after: EndpointConfig) -> tuple[Fiel
         if old != new:
             changes.append(FieldChange(name, _shown(old), _shown(new)))
     return tuple(changes)
+
+
+def read_update_flags(
+    *,
+    workers_min: str | None = None,
+    workers_max: str | None = None,
+    idle_timeout_s: str | None = None,
+    scaler_type: str | None = None,
+    scaler_value: str | None = None,
+) -> dict[str, Any]:
+    """The ``podpulse endpoint update`` flags as typed changes (our field names; None = not
+    given); EndpointInputError naming the flag when one does not parse or none is given."""
+    changes: dict[str, Any] = {
+        "workers_min": _count(workers_min, FLAGS["workers_min"]),
+        "workers_max": _count(workers_max, FLAGS["workers_max"]),
+        "idle_timeout_s": _count(idle_timeout_s, FLAGS["idle_timeout_s"]),
+        "scaler_type": _scaler_type(scaler_type),
+        "scaler_value": _number(scaler_value, FLAGS["scaler_value"]),
+    }
+    if all(value is None for value in changes.values()):
+        raise EndpointInputError(
+            "nothing to change: give at least one of " + ", ".join(FLAGS.values())
+        )
+    return changes
+
+
+def _count(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    if not _INT.match(text):
+        raise EndpointInputError(f"{flag} takes a whole number, got {_excerpt(text)}")
+    return int(text)
+
+
+def _number(text: str | None, flag: str) -> int | float | None:
+    if text is None:
+        return None
+    if _INT.match(text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise EndpointInputError(f"{flag} takes a number, got {_excerpt(text)}") from None
+
+
+def _scaler_type(text: str | None) -> ScalerType | None:
+    if text is None:
+        return None
+    try:
+        return ScalerType(text.strip().upper())
+    except ValueError:
+        raise EndpointInputError(
+            f"--scaler-type takes QUEUE_DELAY or REQUEST_COUNT, got {_excerpt(text)}"
+        ) from None
+
+
+def _excerpt(text: str) -> str:
+    if len(text) > _SHOWN_CHARS:
+        return f"a value of {len(text)} characters"
+    # Escaped, so a line break or control character in the input cannot split the message.
+    return ascii(text)
 
 
 def flag_changes(current: EndpointConfig, changes: Mapping[str, Any]) -> EndpointConfig:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -27,7 +26,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
-from podpulse.common.runpod import EndpointConfig, ManagementClient, RunPodError, ScalerType
+from podpulse.common.runpod import EndpointConfig, ManagementClient, RunPodError
 from podpulse.common.settings import (
     RUNPOD_API_KEY,
     CommonSettings,
@@ -42,7 +41,6 @@ from ._deployment_file import (
     read_deployment_file,
 )
 from ._endpoint import (
-    FLAGS,
     ConcurrentChange,
     EndpointInputError,
     FieldChange,
@@ -51,6 +49,7 @@ from ._endpoint import (
     changes_between,
     config_rows,
     flag_changes,
+    read_update_flags,
 )
 from ._history import HistoryError, read_history
 from .settings import EndpointSettings
@@ -70,8 +69,6 @@ app = typer.Typer(
 
 _ENDPOINT_HELP = "Endpoint id (default: RUNPOD_ENDPOINT_ID, else ./podpulse.toml's)."
 _FILE_HELP = "The deployment file (default ./podpulse.toml)."
-_SHOWN_CHARS = 16
-_INT = re.compile(r"^\s*[+-]?\d{1,12}\s*$")
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -302,51 +299,16 @@ def update(
 ) -> None:
     """Change some of the live endpoint's workers and scaling settings."""
     common = from_env(CommonSettings)
-    changes = {
-        "workers_min": _count(workers_min, "--workers-min"),
-        "workers_max": _count(workers_max, "--workers-max"),
-        "idle_timeout_s": _count(idle_timeout, "--idle-timeout"),
-        "scaler_type": _scaler_type(scaler_type),
-        "scaler_value": _number(scaler_value, "--scaler-value"),
-    }
-    if all(value is None for value in changes.values()):
-        fail(EXIT_USAGE, "nothing to change: give at least one of " + ", ".join(FLAGS.values()))
+    try:
+        changes = read_update_flags(
+            workers_min=workers_min, workers_max=workers_max, idle_timeout_s=idle_timeout,
+            scaler_type=scaler_type, scaler_value=scaler_value,
+        )  # fmt: skip
+    except EndpointInputError as exc:
+        fail(EXIT_USAGE, str(exc))
     endpoint_id = resolve_endpoint_id(endpoint, common)
     _change(common, endpoint_id, lambda live: flag_changes(live, changes), yes=yes,
             dry_run=dry_run, command="update", source="flags")  # fmt: skip
-
-
-def _count(text: str | None, flag: str) -> int | None:
-    if text is None:
-        return None
-    if not _INT.match(text):
-        fail(EXIT_USAGE, f"{flag} takes a whole number, got {_excerpt(text)}")
-    return int(text)
-
-
-def _number(text: str | None, flag: str) -> int | float | None:
-    if text is None:
-        return None
-    if _INT.match(text):
-        return int(text)
-    try:
-        return float(text)
-    except ValueError:
-        fail(EXIT_USAGE, f"{flag} takes a number, got {_excerpt(text)}")
-
-
-def _scaler_type(text: str | None) -> ScalerType | None:
-    if text is None:
-        return None
-    try:
-        return ScalerType(text.strip().upper())
-    except ValueError:
-        fail(EXIT_USAGE, f"--scaler-type takes QUEUE_DELAY or REQUEST_COUNT, got {_excerpt(text)}")
-
-
-def _excerpt(text: str) -> str:
-    # A long value may be a key pasted into the wrong flag: say its length, not its text.
-    return repr(text) if len(text) <= _SHOWN_CHARS else f"a value of {len(text)} characters"
 
 
 @app.command("history")
