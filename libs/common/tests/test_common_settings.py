@@ -161,6 +161,19 @@ def test_secret_prefers_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert RUNPOD_API_KEY.get() == value
 
 
+def test_secret_says_where_its_value_comes_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """origin() is the variable, the file or nothing, as get() reads; file_path() the file."""
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    monkeypatch.delenv("RUNPOD_API_KEY_FILE", raising=False)
+    assert (RUNPOD_API_KEY.origin(), RUNPOD_API_KEY.file_path()) == (None, None)
+    monkeypatch.setenv("RUNPOD_API_KEY_FILE", str(tmp_path / "key"))
+    assert (RUNPOD_API_KEY.origin(), RUNPOD_API_KEY.file_path()) == ("file", tmp_path / "key")
+    monkeypatch.setenv("RUNPOD_API_KEY", _canary())
+    assert RUNPOD_API_KEY.origin() == "environment"
+
+
 class _Clock:
     """A monotonic clock that moves only when a test says so."""
 

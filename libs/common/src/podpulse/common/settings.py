@@ -327,6 +327,17 @@ class Secret:
             raise SecretError(read.error)
         return read.value
 
+    def origin(self) -> Literal["environment", "file"] | None:
+        """Where :meth:`get` takes the value from now: the variable, the file, or nowhere."""
+        if os.environ.get(self.name, ""):
+            return "environment"
+        return "file" if os.environ.get(self.file_variable, "") else None
+
+    def file_path(self) -> Path | None:
+        """The file ``<NAME>_FILE`` names, or None; rotation replaces this file."""
+        path = os.environ.get(self.file_variable, "")
+        return Path(path) if path else None
+
     def require(self) -> str:
         """The current value, or SecretError naming both places it could have come from."""
         value = self.get()

@@ -3,7 +3,9 @@
 Release settings read ``TAGGER_RELEASE_<FIELD>`` (``TAGGER_RELEASE_AUTO=true``); their paths
 are relative to the repository a release runs in (the current one for ``podpulse release``,
 ``TAGGER_RELEASE_REPO`` for the Celery task). Cost and advice settings read
-``TAGGER_COST_*`` and ``TAGGER_ADVISE_*``.
+``TAGGER_COST_*`` and ``TAGGER_ADVISE_*``, endpoint settings ``TAGGER_ENDPOINT_*``. The
+endpoint itself (``RUNPOD_ENDPOINT_ID``, ``RUNPOD_MANAGEMENT_BASE_URL``) and its key
+(``RUNPOD_API_KEY``/``RUNPOD_API_KEY_FILE``) are common settings and secrets, not the tagger's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic_settings import BaseSettings
 
 from podpulse.common.settings import env_settings
 
-__all__ = ["CostSettings", "ReleaseSettings"]
+__all__ = ["CostSettings", "EndpointSettings", "ReleaseSettings"]
 
 
 class ReleaseSettings(BaseSettings):
@@ -100,4 +102,23 @@ class CostSettings(BaseSettings):
     )
     advise_seed: int = Field(
         default=0, description="Seed of the advisor's draws (the same for every candidate)."
+    )
+
+
+class EndpointSettings(BaseSettings):
+    """``podpulse endpoint``: where applied changes are kept, how long the bus is tried."""
+
+    model_config = env_settings("TAGGER_")
+
+    endpoint_history_file: Path = Field(
+        default=Path(".podpulse/endpoint-history.jsonl"),
+        description="JSON-lines history of every endpoint config change podpulse applied "
+        "(podpulse endpoint history reads it).",
+    )
+    endpoint_publish_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries at publishing endpoint_config_changed before the command says on "
+        "stderr that the event was not sent (the change itself is applied and kept).",
     )
