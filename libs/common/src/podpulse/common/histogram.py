@@ -151,7 +151,10 @@ class Histogram:
         total = self.count
         if total == 0:
             return None
-        return sum(self.value_of(b) * n for b, n in self._counts.items()) / total
+        if not self._bounded:  # integer sum: exact, whatever order shards merged in
+            return sum(b * n for b, n in self._counts.items()) * RESOLUTION_MS / total
+        # fsum is exactly rounded, so here too the order of merging cannot change the mean.
+        return math.fsum(self.value_of(b) * n for b, n in self._counts.items()) / total
 
     def min(self) -> float | None:
         """The lowest bucketed value (None when empty)."""
