@@ -136,8 +136,11 @@ async def test_a_genai_span_adds_only_a_tokens_per_second_sample() -> None:
              "gen_ai.usage.output_tokens": 100}  # fmt: skip
     specs = [
         SpanSpec(genai, name="chat qwen", duration_s=2.0, resource={"runpod.endpoint.id": "ep1"}),
-        SpanSpec({**genai, "podpulse.tokens_per_second": 10.0}, name="chat qwen",
-                 resource={"runpod.endpoint.id": "ep1"}),  # fmt: skip
+        SpanSpec(
+            {**genai, "podpulse.tokens_per_second": 10.0},
+            name="chat qwen",
+            resource={"runpod.endpoint.id": "ep1"},
+        ),  # fmt: skip
         SpanSpec(genai, name="chat qwen"),
     ]
     client, store = _app()
@@ -195,7 +198,9 @@ async def test_bodies_over_the_limit_are_413_even_when_they_only_grow_once_gunzi
     assert reply.status_code == 413
     bomb = gzip.compress(b"\0" * 100_000_000, compresslevel=9)
     assert len(bomb) < 128 * 1024
-    reply = await client.post("/v1/traces", content=bomb, headers={**PB, "content-encoding": "gzip"})
+    reply = await client.post(
+        "/v1/traces", content=bomb, headers={**PB, "content-encoding": "gzip"}
+    )
     assert reply.status_code == 413
     assert "once gunzipped" in Status.FromString(reply.content).message
 

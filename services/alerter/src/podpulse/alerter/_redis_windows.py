@@ -21,7 +21,7 @@ from collections.abc import Callable
 import redis
 
 from ._series import Metric, Observation, SeriesKey, Stat, StatValue
-from ._windows import Bucket, MemoryWindowStore, bucket_indexes, stat_of
+from ._windows import Bucket, MemoryWindowStore, bucket_indexes, series_order, stat_of
 
 __all__ = ["RedisWindowStore"]
 
@@ -116,7 +116,7 @@ class RedisWindowStore:
         """Every receiver's series with a bucket inside the retention at *now*."""
         ids = self._client.zrangebyscore(f"{self._prefix}series", now - self.retention_s, "+inf")
         keys = {_series_key(i.decode() if isinstance(i, bytes) else str(i)) for i in ids}
-        return sorted(k for k in keys if k is not None)
+        return sorted((k for k in keys if k is not None), key=series_order)
 
     def merged(self, key: SeriesKey, window_s: float, now: float) -> Bucket:
         """Every receiver's flushed buckets of one series overlapping the window, merged."""

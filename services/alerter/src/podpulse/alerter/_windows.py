@@ -24,7 +24,7 @@ from podpulse.common.histogram import Histogram
 
 from ._series import Metric, Observation, SeriesKey, Stat, StatValue
 
-__all__ = ["Bucket", "MemoryWindowStore", "bucket_indexes", "stat_of"]
+__all__ = ["Bucket", "MemoryWindowStore", "bucket_indexes", "series_order", "stat_of"]
 
 _LATENCY_FIELDS: tuple[tuple[Metric, str], ...] = (
     ("exec_ms", "e"),
@@ -96,6 +96,11 @@ class Bucket:
                 metric = _PREFIX_METRIC.get(name[:1])
                 if metric is not None and name[1:].isdigit():
                     self.hist[metric].add_bucket(int(name[1:]), count)
+
+
+def series_order(key: SeriesKey) -> tuple[str, str]:
+    """A sort key for series (a series without a model sorts as model "")."""
+    return (key.endpoint, key.model or "")
 
 
 def stat_of(bucket: Bucket, metric: Metric, stat: Stat, window_s: float) -> StatValue:
@@ -181,7 +186,8 @@ class MemoryWindowStore:
         """Series with a bucket inside the retention at *now*, sorted."""
         oldest = math.floor((now - self.retention_s) / self.bucket_s)
         with self._lock:
-            return sorted(k for k, b in self._series.items() if any(i >= oldest for i in b))
+            keys = [k for k, b in self._series.items() if any(i >= oldest for i in b)]
+        return sorted(keys, key=series_order)
 
     def merged(self, key: SeriesKey, window_s: float, now: float) -> Bucket:
         """The buckets of one series overlapping ``(now - window_s, now]``, merged."""
