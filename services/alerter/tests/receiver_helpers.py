@@ -90,7 +90,7 @@ def proto_request(specs: Iterable[SpanSpec]) -> ExportTraceServiceRequest:
             start_time_unix_nano=end_ns - round(spec.duration_s * 1e9),
             end_time_unix_nano=end_ns,
             attributes=_kvs(spec.attrs),
-            status=Status(code=Status.STATUS_CODE_ERROR if spec.error else 0),
+            status=Status(code=Status.STATUS_CODE_ERROR if spec.error else Status.STATUS_CODE_UNSET),
         )
         rs = ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])
         rs.resource.attributes.extend(_kvs(spec.resource))

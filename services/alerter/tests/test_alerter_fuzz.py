@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,15 +23,17 @@ MAX_SERIES = 20
 RAN: Counter[str] = Counter()
 _LOOP = asyncio.new_event_loop()
 _SETTINGS = alerter_settings(max_series=MAX_SERIES, max_body_bytes=256 * 1024)
-STORE = MemoryWindowStore(bucket_s=10.0, retention_s=3600.0, max_series=MAX_SERIES,
-                          clock=lambda: NOW)  # fmt: skip
+STORE = MemoryWindowStore(
+    bucket_s=10.0, retention_s=3600.0, max_series=MAX_SERIES, clock=lambda: NOW
+)
 _APP = create_receiver_app(_SETTINGS, STORE, clock=lambda: NOW, token=Secret("ALERTER_FUZZ_T"))
 _CLIENT = httpx.AsyncClient(transport=httpx.ASGITransport(app=_APP), base_url="http://r")
 
 
-def _fuzz(n: int) -> Any:
-    return settings(max_examples=n, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))  # fmt: skip
+def _fuzz(n: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return settings(
+        max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
 
 
 _ALLOWED = {200, 400, 413, 415}
@@ -53,14 +56,25 @@ def _bounded() -> None:
 
 
 _scalars = st.one_of(
-    st.text(max_size=20), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
-)  # fmt: skip
-_keys = st.sampled_from([
-    "runpod.endpoint.id", "runpod.execution_ms", "runpod.delay_ms", "podpulse.total_ms",
-    "runpod.job.status", "gen_ai.request.model", "gen_ai.usage.output_tokens",
-    "podpulse.tokens_per_second", "gen_ai.operation.name", "podpulse.target.kind",
-]) | st.text(max_size=10)  # fmt: skip
+    st.text(max_size=20),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+)
+_keys = st.sampled_from(
+    [
+        "runpod.endpoint.id",
+        "runpod.execution_ms",
+        "runpod.delay_ms",
+        "podpulse.total_ms",
+        "runpod.job.status",
+        "gen_ai.request.model",
+        "gen_ai.usage.output_tokens",
+        "podpulse.tokens_per_second",
+        "gen_ai.operation.name",
+        "podpulse.target.kind",
+    ]
+) | st.text(max_size=10)
 _specs = st.builds(
     SpanSpec,
     attrs=st.dictionaries(_keys, _scalars, max_size=8),
@@ -77,8 +91,9 @@ _SEED = proto_request([SpanSpec(job_attrs(f"ep{i}")) for i in range(3)]).Seriali
 
 @_fuzz(1500)
 @given(specs=st.lists(_specs, max_size=5), as_json=st.booleans(), gzipped=st.booleans())
-def test_generated_messages_never_get_a_5xx(specs: list[SpanSpec], as_json: bool,
-                                            gzipped: bool) -> None:  # fmt: skip
+def test_generated_messages_never_get_a_5xx(
+    specs: list[SpanSpec], as_json: bool, gzipped: bool
+) -> None:
     """Generated ExportTraceServiceRequests (any attributes, types, NaN, huge ints, times
     inside and outside the windows), as protobuf or JSON, gzipped or not: a 2xx or 4xx."""
     request = proto_request(specs)
@@ -112,20 +127,46 @@ def test_mutated_protobuf_bytes_never_get_a_5xx(data: st.DataObject) -> None:
 
 
 _json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-    st.floats(), st.text(alphabet=st.characters(), max_size=10),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(),
+    st.text(alphabet=st.characters(), max_size=10),
     st.sampled_from(["NaN", "Infinity", "\ud800", "1e5", "-0", "18446744073709551616"]),
-)  # fmt: skip
+)
 _json_any = st.recursive(
     _json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["resourceSpans", "scopeSpans", "spans", "attributes", "key", "value",
-                         "stringValue", "intValue", "doubleValue", "boolValue", "name",
-                         "endTimeUnixNano", "startTimeUnixNano", "status", "code",
-                         "resource", "arrayValue"]) | st.text(max_size=5),
-        inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceSpans",
+                    "scopeSpans",
+                    "spans",
+                    "attributes",
+                    "key",
+                    "value",
+                    "stringValue",
+                    "intValue",
+                    "doubleValue",
+                    "boolValue",
+                    "name",
+                    "endTimeUnixNano",
+                    "startTimeUnixNano",
+                    "status",
+                    "code",
+                    "resource",
+                    "arrayValue",
+                ]
+            )
+            | st.text(max_size=5),
+            inner,
+            max_size=5,
+        )
+    ),
     max_leaves=30,
-)  # fmt: skip
+)
 
 
 def _dump(value: Any) -> bytes:

@@ -29,16 +29,19 @@ EP1 = SeriesKey("ep1", "qwen")
 def _app(**overrides: object) -> tuple[httpx.AsyncClient, MemoryWindowStore]:
     s = settings(**overrides)
     store = MemoryWindowStore(
-        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=s.max_series,
-        clock=lambda: NOW, on_evict=lambda _: m.SERIES_EVICTED.inc(),
-    )  # fmt: skip
+        bucket_s=s.bucket_s,
+        retention_s=s.retention_s,
+        max_series=s.max_series,
+        clock=lambda: NOW,
+        on_evict=lambda _: m.SERIES_EVICTED.inc(),
+    )
     app = create_receiver_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r")
     return client, store
 
 
 def _jobs(n: int, **kw: object) -> list[SpanSpec]:
-    return [SpanSpec(job_attrs(exec_ms=100.0 * (i + 1), **kw), end_s=NOW - i) for i in range(n)]  # type: ignore[arg-type]
+    return [SpanSpec(job_attrs(exec_ms=100.0 * (i + 1), **kw), end_s=NOW - i) for i in range(n)]
 
 
 async def test_protobuf_and_json_bodies_give_the_same_windows() -> None:
@@ -78,9 +81,11 @@ async def test_spans_from_the_opentelemetry_sdk_are_read() -> None:
     tracer = provider.get_tracer("test")
     for i in range(4):
         span = tracer.start_span(
-            "runpod.job", kind=SpanKind.CLIENT, start_time=round((NOW - 2) * 1e9),
+            "runpod.job",
+            kind=SpanKind.CLIENT,
+            start_time=round((NOW - 2) * 1e9),
             attributes=job_attrs(exec_ms=500.0 + i),
-        )  # fmt: skip
+        )
         if i == 0:
             span.set_status(StatusCode.ERROR, "failed: boom")
         span.end(end_time=round(NOW * 1e9))
@@ -108,8 +113,10 @@ async def test_spans_it_cannot_use_are_rejected_in_partial_success() -> None:
         SpanSpec({"http.method": "GET"}, name="GET /"),
     ]
     dropped_before = m.SPANS_DROPPED.labels(reason="bad_attribute")._value.get()
-    for headers, body in ((PB, proto_request(specs).SerializeToString()),
-                          (JS, json_body(proto_request(specs)))):  # fmt: skip
+    for headers, body in (
+        (PB, proto_request(specs).SerializeToString()),
+        (JS, json_body(proto_request(specs))),
+    ):
         client, store = _app()
         reply = await client.post("/v1/traces", content=body, headers=headers)
         assert reply.status_code == 200
@@ -123,7 +130,8 @@ async def test_spans_it_cannot_use_are_rejected_in_partial_success() -> None:
         assert "runpod.execution_ms must be a number, got str" in message
         assert "without runpod.endpoint.id" in message
         assert "runpod.delay_ms must be a finite number" in message
-        assert "before the longest window" in message and "in the future" in message
+        assert "before the longest window" in message
+        assert "in the future" in message
         assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 1
     assert m.SPANS_DROPPED.labels(reason="bad_attribute")._value.get() == dropped_before + 4
 
@@ -132,20 +140,24 @@ async def test_a_genai_span_adds_only_a_tokens_per_second_sample() -> None:
     """The worker's GenAI span counts tokens/s for the endpoint on its resource (its own
     attribute, else output tokens over its duration) and no job, exec or failure; without
     an endpoint it is ignored."""
-    genai = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "qwen",
-             "gen_ai.usage.output_tokens": 100}  # fmt: skip
+    genai = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "qwen",
+        "gen_ai.usage.output_tokens": 100,
+    }
     specs = [
         SpanSpec(genai, name="chat qwen", duration_s=2.0, resource={"runpod.endpoint.id": "ep1"}),
         SpanSpec(
             {**genai, "podpulse.tokens_per_second": 10.0},
             name="chat qwen",
             resource={"runpod.endpoint.id": "ep1"},
-        ),  # fmt: skip
+        ),
         SpanSpec(genai, name="chat qwen"),
     ]
     client, store = _app()
-    reply = await client.post("/v1/traces", content=proto_request(specs).SerializeToString(),
-                              headers=PB)  # fmt: skip
+    reply = await client.post(
+        "/v1/traces", content=proto_request(specs).SerializeToString(), headers=PB
+    )
     assert reply.status_code == 200
     assert not ExportTraceServiceResponse.FromString(reply.content).HasField("partial_success")
     tps = store.stat(EP1, "tokens_per_s", "max", 60, NOW)
@@ -155,22 +167,62 @@ async def test_a_genai_span_adds_only_a_tokens_per_second_sample() -> None:
     assert store.stat(EP1, "exec_ms", "p50", 60, NOW).samples == 0
 
 
-@pytest.mark.parametrize(("headers", "body", "status", "reason"), [
-    (PB, b"\x0a\xff\xff\xff", 400, "not a protobuf ExportTraceServiceRequest"),
-    (JS, b"{not json", 400, "not JSON"),
-    (JS, b'{"resourceSpans": {}}', 400, "body.resourceSpans: expected an array"),
-    (JS, json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
-        {"name": "runpod.job", "endTimeUnixNano": "1e5"}]}]}]}).encode(),
-     400, "spans[0].endTimeUnixNano: expected an integer or a decimal string"),
-    (JS, json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [
-        {"key": "x", "value": {"intValue": "99999999999999999999"}}]}]}]}]}).encode(),
-     400, "intValue: integer out of range"),
-    (JS, b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
-    ({**PB, "content-encoding": "gzip"}, b"\x1f\x8bnot gzip", 400, "not a gzip stream"),
-    ({**PB, "content-encoding": "gzip"}, gzip.compress(b"x" * 1000)[:20], 400, "ends early"),
-    ({"content-type": "text/plain"}, b"hi", 415, "content type must be"),
-    ({**PB, "content-encoding": "br"}, b"hi", 415, "content encoding must be gzip"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "reason"),
+    [
+        (PB, b"\x0a\xff\xff\xff", 400, "not a protobuf ExportTraceServiceRequest"),
+        (JS, b"{not json", 400, "not JSON"),
+        (JS, b'{"resourceSpans": {}}', 400, "body.resourceSpans: expected an array"),
+        (
+            JS,
+            json.dumps(
+                {
+                    "resourceSpans": [
+                        {
+                            "scopeSpans": [
+                                {"spans": [{"name": "runpod.job", "endTimeUnixNano": "1e5"}]}
+                            ]
+                        }
+                    ]
+                }
+            ).encode(),
+            400,
+            "spans[0].endTimeUnixNano: expected an integer or a decimal string",
+        ),
+        (
+            JS,
+            json.dumps(
+                {
+                    "resourceSpans": [
+                        {
+                            "scopeSpans": [
+                                {
+                                    "spans": [
+                                        {
+                                            "attributes": [
+                                                {
+                                                    "key": "x",
+                                                    "value": {"intValue": "99999999999999999999"},
+                                                }
+                                            ]
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ).encode(),
+            400,
+            "intValue: integer out of range",
+        ),
+        (JS, b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        ({**PB, "content-encoding": "gzip"}, b"\x1f\x8bnot gzip", 400, "not a gzip stream"),
+        ({**PB, "content-encoding": "gzip"}, gzip.compress(b"x" * 1000)[:20], 400, "ends early"),
+        ({"content-type": "text/plain"}, b"hi", 415, "content type must be"),
+        ({**PB, "content-encoding": "br"}, b"hi", 415, "content encoding must be gzip"),
+    ],
+)
 async def test_a_malformed_request_is_refused_with_its_reason(
     headers: dict[str, str], body: bytes, status: int, reason: str
 ) -> None:

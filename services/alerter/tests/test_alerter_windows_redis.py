@@ -40,9 +40,14 @@ def redis_url() -> Iterator[str]:
 
 def _store(url: str, prefix: str, **kw: object) -> RedisWindowStore:
     return RedisWindowStore(
-        redis.Redis.from_url(url), prefix=prefix, bucket_s=10.0, retention_s=3600.0,
-        max_series=100, clock=time.time, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        redis.Redis.from_url(url),
+        prefix=prefix,
+        bucket_s=10.0,
+        retention_s=3600.0,
+        max_series=100,
+        clock=time.time,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def _spans(now: float) -> list[SpanSpec]:
@@ -50,17 +55,25 @@ def _spans(now: float) -> list[SpanSpec]:
     specs = []
     for i in range(120):
         failed = i % 17 == 0
-        specs.append(SpanSpec(
-            job_attrs("ep1" if i % 5 else "ep2", exec_ms=50.0 + (i * 37) % 4000,
-                      delay_ms=float((i * 13) % 2500), total_ms=100.0 + (i * 53) % 7000,
-                      tokens_per_s=20.0 + i % 30, status="FAILED" if failed else "COMPLETED"),
-            end_s=now - i * 5, error=failed,
-        ))  # fmt: skip
+        specs.append(
+            SpanSpec(
+                job_attrs(
+                    "ep1" if i % 5 else "ep2",
+                    exec_ms=50.0 + (i * 37) % 4000,
+                    delay_ms=float((i * 13) % 2500),
+                    total_ms=100.0 + (i * 53) % 7000,
+                    tokens_per_s=20.0 + i % 30,
+                    status="FAILED" if failed else "COMPLETED",
+                ),
+                end_s=now - i * 5,
+                error=failed,
+            )
+        )
     return specs
 
 
 def _all_stats(store: object, now: float) -> dict[tuple[str, str, str, float], object]:
-    out = {}
+    out: dict[tuple[str, str, str, float], object] = {}
     for key, metric, stat, window in itertools.product(
         [KEY, SeriesKey("ep2", "qwen")], METRICS, STATS, (60.0, 300.0, 900.0)
     ):
@@ -89,8 +102,11 @@ def test_two_receivers_fed_halves_give_the_same_stats_as_one_fed_all(redis_url: 
             assert httpx.post(f"{url_one}/v1/traces", content=whole, headers=PB).status_code == 200
         reader = _store(redis_url, prefix)
         expected = _all_stats(one, now)
-        wait_until(lambda: _all_stats(reader, now) == expected, timeout_s=20,
-                   what="both receivers' buckets flushed and merged")  # fmt: skip
+        wait_until(
+            lambda: _all_stats(reader, now) == expected,
+            timeout_s=20,
+            what="both receivers' buckets flushed and merged",
+        )
         assert reader.series(now) == [KEY, SeriesKey("ep2", "qwen")]
         text = httpx.get(f"{url_a}/metrics").text
         assert 'podpulse_window_jobs{endpoint="ep1",model="qwen"}' in text
@@ -103,8 +119,8 @@ def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) 
     now = time.time()
     prefix = unique_prefix("flush")
     store = _store(redis_url, prefix)
-    from podpulse.alerter._reader import SpanReader
     from podpulse.alerter._otlp import decode_protobuf
+    from podpulse.alerter._reader import SpanReader
 
     reader = SpanReader(retention_s=3600, max_clock_skew_s=60)
     for span in decode_protobuf(proto_request(_spans(now)).SerializeToString()):
@@ -118,11 +134,26 @@ def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) 
     assert store.stat(KEY, "exec_ms", "p95", 900, now) == first
 
     broken = RedisWindowStore(
-        redis.Redis(port=1, socket_connect_timeout=0.2), prefix=prefix, bucket_s=10.0,
-        retention_s=3600.0, max_series=100, clock=time.time, receiver_id="late",
-    )  # fmt: skip
-    broken.add(reader.read(next(iter(decode_protobuf(  # type: ignore[arg-type]
-        proto_request(_spans(now)[1:2]).SerializeToString()))), now))  # fmt: skip
+        redis.Redis(port=1, socket_connect_timeout=0.2),
+        prefix=prefix,
+        bucket_s=10.0,
+        retention_s=3600.0,
+        max_series=100,
+        clock=time.time,
+        receiver_id="late",
+    )
+    broken.add(
+        reader.read(
+            next(
+                iter(
+                    decode_protobuf(  # type: ignore[arg-type]
+                        proto_request(_spans(now)[1:2]).SerializeToString()
+                    )
+                )
+            ),
+            now,
+        )
+    )
     with pytest.raises(redis.ConnectionError):
         broken.flush()
     broken._client = redis.Redis.from_url(redis_url)
@@ -137,23 +168,26 @@ def test_the_opentelemetry_otlp_http_exporter_delivers_to_a_served_receiver(
     uvicorn-served receiver; they reach the Redis-merged windows."""
     prefix = unique_prefix("sdk")
     store = _store(redis_url, prefix)
-    app = create_receiver_app(settings(flush_interval_s=0.2), store,
-                              token=Secret("ALERTER_TEST_TOKEN"))  # fmt: skip
+    app = create_receiver_app(
+        settings(flush_interval_s=0.2), store, token=Secret("ALERTER_TEST_TOKEN")
+    )
     with serve(app) as url:
         exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces", compression=Compression.Gzip)
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         tracer = provider.get_tracer("test")
         for i in range(5):
-            with tracer.start_as_current_span("runpod.job", kind=SpanKind.CLIENT,
-                                              attributes=job_attrs(exec_ms=100.0 * i)):  # fmt: skip
+            with tracer.start_as_current_span(
+                "runpod.job", kind=SpanKind.CLIENT, attributes=job_attrs(exec_ms=100.0 * i)
+            ):
                 pass
         provider.shutdown()
         reader = _store(redis_url, prefix)
         got = wait_until(
             lambda: reader.stat(KEY, "exec_ms", "max", 60, time.time()).samples == 5 or None,
-            timeout_s=20, what="five exported spans in Redis",
-        )  # fmt: skip
+            timeout_s=20,
+            what="five exported spans in Redis",
+        )
         assert got
         assert reader.stat(KEY, "exec_ms", "max", 60, time.time()).value == pytest.approx(
             400.0, rel=0.01

@@ -189,13 +189,26 @@ def _json_span(span: dict[str, Any], resource: dict[str, Scalar], where: str) ->
 
 def _json_attributes(parent: dict[str, Any], where: str) -> dict[str, Scalar]:
     out: dict[str, Scalar] = {}
-    for n, kv_value in enumerate(_list(parent, "attributes", where)):
+    for n, kv in enumerate(_list(parent, "attributes", where)):
+        # The common case first, without building a path string for every attribute.
+        if type(kv) is dict:
+            key = kv.get("key", "")
+            value = kv.get("value")
+            if type(key) is str and type(value) is dict and len(value) == 1:
+                text = value.get("stringValue")
+                if type(text) is str:
+                    out[key] = text
+                    continue
+                number = value.get("doubleValue")
+                if type(number) is float:
+                    out[key] = number
+                    continue
         kwhere = f"{where}.attributes[{n}]"
-        kv = _obj(kv_value, kwhere)
-        key = kv.get("key", "")
+        checked = _obj(kv, kwhere)
+        key = checked.get("key", "")
         if not isinstance(key, str):
             raise OtlpError(f"{kwhere}.key: expected a string, got {_kind(key)}")
-        value = kv.get("value")
+        value = checked.get("value")
         out[key] = OTHER if value is None else _json_value(_obj(value, f"{kwhere}.value"), kwhere)
     return out
 

@@ -74,8 +74,12 @@ class _Refused(Exception):
         self.message = message
 
 
-def _reply(status: int, content_type: str, message: ExportTraceServiceResponse | Status,
-           as_json: Mapping[str, object]) -> Response:  # fmt: skip
+def _reply(
+    status: int,
+    content_type: str,
+    message: ExportTraceServiceResponse | Status,
+    as_json: Mapping[str, object],
+) -> Response:
     m.OTLP_REQUESTS.labels(code=str(status)).inc()
     if content_type == JSON:
         # ASCII JSON: a message quoting a span's name may hold a lone surrogate.
@@ -85,8 +89,9 @@ def _reply(status: int, content_type: str, message: ExportTraceServiceResponse |
 
 def _failure(status: int, content_type: str, message: str) -> Response:
     code = _CODES.get(status, 2)
-    return _reply(status, content_type, Status(code=code, message=message),
-                  {"code": code, "message": message})  # fmt: skip
+    return _reply(
+        status, content_type, Status(code=code, message=message), {"code": code, "message": message}
+    )
 
 
 async def _read_body(request: Request, limit: int, gzipped: bool) -> bytes:
@@ -213,8 +218,9 @@ class _Receiver:
                 rejected_spans=len(rejections), error_message=message
             )
         )
-        as_json = {"partialSuccess": {"rejectedSpans": str(len(rejections)),
-                                      "errorMessage": message}}  # fmt: skip
+        as_json = {
+            "partialSuccess": {"rejectedSpans": str(len(rejections)), "errorMessage": message}
+        }
         return _reply(200, reply_type, response, as_json)
 
     async def _ingest(self, request: Request, media: str) -> list[Rejection]:
