@@ -152,7 +152,14 @@ def main() -> None:
         server.join(10)
     row = f"{'HTTP loopback, 1 core (wall)':<28}{pb:>18,.0f}{jr:>16,.0f}"
     print(row, flush=True)
-    lines += [row, "", "goal >= 50,000 spans/s on one core (first bar 20,000)"]
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines += [
+        row,
+        "",
+        f"load average at the end (1/5/15 min): {load} (wall figures share the "
+        "machine; CPU figures do not)",
+        "goal >= 50,000 spans/s on one core (first bar 20,000)",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
 
