@@ -73,6 +73,10 @@ def any_value(value: Any) -> AnyValue:
     return AnyValue(string_value=str(value))
 
 
+def _status(error: bool) -> Status:
+    return Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_UNSET)
+
+
 def _kvs(attrs: Mapping[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=any_value(v)) for k, v in attrs.items()]
 
@@ -90,7 +94,7 @@ def proto_request(specs: Iterable[SpanSpec]) -> ExportTraceServiceRequest:
             start_time_unix_nano=end_ns - round(spec.duration_s * 1e9),
             end_time_unix_nano=end_ns,
             attributes=_kvs(spec.attrs),
-            status=Status(code=Status.STATUS_CODE_ERROR if spec.error else Status.STATUS_CODE_UNSET),
+            status=_status(Status.STATUS_CODE_ERRORspec.error),
         )
         rs = ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])
         rs.resource.attributes.extend(_kvs(spec.resource))
