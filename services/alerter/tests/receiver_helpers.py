@@ -94,7 +94,7 @@ def proto_request(specs: Iterable[SpanSpec]) -> ExportTraceServiceRequest:
             start_time_unix_nano=end_ns - round(spec.duration_s * 1e9),
             end_time_unix_nano=end_ns,
             attributes=_kvs(spec.attrs),
-            status=_status(Status.STATUS_CODE_ERRORspec.error),
+            status=_status(spec.error),
         )
         rs = ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])
         rs.resource.attributes.extend(_kvs(spec.resource))
