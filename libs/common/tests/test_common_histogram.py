@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from podpulse.common.histogram import Histogram, percentile
+from podpulse.common.histogram import (
+    BOUNDED_BUCKETS,
+    BOUNDED_MAX,
+    RELATIVE_ERROR,
+    Histogram,
+    percentile,
+)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -36,3 +42,37 @@ def test_histograms_are_not_hashable() -> None:
     """Equal by value and mutable, a histogram has no hash (a set or dict key would break)."""
     with pytest.raises(TypeError, match="unhashable"):
         hash(Histogram())
+
+
+def test_a_bounded_histogram_is_within_one_percent_and_holds_few_buckets() -> None:
+    """Log-sized buckets: every percentile within 1 % of a measured value (nearest rank), and
+    a million spread values, huge ones and NaN fill at most BOUNDED_BUCKETS buckets."""
+    values = [0.05 + i * 1.37 for i in range(5000)]
+    bounded = Histogram.bounded().extend(values)
+    for q in (1, 50, 95, 99, 100):
+        exact = percentile(values, q)
+        assert exact is not None
+        got = bounded.percentile(q)
+        assert got is not None
+        assert abs(got - exact) <= max(RELATIVE_ERROR * exact, 0.1)
+    wide = Histogram.bounded().extend(10 ** (i / 100_000 * 12 - 3) for i in range(1_000_000))
+    wide.extend([float("nan"), float("inf"), -5.0, 1e300])
+    assert len(wide.counts()) <= BOUNDED_BUCKETS
+    assert BOUNDED_BUCKETS < 1000
+    assert wide.max() == pytest.approx(BOUNDED_MAX, rel=RELATIVE_ERROR)
+    assert wide.min() == 0.0
+
+
+def test_bounded_histograms_merge_exactly_and_refuse_the_other_scheme() -> None:
+    """Merging bounded shards adds counts (same as one over all values), survives JSON, and
+    a bounded histogram never merges with, or equals, a 0.1 ms one."""
+    a, b = Histogram.bounded().extend([1.0, 50.0]), Histogram.bounded().extend([7.0, 9000.0])
+    whole = Histogram.bounded().extend([1.0, 50.0, 7.0, 9000.0])
+    assert a.merge(b) == whole
+    assert Histogram.from_json(whole.to_json()) == whole
+    assert whole.to_json()["relative_error"] == RELATIVE_ERROR
+    assert Histogram.bounded().extend([1.0]) != Histogram().extend([1.0])
+    with pytest.raises(ValueError, match="bounded"):
+        a.merge(Histogram())
+    with pytest.raises(ValueError, match=r"relative error 0\.05"):
+        Histogram.from_json({"relative_error": 0.05, "counts": {}})

@@ -36,9 +36,10 @@ class DictStore:
     ) -> StatValue:
         obs = [o for o in self.observations if o.series == key and now - window_s < o.at <= now]
         if metric == "fail_rate":
-            if not obs:
+            jobs = [o for o in obs if o.failed is not None]  # None: a GenAI span, not a job
+            if not jobs:
                 return StatValue(None, 0)
-            return StatValue(sum(o.failed for o in obs) / len(obs), len(obs))
+            return StatValue(sum(bool(o.failed) for o in jobs) / len(jobs), len(jobs))
         values = sorted(v for o in obs if (v := getattr(o, metric)) is not None)
         if not values:
             return StatValue(None, 0)

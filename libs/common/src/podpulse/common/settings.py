@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
+    "ALERTER_RECEIVER_TOKEN",
     "ALERT_WEBHOOK_URL",
     "DEFAULT_RUNPOD_ENDPOINT_BASE_URL",
     "DEFAULT_RUNPOD_MANAGEMENT_BASE_URL",
@@ -388,7 +389,16 @@ ALERT_WEBHOOK_URL = Secret(
     "ALERT_WEBHOOK_URL",
     description="Generic webhook URL alerts are posted to as JSON.",
 )
-KNOWN_SECRETS: tuple[Secret, ...] = (RUNPOD_API_KEY, SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL)
+ALERTER_RECEIVER_TOKEN = Secret(
+    "ALERTER_RECEIVER_TOKEN",
+    description="Bearer token the alerter's OTLP receiver requires (unset: no token needed).",
+)
+KNOWN_SECRETS: tuple[Secret, ...] = (
+    RUNPOD_API_KEY,
+    SLACK_WEBHOOK_URL,
+    ALERT_WEBHOOK_URL,
+    ALERTER_RECEIVER_TOKEN,
+)
 
 
 def known_secret_values(secrets: Iterable[Secret] = KNOWN_SECRETS) -> tuple[str, ...]:

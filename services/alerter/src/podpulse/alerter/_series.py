@@ -41,12 +41,14 @@ class Observation:
     """One finished job as a span reported it; what the span did not carry is None.
 
     ``at`` is the span's end time (Unix seconds): observations fall into windows by when the
-    job ended, whichever process received them.
+    job ended, whichever process received them. ``failed`` None: not a job (a worker's GenAI
+    span, one generation), so it counts in no fail_rate; a failed job's latencies and tokens/s
+    are not counted either (as in the prober's SLO, latency statistics are of successful jobs).
     """
 
     series: SeriesKey
     at: float
-    failed: bool
+    failed: bool | None
     exec_ms: float | None = None
     delay_ms: float | None = None
     total_ms: float | None = None

@@ -1,10 +1,12 @@
 """The alerter's settings: one typed object, built once at the entry point and passed down.
 
-Every field reads ``ALERTER_<FIELD>`` unless its variable is one users already know
-(``ALERTMANAGER_URL``, ``ALERT_RULES_FILE``). The Slack and generic webhook URLs are secrets,
-not settings: they are ``podpulse.common.settings.SLACK_WEBHOOK_URL`` and
-``ALERT_WEBHOOK_URL`` (the variable or its ``*_FILE``), read on every send so a rotated URL
-takes effect without a restart, and never logged.
+Every field reads ``ALERTER_<FIELD>`` (``ALERTER_BUCKET_S=10``) unless its variable is one
+users already know (``ALERTMANAGER_URL``, ``ALERT_RULES_FILE``); Redis itself is the common
+``REDIS_URL``. Secrets are not settings: the receiver's bearer token is
+``ALERTER_RECEIVER_TOKEN`` (or ``ALERTER_RECEIVER_TOKEN_FILE``), and the Slack and generic
+webhook URLs are ``podpulse.common.settings.SLACK_WEBHOOK_URL`` and ``ALERT_WEBHOOK_URL`` (the
+variable or its ``*_FILE``); each is read on use, so a rotated value takes effect without a
+restart, and never logged.
 """
 
 from __future__ import annotations
@@ -12,18 +14,78 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from podpulse.common.settings import env_settings
 
 __all__ = ["AlerterSettings"]
 
+# OTLP's recommended default limit for a request body, before and after decompression.
+_TWENTY_MIB = 20 * 1024 * 1024
+
 
 class AlerterSettings(BaseSettings):
-    """Which rules are evaluated, where alerts go, and how hard delivery tries."""
+    """How the alerter receives spans and keeps their windows, which rules it evaluates,
+    where alerts go, and how hard delivery tries."""
 
     model_config = env_settings("ALERTER_")
+
+    # --- Receiving spans and keeping windows (podpulse.alerter.app, _receiver, _windows) ---
+    max_body_bytes: int = Field(
+        default=_TWENTY_MIB,
+        ge=1024,
+        description="Largest OTLP request body, counted after gunzip too; larger is a 413.",
+    )
+    bucket_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Length of one window bucket; windows are whole buckets, so a 5 m window "
+        "is exact to one bucket.",
+    )
+    retention_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How far back windows reach (the longest rule window); older buckets and "
+        "spans that ended earlier are dropped, and Redis keys expire after it.",
+    )
+    max_series: int = Field(
+        default=1000,
+        ge=1,
+        description="Most (endpoint, model) series kept; past it the idlest series is evicted "
+        "and counted in podpulse_alerter_series_evicted_total.",
+    )
+    max_clock_skew_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Spans ending later than now plus this are dropped as from the future.",
+    )
+    flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a receiver adds its new buckets into Redis, where every "
+        "receiver's buckets merge; stat() sees a span at most this much later.",
+    )
+    redis_prefix: str = Field(
+        default="podpulse:alerter:",
+        min_length=1,
+        description="Prefix of the alerter's Redis keys (window buckets and the series index).",
+    )
+    metrics_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Window of the statistics GET /metrics reports per series.",
+    )
+    accept_twin_spans: bool = Field(
+        default=True,
+        description="Count spans whose podpulse.target.kind is 'twin' (a local twin's "
+        "endpoint id is its own series); false ignores them.",
+    )
+    accept_genai_spans: bool = Field(
+        default=True,
+        description="Count the worker's GenAI spans (gen_ai.operation.name) as tokens/s "
+        "samples of the endpoint in their runpod.endpoint.id attribute or resource.",
+    )
 
     # --- Evaluation and notification (rules, state, receivers) ------------------------------
     rules_file: Path | None = Field(
@@ -66,6 +128,14 @@ class AlerterSettings(BaseSettings):
         "is dropped (counted as failed and logged); until then it is kept in Redis and "
         "retried with backoff.",
     )
+
+    @model_validator(mode="after")
+    def _buckets_fit(self) -> AlerterSettings:
+        if self.retention_s < self.bucket_s:
+            raise ValueError("retention_s must be at least bucket_s")
+        if self.metrics_window_s > self.retention_s:
+            raise ValueError("metrics_window_s must not exceed retention_s")
+        return self
 
     @field_validator("alertmanager_url")
     @classmethod

@@ -1,0 +1,307 @@
+"""The OTLP/HTTP receiver: ``POST /v1/traces`` into the windows, ``GET /metrics`` out.
+
+As opentelemetry-proto's ``docs/specification.md`` (OTLP/HTTP) asks: binary protobuf
+(``application/x-protobuf``) and JSON (``application/json``) on one path, optionally gzip
+(``Content-Encoding: gzip``); the reply has the request's content type; success is 200 with
+an ``ExportTraceServiceResponse``, whose ``partial_success`` (``rejected_spans``,
+``error_message``) is set when some spans were dropped; failures carry a ``google.rpc.Status``
+with the reason: 400 for a body that does not decode (not retryable), 401 for a missing or
+wrong bearer token, 413 for a body over ``ALERTER_MAX_BODY_BYTES`` (20 MiB by default, the
+spec's recommendation), before *or after* gunzip (decompression stops at the limit, so a gzip
+bomb never expands past it), 415 for another content type or encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Protocol
+
+import anyio
+import redis
+import structlog
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from podpulse.common.settings import ALERTER_RECEIVER_TOKEN, Secret, SecretError
+
+from . import _metrics as m
+from ._otlp import OtlpError, RawSpan, decode_json, decode_protobuf
+from ._reader import Rejection, SpanReader
+from ._series import Observation, SeriesKey
+from ._windows import Bucket
+from .settings import AlerterSettings
+
+__all__ = ["create_receiver_app"]
+
+log = structlog.get_logger("podpulse.alerter")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+# google.rpc.Code values; OTLP clients do not act on them, people reading replies may.
+_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
+_MAX_MESSAGES = 5  # distinct rejection messages quoted in one partial_success
+
+
+class ReceiverStore(Protocol):
+    """What the receiver needs of a window store (``MemoryWindowStore``, ``RedisWindowStore``)."""
+
+    def add(self, observation: Observation) -> None: ...
+
+    def series(self, now: float) -> list[SeriesKey]: ...
+
+    def merged(self, key: SeriesKey, window_s: float, now: float) -> Bucket: ...
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _reply(
+    status: int,
+    content_type: str,
+    message: ExportTraceServiceResponse | Status,
+    as_json: Mapping[str, object],
+) -> Response:
+    m.OTLP_REQUESTS.labels(code=str(status)).inc()
+    if content_type == JSON:
+        # ASCII JSON: a message quoting a span's name may hold a lone surrogate.
+        return Response(json.dumps(as_json).encode(), status_code=status, media_type=JSON)
+    return Response(message.SerializeToString(), status_code=status, media_type=PROTOBUF)
+
+
+def _failure(status: int, content_type: str, message: str) -> Response:
+    code = _CODES.get(status, 2)
+    return _reply(
+        status, content_type, Status(code=code, message=message), {"code": code, "message": message}
+    )
+
+
+async def _read_body(request: Request, limit: int, gzipped: bool) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _Refused(413, f"body of {declared} bytes is over the {limit}-byte limit")
+    raw = 0
+    out = bytearray()
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
+    async for chunk in request.stream():
+        raw += len(chunk)
+        if raw > limit:
+            raise _Refused(413, f"body is over the {limit}-byte limit")
+        if inflate is None:
+            out += chunk
+            continue
+        if inflate.eof:
+            if chunk:
+                raise _Refused(400, "data after the end of the gzip stream")
+            continue
+        try:
+            # At most one byte past the limit: enough to know it is over, never a bomb's worth.
+            out += inflate.decompress(chunk, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise _Refused(400, f"not a gzip stream ({exc})") from None
+        if len(out) > limit or inflate.unconsumed_tail:
+            raise _Refused(413, f"body is over the {limit}-byte limit once gunzipped")
+    if inflate is not None:
+        if not inflate.eof:
+            raise _Refused(400, "gzip stream ends early")
+        if inflate.unused_data:
+            raise _Refused(400, "data after the end of the gzip stream")
+    return bytes(out)
+
+
+def _check_token(request: Request, token: Secret) -> None:
+    try:
+        expected = token.get()
+    except SecretError as exc:
+        # Our fault, not the client's: retryable, and the reason is in the log.
+        log.error("receiver.token_unreadable", error=str(exc))  # noqa: TRY400 (no traceback)
+        raise _Refused(503, "the receiver's token cannot be read") from None
+    if expected is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+        raise _Refused(401, "missing or wrong bearer token")
+
+
+def _media_type(request: Request) -> str:
+    raw = request.headers.get("content-type", "")
+    return raw.split(";", 1)[0].strip().lower()
+
+
+def _partial(rejections: list[Rejection]) -> str:
+    seen: dict[str, int] = {}
+    for r in rejections:
+        seen[r.message] = seen.get(r.message, 0) + 1
+    parts = [f"{n} x {msg}" for msg, n in list(seen.items())[:_MAX_MESSAGES]]
+    more = len(seen) - _MAX_MESSAGES
+    tail = f"; and {more} other reasons" if more > 0 else ""
+    return f"{len(rejections)} spans rejected: " + "; ".join(parts) + tail
+
+
+def ingest(
+    spans: Iterator[RawSpan], reader: SpanReader, store: ReceiverStore, now: float
+) -> list[Rejection]:
+    """Count each span's observation in the store; the rejections, in order."""
+    rejections: list[Rejection] = []
+    received = accepted = ignored = 0
+    for span in spans:
+        received += 1
+        result = reader.read(span, now)
+        if result is None:
+            ignored += 1
+        elif isinstance(result, Rejection):
+            rejections.append(result)
+            m.SPANS_DROPPED.labels(reason=result.reason).inc()
+        else:
+            store.add(result)
+            accepted += 1
+    m.SPANS_RECEIVED.inc(received)
+    m.SPANS_ACCEPTED.inc(accepted)
+    m.SPANS_IGNORED.inc(ignored)
+    return rejections
+
+
+class _Receiver:
+    """POST /v1/traces, with what it reads spans with and counts them in."""
+
+    def __init__(
+        self,
+        settings: AlerterSettings,
+        store: ReceiverStore,
+        clock: Callable[[], float],
+        token: Secret,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.token = token
+        self.reader = SpanReader(
+            retention_s=settings.retention_s,
+            max_clock_skew_s=settings.max_clock_skew_s,
+            accept_twin_spans=settings.accept_twin_spans,
+            accept_genai_spans=settings.accept_genai_spans,
+        )
+
+    async def export(self, request: Request) -> Response:
+        """POST /v1/traces: OTLP/HTTP export, protobuf or JSON, gzip or not."""
+        media = _media_type(request)
+        reply_type = JSON if media == JSON else PROTOBUF
+        try:
+            rejections = await self._ingest(request, media)
+        except _Refused as refused:
+            return _failure(refused.status, reply_type, refused.message)
+        except OtlpError as exc:
+            return _failure(400, reply_type, str(exc))
+        if not rejections:
+            return _reply(200, reply_type, ExportTraceServiceResponse(), {})
+        message = _partial(rejections)
+        response = ExportTraceServiceResponse(
+            partial_success=ExportTracePartialSuccess(
+                rejected_spans=len(rejections), error_message=message
+            )
+        )
+        as_json = {
+            "partialSuccess": {"rejectedSpans": str(len(rejections)), "errorMessage": message}
+        }
+        return _reply(200, reply_type, response, as_json)
+
+    async def _ingest(self, request: Request, media: str) -> list[Rejection]:
+        if media not in (JSON, PROTOBUF):
+            raise _Refused(415, f"content type must be {PROTOBUF} or {JSON}")
+        _check_token(request, self.token)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            raise _Refused(415, f"content encoding must be gzip or none, not {encoding!r}")
+        body = await _read_body(request, self.settings.max_body_bytes, encoding == "gzip")
+        spans = decode_json(body) if media == JSON else decode_protobuf(body)
+        return ingest(spans, self.reader, self.store, self.clock())
+
+
+def _lifespan(
+    store: ReceiverStore, interval_s: float
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    flush: Callable[[], int] | None = getattr(store, "flush", None)
+
+    async def flush_once() -> None:
+        assert flush is not None
+        try:
+            await anyio.to_thread.run_sync(flush)
+        except redis.RedisError as exc:
+            m.FLUSH_ERRORS.inc()
+            log.warning("receiver.flush_failed", error=str(exc))
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await flush_once()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if flush is None:
+            yield
+            return
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await flush_once()
+
+    return lifespan
+
+
+def create_receiver_app(
+    settings: AlerterSettings,
+    store: ReceiverStore,
+    *,
+    clock: Callable[[], float] = time.time,
+    token: Secret = ALERTER_RECEIVER_TOKEN,
+) -> Starlette:
+    """The receiver as a Starlette app (mountable; ``uvicorn`` serves it as the twin is).
+
+    A store with a ``flush()`` (``RedisWindowStore``) is flushed every
+    ``ALERTER_FLUSH_INTERVAL_S`` in a thread, and once more on shutdown.
+    """
+    receiver = _Receiver(settings, store, clock, token)
+    windows = CollectorRegistry(auto_describe=False)
+    windows.register(m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock))
+
+    def metrics(request: Request) -> Response:
+        """GET /metrics: Prometheus text; sync, so a Redis read runs in the thread pool."""
+        return Response(m.render(windows), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthy(request: Request) -> Response:
+        """GET /-/healthy: the process answers."""
+        return Response("ok\n", media_type="text/plain")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/traces", receiver.export, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/-/healthy", healthy, methods=["GET"]),
+        ],
+        lifespan=_lifespan(store, settings.flush_interval_s),
+    )
+    app.state.store = store
+    app.state.reader = receiver.reader
+    return app
