@@ -47,8 +47,12 @@ rules:
 def alerter(*args: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m podpulse.alerter <args>`; SIGTERM (warm shutdown) when the block ends."""
     with log.open("wb") as out:
-        popen = subprocess.Popen([sys.executable, "-m", "podpulse.alerter", *args], env=env,
-                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "podpulse.alerter", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield popen
     finally:
@@ -63,15 +67,22 @@ def alerter(*args: str, env: dict[str, str], log: Path) -> Iterator[subprocess.P
 @contextmanager
 def feeding(client: redis.Redis, exec_ms: list[float]) -> Iterator[None]:
     """Five jobs of ep1 every 0.25 s (exec_ms[0] each), flushed as a receiver flushes them."""
-    store = RedisWindowStore(client, prefix="podpulse:alerter:", bucket_s=1.0, retention_s=600.0,
-                             max_series=10, clock=time.time)  # fmt: skip
+    store = RedisWindowStore(
+        client,
+        prefix="podpulse:alerter:",
+        bucket_s=1.0,
+        retention_s=600.0,
+        max_series=10,
+        clock=time.time,
+    )
     stop = threading.Event()
 
     def feed() -> None:
         while not stop.is_set():
             for _ in range(5):
-                store.add(Observation(SeriesKey("ep1"), at=time.time(), failed=False,
-                                      exec_ms=exec_ms[0]))  # fmt: skip
+                store.add(
+                    Observation(SeriesKey("ep1"), at=time.time(), failed=False, exec_ms=exec_ms[0])
+                )
             store.flush()
             stop.wait(0.25)
 
@@ -104,13 +115,29 @@ def test_worker_and_beat_evaluate_deliver_and_handle_bus_events(tmp_path: Path) 
     rules.write_text(RULES)
     with redis_server() as redis_url, recorder() as hook:
         client = redis.Redis.from_url(redis_url)
-        env = os.environ | {"REDIS_URL": redis_url, "ALERT_RULES_FILE": str(rules),
-                            "ALERT_WEBHOOK_URL": hook.url, "OTEL_SDK_DISABLED": "true",
-                            "PODPULSE_LOG_FORMAT": "json",
-                            "ALERTER_BUCKET_S": "1"}  # as the feeder's: buckets must agree  # fmt: skip
+        env = os.environ | {
+            "REDIS_URL": redis_url,
+            "ALERT_RULES_FILE": str(rules),
+            "ALERT_WEBHOOK_URL": hook.url,
+            "OTEL_SDK_DISABLED": "true",
+            # Every process of one alerter must agree on the buckets.
+            "PODPULSE_LOG_FORMAT": "json",
+            "ALERTER_BUCKET_S": "1",
+        }
         env.pop("SLACK_WEBHOOK_URL", None)
-        worker_args = ("worker", "-Q", "alerter,notify", "-P", "solo", "-n", "alerter@%h",
-                       "-l", "INFO", "--without-gossip", "--without-mingle")  # fmt: skip
+        worker_args = (
+            "worker",
+            "-Q",
+            "alerter,notify",
+            "-P",
+            "solo",
+            "-n",
+            "alerter@%h",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        )
         exec_ms = [900.0]
         with (
             alerter(*worker_args, env=env, log=tmp_path / "worker.log"),
@@ -122,9 +149,18 @@ def test_worker_and_beat_evaluate_deliver_and_handle_bus_events(tmp_path: Path) 
             with feeding(client, exec_ms):
                 wait_until(lambda: ("ExecP95High", "firing") in names(hook), 60, "firing")
                 publish(bus, ProbeRunCompleted.of(_summary(), results_path="results/r1"))
-                publish(bus, ReleaseRecorded(
-                    tag="v1.0-production", commit="abcdef1234", endpoint_id="ep1", image="img",
-                    model="m", gpu="g", recorded_at=datetime.now(UTC)))  # fmt: skip
+                publish(
+                    bus,
+                    ReleaseRecorded(
+                        tag="v1.0-production",
+                        commit="abcdef1234",
+                        endpoint_id="ep1",
+                        image="img",
+                        model="m",
+                        gpu="g",
+                        recorded_at=datetime.now(UTC),
+                    ),
+                )
                 wait_until(lambda: len(hook.bodies()) >= 3, 30, "both events")
                 exec_ms[0] = 20.0  # the handler recovers
                 wait_until(lambda: ("ExecP95High", "resolved") in names(hook), 60, "resolved")

@@ -56,7 +56,10 @@ def test_rules_prints_the_defaults_and_validates_a_file(cli, tmp_path: Path) -> 
     bad.write_text(BAD_RULES)
     result = cli("alerts", "rules", "--rules", str(bad))
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: {bad}:6: rules.0.threshold: Input should be a valid number"
+    assert (
+        result.stderr.strip()
+        == f"error: {bad}:6: rules.0.threshold: Input should be a valid number"
+    )
     good = tmp_path / "good.yaml"
     good.write_text(BAD_RULES.replace('"5000"', "5000"))
     result = cli("alerts", "rules", "--rules", str(good))
@@ -66,8 +69,17 @@ def test_rules_prints_the_defaults_and_validates_a_file(cli, tmp_path: Path) -> 
 def test_silence_add_list_expire_and_bad_flags(cli) -> None:
     """A silence is added with matchers and a duration, listed, and expired; bad matchers,
     durations and end times are exit 2 with one line."""
-    result = cli("alerts", "silence", "add", "endpoint=ep1", 'alertname=~"Exec.*"',
-                 "--duration", "2h", "--comment", "deploy")  # fmt: skip
+    result = cli(
+        "alerts",
+        "silence",
+        "add",
+        "endpoint=ep1",
+        'alertname=~"Exec.*"',
+        "--duration",
+        "2h",
+        "--comment",
+        "deploy",
+    )
     assert result.exit_code == 0, result.stderr
     silence_id = result.stdout.split()[0]
     listed = cli("alerts", "silence", "list").stdout
@@ -101,11 +113,14 @@ def test_status_shows_each_rule_and_series_and_the_firing_alerts(
     assert "no alert states yet" in cli("alerts", "status").stdout
     client = redis.Redis.from_url(redis_url)
     states = StateStore(client, prefix)
-    states.save({
-        ("ExecP95High", SeriesKey("ep1", "m")): AlertState(
-            phase="firing", value=6200.0, samples=40, active_at=1.0, fired_at=5.0),
-        ("DelayP50High", SeriesKey("ep1", "m")): AlertState(phase="no_data", samples=2),
-    })  # fmt: skip
+    states.save(
+        {
+            ("ExecP95High", SeriesKey("ep1", "m")): AlertState(
+                phase="firing", value=6200.0, samples=40, active_at=1.0, fired_at=5.0
+            ),
+            ("DelayP50High", SeriesKey("ep1", "m")): AlertState(phase="no_data", samples=2),
+        }
+    )
     out = cli("alerts", "status").stdout
     lines = out.splitlines()
     assert lines[0].split() == ["RULE", "ENDPOINT", "MODEL", "STATE", "VALUE", "SAMPLES", "SINCE"]
@@ -132,7 +147,9 @@ def test_test_sends_a_sample_to_every_receiver_and_reports_each(cli, monkeypatch
     assert bodies[0]["version"] == "4"
 
 
-def test_serve_refuses_a_bad_rules_file_and_an_unreachable_redis(cli, tmp_path, monkeypatch) -> None:
+def test_serve_refuses_a_bad_rules_file_and_an_unreachable_redis(
+    cli, tmp_path, monkeypatch
+) -> None:
     """`alerter serve` with a bad rules file is exit 2 naming file:line; without Redis, exit 1."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_RULES)

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 ENDPOINT = "glue-ep"
+FIRING = 'ALERTS{alertname="ExecP95High",alertstate="firing"'
 RULES = """
 evaluation_interval: 1s
 route: {group_by: [alertname, endpoint], group_wait: 1s, group_interval: 2s,
@@ -73,16 +74,92 @@ def accepted(port: int) -> float:
 
 def loadtest(tmp: Path, env: dict[str, str], exec_ms: int, seconds: int, name: str) -> list[str]:
     env.update(TWIN_CALIBRATED_EXEC_MS=str(exec_ms))
-    return [PODPULSE, "loadtest", "--target", "twin", "--concurrency", "2", "--duration",
-            f"{seconds}s", "--warmup", "0", "--run-id", name, "--results-dir", str(tmp / "results")]  # fmt: skip
+    results = str(tmp / "results")
+    return [
+        PODPULSE,
+        "loadtest",
+        "--target",
+        "twin",
+        "--concurrency",
+        "2",
+        "--duration",
+        f"{seconds}s",
+        "--warmup",
+        "0",
+        "--run-id",
+        name,
+        "--results-dir",
+        results,
+    ]
 
 
 def statuses(rec) -> list[str]:
     return [b["status"] for b in rec.bodies()]
 
 
-def slack_texts(rec) -> list[str]:
-    return [b["text"] for b in rec.bodies()]
+class Serving:
+    """`podpulse alerter serve` as a process that can be stopped and started again."""
+
+    def __init__(self, port: int, rules: Path, env: dict[str, str], log: Path) -> None:
+        self.argv = [
+            PODPULSE,
+            "alerter",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rules",
+            str(rules),
+        ]
+        self.env, self.log, self.port = env, log, port
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(lambda: metrics(self.port), timeout_s=30, what="serve's /metrics")
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM; the exit status and how long it took."""
+        assert self.popen is not None
+        sent = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait()
+        return code, time.monotonic() - sent
+
+
+def say(line: str) -> None:
+    sys.stderr.write(f"\n{line}\n")
+
+
+def envs(redis_url: str, port: int, slack: str, hook: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The alerter's environment and the prober's (spans over OTLP/HTTP to the alerter)."""
+    base = os.environ | {"REDIS_URL": redis_url, "PODPULSE_LOG_FORMAT": "json"}
+    base.pop("RUNPOD_ENDPOINT_ID", None)  # the prober's target is its own twin
+    alerter = base | {
+        "SLACK_WEBHOOK_URL": slack,
+        "ALERT_WEBHOOK_URL": hook,
+        "OTEL_TRACES_EXPORTER": "none",
+        # Short buckets, so a 10 s window is 10 s and the recovery is not held back by one.
+        "ALERTER_BUCKET_S": "1",
+        "ALERTER_FLUSH_INTERVAL_S": "0.25",
+    }
+    prober = base | {
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "TWIN_ENDPOINT_ID": ENDPOINT,
+        "TWIN_CALIBRATED_DISTRIBUTION": "fixed",
+    }
+    return alerter, prober
 
 
 def test_slow_twin_alerts_slack_and_webhook_survives_restart_and_resolves(tmp_path) -> None:
@@ -92,45 +169,24 @@ def test_slow_twin_alerts_slack_and_webhook_survives_restart_and_resolves(tmp_pa
     rules.write_text(RULES)
     port = free_port()
     with redis_server() as redis_url, recorder() as slack, recorder() as hook:
-        base = os.environ | {"REDIS_URL": redis_url, "PODPULSE_LOG_FORMAT": "json",
-                             "OTEL_SDK_DISABLED": "false"}  # fmt: skip
-        base.pop("RUNPOD_ENDPOINT_ID", None)
-        alerter_env = base | {
-            "SLACK_WEBHOOK_URL": slack.url, "ALERT_WEBHOOK_URL": hook.url,
-            "ALERTER_BUCKET_S": "1", "ALERTER_FLUSH_INTERVAL_S": "0.25",
-            "OTEL_TRACES_EXPORTER": "none",
-        }  # fmt: skip
-        prober_env = base | {
-            "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-            "OTEL_BSP_SCHEDULE_DELAY": "200", "TWIN_ENDPOINT_ID": ENDPOINT,
-            "TWIN_CALIBRATED_DISTRIBUTION": "fixed", "PROBER_WARMUP": "0",
-        }  # fmt: skip
-        serve = [PODPULSE, "alerter", "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--rules", str(rules)]  # fmt: skip
-        log = tmp_path / "serve.log"
-        first = process(serve, alerter_env, log)
-        alerter = first.__enter__()
+        alerter_env, prober_env = envs(redis_url, port, slack.url, hook.url)
+        serving = Serving(port, rules, alerter_env, tmp_path / "serve.log")
+        serving.start()
         try:
-            wait_until(lambda: metrics(port), timeout_s=30)
             slow_argv = loadtest(tmp_path, prober_env, 600, 40, "slow")
             with process(slow_argv, dict(prober_env), tmp_path / "slow.log") as slow:
-                wait_until(lambda: accepted(port) >= 5, timeout_s=60)
+                wait_until(lambda: accepted(port) >= 5, timeout_s=60, what="5 slow spans")
                 breach = time.monotonic()  # every span breaches: P95 > 300 from min_samples on
-                wait_until(lambda: statuses(hook) and slack.bodies(), timeout_s=30)
-                delivered = time.monotonic()
-                print(f"breach -> delivered (min_samples in, for 2s, group_wait 1s): "
-                      f"{delivered - breach:.2f} s")  # fmt: skip
+                wait_until(lambda: hook.bodies() and slack.bodies(), timeout_s=30)
+                say(f"breach -> delivered to both: {time.monotonic() - breach:.2f} s")
                 assert 'alertstate="firing"' in metrics(port)
-                # Restart mid-incident: SIGTERM is a prompt exit 0, Redis keeps the state.
-                alerter.send_signal(signal.SIGTERM)
-                stopped = time.monotonic()
-                assert alerter.wait(timeout=15) == 0
-                print(f"SIGTERM -> exited: {time.monotonic() - stopped:.2f} s")
-                first.__exit__(None, None, None)
-                first = process(serve, alerter_env, log)
-                first.__enter__()
-                wait_until(lambda: 'ALERTS{alertname="ExecP95High",alertstate="firing"'
-                           in metrics(port), timeout_s=30)  # fmt: skip
+                assert "podpulse_alerter_evaluations_total" in metrics(port)
+                # Restart mid-incident: SIGTERM is a prompt exit 0; Redis keeps the state.
+                code, took = serving.stop()
+                assert code == 0
+                say(f"SIGTERM -> exited 0: {took:.2f} s")
+                serving.start()
+                wait_until(lambda: FIRING in metrics(port), timeout_s=30, what="ALERTS firing")
                 assert slow.wait(timeout=90) in (0, 1)
             assert statuses(hook) == ["firing"]  # the restarted alerter did not fire again
             assert len(slack.bodies()) == 1
@@ -138,19 +194,27 @@ def test_slow_twin_alerts_slack_and_webhook_survives_restart_and_resolves(tmp_pa
             with process(fast_argv, dict(prober_env), tmp_path / "fast.log"):
                 recovering = time.monotonic()
                 wait_until(lambda: statuses(hook) == ["firing", "resolved"], timeout_s=60)
-                print(f"fast run started -> resolution delivered: "
-                      f"{time.monotonic() - recovering:.2f} s")  # fmt: skip
+                took = time.monotonic() - recovering
+                say(f"fast run started -> resolution delivered: {took:.2f} s")
                 wait_until(lambda: len(slack.bodies()) == 2, timeout_s=15)
         finally:
-            first.__exit__(None, None, None)
-    firing, resolved = hook.bodies()
+            serving.stop()
+    check_payloads(hook.bodies(), slack.bodies(), hook.keys())
+
+
+def check_payloads(hook: list, slack: list, keys: list[str]) -> None:
+    firing, resolved = hook
     assert firing["version"] == "4"
     assert firing["groupKey"] == f'{{}}:{{alertname="ExecP95High", endpoint="{ENDPOINT}"}}'
     # The calibrated handler's spans name their model: it is the series' and a label.
-    assert firing["commonLabels"] == {"alertname": "ExecP95High", "severity": "critical",
-                                      "endpoint": ENDPOINT, "model": "calibrated"}  # fmt: skip
+    assert firing["commonLabels"] == {
+        "alertname": "ExecP95High",
+        "severity": "critical",
+        "endpoint": ENDPOINT,
+        "model": "calibrated",
+    }
     assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
-    assert slack_texts(slack)[0].startswith("[FIRING]")
-    assert slack_texts(slack)[1].startswith("[RESOLVED]")
-    assert slack.bodies()[0]["blocks"]
-    assert len(set(hook.keys())) == 2
+    assert slack[0]["text"].startswith("[FIRING]")
+    assert slack[1]["text"].startswith("[RESOLVED]")
+    assert slack[0]["blocks"]
+    assert len(set(keys)) == 2

@@ -112,12 +112,21 @@ def create_serving_app(
         # The receiver's flush loop outlives the scheduler: its last flush comes after the
         # last evaluation, so the windows in Redis hold every span this process took.
         async with receiving(app), httpx.AsyncClient(timeout=settings.notify_timeout_s) as http:
-            alerter = Alerter.build(client, settings, config,
-                                    configured_receivers(settings, http), metrics=metrics,
-                                    store=store)  # fmt: skip
+            alerter = Alerter.build(
+                client,
+                settings,
+                config,
+                configured_receivers(settings, http),
+                metrics=metrics,
+                store=store,
+            )
             names = alerter.notifier.outbox.receivers
-            log.info("alerter.serving", rules=len(config.rules), receivers=names,
-                     evaluation_interval_s=config.evaluation_interval)  # fmt: skip
+            log.info(
+                "alerter.serving",
+                rules=len(config.rules),
+                receivers=names,
+                evaluation_interval_s=config.evaluation_interval,
+            )
             async with Scheduler(alerter).running():
                 yield
 
@@ -135,8 +144,15 @@ def serve(
     """Run the whole alerter in the foreground until Ctrl-C or SIGTERM (then exit 0)."""
     app = create_serving_app(client, settings, config)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                       lifespan="on", timeout_graceful_shutdown=5)  # fmt: skip
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
     )
     # uvicorn re-raises the signal it stopped on once it has shut down cleanly; a SIGTERM
     # is then an ordinary exit, as a SIGINT's KeyboardInterrupt is made one below.

@@ -16,6 +16,7 @@ are not stepped twice and a notification is not sent twice by two senders.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,10 +118,22 @@ class Alerter:
         prefix = settings.state_prefix
         states = StateStore(client, prefix)
         silences = SilenceStore(client, prefix)
-        evaluator = Evaluator(store, config, states, metrics=metrics,
-                              on_change=_log_change, external_url=settings.external_url)  # fmt: skip
-        outbox = Outbox(client, prefix, receivers, metrics=metrics, backoff=Backoff(),
-                        give_up_s=settings.notify_give_up_s)  # fmt: skip
+        evaluator = Evaluator(
+            store,
+            config,
+            states,
+            metrics=metrics,
+            on_change=_log_change,
+            external_url=settings.external_url,
+        )
+        outbox = Outbox(
+            client,
+            prefix,
+            receivers,
+            metrics=metrics,
+            backoff=Backoff(),
+            give_up_s=settings.notify_give_up_s,
+        )
         am = next((r.name for r in receivers if isinstance(r, AlertmanagerReceiver)), None)
         notifier = Notifier(
             client,
@@ -132,8 +145,7 @@ class Alerter:
             alertmanager_receiver=am,
             resend_s=settings.alertmanager_resend_s,
         )
-        return cls(client, settings, config, store, states, silences, evaluator, notifier,
-                   metrics)  # fmt: skip
+        return cls(client, settings, config, store, states, silences, evaluator, notifier, metrics)
 
     def _lock(self, what: str, timeout_s: int) -> Any:
         return self.client.lock(f"{self.settings.state_prefix}lock:{what}", timeout=timeout_s)
@@ -181,12 +193,17 @@ class Alerter:
 
 
 def _release(lock: Any) -> None:
-    try:
+    # LockError: it expired under a slow holder; the next one has it, nothing to undo.
+    with contextlib.suppress(redis.exceptions.LockError):
         lock.release()
-    except redis.exceptions.LockError:
-        pass  # it expired under a slow holder: the next one has it, nothing to undo
 
 
 def _log_change(event: AlertStateChanged) -> None:
-    log.info("alert." + event.state, rule=event.rule, severity=event.severity,
-             value=event.value, threshold=event.threshold, labels=event.labels)  # fmt: skip
+    log.info(
+        "alert." + event.state,
+        rule=event.rule,
+        severity=event.severity,
+        value=event.value,
+        threshold=event.threshold,
+        labels=event.labels,
+    )

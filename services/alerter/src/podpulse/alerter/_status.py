@@ -32,8 +32,17 @@ def status_lines(
         rule = rules.get(name)
         value = "-" if state.value is None else f"{state.value:.4g}"
         since = state.resolved_at if state.phase in ("resolved", "no_data") else state.active_at
-        rows.append((name, series.endpoint, series.model or "-", state.phase, value,
-                     str(state.samples), _ago(since, now)))  # fmt: skip
+        rows.append(
+            (
+                name,
+                series.endpoint,
+                series.model or "-",
+                state.phase,
+                value,
+                str(state.samples),
+                _ago(since, now),
+            )
+        )
         if state.phase == "firing" and rule is not None:
             firing.append(
                 f"FIRING {rule.severity.upper()} {name} on {series.endpoint}: {value} "
@@ -42,8 +51,10 @@ def status_lines(
     if len(rows) == 1:
         return [f"no alert states yet ({len(config.rules)} rules; nothing evaluated or all quiet)"]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]  # fmt: skip
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.append("")
     lines += firing or ["no alerts firing"]
     return lines
@@ -58,6 +69,11 @@ def sample_notification(now: float) -> Notification:
         starts_at=now,
     )
     key = group_key({"alertname": "PodpulseTest"})
-    return Notification(key=f"test-{int(now * 1000)}", group_key=key,
-                        group_labels={"alertname": "PodpulseTest"}, alerts=[alert], at=now,
-                        title="podpulse alerts test")  # fmt: skip
+    return Notification(
+        key=f"test-{int(now * 1000)}",
+        group_key=key,
+        group_labels={"alertname": "PodpulseTest"},
+        alerts=[alert],
+        at=now,
+        title="podpulse alerts test",
+    )

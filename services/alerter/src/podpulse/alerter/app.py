@@ -49,8 +49,9 @@ class AlerterContext:
     def alerter(self, http: httpx.AsyncClient) -> Alerter:
         """The parts, delivering through *http* (one client per task run: its own loop)."""
         receivers = configured_receivers(self.settings, http)
-        return Alerter.build(self.client, self.settings, self.config, receivers,
-                             metrics=self.metrics)  # fmt: skip
+        return Alerter.build(
+            self.client, self.settings, self.config, receivers, metrics=self.metrics
+        )
 
 
 def context_of(app: Celery) -> AlerterContext:
@@ -69,11 +70,17 @@ def beat_schedule(config: RulesConfig) -> dict[str, dict[str, object]]:
     """
     interval = config.evaluation_interval
     return {
-        "alerter-evaluate": {"task": tasks.EVALUATE, "schedule": interval,
-                             "options": {"expires": max(1.0, interval)}},
-        "alerter-deliver": {"task": tasks.DELIVER, "schedule": DELIVER_EVERY_S,
-                            "options": {"expires": 5 * DELIVER_EVERY_S}},
-    }  # fmt: skip
+        "alerter-evaluate": {
+            "task": tasks.EVALUATE,
+            "schedule": interval,
+            "options": {"expires": max(1.0, interval)},
+        },
+        "alerter-deliver": {
+            "task": tasks.DELIVER,
+            "schedule": DELIVER_EVERY_S,
+            "options": {"expires": 5 * DELIVER_EVERY_S},
+        },
+    }
 
 
 def create_app(common: CommonSettings, settings: AlerterSettings, config: RulesConfig) -> Celery:

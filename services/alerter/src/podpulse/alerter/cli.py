@@ -27,8 +27,8 @@ from ._rules import RulesConfig, parse_duration
 from ._rules_yaml import RulesError, default_rules, default_rules_text, load_rules
 from ._service import configured_receivers
 from ._silences import Silence, SilenceStore, parse_matcher
-from ._status import sample_notification, status_lines
 from ._state_store import StateStore
+from ._status import sample_notification, status_lines
 from .settings import AlerterSettings
 
 __all__ = ["alerter", "alerts"]
@@ -36,12 +36,24 @@ __all__ = ["alerter", "alerts"]
 EXIT_FAILED, EXIT_USAGE = 1, 2
 T = TypeVar("T")
 
-alerter = typer.Typer(name="alerter", help="Run the alerter.", no_args_is_help=True,
-                      pretty_exceptions_show_locals=False)  # fmt: skip
-alerts = typer.Typer(name="alerts", help="Look at and manage alerts.", no_args_is_help=True,
-                     pretty_exceptions_show_locals=False)  # fmt: skip
-silence = typer.Typer(name="silence", help="Silence alerts by label matchers.",
-                      no_args_is_help=True, pretty_exceptions_show_locals=False)  # fmt: skip
+alerter = typer.Typer(
+    name="alerter",
+    help="Run the alerter.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+alerts = typer.Typer(
+    name="alerts",
+    help="Look at and manage alerts.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+silence = typer.Typer(
+    name="silence",
+    help="Silence alerts by label matchers.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 alerts.add_typer(silence, name="silence")
 
 RulesOption = Annotated[
@@ -95,8 +107,10 @@ def serve_command(
     settings = _from_env(AlerterSettings)
     config = _rules(rules, settings)
     client = _redis(common)
-    typer.echo(f"alerter on http://{host}:{port} (/v1/traces, /metrics): {len(config.rules)} "
-               f"rules every {config.evaluation_interval:g} s; Ctrl-C stops it")  # fmt: skip
+    typer.echo(
+        f"alerter on http://{host}:{port} (/v1/traces, /metrics): {len(config.rules)} "
+        f"rules every {config.evaluation_interval:g} s; Ctrl-C stops it"
+    )
     serve(client, settings, config, host, port)
 
 
@@ -144,8 +158,11 @@ def test_command() -> None:
 
     results = asyncio.run(send_all())
     if not results:
-        fail(EXIT_USAGE, "no receiver configured: set SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL "
-                         "(or their _FILE) or ALERTMANAGER_URL")  # fmt: skip
+        fail(
+            EXIT_USAGE,
+            "no receiver configured: set SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL "
+            "(or their _FILE) or ALERTMANAGER_URL",
+        )
     for name, error in results:
         typer.echo(f"{name}: " + ("delivered" if error is None else f"FAILED ({error})"))
     if any(error is not None for _, error in results):
@@ -187,8 +204,9 @@ def silence_add(
         ends_at = _parse_until(str(until))
     if ends_at <= now:
         fail(EXIT_USAGE, "the silence would end before it starts")
-    made = _silences().add(Silence(matchers=parsed, starts_at=now, ends_at=ends_at,
-                                   comment=comment, created_by=author))  # fmt: skip
+    made = _silences().add(
+        Silence(matchers=parsed, starts_at=now, ends_at=ends_at, comment=comment, created_by=author)
+    )
     typer.echo(f"{made.id} until {_when(made.ends_at)}")
 
 
@@ -225,4 +243,3 @@ def silence_expire(silence_id: Annotated[str, typer.Argument(help="The silence's
     if not _silences().expire(silence_id):
         fail(EXIT_FAILED, f"no silence {silence_id!r}")
     typer.echo(f"expired {silence_id}")
-
