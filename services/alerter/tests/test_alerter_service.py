@@ -21,7 +21,7 @@ from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.events import ProbeRunCompleted
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "libs/common/tests"))
-import summary_examples  # noqa: E402
+import summary_examples
 
 
 def _alerter(client, prefix: str, http: httpx.AsyncClient) -> Alerter:
