@@ -16,8 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from alerter_helpers import recorder
+from receiver_helpers import SpanSpec, job_attrs, proto_request
 
+from podpulse.alerter import SeriesKey
+from podpulse.alerter._service import window_store
+from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.testing import free_port, redis_server, wait_until
 
 pytestmark = pytest.mark.slow
@@ -122,11 +127,11 @@ class Serving:
             )
         wait_until(lambda: metrics(self.port), timeout_s=30, what="serve's /metrics")
 
-    def stop(self) -> tuple[int, float]:
-        """SIGTERM; the exit status and how long it took."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
+        """Send *sig*; the exit status and how long it took."""
         assert self.popen is not None
         sent = time.monotonic()
-        self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(sig)
         try:
             code = self.popen.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -218,3 +223,33 @@ def check_payloads(hook: list, slack: list, keys: list[str]) -> None:
     assert slack[1]["text"].startswith("[RESOLVED]")
     assert slack[0]["blocks"]
     assert len(set(keys)) == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_right_after_spans_arrive_keeps_every_span(tmp_path, sig) -> None:
+    """Ctrl-C or SIGTERM just after an export: exit 0 within seconds, and every accepted span
+    is in the Redis windows (the last flush), though the flush interval had not come round."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    port = free_port()
+    with redis_server() as redis_url:
+        env, _ = envs(redis_url, port, "", "")
+        env |= {"ALERTER_FLUSH_INTERVAL_S": "60"}
+        serving = Serving(port, rules, env, tmp_path / "serve.log")
+        serving.start()
+        now = time.time()
+        body = proto_request(SpanSpec(job_attrs(exec_ms=100.0 + n), end_s=now) for n in range(200))
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/traces",
+            content=body.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        assert reply.status_code == 200
+        code, took = serving.stop(sig)
+        assert code == 0
+        assert took < 10
+        say(f"{sig.name} -> exited 0: {took:.2f} s")
+        client = redis.Redis.from_url(redis_url)
+        store = window_store(client, AlerterSettings(bucket_s=1.0))
+        stat = store.stat(SeriesKey("ep1", "qwen"), "exec_ms", "max", 600.0, time.time())
+        assert (stat.samples, stat.value) == (200, pytest.approx(299.0, rel=0.02))
