@@ -141,12 +141,16 @@ def _stop(stack: Stack, sig: signal.Signals) -> tuple[float, set[int], str]:
 
 def test_up_runs_a_scheduled_smoke_and_ctrl_c_stops_everything(stack: Stack) -> None:
     """The twin, prober worker and beat come up ready; beat's first smoke completes against
-    the twin within 40 s; SIGINT stops everything within seconds and leaves no process."""
+    the twin within 40 s; the alerter and its worker come up too; SIGINT stops everything
+    within seconds and leaves no process."""
     up_s = _wait_ready(stack)
     status = stack.status()
     assert status is not None
-    assert status["alerts"] is None  # no alerter installed yet: its rows stay off
-    assert "alerter" not in stack.services()
+    # The alerter is installed: its rows run, and the view reads ALERTS off its /metrics.
+    assert status["alerts"] == []
+    wait_until(lambda: all(stack.services().get(n, {}).get("state") == "ready"
+                           for n in ("alerter", "alerter-worker")),
+               timeout_s=60, what="the alerter and its worker ready")  # fmt: skip
 
     def summary() -> Path | None:
         found = list(stack.results_dir.glob("smoke-*/summary.json"))

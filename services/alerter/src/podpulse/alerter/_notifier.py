@@ -50,12 +50,18 @@ class Notifier:
 
     async def tick(self, alerts: Sequence[Alert], now: float) -> int:
         """Hand over one evaluation's alerts, flush due groups, deliver; deliveries made."""
+        self.queue(alerts, now)
+        return await self.outbox.deliver_due(now)
+
+    def queue(self, alerts: Sequence[Alert], now: float) -> int:
+        """:meth:`tick` without the delivery (the split alerter delivers on another queue);
+        how many notifications went into the outbox for the grouped receivers."""
         self.dispatcher.ingest(alerts, now)
         notifications = self.dispatcher.flush_due(now)
         self.outbox.enqueue(notifications, now, receivers=self._grouped)
         if self._am is not None:
             self._push_alertmanager(alerts, now)
-        return await self.outbox.deliver_due(now)
+        return len(notifications)
 
     def notify_event(self, notification: Notification, now: float) -> None:
         """Queue an event's notification for the grouped receivers (Slack, webhook)."""

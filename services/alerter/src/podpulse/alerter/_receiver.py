@@ -19,7 +19,7 @@ import hmac
 import json
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import anyio
@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -276,15 +277,20 @@ def create_receiver_app(
     *,
     clock: Callable[[], float] = time.time,
     token: Secret = ALERTER_RECEIVER_TOKEN,
+    collectors: Sequence[Collector] = (),
 ) -> Starlette:
     """The receiver as a Starlette app (mountable; ``uvicorn`` serves it as the twin is).
 
     A store with a ``flush()`` (``RedisWindowStore``) is flushed every
-    ``ALERTER_FLUSH_INTERVAL_S`` in a thread, and once more on shutdown.
+    ``ALERTER_FLUSH_INTERVAL_S`` in a thread, and once more on shutdown. *collectors* are
+    rendered on ``/metrics`` after the window statistics (the serving alerter's ``ALERTS``
+    and evaluator counters).
     """
     receiver = _Receiver(settings, store, clock, token)
     windows = CollectorRegistry(auto_describe=False)
     windows.register(m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock))
+    for collector in collectors:
+        windows.register(collector)
 
     def metrics(request: Request) -> Response:
         """GET /metrics: Prometheus text; sync, so a Redis read runs in the thread pool."""

@@ -1,0 +1,209 @@
+"""The alerter's halves wired together: what ``serve`` and the Celery tasks both run.
+
+:class:`Alerter` holds the parts (windows in Redis, evaluator, dispatcher, outbox, notifier)
+built from the settings and one rules config; its three steps are plain functions of a clock
+value, so ``podpulse alerter serve`` (an embedded scheduler), the Celery tasks (beat) and
+tests all call the same code:
+
+- :meth:`Alerter.evaluate` — every rule on every series, then the due groups into the outbox;
+- :meth:`Alerter.deliver` — every due delivery in the outbox;
+- :meth:`Alerter.on_event` — a bus event (a failing probe run, a release) into the outbox.
+
+Each of the first two runs under a Redis lock (taken without waiting): two alerters, or a
+serving alerter and a Celery worker, never evaluate or deliver at the same moment, so states
+are not stepped twice and a notification is not sent twice by two senders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+import structlog
+
+from podpulse.common.events import (
+    AlertStateChanged,
+    EventError,
+    ProbeRunCompleted,
+    ReleaseRecorded,
+    parse_event,
+)
+from podpulse.common.retry import Backoff
+from podpulse.common.settings import ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL
+
+from ._dispatch import Dispatcher
+from ._evaluator import Evaluator
+from ._evaluator_metrics import EvaluatorMetrics
+from ._notifier import Notifier, probe_run_notification, release_announcement
+from ._outbox import Outbox, Receiver
+from ._receivers import AlertmanagerReceiver, SlackReceiver, WebhookReceiver
+from ._redis_windows import RedisWindowStore
+from ._rules import RulesConfig
+from ._silences import SilenceStore
+from ._state_store import StateStore
+from .settings import AlerterSettings
+
+__all__ = ["Alerter", "configured_receivers", "window_store"]
+
+log = structlog.get_logger("podpulse.alerter")
+
+# A lock outlives a holder killed mid-step by this much at most; an evaluation takes
+# milliseconds, a delivery pass a few quick retries of notify_timeout_s per receiver.
+_EVALUATE_LOCK_S = 15
+_DELIVER_LOCK_S = 60
+
+
+def window_store(
+    client: redis.Redis, settings: AlerterSettings, clock: Callable[[], float] = time.time
+) -> RedisWindowStore:
+    """The windows every receiver and evaluator shares, in Redis."""
+    return RedisWindowStore(
+        client,
+        prefix=settings.redis_prefix,
+        bucket_s=settings.bucket_s,
+        retention_s=settings.retention_s,
+        max_series=settings.max_series,
+        clock=clock,
+    )
+
+
+def configured_receivers(settings: AlerterSettings, http: httpx.AsyncClient) -> list[Receiver]:
+    """Slack, the webhook and Alertmanager, each when its URL is configured (now)."""
+    receivers: list[Receiver] = []
+    if SLACK_WEBHOOK_URL.origin() is not None:
+        receivers.append(SlackReceiver(http, SLACK_WEBHOOK_URL))
+    if ALERT_WEBHOOK_URL.origin() is not None:
+        receivers.append(
+            WebhookReceiver(http, ALERT_WEBHOOK_URL, external_url=settings.external_url)
+        )
+    if settings.alertmanager_url is not None:
+        url = settings.alertmanager_url
+        receivers.append(AlertmanagerReceiver(http, lambda: url))
+    return receivers
+
+
+@dataclass
+class Alerter:
+    """The evaluating and notifying parts on one Redis, for one rules config."""
+
+    client: redis.Redis
+    settings: AlerterSettings
+    config: RulesConfig
+    store: RedisWindowStore
+    states: StateStore
+    silences: SilenceStore
+    evaluator: Evaluator
+    notifier: Notifier
+    metrics: EvaluatorMetrics
+
+    @classmethod
+    def build(
+        cls,
+        client: redis.Redis,
+        settings: AlerterSettings,
+        config: RulesConfig,
+        receivers: list[Receiver],
+        *,
+        metrics: EvaluatorMetrics | None = None,
+        store: RedisWindowStore | None = None,
+    ) -> Alerter:
+        """Every part, on *client*, delivering to *receivers*."""
+        metrics = metrics if metrics is not None else EvaluatorMetrics()
+        store = store if store is not None else window_store(client, settings)
+        prefix = settings.state_prefix
+        states = StateStore(client, prefix)
+        silences = SilenceStore(client, prefix)
+        evaluator = Evaluator(
+            store,
+            config,
+            states,
+            metrics=metrics,
+            on_change=_log_change,
+            external_url=settings.external_url,
+        )
+        outbox = Outbox(
+            client,
+            prefix,
+            receivers,
+            metrics=metrics,
+            backoff=Backoff(),
+            give_up_s=settings.notify_give_up_s,
+        )
+        am = next((r.name for r in receivers if isinstance(r, AlertmanagerReceiver)), None)
+        notifier = Notifier(
+            client,
+            prefix,
+            config,
+            Dispatcher(client, prefix, config, silences),
+            outbox,
+            grouped_receivers=[r.name for r in receivers if r.name != am],
+            alertmanager_receiver=am,
+            resend_s=settings.alertmanager_resend_s,
+        )
+        return cls(client, settings, config, store, states, silences, evaluator, notifier, metrics)
+
+    def _lock(self, what: str, timeout_s: int) -> Any:
+        return self.client.lock(f"{self.settings.state_prefix}lock:{what}", timeout=timeout_s)
+
+    def evaluate(self, now: float) -> int | None:
+        """One evaluation and its notifications queued; None when another process holds it."""
+        lock = self._lock("evaluate", _EVALUATE_LOCK_S)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            evaluation = self.evaluator.evaluate(now)
+            return self.notifier.queue(evaluation.alerts, now)
+        finally:
+            _release(lock)
+
+    async def deliver(self, now: float) -> int | None:
+        """Every due delivery; how many succeeded (None when another process is delivering)."""
+        lock = self._lock("deliver", _DELIVER_LOCK_S)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            return await self.notifier.outbox.deliver_due(now)
+        finally:
+            _release(lock)
+
+    def on_event(self, payload: Mapping[str, Any], now: float) -> str:
+        """A bus event: a failing probe run is notified, a release announced; what was done."""
+        try:
+            event = parse_event(payload)
+        except EventError as exc:
+            # Dropped: a redelivery would fail the same way.
+            log.error("alerter.event_invalid", reason=str(exc))  # noqa: TRY400 (no traceback)
+            return "invalid"
+        if isinstance(event, ProbeRunCompleted):
+            notification = probe_run_notification(event, external_url=self.settings.external_url)
+            if notification is None:
+                return "passed"
+            self.notifier.notify_event(notification, now)
+            return "notified"
+        if isinstance(event, ReleaseRecorded):
+            self.notifier.notify_event(release_announcement(event), now)
+            return "announced"
+        log.info("alerter.event_seen", type=event.type, event_id=event.event_id)
+        return "ignored"
+
+
+def _release(lock: Any) -> None:
+    # LockError: it expired under a slow holder; the next one has it, nothing to undo.
+    with contextlib.suppress(redis.exceptions.LockError):
+        lock.release()
+
+
+def _log_change(event: AlertStateChanged) -> None:
+    log.info(
+        "alert." + event.state,
+        rule=event.rule,
+        severity=event.severity,
+        value=event.value,
+        threshold=event.threshold,
+        labels=event.labels,
+    )

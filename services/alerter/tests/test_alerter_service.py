@@ -1,0 +1,92 @@
+"""The wiring's pure parts on real Redis: ALERTS as Prometheus (and podpulse up) read it, the
+step locks, and the bus events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from podpulse.alerter._alerts_metric import AlertsCollector
+from podpulse.alerter._receivers import WebhookReceiver
+from podpulse.alerter._rules_yaml import default_rules
+from podpulse.alerter._series import SeriesKey
+from podpulse.alerter._service import Alerter
+from podpulse.alerter._state import AlertState
+from podpulse.alerter._state_store import StateStore
+from podpulse.alerter.settings import AlerterSettings
+from podpulse.common.events import ProbeRunCompleted
+
+sys.path.insert(0, str(Path(__file__).parents[3] / "libs/common/tests"))
+import summary_examples
+
+
+def _alerter(client, prefix: str, http: httpx.AsyncClient) -> Alerter:
+    settings = AlerterSettings.model_validate(
+        {"state_prefix": prefix, "redis_prefix": prefix + "w:"}
+    )
+    hook = WebhookReceiver(http, lambda: "http://127.0.0.1:9/hook")
+    return Alerter.build(client, settings, default_rules(), [hook])
+
+
+def test_alerts_series_is_prometheus_shaped_and_read_by_the_stack(client, prefix) -> None:
+    """ALERTS has one sample per pending or firing alert with its labels and alertstate;
+    resolved and no-data ones are absent; podpulse up's parser finds the firing one."""
+    stack_status = pytest.importorskip("podpulse.stack._status")
+    states = StateStore(client, prefix)
+    states.save({
+        ("ExecP95High", SeriesKey("ep1", "m")): AlertState(phase="firing", active_at=1.0),
+        ("DelayP50High", SeriesKey("ep1", "m")): AlertState(phase="pending", active_at=2.0),
+        ("TotalP95High", SeriesKey("ep2")): AlertState(phase="resolved", resolved_at=3.0),
+        ("FailRateHigh", SeriesKey("ep2")): AlertState(phase="no_data"),
+    })  # fmt: skip
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AlertsCollector(states, default_rules()))
+    text = generate_latest(registry).decode()
+    samples = sorted(line for line in text.splitlines() if line.startswith("ALERTS{"))
+    assert samples == [
+        'ALERTS{alertname="DelayP50High",alertstate="pending",endpoint="ep1",model="m",'
+        'severity="warning"} 1.0',
+        'ALERTS{alertname="ExecP95High",alertstate="firing",endpoint="ep1",model="m",'
+        'severity="critical"} 1.0',
+    ]
+    firing = stack_status.firing_alerts(text)
+    assert [(a.name, a.severity) for a in firing] == [("ExecP95High", "critical")]
+
+
+async def test_a_held_lock_skips_the_step_instead_of_doubling_it(client, prefix) -> None:
+    """While another process holds the evaluate or deliver lock, the step returns None."""
+    async with httpx.AsyncClient() as http:
+        alerter = _alerter(client, prefix, http)
+        assert alerter.evaluate(1_700_000_000.0) == 0
+        held = client.lock(f"{prefix}lock:evaluate", timeout=10)
+        assert held.acquire(blocking=False)
+        assert alerter.evaluate(1_700_000_000.0) is None
+        held.release()
+        held = client.lock(f"{prefix}lock:deliver", timeout=10)
+        assert held.acquire(blocking=False)
+        assert await alerter.deliver(1_700_000_000.0) is None
+        held.release()
+        assert await alerter.deliver(1_700_000_000.0) == 0
+
+
+async def test_bus_events_failing_run_notified_passing_and_malformed_not(client, prefix) -> None:
+    """A failing ProbeRunCompleted is queued once per receiver; a passing one is not; a
+    malformed payload is dropped with a reason, never raised."""
+    async with httpx.AsyncClient() as http:
+        alerter = _alerter(client, prefix, http)
+        outbox = alerter.notifier.outbox
+        passing = ProbeRunCompleted.of(summary_examples.load_summary(), results_path="r/1")
+        assert alerter.on_event(passing.model_dump(mode="json"), 1.0) == "passed"
+        assert outbox.pending() == 0
+        failing = ProbeRunCompleted.of(
+            summary_examples.load_summary(total_p95=9000.0), results_path="r/2"
+        )
+        assert alerter.on_event(failing.model_dump(mode="json"), 1.0) == "notified"
+        assert outbox.pending() == 1
+        assert alerter.on_event({"type": "probe_run_completed"}, 1.0) == "invalid"
+        assert alerter.on_event({"type": "nonsense"}, 1.0) == "invalid"
+        assert outbox.pending() == 1
