@@ -14,9 +14,9 @@ One run, real processes on loopback, temporary directories, all stopped at the e
   ``/metrics`` (scrape and evaluation every 1 m, their defaults), a rule equivalent to
   podpulse's ExecP95High (the same threshold, ``for`` and minimum samples), alerting a
   ``prometheus-alertmanager`` whose route keeps its timing defaults (group_wait 30 s);
-- **Prometheus + Alertmanager, tuned**: the same, scrape and evaluation every 1 s (the
-  finest interval the configuration docs show; ``scrape_timeout`` must not exceed it),
-  group_wait 0 s and group_interval 1 s.
+- **Prometheus + Alertmanager, tuned**: the same, scrape and evaluation every 1 s (a whole
+  second, the unit their docs' intervals are given in; ``scrape_timeout`` 1 s, as it may not
+  exceed the interval), group_wait 0 s and group_interval 1 s.
 
 All three group by ``[alertname, endpoint]`` (podpulse's route) and deliver to one
 recording webhook in this process, which notes each arrival's time. Load: ``runpod.job``

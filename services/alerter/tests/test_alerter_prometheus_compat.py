@@ -20,7 +20,7 @@ from podpulse.common.testing import free_port, wait_until
 BINARY = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(BINARY is None, reason="prometheus not installed")
 
-# The shortest interval Prometheus's configuration docs show; scrape_timeout may not exceed it.
+# Scraped every second, so the test is short; scrape_timeout may not exceed the interval.
 CONFIG = """
 global: {{scrape_interval: 1s, scrape_timeout: 1s}}
 scrape_configs:
