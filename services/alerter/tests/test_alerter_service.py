@@ -4,6 +4,7 @@ step locks, and the bus events."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from podpulse.alerter._alerts_metric import AlertsCollector
 from podpulse.alerter._receivers import WebhookReceiver
 from podpulse.alerter._rules_yaml import default_rules
-from podpulse.alerter._series import SeriesKey
+from podpulse.alerter._series import Observation, SeriesKey
 from podpulse.alerter._service import Alerter
 from podpulse.alerter._state import AlertState
 from podpulse.alerter._state_store import StateStore
@@ -90,3 +91,20 @@ async def test_bus_events_failing_run_notified_passing_and_malformed_not(client,
         assert alerter.on_event({"type": "probe_run_completed"}, 1.0) == "invalid"
         assert alerter.on_event({"type": "nonsense"}, 1.0) == "invalid"
         assert outbox.pending() == 1
+
+
+async def test_an_evaluation_a_little_early_counts_at_its_slot(client, prefix) -> None:
+    """Ticks 2 s apart that run a few ms early still meet `for: 4s` on the third tick: each
+    evaluation counts at its slot of evaluation_interval, as Prometheus's rule groups do."""
+    t0 = float(int(time.time()) // 2 * 2)  # a slot; the windows keep only recent spans
+    async with httpx.AsyncClient() as http:
+        alerter = _alerter(client, prefix, http)
+        for i in range(30):  # a breach of ExecP95High (exec P95 > 5000 ms) in its 1 m window
+            alerter.store.add(
+                Observation(SeriesKey("ep1"), at=t0 - 30 + i, failed=False, exec_ms=6000.0)
+            )
+        alerter.store.flush()
+        for tick in (t0 + 0.004, t0 + 2 - 0.006, t0 + 4 - 0.008):
+            alerter.evaluate(tick)
+        phase = StateStore(client, prefix).load()[("ExecP95High", SeriesKey("ep1"))].phase
+    assert phase == "firing"
