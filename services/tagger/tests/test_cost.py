@@ -7,29 +7,12 @@ from pathlib import Path
 
 import pytest
 from cost_helpers import job, write_run
+from release_helpers import PODPULSE_TOML as _GOOD_TOML
 from typer.testing import CliRunner, Result
 
 from podpulse.common.cli import app_from_installed
 from podpulse.tagger._cost import Traffic, bill
 from podpulse.tagger._prices import PriceError, PriceTable
-
-_GOOD_TOML = """\
-[endpoint]
-id = "4cqta56swdioxi"
-image = "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-cudnn-devel-ubuntu22.04"
-model = "Puneetrinity/qwen2-7b-career"
-model_size_gb = 22.69
-gpu = "NVIDIA GeForce RTX 4090"
-
-[endpoint.workers]
-min = 2
-max = 5
-idle_timeout_s = 180
-
-[endpoint.scaling]
-type = "QUEUE_DELAY"
-value = 1
-"""
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from release_helpers import PODPULSE_TOML
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.tagger._deployment_file import (
@@ -13,23 +14,8 @@ from podpulse.tagger._deployment_file import (
     read_deployment_file,
 )
 
-GOOD = """\
-[endpoint]
-id = "4cqta56swdioxi"
-image = "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-cudnn-devel-ubuntu22.04"
-model = "Puneetrinity/qwen2-7b-career"
-model_size_gb = 22.69
-gpu = "NVIDIA GeForce RTX 4090"
-
-[endpoint.workers]
-min = 2
-max = 5
-idle_timeout_s = 180
-
-[endpoint.scaling]
-type = "QUEUE_DELAY"   # or REQUEST_COUNT
-value = 1
-"""
+# The example podpulse.toml, shared with the other tagger tests.
+GOOD = PODPULSE_TOML
 
 
 def test_the_documented_example_reads_as_its_endpoint_config() -> None:
