@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from podpulse.alerter._alerts_metric import AlertsCollector
-from podpulse.alerter._receivers import WebhookReceiver
+from podpulse.alerter._receivers import AlertmanagerReceiver, WebhookReceiver
 from podpulse.alerter._rules_yaml import default_rules
 from podpulse.alerter._series import Observation, SeriesKey
 from podpulse.alerter._service import Alerter
@@ -108,3 +108,26 @@ async def test_an_evaluation_a_little_early_counts_at_its_slot(client, prefix) -
             alerter.evaluate(tick)
         phase = StateStore(client, prefix).load()[("ExecP95High", SeriesKey("ep1"))].phase
     assert phase == "firing"
+
+
+async def test_an_alertmanager_only_alerter_pushes_firing_alerts_alone(client, prefix) -> None:
+    """With Alertmanager the only receiver, only the pusher's alerts reach it (a group flush
+    sent there too carried no endsAt, and Alertmanager resolved the alert at once); and an
+    alert's startsAt is when it fired, as Prometheus sends it, not when it went pending."""
+    t0 = float(int(time.time()) // 2 * 2)
+    settings = AlerterSettings.model_validate(
+        {"state_prefix": prefix, "redis_prefix": prefix + "w:"}
+    )
+    async with httpx.AsyncClient() as http:
+        am = AlertmanagerReceiver(http, lambda: "http://127.0.0.1:9")
+        alerter = Alerter.build(client, settings, default_rules(), [am])
+        for i in range(30):
+            alerter.store.add(
+                Observation(SeriesKey("ep1"), at=t0 - 30 + i, failed=False, exec_ms=6000.0)
+            )
+        alerter.store.flush()
+        for tick in (t0, t0 + 2, t0 + 4, t0 + 6, t0 + 8):  # pending at t0, fires at t0 + 4
+            alerter.evaluate(tick)
+        firing = alerter.evaluator.evaluate(t0 + 8).alerts
+    assert [alert.starts_at for alert in firing] == [t0 + 4]
+    assert alerter.notifier.outbox.pending() == 1  # the one push; no group flush

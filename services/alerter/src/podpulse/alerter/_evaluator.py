@@ -104,12 +104,16 @@ class Evaluator:
             states.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))
         ):
             rule = rules[name]
-            if state.phase == "firing" and state.active_at is not None:
+            # startsAt is when the alert fired, as Prometheus sends it (FiredAt), not when
+            # it went pending: Alertmanager's group_wait counts from there, and an alert
+            # "older" than group_wait by its pending time would skip the wait.
+            fired = state.fired_at if state.fired_at is not None else state.active_at
+            if state.phase == "firing" and fired is not None:
                 ends_at = None
-                starts_at = state.active_at
+                starts_at = fired
             elif state.resolved_at is not None and state.phase in ("resolved", "no_data"):
                 ends_at = state.resolved_at
-                starts_at = state.active_at if state.active_at is not None else state.resolved_at
+                starts_at = fired if fired is not None else state.resolved_at
             else:
                 continue
             labels = alert_labels(rule, series)

@@ -101,7 +101,10 @@ class Outbox:
         receivers: Sequence[str] | None = None,
     ) -> None:
         """Keep each notification for each of *receivers* (default: all), due at once."""
-        names = [n for n in (receivers or self._receivers) if n in self._receivers]
+        # None is every receiver; an empty list is none (a notifier whose only receiver is
+        # Alertmanager has no grouped receivers: its group flushes must not reach it).
+        wanted = self._receivers if receivers is None else receivers
+        names = [n for n in wanted if n in self._receivers]
         if not notifications or not names:
             return
         pipe = self._client.pipeline(transaction=True)
