@@ -137,7 +137,7 @@ class Route(_Strict):
     """Alertmanager's route options, with its meanings (and faster defaults)."""
 
     group_by: list[str] = Field(default_factory=lambda: ["alertname", "endpoint"])
-    group_wait: Duration = Field(default=1.0, ge=0)
+    group_wait: Duration = Field(default=0.0, ge=0)
     group_interval: Duration = Field(default=60.0, gt=0)
     repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
     send_resolved: bool = True
