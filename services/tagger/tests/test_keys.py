@@ -20,8 +20,8 @@ from podpulse.tagger._keys import KeyFileError, read_key_file, swap_key_file
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
-OLD = "rpa_OLDKEYCANARY0000000000000000000000000000"
-NEW = "rpa_NEWKEYCANARY1111111111111111111111111111"
+OLD = "rpa_OLDKEYCANARY" + "0" * 28
+NEW = "rpa_NEWKEYCANARY" + "1" * 28
 
 # A long-running podpulse-style process: it asks the twin's /health with RUNPOD_API_KEY (read
 # through podpulse's Secret, as every service does) every 50 ms and says what it got.
@@ -139,7 +139,7 @@ def test_a_rejected_key_leaves_the_key_file_alone(env: dict[str, str], tmp_path:
     """A new key the API refuses exits 1 naming the API; the old file (same inode) stays."""
     key_file = Path(env["RUNPOD_API_KEY_FILE"])
     before = key_file.stat().st_ino
-    wrong = "rpa_WRONGKEYCANARY22222222222222222222222222"
+    wrong = "rpa_WRONGKEYCANARY" + "2" * 26
     done = _rotate(env, tmp_path, "--new-key-file", str(_new_key_file(tmp_path, wrong)))
     assert done.returncode == 1, done.stderr
     assert "job API" in done.stderr

@@ -268,7 +268,7 @@ def test_redis_down_keeps_the_release_and_says_so(
 def test_no_secret_reaches_output_records_or_tags(repo: GitRepo, podpulse: RunCli) -> None:
     """A canary API key in the environment appears in no output, record or tag, and not in
     the environment of the git processes (a pre-push hook dumps what it got)."""
-    canary = "rpa_CANARYCANARYCANARYCANARYCANARYCANARY1234"
+    canary = "rpa_" + "CANARY" * 6 + "1234"
     remote = repo.root.parent / "remote.git"
     repo.git("init", "-q", "--bare", str(remote))
     repo.git("remote", "add", "origin", str(remote))

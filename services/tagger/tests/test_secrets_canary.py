@@ -18,9 +18,9 @@ from podpulse.common.testing import redis_server
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
-OLD = "rpa_CANARYOLD9f8e7d6c5b4a39281706f5e4d3c2b1a0"
-NEW = "rpa_CANARYNEW0a1b2c3d4e5f60718293a4b5c6d7e8f9"
-WRONG = "rpa_CANARYWRONG55555555555555555555555555555"
+OLD = "rpa_CANARYOLD" + "0" * 32
+NEW = "rpa_CANARYNEW" + "1" * 32
+WRONG = "rpa_CANARYWRONG" + "5" * 30
 CANARIES = (OLD, NEW, WRONG)
 
 TOML = """\
