@@ -5,17 +5,30 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 
 from podpulse.alerter._series import Metric, Observation, SeriesKey, Stat, StatValue
 from podpulse.common.testing import free_port
 
 KEEP_S = 3600.0
+
+
+def program(*names: str) -> tuple[str | None, pytest.MarkDecorator]:
+    """The first of *names* on PATH, and the mark for tests that run it: skipped where it is
+    not installed, except under .ci/run (PODPULSE_TESTS_REQUIRE_PROGRAMS=1), which installs
+    it, so that there a missing one fails instead of passing unseen."""
+    path = next((found for name in names if (found := shutil.which(name))), None)
+    required = os.environ.get("PODPULSE_TESTS_REQUIRE_PROGRAMS") == "1"
+    reason = f"{names[0]} is not installed (.ci/run installs it)"
+    return path, pytest.mark.skipif(path is None and not required, reason=reason)
 
 
 class DictStore:

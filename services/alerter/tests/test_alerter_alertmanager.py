@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 
 import httpx
 import pytest
-from alerter_helpers import FakeClock, pipeline, recorder, rules_yaml
+from alerter_helpers import FakeClock, pipeline, program, recorder, rules_yaml
 
 from podpulse.alerter._alert import fingerprint
 from podpulse.alerter._receivers import AlertmanagerReceiver
 from podpulse.common.testing import free_port, wait_until
 
-BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-pytestmark = pytest.mark.skipif(BINARY is None, reason="prometheus-alertmanager not installed")
+BINARY, pytestmark = program("prometheus-alertmanager", "alertmanager")
 
 CONFIG = """
 route:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,14 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from alerter_helpers import program
 from receiver_helpers import SpanSpec, job_attrs, proto_request, serve, settings
 
 from podpulse.alerter import MemoryWindowStore, create_receiver_app
 from podpulse.common.settings import Secret
 from podpulse.common.testing import free_port, wait_until
 
-BINARY = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(BINARY is None, reason="prometheus not installed")
+BINARY, pytestmark = program("prometheus")
 
 # Scraped every second, so the test is short; scrape_timeout may not exceed the interval.
 CONFIG = """

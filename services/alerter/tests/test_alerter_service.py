@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from podpulse.alerter._alerts_metric import AlertsCollector
@@ -20,6 +19,7 @@ from podpulse.alerter._state import AlertState
 from podpulse.alerter._state_store import StateStore
 from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.events import ProbeRunCompleted
+from podpulse.stack._status import firing_alerts
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "libs/common/tests"))
 import summary_examples
@@ -36,7 +36,6 @@ def _alerter(client, prefix: str, http: httpx.AsyncClient) -> Alerter:
 def test_alerts_series_is_prometheus_shaped_and_read_by_the_stack(client, prefix) -> None:
     """ALERTS has one sample per pending or firing alert with its labels and alertstate;
     resolved and no-data ones are absent; podpulse up's parser finds the firing one."""
-    stack_status = pytest.importorskip("podpulse.stack._status")
     states = StateStore(client, prefix)
     states.save({
         ("ExecP95High", SeriesKey("ep1", "m")): AlertState(phase="firing", active_at=1.0),
@@ -54,7 +53,7 @@ def test_alerts_series_is_prometheus_shaped_and_read_by_the_stack(client, prefix
         'ALERTS{alertname="ExecP95High",alertstate="firing",endpoint="ep1",model="m",'
         'severity="critical"} 1.0',
     ]
-    firing = stack_status.firing_alerts(text)
+    firing = firing_alerts(text)
     assert [(a.name, a.severity) for a in firing] == [("ExecP95High", "critical")]
 
 
