@@ -83,23 +83,28 @@ class Traffic:
         return end + idle_timeout_s - self.jobs[0].start_s
 
 
+def read_run(results_dir: Path, run_id: str) -> list[RequestRecord]:
+    """The rows of ``results_dir/<run_id>/requests*.csv``; CostError naming the run whose
+    folder or rows are missing or damaged."""
+    try:
+        folder = results_dir / check_run_id(run_id)
+    except ValueError as exc:
+        raise CostError(f"--from {run_id[:80]!r}: {exc}") from None
+    if not folder.is_dir():
+        raise CostError(f"no run {run_id!r} in {results_dir}")
+    try:
+        return read_records(folder)
+    except ResultsError as exc:
+        raise CostError(str(exc)) from None
+    except OSError as exc:
+        raise CostError(f"{folder}: cannot be read ({exc.strerror})") from None
+
+
 def read_traffic(results_dir: Path, run_ids: Sequence[str]) -> Traffic:
-    """The jobs of ``results_dir/<run_id>/requests*.csv`` for each run; CostError naming the
-    run whose folder or rows are missing or damaged."""
+    """The jobs of each run (see :func:`read_run`); CostError for a run with none to price."""
     records: list[RequestRecord] = []
     for run_id in run_ids:
-        try:
-            folder = results_dir / check_run_id(run_id)
-        except ValueError as exc:
-            raise CostError(f"--from {run_id[:80]!r}: {exc}") from None
-        if not folder.is_dir():
-            raise CostError(f"no run {run_id!r} in {results_dir}")
-        try:
-            rows = read_records(folder)
-        except ResultsError as exc:
-            raise CostError(str(exc)) from None
-        except OSError as exc:
-            raise CostError(f"{folder}: cannot be read ({exc.strerror})") from None
+        rows = read_run(results_dir, run_id)
         if not any(r.exec_ms is not None for r in rows):
             raise CostError(f"run {run_id!r} has no request that reached a worker to price")
         records.extend(rows)

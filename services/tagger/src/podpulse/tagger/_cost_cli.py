@@ -21,14 +21,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from podpulse.common.request_records import ResultsError, read_records
 from podpulse.common.runpod import EndpointConfig
 from podpulse.common.settings import describe_settings_error
-from podpulse.common.summary import Slo, SummaryError, check_run_id, read_summary
+from podpulse.common.summary import Slo, SummaryError, read_summary
 
 from ._advise import Advice, Judged, candidates
 from ._advise import advise as run_advisor
-from ._cost import CostError, CostReport, estimate_cost, read_traffic
+from ._cost import CostError, CostReport, estimate_cost, read_run, read_traffic
 from ._deployment_file import (
     DEFAULT_FILE,
     DeploymentFile,
@@ -305,14 +304,8 @@ def advise(  # noqa: PLR0917 - typer commands take their options as parameters
 def _measured(folder: Path, run_id: str) -> tuple[list[float], list[float], Slo]:
     """The run's execution times and overheads (successful requests) and its SLO."""
     try:
-        run = folder / check_run_id(run_id)
-    except ValueError as exc:
-        raise _usage(f"--from {run_id[:80]!r}: {exc}") from None
-    if not run.is_dir():
-        raise _usage(f"no run {run_id!r} in {folder}")
-    try:
-        records = read_records(run)
-    except ResultsError as exc:
+        records = read_run(folder, run_id)
+    except CostError as exc:
         raise _usage(str(exc)) from None
     ok = [r for r in records if r.ok and r.exec_ms is not None]
     if not ok:
