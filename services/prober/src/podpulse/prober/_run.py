@@ -22,7 +22,7 @@ from ._engine import Engine
 from ._load import RequestOptions
 from ._prompts import load_prompts
 from ._request_record import RequestRecord
-from ._results_dir import ResultsWriter, run_dir, write_json, write_summary_file, write_target
+from ._results_dir import ResultsWriter, run_dir, write_json, write_target
 from ._run_stats import RunStats
 from ._spans import emit_span
 from ._spec import check_sharding, shard_load
@@ -58,13 +58,9 @@ async def run_probe(
         try:
             await run.measure(results, on_record, tracer)
         except RunAborted as exc:
-            partial = write_summary(
-                results_dir, spec, results, settings, target=target.info(), interrupted=True
+            return write_summary(
+                results_dir, spec, results, settings, target=target.info(), end_reason=str(exc)
             )
-            # The reason changes no verdict (an interrupted run never passes): no revalidation.
-            summary = partial.model_copy(update={"end_reason": str(exc)})
-            write_summary_file(run.folder, summary)
-            return summary
         except BaseException:
             # Cancelled, Ctrl-C, or a bug: what was measured is still summarised.
             write_summary(

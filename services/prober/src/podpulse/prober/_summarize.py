@@ -28,15 +28,16 @@ def summarize(
     target: TargetInfo,
     interrupted: bool = False,
     shards: ShardInfo | None = None,
+    end_reason: str | None = None,
 ) -> RunSummary:
     """The run's summary: every level's SLO table, a sweep's recommendation or a soak's verdict.
 
     ``passed``: the SLO held, a sweep found a level to recommend (it is there to find where
     the SLO breaks), or the soak passed -- and the run was complete. Failed or missing
-    ``shards`` make it interrupted.
+    ``shards``, or an ``end_reason`` (the stop rule ended the run), make it interrupted.
     """
     slo = slo_of(settings)
-    interrupted = interrupted or shards is not None
+    interrupted = interrupted or shards is not None or end_reason is not None
     if spec.kind == "sweep":
         # An interrupted sweep reports the levels it reached.
         ran = [level for level in spec.concurrency if level in results] or [spec.concurrency[0]]
@@ -67,6 +68,7 @@ def summarize(
         kind=spec.kind,
         target=target,
         interrupted=interrupted,
+        end_reason=end_reason,
         passed=evidence and not interrupted,
         spec=spec,
         levels=levels,
@@ -85,11 +87,18 @@ def write_summary(
     target: TargetInfo,
     interrupted: bool = False,
     shards: ShardInfo | None = None,
+    end_reason: str | None = None,
 ) -> RunSummary:
     """Write summary.json (and for a soak the plot and report.md); return the summary."""
     folder = run_dir(results_dir, spec.run_id)
     summary = summarize(
-        spec, results, settings, target=target, interrupted=interrupted, shards=shards
+        spec,
+        results,
+        settings,
+        target=target,
+        interrupted=interrupted,
+        shards=shards,
+        end_reason=end_reason,
     )
     if summary.soak is not None:
         stats = results[spec.concurrency[0]]
