@@ -9,16 +9,13 @@ that reports a twin's green for an endpoint it cannot reach is worse than none.
 calibrated handler, and stopped afterwards. It is configured by the twin's own settings
 (``TWIN_*`` and ``TWIN_CALIBRATED_*``, whose defaults are RunPod's recommended 2 to 5 workers
 and one-second lognormal jobs), built at the entry point and passed in as an ``EmbeddedTwin``.
-When the run ends -- Ctrl-C, SIGTERM, the stop rule -- the jobs it left unfinished are cancelled
-on the twin before it stops: a /runsync whose client went away still waits for its job, so the
-twin's shutdown would otherwise wait out its grace period and then print the cancelled
-request's traceback.
+When the run ends -- Ctrl-C, SIGTERM, the stop rule -- the twin's own stop fails the jobs the
+run left unfinished, naming the stop, so no /runsync is left waiting.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,7 +29,7 @@ from podpulse.common.summary import TargetInfo, TargetKind
 from ._transport import AiohttpTransport
 
 if TYPE_CHECKING:  # the twin (starlette, uvicorn) is imported only when a run starts one
-    from podpulse.twin import CalibratedSettings, RunningTwin, TwinSettings
+    from podpulse.twin import CalibratedSettings, TwinSettings
 
 __all__ = [
     "EmbeddedTwin",
@@ -44,10 +41,6 @@ __all__ = [
     "hosted_target",
     "open_target",
 ]
-
-_log = logging.getLogger(__name__)
-# Cancelling what a run left behind must not hold up its exit (an interrupt stays prompt).
-_CANCEL_TIMEOUT_S = 2.0
 
 
 class TargetError(RuntimeError):
@@ -139,35 +132,12 @@ def embedded_twin(twin: EmbeddedTwin) -> Iterator[Target]:
     from podpulse.twin import running_twin
 
     with running_twin(twin.settings, twin.calibrated) as running:
-        try:
-            yield Target(
-                endpoint_id=running.endpoint_id,
-                base_url=running.base_url,
-                api_key=running.api_key,
-                kind="twin",
-            )
-        finally:
-            _cancel_unfinished(running)
-
-
-def _cancel_unfinished(running: RunningTwin) -> None:
-    """Cancel, through the twin's public API, every job of the run that is not final.
-
-    The run is the embedded twin's only client, so its unfinished jobs are the ones the run
-    stopped waiting for. /runsync hides a job's id until it returns, so the engine cannot
-    cancel these itself; their ids are read off the twin's queue (list() copies the values
-    without letting the twin's thread in between).
-    """
-    jobs = list(running.platform.queue.jobs.values())
-    unfinished = [job.id for job in jobs if not job.status.is_final]
-    if not unfinished:
-        return
-    with running.client(timeout_s=_CANCEL_TIMEOUT_S) as http:
-        for job_id in unfinished:
-            try:
-                http.post(f"/cancel/{job_id}")
-            except httpx.HTTPError as exc:  # best effort: the twin fails it as it stops anyway
-                _log.debug("cancelling job %s on the twin failed: %r", job_id, exc)
+        yield Target(
+            endpoint_id=running.endpoint_id,
+            base_url=running.base_url,
+            api_key=running.api_key,
+            kind="twin",
+        )
 
 
 @contextlib.contextmanager
