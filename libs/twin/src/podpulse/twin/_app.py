@@ -20,6 +20,7 @@ from ._http import ApiError, check_bearer, error_response, read_json
 from ._platform import Platform
 from ._public_api import public_routes
 from ._worker_api import worker_routes
+from ._worker_env import read_env_patch
 from .settings import TwinSettings
 
 __all__ = ["create_app", "serve", "serve_in_thread"]
@@ -56,6 +57,33 @@ async def patch_endpoint(request: Request) -> JSONResponse:
     return JSONResponse(_endpoint_body(platform))
 
 
+def _env_body(platform: Platform, rolling: int) -> dict[str, Any]:
+    # Names only: a value may be a token the user gave the handler.
+    return {"env": sorted(platform.pool.env_overrides), "revision": platform.pool.env_revision,
+            "workersToRoll": rolling}  # fmt: skip
+
+
+async def get_worker_env(request: Request) -> JSONResponse:
+    """GET /twin/v1/{id}/env: the names set while the twin runs, and the workers still to
+    roll onto them."""
+    platform = _management_platform(request)
+    rolling = sum(platform.is_stale(r) for r in platform.pool.workers.values())
+    return JSONResponse(_env_body(platform, rolling))
+
+
+async def patch_worker_env(request: Request) -> JSONResponse:
+    """PATCH /twin/v1/{id}/env: change the workers' environment and roll them, as a template
+    change does on RunPod (podpulse.twin._worker_env); a refused body changes nothing."""
+    platform = _management_platform(request)
+    body = await read_json(request, 1024 * 1024)
+    withheld, withheld_values = platform.pool.withheld
+    try:
+        changes = read_env_patch(body, withheld=withheld, withheld_values=withheld_values)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return JSONResponse(_env_body(platform, platform.update_worker_env(changes)))
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message, close=exc.close)
@@ -87,6 +115,9 @@ def create_app(settings: TwinSettings, *, worker_env: Mapping[str, str] | None =
         # Management first: /v2/serverless/{id} would otherwise read as an endpoint route.
         Route("/v2/serverless/{endpoint_id}", get_endpoint, methods=["GET"]),
         Route("/v2/serverless/{endpoint_id}", patch_endpoint, methods=["PATCH"]),
+        # The twin's own: RunPod changes a worker's environment through its template.
+        Route("/twin/v1/{endpoint_id}/env", get_worker_env, methods=["GET"]),
+        Route("/twin/v1/{endpoint_id}/env", patch_worker_env, methods=["PATCH"]),
         *public_routes,
         *worker_routes,
     ]

@@ -17,6 +17,7 @@ from podpulse.common.settings import settings_variable
 
 from ._jobs import JobQueue, JobStatus
 from ._scaler import Snapshot, workers_to_add
+from ._worker_env import applied
 from ._workers import Liveness, WorkerPool, WorkerRecord, WorkerState
 from .settings import TwinSettings
 
@@ -115,6 +116,27 @@ class Platform:
         """Apply new endpoint settings (management PATCH); the loop acts on the next tick."""
         self.scaling = config
         self._wake.set()
+
+    def update_worker_env(self, changes: Mapping[str, str | None]) -> int:
+        """Change the workers' environment and roll every worker started before; the number
+        of workers to replace. An idle one stops on the next tick, a busy one after its job
+        (the scaler starts replacements as for any stopped worker)."""
+        self.pool.env_overrides = applied(self.pool.env_overrides, changes)
+        self.pool.env_revision += 1
+        self._wake.set()
+        stale = [r for r in self.pool.workers.values() if self.is_stale(r)]
+        log.info("worker env changed", names=sorted(changes), workers_to_roll=len(stale))
+        return len(stale)
+
+    def is_stale(self, record: WorkerRecord) -> bool:
+        """Whether *record* runs with an environment older than the current one."""
+        # A worker still in its cold start reads the environment when its process starts.
+        return (
+            record.spawned
+            and record.process is not None
+            and record.state is not WorkerState.STOPPING
+            and record.env_revision < self.pool.env_revision
+        )
 
     # --- worker-facing --------------------------------------------------------------------
     def worker_token(self, worker_id: str) -> str | None:
@@ -228,6 +250,7 @@ class Platform:
             # The worker still runs a timed-out job until told to stop it.
             if job.worker_id is not None:
                 self.request_stop(job.worker_id, job.id)
+        self._roll()
         self._scale_up()
         self._scale_down()
 
@@ -294,6 +317,12 @@ class Platform:
             if expired or running > self.scaling.workers_max:
                 self.stop_worker(record, "idle" if expired else "above workersMax")
                 running -= 1
+
+    def _roll(self) -> None:
+        busy = {j.worker_id for j in self.queue.in_progress()}
+        for record in list(self.pool.workers.values()):
+            if self.is_stale(record) and record.id not in busy:
+                self.stop_worker(record, "its environment changed")
 
     def stop_worker(self, record: WorkerRecord, why: str) -> None:
         """Stop one worker: SIGTERM to its group, then its long-polls answered."""

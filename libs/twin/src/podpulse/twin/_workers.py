@@ -64,6 +64,7 @@ class WorkerRecord:
     process_started: float | None = None  # monotonic time its process was started
     called_in: float | None = None  # its first call of any kind
     last_ping: float | None = None  # its SDK's last heartbeat
+    env_revision: int = 0  # the pool's env_revision when its process started
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class WorkerPool:
     ) -> None:
         self.command = list(command)
         self.base_env = dict(base_env)
+        # Environment set while the twin runs (podpulse.twin._worker_env), over base_env; each
+        # change bumps env_revision, and a worker started before it is rolled.
+        self.env_overrides: dict[str, str] = {}
+        self.env_revision = 0
         self._log_dir = log_dir
         # The SDK exits on SIGTERM once its long-polls return, which the platform answers at
         # once; past this grace a worker is killed.
@@ -128,11 +133,17 @@ class WorkerPool:
                 if record.state is not WorkerState.STOPPING:
                     self._start_process(record, env)
 
+    @property
+    def withheld(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The names and values kept from every worker."""
+        return self._withheld, self._withheld_values
+
     def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
         full_env = {
             **_ENV_DEFAULTS,
             **_inherited_env(self._withheld, self._withheld_values),
             **self.base_env,
+            **self.env_overrides,
             **env,
             "RUNPOD_POD_ID": record.id,
             "RUNPOD_AI_API_KEY": record.token,
@@ -149,6 +160,7 @@ class WorkerPool:
                 start_new_session=True,
             )
         record.process_started = time.monotonic()
+        record.env_revision = self.env_revision
 
     def seen(self, worker_id: str, token: str, *, ping: bool = False) -> WorkerRecord:
         """Note a call from a worker; an unknown id is an external SDK worker joining with the

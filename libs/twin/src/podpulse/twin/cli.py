@@ -24,6 +24,7 @@ from podpulse.common.settings import describe_settings_error
 
 from ._app import serve
 from ._embed import running_twin
+from ._env_command import EnvCommandError, parse_assignments, send_env_patch
 from .settings import CalibratedSettings, TwinSettings
 
 __all__ = ["app"]
@@ -160,6 +161,45 @@ def serve_command(
         "Ctrl-C stops it"
     )
     serve(settings, worker_env=calibrated.worker_env())
+
+
+@app.command("env")
+def env_command(
+    assignments: Annotated[
+        list[str] | None, typer.Argument(help="NAME=VALUE to set in every worker.")
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option(help="Drop a change made before (repeatable).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="The twin's address [http://TWIN_HOST:TWIN_PORT].")
+    ] = None,
+) -> None:
+    """Change a running twin's worker environment and roll its workers onto it.
+
+    As a template change does on RunPod, every worker is replaced, a busy one after its job:
+    `podpulse twin env TWIN_CALIBRATED_EXEC_MS=6000` makes the calibrated handler slow, and
+    `--unset TWIN_CALIBRATED_EXEC_MS` fast again. No arguments: show the names set so far.
+    """
+    settings, _ = _build({}, {})
+    changes = None
+    if assignments or unset:
+        try:
+            changes = parse_assignments(assignments or [], unset or [])
+        except ValueError as exc:
+            print(f"podpulse twin env: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+    try:
+        answer = send_env_patch(settings, changes, url=url)
+    except EnvCommandError as exc:
+        print(f"podpulse twin env: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    names = ", ".join(answer.get("env") or []) or "none"
+    console.print(
+        f"worker env changes: {names}; revision {answer.get('revision')}; "
+        f"workers to roll: {answer.get('workersToRoll')}",
+        highlight=False,
+    )
 
 
 @app.command("demo")
