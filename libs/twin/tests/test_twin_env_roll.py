@@ -7,6 +7,7 @@ worker with one started with the new variables (a busy one after its job, which 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -82,6 +83,36 @@ def test_a_busy_worker_finishes_its_job_before_it_is_rolled() -> None:
         after = _job(api)
         assert after["workerId"] != done["workerId"]
         assert after["executionTime"] >= 600
+
+
+def test_a_worker_never_idle_is_still_rolled() -> None:
+    """Three clients keep one worker busy without a pause; after the change its next job is not
+    given to it, so it is replaced, and jobs take the new time within a few seconds (400 ms
+    jobs: the gap between two is too short for an idle check to catch)."""
+    with running_twin(small(), calibrated(exec_ms=400)) as twin:
+        twin.wait_ready(1)
+        stop = threading.Event()
+        seen: list[dict[str, Any]] = []
+
+        def client() -> None:
+            with twin.client() as api:
+                while not stop.is_set():
+                    seen.append(_job(api))
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(lambda: len(seen) >= 3, timeout_s=20, what="jobs flowing")
+            assert twin.platform.queue.in_progress() or twin.platform.queue.in_queue()
+            assert _patch(twin, {"env": SLOW}).json()["workersToRoll"] == 1
+            wait_until(lambda: seen[-1]["executionTime"] >= 600, timeout_s=20,
+                       what="a job on the rolled worker")  # fmt: skip
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        assert all(job["status"] == "COMPLETED" for job in seen)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,13 @@ from podpulse.prober._context import BUS_ERRORS, context_of
 from podpulse.prober._locks import KEY_PREFIX, LeaseLostError, claim_run, while_held
 from podpulse.prober._request_record import Outcome, RequestRecord
 from podpulse.prober._runner import publish_completed
-from podpulse.prober._schedule import SMOKE_ENTRY, SWEEP_ENTRY, beat_schedule, parse_cron
+from podpulse.prober._schedule import (
+    SMOKE_ENTRY,
+    SOAK_ENTRY,
+    SWEEP_ENTRY,
+    beat_schedule,
+    parse_cron,
+)
 from podpulse.prober._sharded import ShardBoard, merge_shards, stats_from_json, stats_to_json
 from podpulse.prober.app import create_app
 from podpulse.prober.tasks import TASK_NAMES
@@ -74,6 +80,13 @@ def test_beat_schedule_comes_from_settings() -> None:
     assert (sweep["schedule"].hour, sweep["schedule"].minute) == ({3}, {0})
     assert all(queue_for_task(entry["task"]) == "prober" for entry in entries.values())
     assert beat_schedule(smoke_every_s=None, sweep_cron=None) == {}
+    assert SOAK_ENTRY not in entries
+    nightly = beat_schedule(smoke_every_s=None, sweep_cron=None, soak_cron="30 2 * * *")
+    assert nightly[SOAK_ENTRY]["task"] == "podpulse.prober.soak"
+    assert (nightly[SOAK_ENTRY]["schedule"].hour, nightly[SOAK_ENTRY]["schedule"].minute) == (
+        {2},
+        {30},
+    )
 
 
 def test_first_smoke_can_come_before_one_period() -> None:

@@ -60,6 +60,7 @@ class Platform:
         # Tokens handed out for SDK workers the twin did not start (external_worker_env).
         self._external_tokens: dict[str, str] = {}
         self._stop_wakeups: dict[str, asyncio.Event] = {}
+        self._roll_wakeups: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.queue.on_queued = self._wake.set
         self._loop_task: asyncio.Task[None] | None = None
@@ -95,6 +96,7 @@ class Platform:
             record.pending_stops.extend(running.get(record.id, []))
             self.pool.stop(record)
         self.queue.release_takers()
+        self._release_roll()
         for event in self._stop_wakeups.values():
             event.set()
 
@@ -127,6 +129,24 @@ class Platform:
         stale = [r for r in self.pool.workers.values() if self.is_stale(r)]
         log.info("worker env changed", names=sorted(changes), workers_to_roll=len(stale))
         return len(stale)
+
+    async def hold_stale(self, record: WorkerRecord) -> None:
+        """Park a stale worker's job-take until the loop stops it (or the take's hold ends).
+
+        A worker being rolled takes no new job: under steady load it would never be idle, so
+        never replaced. Answering at once would have its SDK ask again at once, so it waits.
+        """
+        wakeup = self._roll_wakeups.setdefault(record.id, asyncio.Event())
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), self.settings.take_hold_s)
+
+    def _release_roll(self, worker_id: str | None = None) -> None:
+        # Answer a parked take of hold_stale (one worker's, or every one's).
+        for key in [worker_id] if worker_id is not None else list(self._roll_wakeups):
+            wakeup = self._roll_wakeups.pop(key, None)
+            if wakeup is not None:
+                wakeup.set()
 
     def is_stale(self, record: WorkerRecord) -> bool:
         """Whether *record* runs with an environment older than the current one."""
@@ -270,6 +290,7 @@ class Platform:
             wakeup = self._stop_wakeups.pop(record.id, None)
             if wakeup is not None:
                 wakeup.set()
+            self._release_roll(record.id)
             self.queue.release_takers(record.id)
             lost = [j for j in self.queue.in_progress() if j.worker_id == record.id]
             for job in lost:
@@ -329,6 +350,7 @@ class Platform:
         self.pool.stop(record)
         self.queue.release_takers(record.id)
         self._stop_event(record.id).set()
+        self._release_roll(record.id)
         log.info("worker stopping", worker_id=record.id, reason=why)
 
     # --- env ------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ async def _take(request: Request, *, batch: bool) -> Response:
     record = platform.worker_seen(request.path_params["worker_id"])
     if record.state == "stopping" or platform.closing:
         return Response(status_code=204)
+    if platform.is_stale(record):
+        await platform.hold_stale(record)
+        return Response(status_code=204)
     count = 1
     if batch:
         count = parse_count(request.query_params.get("batch_size", "1"), "batch_size")

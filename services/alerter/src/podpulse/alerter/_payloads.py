@@ -96,7 +96,10 @@ def slack_message(notification: Notification) -> dict[str, Any]:
             else _ICONS.get(alert.labels.get("severity", ""), ":bell:")
         )
         summary = alert.annotations.get("summary") or alert.labels.get("alertname", "alert")
-        line = f"{icon} *{alert.labels.get('alertname', '')}* {state}: {summary}"
+        # The severity in words too: an icon alone does not survive a text-only client.
+        severity = alert.labels.get("severity", "")
+        shown = f" [{severity.upper()}]" if severity and state != "resolved" else ""
+        line = f"{icon}{shown} *{alert.labels.get('alertname', '')}* {state}: {summary}"
         lines.append(line)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line[:3000]}})
     blocks.append({

@@ -13,10 +13,11 @@ from typing import Any
 
 from celery.schedules import crontab, schedule
 
-__all__ = ["SMOKE_ENTRY", "SWEEP_ENTRY", "beat_schedule", "parse_cron"]
+__all__ = ["SMOKE_ENTRY", "SOAK_ENTRY", "SWEEP_ENTRY", "beat_schedule", "parse_cron"]
 
 SMOKE_ENTRY = "podpulse.prober.smoke"
 SWEEP_ENTRY = "podpulse.prober.sweep"
+SOAK_ENTRY = "podpulse.prober.soak"
 
 _CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
@@ -44,9 +45,11 @@ def beat_schedule(
     smoke_every_s: float | None,
     sweep_cron: str | None,
     smoke_first_after_s: float | None = None,
+    soak_cron: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Celery ``beat_schedule`` entries: a smoke run every *smoke_every_s*, a sweep on cron.
+    """Celery ``beat_schedule`` entries: a smoke run every *smoke_every_s*, a sweep and a soak
+    on cron (a nightly soak is what auto-release, TAGGER_RELEASE_AUTO, releases on).
 
     A falsy value leaves that entry out. The smoke message expires after one period: when the
     prober workers are busy (a soak holds them for an hour) stale smokes are dropped instead of
@@ -70,4 +73,6 @@ def beat_schedule(
             entries[SMOKE_ENTRY]["last_run_at"] = ran
     if sweep_cron:
         entries[SWEEP_ENTRY] = {"task": "podpulse.prober.sweep", "schedule": parse_cron(sweep_cron)}
+    if soak_cron:
+        entries[SOAK_ENTRY] = {"task": "podpulse.prober.soak", "schedule": parse_cron(soak_cron)}
     return entries

@@ -57,6 +57,7 @@ def create_app(
             smoke_every_s=prober.smoke_every_s,
             sweep_cron=prober.sweep_cron,
             smoke_first_after_s=prober.smoke_first_after_s,
+            soak_cron=prober.soak_cron,
         ),
         broker_transport_options={
             **celery_app.conf.broker_transport_options,

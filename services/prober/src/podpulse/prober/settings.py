@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from podpulse.common.settings import env_settings
@@ -144,6 +144,12 @@ class ProberSettings(BaseSettings):
         default="0 3 * * *",
         description="Crontab (minute hour day month weekday, UTC) of the scheduled sweep.",
     )
+    soak_cron: str = Field(
+        default="",
+        description="Crontab (UTC) of a scheduled soak of the settings' duration, e.g. "
+        "'0 2 * * *' nightly; with TAGGER_RELEASE_AUTO=true each passing one is released. "
+        "Empty: no scheduled soak.",
+    )
     # NoDecode: "1,2,3,4" from the environment, split by the validator below.
     sweep_levels: Annotated[tuple[int, ...], NoDecode] = Field(
         default=(1, 2, 3, 4), description="Concurrency levels of the scheduled sweep."
@@ -164,9 +170,11 @@ class ProberSettings(BaseSettings):
             raise ValueError("sweep levels must be one or more concurrencies >= 1")
         return value
 
-    @field_validator("sweep_cron")
+    @field_validator("sweep_cron", "soak_cron")
     @classmethod
-    def _five_fields(cls, value: str) -> str:
+    def _five_fields(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "soak_cron" and not value.strip():
+            return ""
         if len(value.split()) != 5:
             raise ValueError(
                 f"must have 5 fields (minute hour day month weekday), got {len(value.split())}"
