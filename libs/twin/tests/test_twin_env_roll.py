@@ -8,6 +8,7 @@ worker with one started with the new variables (a busy one after its job, which 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from podpulse.twin import cli, running_twin
 pytestmark = pytest.mark.slow
 
 SLOW = {"TWIN_CALIBRATED_EXEC_MS": "600"}
+WAITING = ("IN_QUEUE", "IN_PROGRESS")
 
 
 def _env_url(twin: Any) -> str:
@@ -86,18 +88,22 @@ def test_a_busy_worker_finishes_its_job_before_it_is_rolled() -> None:
 
 
 def test_a_worker_never_idle_is_still_rolled() -> None:
-    """Three clients keep one worker busy without a pause; after the change its next job is not
-    given to it, so it is replaced, and jobs take the new time within a few seconds (400 ms
-    jobs: the gap between two is too short for an idle check to catch)."""
+    """Three clients keep one worker busy without a pause; after the change it takes no new
+    job (it finishes the one it has), so it is replaced, and jobs take the new time."""
     with running_twin(small(), calibrated(exec_ms=400)) as twin:
         twin.wait_ready(1)
         stop = threading.Event()
         seen: list[dict[str, Any]] = []
 
         def client() -> None:
+            # /run and a /status poll, as the prober does: a new job is not sent the moment
+            # one ends, so the queue is never empty when the worker asks for its next.
             with twin.client() as api:
                 while not stop.is_set():
-                    seen.append(_job(api))
+                    job_id = api.post("/run", json={"input": {}}).json()["id"]
+                    while (body := api.get(f"/status/{job_id}").json())["status"] in WAITING:
+                        time.sleep(0.2)
+                    seen.append(body)
 
         threads = [threading.Thread(target=client) for _ in range(3)]
         for thread in threads:
@@ -105,7 +111,10 @@ def test_a_worker_never_idle_is_still_rolled() -> None:
         try:
             wait_until(lambda: len(seen) >= 3, timeout_s=20, what="jobs flowing")
             assert twin.platform.queue.in_progress() or twin.platform.queue.in_queue()
+            (old,) = twin.platform.pool.workers
             assert _patch(twin, {"env": SLOW}).json()["workersToRoll"] == 1
+            # Every job the old worker had taken by now; it must take none after.
+            taken = _taken(twin)
             wait_until(lambda: seen[-1]["executionTime"] >= 600, timeout_s=20,
                        what="a job on the rolled worker")  # fmt: skip
         finally:
@@ -113,6 +122,18 @@ def test_a_worker_never_idle_is_still_rolled() -> None:
             for thread in threads:
                 thread.join(30)
         assert all(job["status"] == "COMPLETED" for job in seen)
+        late = [j["id"] for j in seen if j["workerId"] == old and j["id"] not in taken]
+        assert late == []
+
+
+def _taken(twin: Any) -> set[str]:
+    # The twin runs in another thread: copy its jobs, again if they changed meanwhile.
+    while True:
+        try:
+            jobs = list(twin.platform.queue.jobs.values())
+        except RuntimeError:
+            continue
+        return {job.id for job in jobs if job.status.value != "IN_QUEUE"}
 
 
 @pytest.mark.parametrize(
