@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from stack_helpers import alive, process_tree
 
 from podpulse.common.testing import free_port, wait_until
 
@@ -25,35 +26,6 @@ pytestmark = pytest.mark.slow
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 CORE = {"redis", "twin", "prober-worker", "prober-beat"}
-
-
-def _tree(pid: int) -> set[int]:
-    """Every live descendant of *pid*, from /proc (zombies count as gone)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @dataclass
@@ -108,11 +80,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     finally:
         assert process.stdout is not None
         if process.poll() is None:
-            children = _tree(process.pid)
+            children = process_tree(process.pid)
             process.kill()
             process.wait()
             for pid in children:
-                if _alive(pid):
+                if alive(pid):
                     os.kill(pid, signal.SIGKILL)
         process.stdout.close()
 
@@ -128,14 +100,14 @@ def _wait_ready(stack: Stack, timeout_s: float = 60) -> float:
 
 
 def _stop(stack: Stack, sig: signal.Signals) -> tuple[float, set[int], str]:
-    children = _tree(stack.process.pid)
+    children = process_tree(stack.process.pid)
     assert children, "the stack had no child processes"
     sent = time.monotonic()
     stack.process.send_signal(sig)
     stack.process.wait(timeout=30)
     took = time.monotonic() - sent
     # Reparented to init, a straggler might still be dying; give it the same few seconds.
-    wait_until(lambda: not any(_alive(p) for p in children), timeout_s=5, what="no child left")
+    wait_until(lambda: not any(alive(p) for p in children), timeout_s=5, what="no child left")
     return took, children, stack.output()
 
 
@@ -194,7 +166,7 @@ def test_a_killed_service_is_restarted_and_sigterm_stops_everything(stack: Stack
 
     row = wait_until(restarted, timeout_s=40, what="the worker restarted", poll_s=0.1)
     back_s = time.monotonic() - killed
-    assert not _alive(before["pid"])
+    assert not alive(before["pid"])
     took, _, output = _stop(stack, signal.SIGTERM)
     assert "prober-worker was killed by SIGKILL; restart 1" in output
     assert took < 15, output

@@ -112,7 +112,7 @@ def test_config_carries_the_bus_guarantees(settings: CommonSettings) -> None:
     assert [(q.name, q.durable, q.routing_key) for q in conf.task_queues] == [
         (name, True, name) for name in QUEUES
     ]
-    assert conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert conf.beat_scheduler == "podpulse.common.beat:RedBeatScheduler"
     assert conf.redbeat_redis_url == settings.redis_url
 
 

@@ -83,7 +83,7 @@ def worker(env: dict[str, str], log: Path, name: str) -> AbstractContextManager[
 
 
 def beat(env: dict[str, str], log: Path) -> AbstractContextManager[Proc]:
-    return celery("beat", "-S", "redbeat.RedBeatScheduler", "-l", "INFO", env=env, log=log)
+    return celery("beat", "-l", "INFO", env=env, log=log)
 
 
 def _wait(check: Callable[[], object], timeout_s: float, what: str) -> Any:

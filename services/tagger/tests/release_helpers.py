@@ -64,6 +64,7 @@ def soak_summary(
     target: Literal["hosted", "twin"] = "hosted",
     exec_p50: float = 1900.0,
     total_p50: float = 2150.0,
+    base_url: str = "https://api.runpod.ai/v2",
 ) -> RunSummary:
     """A 360-request soak at concurrency 2 that ended at *ended_at* (default: now)."""
     ended = ended_at or datetime.now(UTC)
@@ -115,9 +116,7 @@ def soak_summary(
         schema_version=1,
         run_id=run_id,
         kind="soak",
-        target=TargetInfo(
-            kind=target, endpoint_id=endpoint_id, base_url="https://api.runpod.ai/v2"
-        ),
+        target=TargetInfo(kind=target, endpoint_id=endpoint_id, base_url=base_url),
         interrupted=False,
         passed=passed,
         spec=ProbeSpec(kind="soak", run_id=run_id, concurrency=(2,), duration_s=1800.0),

@@ -155,7 +155,20 @@ def test_gate_refuses_failed_stale_early_and_twin_soaks(repo: GitRepo, podpulse:
     twin = podpulse("release", "--evidence", "on-twin")
     assert twin.code == 1
     assert "probed a local twin" in twin.stderr
+
+    # A "hosted" soak sent to another API (a twin behind RUNPOD_ENDPOINT_BASE_URL) did not test
+    # the endpoint; it counts only where the tagger itself is pointed at that API.
+    repo.soak("elsewhere", base_url="http://127.0.0.1:8765/v2")
+    elsewhere = podpulse("release", "--evidence", "elsewhere")
+    assert elsewhere.code == 1
+    assert (
+        "soak elsewhere probed the API at http://127.0.0.1:8765/v2, not the endpoint's "
+        "https://api.runpod.ai/v2 (RUNPOD_ENDPOINT_BASE_URL)"
+    ) in elsewhere.stderr
     assert not repo.records.exists()
+    there = podpulse("release", "--evidence", "elsewhere", "--dry-run",
+                     env={"RUNPOD_ENDPOINT_BASE_URL": "http://127.0.0.1:8765/v2/"})  # fmt: skip
+    assert there.code == 0, there.stderr
 
 
 def test_force_with_reason_overrides_and_is_recorded(repo: GitRepo, podpulse: RunCli) -> None:

@@ -112,8 +112,9 @@ def create_celery_app(service: str, settings: CommonSettings) -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,
-        # Exactly one beat: redbeat keeps the schedule in Redis behind a lock.
-        beat_scheduler="redbeat.RedBeatScheduler",
+        # Exactly one beat: redbeat keeps the schedule in Redis behind a lock (its scheduler,
+        # made to ride out a Redis restart: podpulse.common.beat).
+        beat_scheduler="podpulse.common.beat:RedBeatScheduler",
         beat_max_loop_interval=BEAT_MAX_LOOP_INTERVAL_S,
         redbeat_redis_url=settings.redis_url,
         # Set explicitly: redbeat otherwise inherits broker_transport_options (and warns).

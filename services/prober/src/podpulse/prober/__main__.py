@@ -5,7 +5,7 @@ never printing its value); the app is built from them and given to Celery's own 
 so every ``celery worker`` / ``celery beat`` option works as usual, e.g.::
 
     python -m podpulse.prober worker -Q prober -c 2 -l INFO
-    python -m podpulse.prober beat -S redbeat.RedBeatScheduler
+    python -m podpulse.prober beat
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The prober's beat schedule, built from its settings.
 
-Beat runs ``redbeat.RedBeatScheduler`` (see podpulse.common.bus): at start-up it writes these
+Beat runs redbeat's ``RedBeatScheduler`` (podpulse.common.beat): at start-up it writes these
 entries to Redis and takes the redbeat lock, so however many beat processes run, one fires.
 Entries carry no sizes: each task reads them from the settings of the worker that runs it, so
 changing a size is a worker restart, not a beat one.

@@ -98,6 +98,14 @@ def _prober_env(plan: StackPlan) -> dict[str, str]:
     return env
 
 
+def _tagger_env(plan: StackPlan, base: dict[str, str]) -> dict[str, str]:
+    # The release gate takes only soaks of the endpoint's own API; with the twin, that is the
+    # twin's (a podpulse.toml must still name the twin's endpoint id for a soak to release).
+    if plan.twin is None:
+        return base
+    return {**base, "RUNPOD_ENDPOINT_BASE_URL": plan.twin.base_url}
+
+
 def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceSpec, ...]:
     """Every row, in start order, whether or not its command is installed."""
     settings = plan.settings
@@ -240,7 +248,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
                 "-n",
                 worker_name.format("tagger"),
             ),
-            env=base,
+            env=_tagger_env(plan, base),
             ready=_CELERY_READY,
             after=bus,
             needs_command="release",

@@ -15,6 +15,7 @@ import structlog
 from celery import Celery
 
 from podpulse.common.events import ProbeRunCompleted
+from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 
 from ._deployment_file import DeploymentFileError, read_deployment_file
 from ._git import GitError, Repository
@@ -39,7 +40,11 @@ class AutoRelease:
 
 # One return per reason to release nothing: each is its own outcome, in the order checked.
 def on_probe_run_completed(  # noqa: PLR0911
-    app: Celery, settings: ReleaseSettings, event: ProbeRunCompleted
+    app: Celery,
+    settings: ReleaseSettings,
+    event: ProbeRunCompleted,
+    *,
+    endpoint_api: str = DEFAULT_RUNPOD_ENDPOINT_BASE_URL,
 ) -> AutoRelease:
     """Release for *event* when it is a passing soak of the deployment and auto is on."""
     run = event.run_id
@@ -59,7 +64,10 @@ def on_probe_run_completed(  # noqa: PLR0911
     if event.endpoint_id != deployment.endpoint.id:
         return AutoRelease("ignored", f"a soak of {event.endpoint_id}, not the deployment's")
     request = ReleaseRequest(
-        evidence=event.summary, push_remote=settings.push_remote, trigger="auto"
+        evidence=event.summary,
+        push_remote=settings.push_remote,
+        trigger="auto",
+        endpoint_api=endpoint_api,
     )
     try:
         outcome = release(repo, deployment.endpoint, settings, request)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 from podpulse.common.summary import RunSummary, SummaryError, check_run_id, read_summary
 
 __all__ = ["EvidenceError", "Scan", "find_latest_soak", "judge", "read_evidence"]
@@ -85,8 +86,14 @@ def judge(  # noqa: PLR0911
     committed_at: datetime,
     now: datetime,
     max_age_s: float,
+    endpoint_api: str = DEFAULT_RUNPOD_ENDPOINT_BASE_URL,
 ) -> str | None:
-    """Why *summary* cannot carry a release of a commit made at *committed_at*; None if it can."""
+    """Why *summary* cannot carry a release of a commit made at *committed_at*; None if it can.
+
+    *endpoint_api* is the job API the deployment's endpoint is reached at (the tagger's
+    RUNPOD_ENDPOINT_BASE_URL): a soak sent anywhere else, a twin posing as the hosted endpoint
+    included, did not test it.
+    """
     if summary is None:
         return (
             f"no soak of endpoint {endpoint_id} in the results: run `podpulse soak` against it "
@@ -99,6 +106,11 @@ def judge(  # noqa: PLR0911
         return f"soak {run} probed endpoint {summary.target.endpoint_id}, not {endpoint_id}"
     if summary.target.kind != "hosted":
         return f"soak {run} probed a local twin, not the hosted endpoint"
+    if summary.target.base_url.rstrip("/") != endpoint_api.rstrip("/"):
+        return (
+            f"soak {run} probed the API at {summary.target.base_url}, not the endpoint's "
+            f"{endpoint_api} (RUNPOD_ENDPOINT_BASE_URL)"
+        )
     if not summary.passed:
         return f"the latest soak {run} did not pass: {_why_failed(summary)}"
     ended = summary.level.ended_at

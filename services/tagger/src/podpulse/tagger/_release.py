@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from podpulse.common.events import ReleaseRecorded
+from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 from podpulse.common.summary import RunSummary
 
 from ._deployment_file import EndpointSpec
@@ -82,6 +83,9 @@ class ReleaseRequest:
     evidence_run_id: str | None = None
     evidence: RunSummary | None = None
     trigger: Trigger = "cli"
+    # Where the endpoint's job API is (RUNPOD_ENDPOINT_BASE_URL): the evidence must have
+    # probed it there.
+    endpoint_api: str = DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,7 @@ def _gated_record(
         committed_at=repo.committed_at(commit),
         now=now,
         max_age_s=settings.max_evidence_age_s,
+        endpoint_api=request.endpoint_api,
     )
     if problem is not None and request.force_reason is None:
         raise ReleaseRefused(problem)

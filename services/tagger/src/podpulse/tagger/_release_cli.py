@@ -94,6 +94,7 @@ def release(  # noqa: PLR0917
         force_reason=reason,
         push_remote=push,
         evidence_run_id=evidence,
+        endpoint_api=common.runpod_endpoint_base_url,
     )
     try:
         outcome = run_release(repo, deployment.endpoint, settings, request)

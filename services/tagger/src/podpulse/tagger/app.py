@@ -20,5 +20,5 @@ __all__ = ["create_app"]
 def create_app(common: CommonSettings, release: ReleaseSettings) -> Celery:
     """The tagger's Celery app (queue ``tagger``) with its task and settings."""
     app = create_celery_app("tagger", common)
-    tasks.register(app, release)
+    tasks.register(app, release, endpoint_api=common.runpod_endpoint_base_url)
     return app

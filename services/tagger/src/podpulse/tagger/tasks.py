@@ -11,6 +11,7 @@ import structlog
 from celery import Celery, Task
 
 from podpulse.common.events import EventError, ProbeRunCompleted, parse_event
+from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 
 from ._auto import on_probe_run_completed
 from .settings import ReleaseSettings
@@ -31,8 +32,11 @@ def settings_of(app: Celery) -> ReleaseSettings:
     return settings
 
 
-def register(app: Celery, settings: ReleaseSettings) -> None:
-    """Attach *settings* to *app* and define the tagger's tasks on it."""
+def register(
+    app: Celery, settings: ReleaseSettings, *, endpoint_api: str = DEFAULT_RUNPOD_ENDPOINT_BASE_URL
+) -> None:
+    """Attach *settings* to *app* and define the tagger's tasks on it; *endpoint_api* is where
+    the deployment's endpoint answers (RUNPOD_ENDPOINT_BASE_URL), which evidence must match."""
     setattr(app, _ATTRIBUTE, settings)
 
     @app.task(name=ON_PROBE_RUN, bind=True, shared=False)  # type: ignore[untyped-decorator]
@@ -46,5 +50,7 @@ def register(app: Celery, settings: ReleaseSettings) -> None:
             return {"action": "invalid"}
         if not isinstance(event, ProbeRunCompleted):
             return {"action": "ignored", "reason": f"not a probe run: {event.type}"}
-        done = on_probe_run_completed(self.app, settings_of(self.app), event)
+        done = on_probe_run_completed(
+            self.app, settings_of(self.app), event, endpoint_api=endpoint_api
+        )
         return {"action": done.action, "reason": done.reason, "tag": done.tag}
