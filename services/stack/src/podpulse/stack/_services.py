@@ -1,8 +1,8 @@
 """The stack's table: every service ``podpulse up`` may run, and what each needs.
 
-A row per service (podpulse.stack._spec.ServiceSpec). Rows whose command has not landed yet
-(the alerter, issue 10; the tagger, issue 11) are here already, each switched on by its
-``podpulse.cli`` entry point (``alerter``, ``release``): installing the member lights it up.
+A row per service (podpulse.stack._spec.ServiceSpec). The alerter's and the tagger's rows run
+only where their members are installed, each found by its ``podpulse.cli`` entry point
+(``alerter``, ``release``): a stack without them still runs the rest.
 The prober's and the twin's variables are named here, as those services read them; the
 stack never imports them.
 """
@@ -67,7 +67,7 @@ class StackPlan:
 
     @property
     def alerter_installed(self) -> bool:
-        """Whether the alerter's command (issue 10) is installed."""
+        """Whether the alerter's command is installed."""
         return "alerter" in self.installed_commands
 
 
@@ -194,7 +194,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
     alerter_env = {**base, "OTEL_TRACES_EXPORTER": "none"}  # its own spans must not feed it
     notify = (SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL)
     rows += [
-        # Issue 10: the whole alerter (receive, evaluate, notify) in one command.
+        # The whole alerter (receive, evaluate, notify) in one command.
         ServiceSpec(
             name="alerter",
             argv=(
@@ -212,7 +212,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
             after=bus,
             needs_command="alerter",
         ),
-        # Issue 10: its Celery side, the events on the alerter and notify queues.
+        # Its Celery side, the events on the alerter and notify queues.
         ServiceSpec(
             name="alerter-worker",
             argv=(
@@ -233,7 +233,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
             after=bus,
             needs_command="alerter",
         ),
-        # Issue 11: the tagger's worker on the tagger queue (the release gate).
+        # The tagger's worker on the tagger queue (auto-release behind the gate).
         ServiceSpec(
             name="tagger-worker",
             argv=(
