@@ -123,3 +123,19 @@ def test_run_ids_stay_folder_names() -> None:
     data = load_summary().model_dump(mode="json") | {"run_id": "a/b"}
     with pytest.raises(SummaryError, match="run_id"):
         parse_summary(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [("input_overrides", '{"": 1e400}'), ("input_overrides", '{"a": [1, {"b": NaN}]}'),
+     ("duration_s", "1e400"), ("timeout_s", "Infinity")],
+)  # fmt: skip
+def test_a_spec_with_a_number_json_cannot_hold_is_refused(field: str, raw: str) -> None:
+    """inf or NaN anywhere in the spec, inside input_overrides too (JSON's 1e400 reads as inf,
+    and writing it back would give null): refused naming spec.<field>. Found by the report
+    property suite."""
+    text = load_summary().model_dump_json()
+    data = json.loads(text)
+    data["spec"][field] = "__RAW__"
+    with pytest.raises(SummaryError, match=rf"spec\.{field}: "):
+        parse_summary(json.dumps(data).replace('"__RAW__"', raw))

@@ -77,7 +77,9 @@ def test_ctrl_c_with_the_embedded_twin_is_quiet_and_prompt(tmp_path: Path):
     assert "Traceback" not in stderr
     assert "CancelledError" not in stderr
     assert "graceful shutdown exceeded" not in stderr
-    assert seconds < 4.5, stderr
+    # Waiting out the twin's 5 s graceful timeout takes at least 5 s; an exit that did not
+    # wait took 0.4-0.9 s here alone, and 4.7 s once with four test workers on two cores.
+    assert seconds < 5.0, stderr
     assert parse_summary((tmp_path / "cut" / "summary.json").read_text()).interrupted
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Literal, Self
@@ -26,10 +27,21 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def _finite(value: JsonValue) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 class ProbeSpec(BaseModel):
     """What to run. Shards of one run share the spec (and so the run id and ``start_at``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf or NaN: a spec is written to JSON (spec.json, every summary), which has neither.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: ProbeKind = Field(default="load", description="smoke, load, sweep or soak.")
     run_id: str = Field(description="Names results/<run_id>/.")
@@ -65,6 +77,14 @@ class ProbeSpec(BaseModel):
     @classmethod
     def _safe_run_id(cls, value: str) -> str:
         return check_run_id(value)
+
+    @field_validator("input_overrides")
+    @classmethod
+    def _finite_overrides(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # allow_inf_nan does not reach inside JsonValue; JSON's 1e400 reads as inf.
+        if not _finite(value):
+            raise ValueError("numbers must be finite (JSON has no inf or NaN)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
