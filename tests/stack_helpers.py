@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Receiver", "alive", "deployment_repo", "git", "process_tree", "receiver"]
+__all__ = ["Receiver", "alive", "deployment_repo", "git", "kill_stack", "process_tree", "receiver"]
 
 
 class Receiver:
@@ -100,6 +102,20 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def kill_stack(process: subprocess.Popen[str]) -> None:
+    """After a test: SIGKILL a stack still running and every process it started, then close
+    its output."""
+    assert process.stdout is not None
+    if process.poll() is None:
+        children = process_tree(process.pid)
+        process.kill()
+        process.wait()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    process.stdout.close()
 
 
 def git(repo: Path, *args: str) -> str:

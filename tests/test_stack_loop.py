@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
-from stack_helpers import Receiver, alive, deployment_repo, git, process_tree, receiver
+from stack_helpers import Receiver, alive, deployment_repo, git, kill_stack, process_tree, receiver
 
 from podpulse.common.bus import create_celery_app
 from podpulse.common.settings import CommonSettings
@@ -177,15 +177,7 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
         try:
             yield running
         finally:
-            assert process.stdout is not None
-            if process.poll() is None:
-                children = process_tree(process.pid)
-                process.kill()
-                process.wait()
-                for pid in children:
-                    if alive(pid):
-                        os.kill(pid, signal.SIGKILL)
-            process.stdout.close()
+            kill_stack(process)
 
 
 def _exec_alerts(rec: Receiver, *, slack: bool) -> list[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stack_helpers import alive, process_tree
+from stack_helpers import alive, kill_stack, process_tree
 
 from podpulse.common.testing import free_port, wait_until
 
@@ -78,15 +78,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     try:
         yield running
     finally:
-        assert process.stdout is not None
-        if process.poll() is None:
-            children = process_tree(process.pid)
-            process.kill()
-            process.wait()
-            for pid in children:
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-        process.stdout.close()
+        kill_stack(process)
 
 
 def _wait_ready(stack: Stack, timeout_s: float = 60) -> float:
