@@ -58,6 +58,9 @@ _WARMUP_RUNS = 2
 # Of the memory free when the cache is allocated, what it may take; the rest is for the
 # graphs' pool, prefill activations and the allocator's slack.
 _KV_SHARE_OF_FREE = 0.9
+# A replayed graph runs the kernels it captured, so it should match the uncaptured step all
+# but exactly; cuBLAS may pick another algorithm under capture, hence not zero.
+_VERIFY_TOLERANCE = 1e-2
 
 
 class StaticCacheError(RuntimeError):
@@ -66,7 +69,7 @@ class StaticCacheError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BucketReport:
-    """How one bucket's step was prepared: captured as a graph, or why not."""
+    """How one bucket's step was prepared: captured as a graph, or why not (no error: not tried)."""
 
     size: int
     captured: bool
@@ -189,7 +192,11 @@ class StaticLane:
             for b in self.buckets
         }
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        reports, capture_s, pool = self._capture_all() if capture else ((), 0.0, 0)
+        reports, capture_s, pool = (
+            self._capture_all()
+            if capture
+            else (tuple(BucketReport(b, captured=False, seconds=0.0) for b in self.buckets), 0.0, 0)
+        )
         self.report = StaticReport(slots, max_tokens, kv_bytes, reports, capture_s, pool)
 
     def _check_fits(self, kv_bytes: int) -> None:
@@ -293,7 +300,9 @@ class StaticLane:
             t = time.perf_counter()
             try:
                 with torch.inference_mode():
-                    self._graphs[bucket] = capture_graph(partial(self._step, bucket), pool)
+                    graph = capture_graph(partial(self._step, bucket), pool)
+                    self._verify(bucket, graph)
+                self._graphs[bucket] = graph
                 reports.append(BucketReport(bucket, True, time.perf_counter() - t))
             except RuntimeError as exc:
                 reports.append(
@@ -309,6 +318,22 @@ class StaticLane:
             time.perf_counter() - started,
             pool_bytes,
         )
+
+    def _verify(self, bucket: int, graph: tuple[torch.cuda.CUDAGraph, torch.Tensor]) -> None:
+        """Replay once against the uncaptured step on the same inputs; raise if they disagree.
+
+        A graph that replays the wrong buffers would decode plausible-looking wrong tokens;
+        this costs two steps per bucket at start-up. Distinct token ids per row, so that rows
+        mixed up would show.
+        """
+        self._ids[:bucket, 0].copy_(torch.arange(bucket))
+        expected = self._step(bucket).clone()
+        graph[0].replay()
+        got = graph[1]
+        if not torch.allclose(got, expected, rtol=_VERIFY_TOLERANCE, atol=_VERIFY_TOLERANCE):
+            diff = float((got - expected).abs().max())
+            raise RuntimeError(f"replay differs from the uncaptured step by up to {diff:.3g}")
+        self._ids.fill_(self._pad)
 
 
 def capture_graph(
