@@ -47,6 +47,7 @@ __all__ = [
     "StaticLane",
     "StaticReport",
     "bucket_sizes",
+    "require_room",
     "resolve_decode",
 ]
 
@@ -113,6 +114,15 @@ def resolve_decode(requested: str, *, device_type: str, config: Any) -> tuple[De
     return ("graph" if requested == "graph" else "static"), None
 
 
+def require_room(kv_bytes: int, free_bytes: int, *, slots: int, max_tokens: int) -> None:
+    """Raise StaticCacheError unless the cache leaves room for the graphs and prefill."""
+    if kv_bytes > _KV_SHARE_OF_FREE * free_bytes:
+        raise StaticCacheError(
+            f"a static KV cache of {slots} slots x {max_tokens} tokens needs "
+            f"{kv_bytes / _GIB:.2f} GiB; {free_bytes / _GIB:.2f} GiB of GPU memory is free"
+        )
+
+
 def bucket_sizes(slots: int) -> tuple[int, ...]:
     """Batch sizes that get their own step: powers of two below ``slots``, then ``slots``."""
     sizes: list[int] = []
@@ -171,7 +181,9 @@ class StaticLane:
         self.buckets = bucket_sizes(slots)
         shape = (layers, 2, slots, kv_heads, max_tokens, head_dim)
         kv_bytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        self._check_fits(kv_bytes)
+        if self._device.type == "cuda":
+            free = torch.cuda.mem_get_info(self._device)[0]
+            require_room(kv_bytes, free, slots=slots, max_tokens=max_tokens)
         self.rows: list[Row] = []
         # Inference tensors: only the generation thread (in inference mode) touches them.
         with torch.inference_mode():
@@ -198,16 +210,6 @@ class StaticLane:
             else (tuple(BucketReport(b, captured=False, seconds=0.0) for b in self.buckets), 0.0, 0)
         )
         self.report = StaticReport(slots, max_tokens, kv_bytes, reports, capture_s, pool)
-
-    def _check_fits(self, kv_bytes: int) -> None:
-        if self._device.type != "cuda":
-            return
-        free = torch.cuda.mem_get_info(self._device)[0]
-        if kv_bytes > _KV_SHARE_OF_FREE * free:
-            raise StaticCacheError(
-                f"a static KV cache of {self.slots} slots x {self.max_tokens} tokens needs "
-                f"{kv_bytes / _GIB:.2f} GiB; {free / _GIB:.2f} GiB of GPU memory is free"
-            )
 
     def fits(self, request: GenerationRequest) -> bool:
         """Whether the prompt and every new token fit one slot."""
