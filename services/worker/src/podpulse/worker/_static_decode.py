@@ -306,7 +306,8 @@ class StaticLane:
                     self._verify(bucket, graph)
                 self._graphs[bucket] = graph
                 reports.append(BucketReport(bucket, True, time.perf_counter() - t))
-            except RuntimeError as exc:
+            except Exception as exc:  # a bucket that cannot be captured runs uncaptured
+                self._graphs.pop(bucket, None)
                 reports.append(
                     BucketReport(bucket, False, time.perf_counter() - t, _first_line(exc))
                 )
