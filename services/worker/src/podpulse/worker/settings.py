@@ -60,7 +60,8 @@ class WorkerSettings(BaseSettings):
         default=60.0,
         ge=0,
         description="Decode speed of one job that auto's probe asks of a precision before it "
-        "gives precision up for speed (default: twice the 30 tokens/s alert).",
+        "gives precision up for speed (default: twice the 30 tokens/s alert); 0 keeps the "
+        "highest precision that fits.",
     )
     decode: Literal["auto", "eager", "static", "graph"] = Field(
         default="auto",
