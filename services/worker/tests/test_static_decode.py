@@ -6,7 +6,8 @@ captures, so these tests pin down everything but the capture itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import concurrent.futures
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ import torch
 from transformers import Qwen2Config
 
 from podpulse.worker._batching import BatchGenerator, GenerationRequest
+from podpulse.worker._lane import Row
 from podpulse.worker._model import LoadedModel, load_model
 from podpulse.worker._static_decode import (
     StaticCacheError,
+    StaticLane,
     bucket_sizes,
     require_room,
     resolve_decode,
@@ -181,3 +184,75 @@ async def test_handler_answers_the_same_on_the_static_path(loaded) -> None:
     assert "error" not in answers["static"]
     assert answers["static"]["text"] == answers["eager"]["text"]
     assert answers["static"]["usage"] == answers["eager"]["usage"]
+
+
+class ReplayedStep:
+    """Stands in for a CUDA graph on the CPU: a replay reruns the captured step into its output."""
+
+    def __init__(self, step: Callable[[], torch.Tensor], out: torch.Tensor, skew: float) -> None:
+        self.step, self.out, self.skew, self.replays = step, out, skew, 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.out.copy_(self.step() + self.skew)
+
+
+class StandIn:
+    """A capture function for the CPU: stand-in graphs, optionally skewed or failing."""
+
+    def __init__(self, skew: float = 0.0, fail: bool = False) -> None:
+        self.skew, self.fail = skew, fail
+        self.graphs: list[ReplayedStep] = []
+
+    def __call__(
+        self, step: Callable[[], torch.Tensor], _pool: object
+    ) -> tuple[ReplayedStep, torch.Tensor]:
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\ndetails")
+        out = step().clone()
+        self.graphs.append(ReplayedStep(step, out, self.skew))
+        return self.graphs[-1], out
+
+
+def greedy(lane: StaticLane, requests: list[GenerationRequest]) -> list[list[int]]:
+    """Drive the lane as the loop does, greedy, every request to its max_new_tokens."""
+    rows = [Row(r, concurrent.futures.Future(), 0.0, 0) for r in requests]
+    with torch.inference_mode():
+        for row, logits in zip(rows, lane.prefill(rows), strict=True):
+            row.tokens.append(int(logits.argmax()))
+        while len(rows[0].tokens) < requests[0].max_new_tokens:
+            for row, logits in zip(lane.rows, lane.decode(), strict=True):
+                row.tokens.append(int(logits.argmax()))
+    return [r.tokens for r in rows]
+
+
+def test_captured_steps_are_replayed_and_decode_generates_tokens(loaded, prompts) -> None:
+    """With each bucket captured (a stand-in graph on the CPU), decode replays the bucket's
+    graph and reads its output buffer: three rows in the four-row bucket keep their tokens."""
+    capture = StandIn()
+    lane = StaticLane(loaded.model, slots=4, max_tokens=160, pad_token_id=loaded.pad_token_id,
+                      capture=True, capture_step=capture)  # fmt: skip
+    assert [(b.size, b.captured, b.error) for b in lane.report.buckets] == [
+        (1, True, None), (2, True, None), (4, True, None),
+    ]  # fmt: skip
+    requests = [GenerationRequest(ids, 8) for ids in prompts[:3]]
+    assert greedy(lane, requests) == [reference(loaded, list(r.input_ids), 8) for r in requests]
+    # Largest bucket captured first; each replayed once by its check, the four-row one by decode.
+    assert [g.replays for g in capture.graphs] == [1 + 7, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("capture", "error"),
+    [
+        (StandIn(skew=1.0), "replay differs from the uncaptured step by up to 1"),
+        (StandIn(fail=True), "operation not permitted when stream is capturing"),
+    ],
+)
+def test_a_capture_that_fails_or_replays_wrong_is_not_used(loaded, prompts, capture, error):
+    """A graph that disagrees with the uncaptured step, or cannot be captured, is dropped with
+    its reason; the bucket runs uncaptured and decodes the right tokens."""
+    lane = StaticLane(loaded.model, slots=2, max_tokens=160, pad_token_id=loaded.pad_token_id,
+                      capture=True, capture_step=capture)  # fmt: skip
+    assert [(b.captured, b.error) for b in lane.report.buckets] == [(False, error)] * 2
+    requests = [GenerationRequest(ids, 6) for ids in prompts[:2]]
+    assert greedy(lane, requests) == [reference(loaded, list(r.input_ids), 6) for r in requests]

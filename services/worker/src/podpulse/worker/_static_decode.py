@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -42,11 +42,14 @@ from ._lane import ModelCall, Row, prefill
 
 __all__ = [
     "BucketReport",
+    "Capture",
     "Decode",
+    "Graph",
     "StaticCacheError",
     "StaticLane",
     "StaticReport",
     "bucket_sizes",
+    "capture_graph",
     "require_room",
     "resolve_decode",
 ]
@@ -62,6 +65,16 @@ _KV_SHARE_OF_FREE = 0.9
 # A replayed graph runs the kernels it captured, so it should match the uncaptured step all
 # but exactly; cuBLAS may pick another algorithm under capture, hence not zero.
 _VERIFY_TOLERANCE = 1e-2
+
+
+class Graph(Protocol):
+    """What a captured step is to the lane: something to replay (``torch.cuda.CUDAGraph``)."""
+
+    def replay(self) -> None: ...
+
+
+# Captures a step: the graph, and the output tensor each replay writes.
+Capture = Callable[[Callable[[], torch.Tensor], Any], tuple[Graph, torch.Tensor]]
 
 
 class StaticCacheError(RuntimeError):
@@ -162,8 +175,18 @@ class StaticLane:
     """Rows decoded in fixed slots with one fixed-shape step per bucket; see the module doc."""
 
     def __init__(
-        self, model: Any, *, slots: int, max_tokens: int, pad_token_id: int, capture: bool
+        self,
+        model: Any,
+        *,
+        slots: int,
+        max_tokens: int,
+        pad_token_id: int,
+        capture: bool,
+        capture_step: Capture | None = None,
     ) -> None:
+        """``capture``: capture each bucket's step with ``capture_step`` (``capture_graph``,
+        a CUDA graph; tests on the CPU pass a stand-in).
+        """
         self._call = ModelCall(model)
         param = next(model.parameters())
         self._device = param.device
@@ -203,9 +226,9 @@ class StaticLane:
             )
             for b in self.buckets
         }
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._graphs: dict[int, tuple[Graph, torch.Tensor]] = {}
         reports, capture_s, pool = (
-            self._capture_all()
+            self._capture_all(capture_step or capture_graph)
             if capture
             else (tuple(BucketReport(b, captured=False, seconds=0.0) for b in self.buckets), 0.0, 0)
         )
@@ -290,19 +313,18 @@ class StaticLane:
         mask.scatter_(3, positions.view(bucket, 1, 1, 1), True)
         return self._call(self._ids[:bucket], mask, positions.view(bucket, 1), self._caches[bucket])
 
-    def _capture_all(self) -> tuple[tuple[BucketReport, ...], float, int]:
-        if self._device.type != "cuda":
-            raise ValueError("CUDA graphs need a CUDA device")
+    def _capture_all(self, capture_step: Capture) -> tuple[tuple[BucketReport, ...], float, int]:
+        on_cuda = self._device.type == "cuda"
         started = time.perf_counter()
-        reserved = torch.cuda.memory_reserved(self._device)
-        pool = torch.cuda.graph_pool_handle()
+        reserved = torch.cuda.memory_reserved(self._device) if on_cuda else 0
+        pool = torch.cuda.graph_pool_handle() if on_cuda else None
         reports: list[BucketReport] = []
         # Largest first: the smaller graphs then fit in the memory the largest one reserved.
         for bucket in sorted(self.buckets, reverse=True):
             t = time.perf_counter()
             try:
                 with torch.inference_mode():
-                    graph = capture_graph(partial(self._step, bucket), pool)
+                    graph = capture_step(partial(self._step, bucket), pool)
                     self._verify(bucket, graph)
                 self._graphs[bucket] = graph
                 reports.append(BucketReport(bucket, True, time.perf_counter() - t))
@@ -315,14 +337,14 @@ class StaticLane:
             # The warm-up runs wrote into free slots; make them free again.
             self._mask.zero_()
             self._mask[..., 0] = True
-        pool_bytes = torch.cuda.memory_reserved(self._device) - reserved
+        pool_bytes = torch.cuda.memory_reserved(self._device) - reserved if on_cuda else 0
         return (
             tuple(sorted(reports, key=lambda r: r.size)),
             time.perf_counter() - started,
             pool_bytes,
         )
 
-    def _verify(self, bucket: int, graph: tuple[torch.cuda.CUDAGraph, torch.Tensor]) -> None:
+    def _verify(self, bucket: int, graph: tuple[Graph, torch.Tensor]) -> None:
         """Replay once against the uncaptured step on the same inputs; raise if they disagree.
 
         A graph that replays the wrong buffers would decode plausible-looking wrong tokens;
@@ -339,9 +361,7 @@ class StaticLane:
         self._ids.fill_(self._pad)
 
 
-def capture_graph(
-    step: Callable[[], torch.Tensor], pool: Any
-) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+def capture_graph(step: Callable[[], torch.Tensor], pool: Any) -> tuple[Graph, torch.Tensor]:
     """Warm ``step`` up on a side stream, then capture it; the graph and its output tensor."""
     side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
     side.wait_stream(torch.cuda.current_stream())
