@@ -1,4 +1,8 @@
-"""The continuous-batching core: shared forward passes, exact greedy tokens, per-row control."""
+"""The continuous-batching core: shared forward passes, exact greedy tokens, per-row control.
+
+Every test runs on both decode paths: the eager lane (dynamic cache) and the static lane
+(fixed slots, one fixed-shape step per bucket: what CUDA graphs capture on the GPU).
+"""
 
 from __future__ import annotations
 
@@ -40,21 +44,30 @@ def prompts(loaded: LoadedModel) -> list[list[int]]:
     ]
 
 
+@pytest.fixture(params=["eager", "static"])
+def decode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def make(loaded: LoadedModel) -> Iterator:
+def make(loaded: LoadedModel, decode: str) -> Iterator:
     made: list[BatchGenerator] = []
 
     def factory(max_batch: int = 4, eos: tuple[int, ...] = (), **kwargs) -> BatchGenerator:
         gen = BatchGenerator(
             loaded.model, loaded.tokenizer, max_batch_size=max_batch, eos_token_ids=eos,
-            pad_token_id=loaded.pad_token_id, **kwargs,
+            pad_token_id=loaded.pad_token_id, decode=decode, **kwargs,
         )  # fmt: skip
+        assert gen.decode == decode
         made.append(gen)
         return gen
 
     yield factory
     for gen in made:
         gen.close()
+        # Jobs that fit must never fall back: the static variant really decodes statically.
+        assert gen.stats.eager_fallbacks == 0
+        assert (gen.stats.static_steps > 0) == (decode == "static" and gen.stats.jobs > 0)
 
 
 def reference(loaded: LoadedModel, ids: list[int], n: int) -> list[int]:

@@ -4,10 +4,16 @@ Why a hand-rolled decode loop rather than ``model.generate`` per batch: each job
 ``max_new_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop`` strings, which one
 ``generate`` call cannot mix; and a job that arrives while a batch is decoding should not wait
 for the whole batch to finish (seconds, at the user's SLO). Here a job joins at the next step:
-its prompt is prefilled on its own, its KV cache is left-padded to the batch's length and
-concatenated, and from then on it shares every decode step. Finished rows leave at once.
-Greedy rows reproduce ``generate``'s greedy tokens; sampled rows draw from their own seeded
-generator, so a seed gives the same text whether the job ran alone or in a batch.
+its prompt is prefilled, its KV cache joins its lane's, and from then on it shares every
+decode step. Finished rows leave at once. Greedy rows reproduce ``generate``'s greedy tokens;
+sampled rows draw from their own seeded generator, so a seed gives the same text whether the
+job ran alone or in a batch.
+
+Where the KV cache lives is a lane's business (``_lane``): the eager lane grows one dynamic
+cache; the static lane (``decode="static"`` or ``"graph"``) keeps fixed slots and one
+fixed-shape step per batch size, captured as CUDA graphs on the GPU. A job whose prompt and
+``max_new_tokens`` exceed the static length is decoded on the eager lane beside the static
+rows rather than refused: two forward passes a step while it runs, the same tokens.
 
 Only torch and transformers are needed here (no pydantic, runpod or telemetry), so the GPU
 benchmark can drive this core on a machine that has nothing else.
@@ -18,18 +24,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import inspect
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ._decode_ops import kv_tensors, pad_left, sample, set_kv_tensors
+from ._decode_ops import sample
+from ._eager_lane import EagerLane
 from ._generation import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -37,32 +42,13 @@ from ._generation import (
     GenerationRequest,
     GenerationResult,
 )
+from ._lane import Lane, ModelCall, Row
+from ._static_decode import Decode, StaticLane, StaticReport, resolve_decode
 
 __all__ = ["BatchGenerator", "BatchStats", "GenerationRequest", "GenerationResult"]
 
 # How often an idle loop waiting for announced companions looks again.
 _POLL_S = 0.0005
-
-
-@dataclass(slots=True)
-class _Row:
-    request: GenerationRequest
-    future: concurrent.futures.Future[GenerationResult]
-    enqueued: float
-    seed: int
-    generator: torch.Generator | None = None
-    tokens: list[int] = field(default_factory=list)
-    started: float = 0.0
-    batch_size: int = 1
-    finish_reason: str | None = None
-    # Set from the event loop when the awaiting task is cancelled (e.g. RunPod's job-stop);
-    # a plain bool is enough: the thread only reads it, and a stale read costs one step.
-    cancelled: bool = False
-
-    @property
-    def next_position(self) -> int:
-        # Position of the newest sampled token, the one the next decode step feeds in.
-        return len(self.request.input_ids) + len(self.tokens) - 1
 
 
 class BatchGenerator:
@@ -77,23 +63,38 @@ class BatchGenerator:
         eos_token_ids: Iterable[int],
         pad_token_id: int,
         batch_wait_ms: float = 0.0,
+        decode: str = "eager",
+        static_max_tokens: int = 2048,
         autostart: bool = True,
     ) -> None:
-        self._model = model
+        """``decode``: ``eager``, ``static``, ``graph`` or ``auto`` (see ``resolve_decode``);
+        the static paths allocate their KV cache, and capture their graphs, here.
+        """
         self._tokenizer = tokenizer
         self._device = next(model.parameters()).device
-        # transformers 5.24 renamed ``past_key_values`` to ``cache``; the GPU image may carry
-        # an older release, so ask the signature rather than the version.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        call = ModelCall(model)
         self.max_batch_size = max_batch_size
         self._eos = frozenset(eos_token_ids)
-        self._pad = pad_token_id
         self._batch_wait = batch_wait_ms / 1000.0
-        self._queue: queue.SimpleQueue[_Row | None] = queue.SimpleQueue()
-        self._rows: list[_Row] = []
-        self._cache: Any = None
-        self._mask: torch.Tensor | None = None
+        self._queue: queue.SimpleQueue[Row | None] = queue.SimpleQueue()
+        self._eager = EagerLane(call, pad_token_id=pad_token_id, device=self._device)
+        # The path actually run, and why it is not the one asked for (None when it is).
+        self.decode: Decode
+        self.decode, self.decode_note = resolve_decode(
+            decode, device_type=self._device.type, config=model.config
+        )
+        self._static: StaticLane | None = None
+        if self.decode != "eager":
+            self._static = StaticLane(
+                model,
+                slots=max_batch_size,
+                max_tokens=static_max_tokens,
+                pad_token_id=pad_token_id,
+                capture=self.decode == "graph",
+            )
+        self._lanes: list[Lane] = (
+            [self._eager] if self._static is None else [self._static, self._eager]
+        )
         self.stats = BatchStats()
         self._dead: BaseException | None = None  # why the generation thread ended, if it did
         # Jobs a caller has announced (arrived, not yet submitted). Written from the event loop,
@@ -123,12 +124,17 @@ class BatchGenerator:
         """Queue a job; the future resolves with its result or the exception that ended it."""
         return self._enqueue(request).future
 
-    def _enqueue(self, request: GenerationRequest) -> _Row:
+    @property
+    def static_report(self) -> StaticReport | None:
+        """What the static lane allocated and captured; None on the eager path."""
+        return None if self._static is None else self._static.report
+
+    def _enqueue(self, request: GenerationRequest) -> Row:
         if self._dead is not None:
             raise RuntimeError("the generation thread has stopped") from self._dead
         seed = request.seed if request.seed is not None else random.getrandbits(63)
         future: concurrent.futures.Future[GenerationResult] = concurrent.futures.Future()
-        row = _Row(request, future, time.perf_counter(), seed)
+        row = Row(request, future, time.perf_counter(), seed)
         self._queue.put(row)
         return row
 
@@ -175,11 +181,20 @@ class BatchGenerator:
                 break
             try:
                 if fresh:
-                    logits = self._prefill(fresh)
-                    self._choose(fresh, logits)
-                elif self._rows:
-                    logits = self._decode()
-                    self._choose(self._rows, logits)
+                    for lane, rows in self._route(fresh):
+                        logits = lane.prefill(rows)
+                        self._counted(lane)
+                        self.stats.prefill_calls += 1
+                        self.stats.jobs += len(rows)
+                        self._choose(rows, logits)
+                else:
+                    for lane in self._lanes:
+                        if lane.rows:
+                            logits = lane.decode()
+                            self._counted(lane)
+                            if lane is self._static:
+                                self.stats.static_steps += 1
+                            self._choose(lane.rows, logits)
                 self._retire()
             except Exception as exc:  # every job in flight must hear of it
                 self._fail_all(fresh, exc)
@@ -194,13 +209,16 @@ class BatchGenerator:
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     row.future.set_exception(exc)
 
-    def _admit(self) -> list[_Row] | None:
+    def _live(self) -> int:
+        return sum(len(lane.rows) for lane in self._lanes)
+
+    def _admit(self) -> list[Row] | None:
         """Rows to prefill this step (maybe none); None when the generator is closing."""
-        room = self.max_batch_size - len(self._rows)
-        fresh: list[_Row] = []
+        room = self.max_batch_size - self._live()
+        fresh: list[Row] = []
         if room <= 0:
             return fresh
-        if not self._rows:
+        if not self._live():
             first = self._queue.get()
             if first is None:
                 return None
@@ -237,77 +255,32 @@ class BatchGenerator:
                 row.generator.manual_seed(row.seed)
         return live
 
-    def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
-    ) -> torch.Tensor:
-        out = self._model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{self._cache_kwarg: cache},
-            logits_to_keep=1,
-        )
+    def _route(self, fresh: list[Row]) -> list[tuple[Lane, list[Row]]]:
+        """Fresh rows by lane: the static lane takes every job that fits its slots."""
+        static = self._static
+        if static is None:
+            return [(self._eager, fresh)]
+        fits = [r for r in fresh if static.fits(r.request)]
+        longer = [r for r in fresh if not static.fits(r.request)]
+        self.stats.eager_fallbacks += len(longer)
+        return [(lane, rows) for lane, rows in ((static, fits), (self._eager, longer)) if rows]
+
+    def _counted(self, lane: Lane) -> None:
+        """Book one forward pass of ``lane``: counters, each row's batch size, the test hook."""
         self.stats.forward_calls += 1
-        if self.step_hook is not None:
-            self.step_hook(input_ids.shape[0])
-        logits: torch.Tensor = out.logits[:, -1, :].float()
-        return logits
-
-    def _prefill(self, fresh: list[_Row]) -> torch.Tensor:
-        from transformers import DynamicCache
-
-        width = max(len(r.request.input_ids) for r in fresh)
-        ids = torch.full((len(fresh), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(fresh), width), dtype=torch.long)
-        for i, row in enumerate(fresh):
-            n = len(row.request.input_ids)
-            ids[i, width - n :] = torch.tensor(list(row.request.input_ids), dtype=torch.long)
-            mask[i, width - n :] = 1
-        ids, mask = ids.to(self._device), mask.to(self._device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        try:
-            cache = DynamicCache(config=self._model.config)
-        except TypeError:  # transformers before 4.56 builds its layers lazily
-            cache = DynamicCache()
-        logits = self._forward(ids, mask, positions, cache)
-        self.stats.prefill_calls += 1
-        self.stats.jobs += len(fresh)
-        self._merge(fresh, cache, mask)
-        self._note_batch()
-        return logits
-
-    def _merge(self, fresh: list[_Row], cache: Any, mask: torch.Tensor) -> None:
-        if self._cache is None or self._mask is None:
-            self._rows, self._cache, self._mask = list(fresh), cache, mask
-            return
-        width = max(self._mask.shape[1], mask.shape[1])
-        old_mask = pad_left(self._mask, width)
-        self._mask = torch.cat([old_mask, pad_left(mask, width)], dim=0)
-        merged = [
-            torch.cat([pad_left(old, width, -2), pad_left(new, width, -2)])
-            for old, new in zip(kv_tensors(self._cache), kv_tensors(cache), strict=True)
-        ]
-        set_kv_tensors(self._cache, merged)
-        self._rows.extend(fresh)
-
-    def _decode(self) -> torch.Tensor:
-        assert self._mask is not None  # _rows non-empty implies a cache
-        ids = torch.tensor([[r.tokens[-1]] for r in self._rows], device=self._device)
-        positions = torch.tensor([[r.next_position] for r in self._rows], device=self._device)
-        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
-        self._note_batch()
-        return self._forward(ids, self._mask, positions, self._cache)
-
-    def _note_batch(self) -> None:
-        size = len(self._rows)
+        size = len(lane.rows)
         self.stats.max_batch_size = max(self.stats.max_batch_size, size)
-        for row in self._rows:
+        for row in lane.rows:
             row.batch_size = max(row.batch_size, size)
+        if self.step_hook is not None:
+            self.step_hook(size)
 
-    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> None:
+    def _choose(self, rows: list[Row], logits: torch.Tensor) -> None:
         greedy = logits.argmax(dim=-1).tolist()
+        now = time.perf_counter()
         for row, logit_row, argmax in zip(rows, logits, greedy, strict=True):
+            if not row.first_token:
+                row.first_token = now
             request = row.request
             token = argmax
             if request.temperature > 0:
@@ -321,7 +294,7 @@ class BatchGenerator:
             elif len(row.tokens) >= request.max_new_tokens:
                 row.finish_reason = FINISH_LENGTH
 
-    def _hit_stop(self, row: _Row) -> bool:
+    def _hit_stop(self, row: Row) -> bool:
         # A stop string of b bytes spans at most b + 1 byte-level tokens; decoding only that
         # tail keeps the check O(1) per step.
         span = max(len(s.encode()) for s in row.request.stop) + 2
@@ -329,32 +302,16 @@ class BatchGenerator:
         return any(s in tail for s in row.request.stop)
 
     def _retire(self) -> None:
-        keep: list[int] = []
-        for i, row in enumerate(self._rows):
-            if row.finish_reason is not None:
-                self._resolve(row)
-            elif row.cancelled:
-                pass
-            else:
-                keep.append(i)
-        if len(keep) == len(self._rows):
-            return
-        if not keep:
-            self._rows, self._cache, self._mask = [], None, None
-            return
-        assert self._mask is not None  # rows imply a mask
-        index = torch.tensor(keep, device=self._device)
-        self._rows = [self._rows[i] for i in keep]
-        mask = self._mask.index_select(0, index)
-        # Columns that were padding for every remaining row can go.
-        first = int(mask.any(dim=0).nonzero()[0].item())
-        self._mask = mask[:, first:]
-        set_kv_tensors(
-            self._cache,
-            [t.index_select(0, index)[:, :, first:, :] for t in kv_tensors(self._cache)],
-        )
+        for lane in self._lanes:
+            keep: list[int] = []
+            for i, row in enumerate(lane.rows):
+                if row.finish_reason is not None:
+                    self._resolve(row)
+                elif not row.cancelled:
+                    keep.append(i)
+            lane.keep(keep)
 
-    def _resolve(self, row: _Row) -> None:
+    def _resolve(self, row: Row) -> None:
         text = self._tokenizer.decode(row.tokens, skip_special_tokens=True)
         cut = [i for i in (text.find(s) for s in row.request.stop) if i >= 0]
         if cut:
@@ -368,13 +325,15 @@ class BatchGenerator:
             queue_ms=(row.started - row.enqueued) * 1000.0,
             generate_ms=(now - row.started) * 1000.0,
             batch_size=row.batch_size,
+            first_token_ms=(row.first_token - row.enqueued) * 1000.0,
         )
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             row.future.set_result(result)
 
-    def _fail_all(self, fresh: list[_Row], exc: BaseException) -> None:
-        rows = {id(r): r for r in [*self._rows, *fresh]}
-        self._rows, self._cache, self._mask = [], None, None
+    def _fail_all(self, fresh: list[Row], exc: BaseException) -> None:
+        rows = {id(r): r for lane in self._lanes for r in [*lane.rows, *fresh]}
+        for lane in self._lanes:
+            lane.clear()
         for row in rows.values():
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 row.future.set_exception(exc)

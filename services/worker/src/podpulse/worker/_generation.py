@@ -39,6 +39,8 @@ class GenerationResult:
     queue_ms: float
     generate_ms: float
     batch_size: int
+    # From submission to the first new token: queue wait plus prefill.
+    first_token_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -49,3 +51,7 @@ class BatchStats:
     prefill_calls: int = 0
     jobs: int = 0
     max_batch_size: int = 0
+    # Decode steps the static lane ran (replayed graphs included).
+    static_steps: int = 0
+    # Jobs too long for the static slots, decoded on the eager lane instead.
+    eager_fallbacks: int = 0

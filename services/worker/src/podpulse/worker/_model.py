@@ -1,32 +1,47 @@
-"""Load the causal LM once at start-up: dtype, attention, quantisation that fits the GPU."""
+"""Load the causal LM once at start-up: dtype, attention, and a quantisation that fits the GPU.
+
+``QUANTIZATION=auto`` keeps the highest precision whose weights fit beside the KV cache; when
+several fit on CUDA and a probe budget is given, a short timed probe of each
+(``_quant_probe``) lets it trade precision for speed: the highest precision that reaches the
+target tokens/s, else the fastest.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+
+from ._quant import (
+    BYTES_PER_WEIGHT,
+    PRECISION_ORDER,
+    Quantization,
+    available,
+    load_config,
+    package_for,
+)
+from ._quant_probe import ProbeResult, choose_by_speed, probe_speeds
 
 __all__ = [
     "LoadedModel",
     "ModelLoadError",
+    "Quantization",
     "choose_quantization",
     "kv_cache_bytes",
     "load_model",
     "pick_dtype",
+    "quantization_candidates",
     "weight_bytes",
 ]
 
-Quantization = Literal["none", "int8", "nf4"]
 _GIB = 1024**3
 # Room beyond weights and KV cache: prefill activations of a batch (4 x 2k tokens through
 # Qwen2-7B's MLP alone is ~0.6 GiB), cuBLAS workspaces, the logits, allocator fragmentation.
 _WORKSPACE_BYTES = 2 * _GIB
-# Bytes per quantisable (nn.Linear) weight: int8 stores one byte plus a per-row scale; nf4
-# stores half a byte plus an fp32 absmax per 64-value block.
-_QUANT_BYTES = {"int8": 1.0, "nf4": 0.5 + 4 / 64}
 
 
 class ModelLoadError(RuntimeError):
@@ -46,6 +61,9 @@ class LoadedModel:
     context_length: int
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
+    # auto's start-up probe, one result per candidate that fitted (empty when none ran).
+    probes: tuple[ProbeResult, ...] = ()
+    quantization_reason: str = ""
 
 
 def pick_dtype(device_type: str, bf16_supported: bool) -> torch.dtype:
@@ -69,10 +87,10 @@ def weight_bytes(config: Any, quantization: Quantization, dtype: torch.dtype) ->
             quantised = (
                 quantization != "none"
                 and isinstance(module, torch.nn.Linear)
-                # bitsandbytes leaves the output head in full precision.
+                # Both backends leave the output head in full precision.
                 and not name.endswith("lm_head")
             )
-            per = _QUANT_BYTES[quantization] if quantised else element
+            per = BYTES_PER_WEIGHT[quantization] if quantised else element
             total += param.numel() * per
     return int(total)
 
@@ -87,6 +105,47 @@ def kv_cache_bytes(config: Any, tokens: int, dtype: torch.dtype) -> int:
     return int(2 * text.num_hidden_layers * kv_heads * head_dim * element * tokens)
 
 
+def quantization_candidates(
+    requested: str,
+    *,
+    on_cuda: bool,
+    usable: frozenset[Quantization],
+    free_bytes: int | None,
+    sizes: dict[Quantization, int],
+    reserve_bytes: int,
+) -> list[Quantization]:
+    """What may be loaded, highest precision first, or ModelLoadError when nothing fits.
+
+    ``auto``: every installed quantisation whose weights plus the reserve fit ``free_bytes``;
+    a named one: itself, if it fits. On CPU every request means ``none``.
+    """
+    if not on_cuda:
+        return ["none"]
+    if requested == "auto":
+        candidates = [q for q in PRECISION_ORDER if q in usable]
+    else:
+        candidates = [q for q in PRECISION_ORDER if q == requested]
+        if not candidates:
+            raise ModelLoadError(f"WORKER_QUANTIZATION={requested}: no such quantisation")
+        if candidates[0] not in usable:
+            needs = package_for(candidates[0])
+            needs = "bitsandbytes and accelerate" if needs == "bitsandbytes" else needs
+            raise ModelLoadError(f"WORKER_QUANTIZATION={requested} needs {needs}")
+    if free_bytes is None:
+        return candidates
+    fitting = [q for q in candidates if sizes[q] + reserve_bytes <= free_bytes]
+    if fitting:
+        return fitting
+    smallest = min(candidates, key=lambda q: sizes[q])
+    missing = sorted({"bitsandbytes", "torchao"} - {package_for(q) for q in usable})
+    raise ModelLoadError(
+        f"model too large: {smallest} weights {sizes[smallest] / _GIB:.2f} GiB plus "
+        f"{reserve_bytes / _GIB:.2f} GiB KV/workspace reserve exceed {free_bytes / _GIB:.2f} GiB "
+        "free GPU memory"
+        + (f" ({' and '.join(missing)} not installed)" if missing and requested == "auto" else "")
+    )
+
+
 def choose_quantization(
     requested: str,
     *,
@@ -95,38 +154,22 @@ def choose_quantization(
     free_bytes: int | None,
     sizes: dict[Quantization, int],
     reserve_bytes: int,
+    torchao_available: bool = False,
 ) -> Quantization:
-    """The quantisation to load with, or ModelLoadError when nothing fits.
-
-    ``auto`` takes the highest precision whose weights plus the reserve fit ``free_bytes``;
-    on CPU every request means ``none``.
-    """
-    if not on_cuda:
-        return "none"
-    if requested in ("int8", "nf4") and not bnb_available:
-        raise ModelLoadError(f"WORKER_QUANTIZATION={requested} needs bitsandbytes and accelerate")
-    order: list[Quantization] = ["none", "int8", "nf4"] if bnb_available else ["none"]
-    candidates: list[Quantization] = order if requested == "auto" else [_as_q(requested)]
-    if free_bytes is None:
-        return candidates[0]
-    for choice in candidates:
-        if sizes[choice] + reserve_bytes <= free_bytes:
-            return choice
-    smallest = candidates[-1]
-    raise ModelLoadError(
-        f"model too large: {smallest} weights {sizes[smallest] / _GIB:.2f} GiB plus "
-        f"{reserve_bytes / _GIB:.2f} GiB KV/workspace reserve exceed {free_bytes / _GIB:.2f} GiB "
-        "free GPU memory"
-        + ("" if bnb_available or requested != "auto" else " (bitsandbytes is not installed)")
-    )
-
-
-def _as_q(value: str) -> Quantization:
-    if value == "int8":
-        return "int8"
-    if value == "nf4":
-        return "nf4"
-    return "none"
+    """The quantisation that fit alone chooses: the highest precision that fits."""
+    usable: set[Quantization] = {"none"}
+    if bnb_available:
+        usable |= {"int8", "nf4"}
+    if torchao_available:
+        usable |= {"torchao-int8", "torchao-int4"}
+    return quantization_candidates(
+        requested,
+        on_cuda=on_cuda,
+        usable=frozenset(usable),
+        free_bytes=free_bytes,
+        sizes=sizes,
+        reserve_bytes=reserve_bytes,
+    )[0]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -135,9 +178,19 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_model(
-    model_id: str, *, quantization: str = "auto", kv_reserve_tokens: int = 8192
+    model_id: str,
+    *,
+    quantization: str = "auto",
+    kv_reserve_tokens: int = 8192,
+    decode: str = "eager",
+    probe_s: float = 0.0,
+    target_tokens_per_second: float = 60.0,
 ) -> LoadedModel:
-    """Load tokenizer and model from a local folder or hub id, or raise ModelLoadError."""
+    """Load tokenizer and model from a local folder or hub id, or raise ModelLoadError.
+
+    ``probe_s`` > 0 lets ``auto`` time the candidates that fit (at most that long, on the
+    decode path ``decode`` will run) and pick by ``target_tokens_per_second``.
+    """
     import transformers
 
     hf: Any = transformers  # its stubs leave most of what we call untyped
@@ -158,37 +211,40 @@ def load_model(
     dtype = pick_dtype(device.type, on_cuda and torch.cuda.is_bf16_supported())
     try:
         sizes: dict[Quantization, int] = {
-            q: weight_bytes(config, q, dtype) for q in ("none", "int8", "nf4")
+            q: weight_bytes(config, q, dtype) for q in PRECISION_ORDER
         }
     except ValueError as exc:
         raise ModelLoadError(
             f"WORKER_MODEL_ID={model_id} is not a causal language model "
             f"({type(config).__name__}): {_first_line(exc)}"
         ) from None
+    usable = available()
     has_accelerate = importlib.util.find_spec("accelerate") is not None
-    bnb = has_accelerate and importlib.util.find_spec("bitsandbytes") is not None
     free = torch.cuda.mem_get_info(device)[0] if on_cuda else None
     reserve = kv_cache_bytes(config, kv_reserve_tokens, dtype) + _WORKSPACE_BYTES
-    chosen = choose_quantization(
+    candidates = quantization_candidates(
         quantization,
         on_cuda=on_cuda,
-        bnb_available=bnb,
+        usable=usable,
         free_bytes=free,
         sizes=sizes,
         reserve_bytes=reserve,
     )
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
-    if chosen != "none":
-        kwargs["quantization_config"] = (
-            hf.BitsAndBytesConfig(load_in_8bit=True)
-            if chosen == "int8"
-            else hf.BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=dtype,
-                bnb_4bit_use_double_quant=True,
-            )
+    chosen, reason = candidates[0], "highest precision that fits"
+    probes: tuple[ProbeResult, ...] = ()
+    if quantization == "auto" and on_cuda and len(candidates) > 1 and probe_s > 0:
+        probes = _probe(
+            config,
+            candidates=candidates,
+            device=device,
+            dtype=dtype,
+            decode=decode,
+            budget_s=probe_s,
         )
+        chosen, reason = choose_by_speed(candidates, probes, target_tokens_per_second)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
+    if (quantization_config := load_config(chosen, dtype)) is not None:
+        kwargs["quantization_config"] = quantization_config
     if on_cuda and has_accelerate:
         kwargs["device_map"] = {"": device.index or 0}
     try:
@@ -213,6 +269,25 @@ def load_model(
         context_length=_context_length(config, tokenizer),
         eos_token_ids=_eos_ids(model, tokenizer),
         pad_token_id=_pad_id(tokenizer),
+        probes=probes,
+        quantization_reason=reason,
+    )
+
+
+def _probe(
+    config: Any,
+    *,
+    candidates: Sequence[Quantization],
+    device: torch.device,
+    dtype: torch.dtype,
+    decode: str,
+    budget_s: float,
+) -> tuple[ProbeResult, ...]:
+    from ._static_decode import resolve_decode
+
+    path, _ = resolve_decode(decode, device_type=device.type, config=config)
+    return probe_speeds(
+        config, candidates, device=device, dtype=dtype, decode=path, budget_s=budget_s
     )
 
 

@@ -25,6 +25,7 @@ from ._genai_spans import generation_span, record_usage
 from ._job_input import MAX_SEED, JobInput, Message, Profile, describe_input_error
 from ._model import LoadedModel, ModelLoadError, load_model
 from ._prompt import BuiltPrompt, PromptBuilder, PromptTooLongError
+from ._static_decode import StaticCacheError
 from ._validation import ValidationResult, ValidationThresholds, validate_answer
 from .settings import WorkerSettings
 
@@ -240,6 +241,8 @@ def build_handler(
         eos_token_ids=loaded.eos_token_ids,
         pad_token_id=loaded.pad_token_id,
         batch_wait_ms=settings.batch_wait_ms if settings.max_concurrency > 1 else 0.0,
+        decode=settings.decode,
+        static_max_tokens=settings.static_max_tokens,
     )
     return ModelHandler(
         loaded,
@@ -268,10 +271,42 @@ def load_for(settings: WorkerSettings) -> tuple[LoadedModel, str]:
         from .tiny import TINY_MODEL_NAME, ensure_tiny_model
 
         model_id, name = str(ensure_tiny_model(settings.cache_dir)), TINY_MODEL_NAME
+    reserve = settings.kv_reserve_tokens
+    if settings.decode != "eager":
+        # The static cache is preallocated whole: every slot at its full length.
+        reserve = max(reserve, settings.max_concurrency * settings.static_max_tokens)
     loaded = load_model(
-        model_id, quantization=settings.quantization, kv_reserve_tokens=settings.kv_reserve_tokens
+        model_id,
+        quantization=settings.quantization,
+        kv_reserve_tokens=reserve,
+        decode=settings.decode,
+        probe_s=settings.quantization_probe_s,
+        target_tokens_per_second=settings.quantization_target_tokens_per_second,
     )
     return loaded, name
+
+
+def log_decode(generator: BatchGenerator) -> None:
+    """One line on the decode path, and one per bucket when it was captured."""
+    report = generator.static_report
+    if report is None:
+        log.info("decode.ready", decode=generator.decode, note=generator.decode_note)
+        return
+    log.info(
+        "decode.ready",
+        decode=generator.decode,
+        note=generator.decode_note,
+        slots=report.slots,
+        static_max_tokens=report.max_tokens,
+        kv_cache_mib=round(report.kv_bytes / 2**20, 1),
+        buckets=[b.size for b in report.buckets],
+        captured=[b.size for b in report.buckets if b.captured],
+        capture_s=round(report.capture_s, 3),
+        graph_pool_mib=round(report.graph_pool_bytes / 2**20, 1),
+    )
+    for bucket in report.buckets:
+        if bucket.error is not None:
+            log.warning("decode.capture_failed", bucket=bucket.size, error=bucket.error)
 
 
 def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -283,14 +318,33 @@ def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
         loaded, name = load_for(settings)
     except ModelLoadError as exc:
         raise SystemExit(f"podpulse worker: {exc}") from None
-    handler = build_handler(settings, loaded, model_name=name)
+    for probe in loaded.probes:
+        log.info(
+            "quantization.probe",
+            quantization=probe.quantization,
+            tokens_per_second=None
+            if probe.tokens_per_second is None
+            else round(probe.tokens_per_second, 1),
+            layer_ms=None if probe.layer_ms is None else round(probe.layer_ms, 3),
+            seconds=round(probe.seconds, 2),
+            error=probe.error,
+        )
+    try:
+        handler = build_handler(settings, loaded, model_name=name)
+    except StaticCacheError as exc:
+        raise SystemExit(
+            f"podpulse worker: {exc}: lower WORKER_STATIC_MAX_TOKENS or WORKER_MAX_CONCURRENCY, "
+            "or set WORKER_DECODE=eager"
+        ) from None
     log.info(
         "model.loaded",
         model=name,
         device=str(loaded.device),
         dtype=str(loaded.dtype).removeprefix("torch."),
         quantization=loaded.quantization,
+        quantization_reason=loaded.quantization_reason,
         context_length=loaded.context_length,
         max_concurrency=settings.max_concurrency,
     )
+    log_decode(handler.generator)
     return {"handler": handler.handle, "concurrency_modifier": settings.concurrency_modifier()}

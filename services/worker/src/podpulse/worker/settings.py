@@ -41,9 +41,42 @@ class WorkerSettings(BaseSettings):
         default=None,
         description="Local path or hub id of the causal LM; unset means the tiny CPU model.",
     )
-    quantization: Literal["none", "int8", "nf4", "auto"] = Field(
+    quantization: Literal["none", "int8", "nf4", "torchao-int8", "torchao-int4", "auto"] = Field(
         default="auto",
-        description="bitsandbytes quantisation on CUDA; ignored (none) on CPU.",
+        description="Weight quantisation on CUDA: bitsandbytes int8 or nf4, torchao int8 or "
+        "int4 weight-only, or auto: the highest precision that fits, and when several fit, the "
+        "highest whose start-up probe reaches WORKER_QUANTIZATION_TARGET_TOKENS_PER_SECOND "
+        "(else the fastest); ignored (none) on CPU.",
+    )
+    quantization_probe_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="Time budget of WORKER_QUANTIZATION=auto's start-up probe (each fitting "
+        "candidate decodes on two random-weight layers of the model's shape); 0 chooses by "
+        "fit alone.",
+    )
+    quantization_target_tokens_per_second: float = Field(
+        default=60.0,
+        ge=0,
+        description="Decode speed of one job that auto's probe asks of a precision before it "
+        "gives precision up for speed (default: twice the 30 tokens/s alert); 0 keeps the "
+        "highest precision that fits.",
+    )
+    decode: Literal["auto", "eager", "static", "graph"] = Field(
+        default="auto",
+        description="Decode path of the generation loop: eager (a KV cache that grows each "
+        "step), static (fixed slots, a preallocated KV cache and one fixed-shape step per "
+        "batch size), graph (static, each step captured as a CUDA graph at start-up); auto is "
+        "graph on CUDA and eager on CPU.",
+    )
+    static_max_tokens: int = Field(
+        default=2048,
+        ge=16,
+        le=32768,
+        description="Prompt plus new tokens one job may hold on the static and graph paths "
+        "(the KV cache preallocates WORKER_MAX_CONCURRENCY times this); a longer job decodes "
+        "on the eager path beside them.",
     )
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "podpulse",
