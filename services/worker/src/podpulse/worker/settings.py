@@ -56,19 +56,23 @@ class WorkerSettings(BaseSettings):
         "candidate decodes on two random-weight layers of the model's shape); 0 chooses by "
         "fit alone.",
     )
+    # Off (0) and eager by default: neither the probe nor the graph path has run on a GPU
+    # yet (benchmarks/worker_gpu.py is the device check); a worker image must not crash-loop
+    # on an untried start-up path. Turn them on per endpoint until the figures are in.
     quantization_target_tokens_per_second: float = Field(
-        default=60.0,
+        default=0.0,
         ge=0,
         description="Decode speed of one job that auto's probe asks of a precision before it "
-        "gives precision up for speed (default: twice the 30 tokens/s alert); 0 keeps the "
-        "highest precision that fits.",
+        "gives precision up for speed (60 is twice the 30 tokens/s alert); 0 (the default, "
+        "until the probe is measured on a GPU) keeps the highest precision that fits.",
     )
     decode: Literal["auto", "eager", "static", "graph"] = Field(
-        default="auto",
+        default="eager",
         description="Decode path of the generation loop: eager (a KV cache that grows each "
         "step), static (fixed slots, a preallocated KV cache and one fixed-shape step per "
         "batch size), graph (static, each step captured as a CUDA graph at start-up); auto is "
-        "graph on CUDA and eager on CPU.",
+        "graph on CUDA and eager on CPU. Default eager until the graph path is measured on a "
+        "GPU.",
     )
     static_max_tokens: int = Field(
         default=2048,
