@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from generation_helpers import reference
 
 from podpulse.worker._batching import BatchGenerator, GenerationRequest
 from podpulse.worker._model import LoadedModel, load_model
@@ -68,14 +69,6 @@ def make(loaded: LoadedModel, decode: str) -> Iterator:
         # Jobs that fit must never fall back: the static variant really decodes statically.
         assert gen.stats.eager_fallbacks == 0
         assert (gen.stats.static_steps > 0) == (decode == "static" and gen.stats.jobs > 0)
-
-
-def reference(loaded: LoadedModel, ids: list[int], n: int) -> list[int]:
-    out = loaded.model.generate(
-        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-        max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=loaded.pad_token_id,
-    )  # fmt: skip
-    return out[0, len(ids) :].tolist()
 
 
 def test_greedy_batched_equals_alone_equals_generate(loaded, prompts, make) -> None:

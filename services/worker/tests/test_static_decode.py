@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from generation_helpers import reference
 from transformers import Qwen2Config
 
 from podpulse.worker._batching import BatchGenerator, GenerationRequest
@@ -67,14 +68,6 @@ def make(loaded: LoadedModel) -> Iterator:
     yield factory
     for gen in made:
         gen.close()
-
-
-def reference(loaded: LoadedModel, ids: list[int], n: int) -> list[int]:
-    out = loaded.model.generate(
-        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-        max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=loaded.pad_token_id,
-    )  # fmt: skip
-    return out[0, len(ids) :].tolist()
 
 
 def test_buckets_are_powers_of_two_then_the_slot_count() -> None:
