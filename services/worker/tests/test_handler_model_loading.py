@@ -11,13 +11,39 @@ from transformers import Qwen2Config
 from podpulse.worker._model import (
     ModelLoadError,
     Quantization,
-    choose_quantization,
     kv_cache_bytes,
     pick_dtype,
+    quantization_candidates,
     weight_bytes,
 )
 
 GIB = 1024**3
+
+
+def choose_quantization(
+    requested: str,
+    *,
+    on_cuda: bool,
+    bnb_available: bool,
+    free_bytes: int | None,
+    sizes: dict[Quantization, int],
+    reserve_bytes: int,
+) -> Quantization:
+    """The quantisation that fit alone chooses: the highest precision that fits (what auto
+    loads without a speed probe)."""
+    usable: frozenset[Quantization] = frozenset(
+        ("none", "int8", "nf4") if bnb_available else ("none",)
+    )
+    return quantization_candidates(
+        requested,
+        on_cuda=on_cuda,
+        usable=usable,
+        free_bytes=free_bytes,
+        sizes=sizes,
+        reserve_bytes=reserve_bytes,
+    )[0]
+
+
 QWEN2_7B = Qwen2Config(
     hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
     intermediate_size=18944, vocab_size=152064, max_position_embeddings=32768,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 from podpulse.common.summary import RunSummary, SummaryError, check_run_id, read_summary
 
 __all__ = ["EvidenceError", "Scan", "find_latest_soak", "judge", "read_evidence"]
@@ -86,7 +85,7 @@ def judge(  # noqa: PLR0911
     committed_at: datetime,
     now: datetime,
     max_age_s: float,
-    endpoint_api: str = DEFAULT_RUNPOD_ENDPOINT_BASE_URL,
+    endpoint_api: str,
 ) -> str | None:
     """Why *summary* cannot carry a release of a commit made at *committed_at*; None if it can.
 

@@ -11,7 +11,6 @@ import structlog
 from celery import Celery, Task
 
 from podpulse.common.events import EventError, ProbeRunCompleted, parse_event
-from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 
 from ._auto import on_probe_run_completed
 from .settings import ReleaseSettings
@@ -32,9 +31,7 @@ def settings_of(app: Celery) -> ReleaseSettings:
     return settings
 
 
-def register(
-    app: Celery, settings: ReleaseSettings, *, endpoint_api: str = DEFAULT_RUNPOD_ENDPOINT_BASE_URL
-) -> None:
+def register(app: Celery, settings: ReleaseSettings, *, endpoint_api: str) -> None:
     """Attach *settings* to *app* and define the tagger's tasks on it; *endpoint_api* is where
     the deployment's endpoint answers (RUNPOD_ENDPOINT_BASE_URL), which evidence must match."""
     setattr(app, _ATTRIBUTE, settings)

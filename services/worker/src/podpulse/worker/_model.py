@@ -30,7 +30,6 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "Quantization",
-    "choose_quantization",
     "kv_cache_bytes",
     "load_model",
     "pick_dtype",
@@ -146,32 +145,6 @@ def quantization_candidates(
     )
 
 
-def choose_quantization(
-    requested: str,
-    *,
-    on_cuda: bool,
-    bnb_available: bool,
-    free_bytes: int | None,
-    sizes: dict[Quantization, int],
-    reserve_bytes: int,
-    torchao_available: bool = False,
-) -> Quantization:
-    """The quantisation that fit alone chooses: the highest precision that fits."""
-    usable: set[Quantization] = {"none"}
-    if bnb_available:
-        usable |= {"int8", "nf4"}
-    if torchao_available:
-        usable |= {"torchao-int8", "torchao-int4"}
-    return quantization_candidates(
-        requested,
-        on_cuda=on_cuda,
-        usable=frozenset(usable),
-        free_bytes=free_bytes,
-        sizes=sizes,
-        reserve_bytes=reserve_bytes,
-    )[0]
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -184,7 +157,7 @@ def load_model(
     kv_reserve_tokens: int = 8192,
     decode: str = "eager",
     probe_s: float = 0.0,
-    target_tokens_per_second: float = 60.0,
+    target_tokens_per_second: float = 0.0,
 ) -> LoadedModel:
     """Load tokenizer and model from a local folder or hub id, or raise ModelLoadError.
 
