@@ -67,8 +67,7 @@ async def get_worker_env(request: Request) -> JSONResponse:
     """GET /twin/v1/{id}/env: the names set while the twin runs, and the workers still to
     roll onto them."""
     platform = _management_platform(request)
-    rolling = sum(platform.is_stale(r) for r in platform.pool.workers.values())
-    return JSONResponse(_env_body(platform, rolling))
+    return JSONResponse(_env_body(platform, platform.workers_to_roll()))
 
 
 async def patch_worker_env(request: Request) -> JSONResponse:
@@ -76,9 +75,8 @@ async def patch_worker_env(request: Request) -> JSONResponse:
     change does on RunPod (podpulse.twin._worker_env); a refused body changes nothing."""
     platform = _management_platform(request)
     body = await read_json(request, 1024 * 1024)
-    withheld, withheld_values = platform.pool.withheld
     try:
-        changes = read_env_patch(body, withheld=withheld, withheld_values=withheld_values)
+        changes = read_env_patch(body, kept_out=platform.pool.kept_out())
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return JSONResponse(_env_body(platform, platform.update_worker_env(changes)))

@@ -126,9 +126,13 @@ class Platform:
         self.pool.env_overrides = applied(self.pool.env_overrides, changes)
         self.pool.env_revision += 1
         self._wake.set()
-        stale = [r for r in self.pool.workers.values() if self.is_stale(r)]
-        log.info("worker env changed", names=sorted(changes), workers_to_roll=len(stale))
-        return len(stale)
+        rolling = self.workers_to_roll()
+        log.info("worker env changed", names=sorted(changes), workers_to_roll=rolling)
+        return rolling
+
+    def workers_to_roll(self) -> int:
+        """How many workers still run an older environment than the current one."""
+        return sum(self.is_stale(r) for r in self.pool.workers.values())
 
     async def hold_stale(self, record: WorkerRecord) -> None:
         """Park a stale worker's job-take until the loop stops it (or the take's hold ends).

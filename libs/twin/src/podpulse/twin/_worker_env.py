@@ -18,8 +18,6 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from podpulse.common.settings import KNOWN_SECRETS
-
 __all__ = ["MAX_CHANGES", "applied", "read_env_patch"]
 
 MAX_CHANGES = 64
@@ -30,15 +28,12 @@ _PLATFORM_PREFIXES = ("RUNPOD_",)
 _PLATFORM_NAMES = frozenset({"PODPULSE_PARENT_PID", "PYTHONUNBUFFERED"})
 
 
-def _refused_names(withheld: Collection[str]) -> frozenset[str]:
-    secrets = {n for s in KNOWN_SECRETS for n in (s.name, s.file_variable)}
-    return frozenset(secrets | set(withheld) | _PLATFORM_NAMES)
-
-
 def read_env_patch(
-    body: Any, *, withheld: Collection[str], withheld_values: Collection[str]
+    body: Any, *, kept_out: tuple[Collection[str], Collection[str]]
 ) -> dict[str, str | None]:
     """The changes a PATCH body asks for: name to new value, None to drop its change.
+
+    *kept_out*: the names and values no worker may get (WorkerPool.kept_out).
 
     ValueError with one line naming each bad entry by its name, never quoting a value.
     """
@@ -52,8 +47,8 @@ def read_env_patch(
         raise ValueError("env must be a non-empty JSON object of NAME: string or null")
     if len(env) > MAX_CHANGES:
         raise ValueError(f"env may change at most {MAX_CHANGES} variables at once")
-    refused = _refused_names(withheld)
-    secret_values = set(withheld_values)
+    refused = frozenset(kept_out[0]) | _PLATFORM_NAMES
+    secret_values = set(kept_out[1])
     problems = [
         f"env.{_shown(name)}: {why}"
         for name, value in env.items()

@@ -133,15 +133,18 @@ class WorkerPool:
                 if record.state is not WorkerState.STOPPING:
                     self._start_process(record, env)
 
-    @property
-    def withheld(self) -> tuple[frozenset[str], frozenset[str]]:
-        """The names and values kept from every worker."""
-        return self._withheld, self._withheld_values
+    def kept_out(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The variable names and the values no worker may get: every known secret (by name,
+        its ``*_FILE`` name and its current value) and the twin's own. Read on each call, as
+        a rotated secret's value changes."""
+        names = {n for s in KNOWN_SECRETS for n in (s.name, s.file_variable)} | self._withheld
+        values = set(known_secret_values()) | self._withheld_values
+        return frozenset(names), frozenset(values)
 
     def _start_process(self, record: WorkerRecord, env: Mapping[str, str]) -> None:
         full_env = {
             **_ENV_DEFAULTS,
-            **_inherited_env(self._withheld, self._withheld_values),
+            **_inherited_env(*self.kept_out()),
             **self.base_env,
             **self.env_overrides,
             **env,
@@ -255,12 +258,11 @@ def _silence(record: WorkerRecord, liveness: Liveness, now: float) -> str | None
     return None
 
 
-def _inherited_env(withheld: Collection[str], withheld_values: Collection[str]) -> dict[str, str]:
-    """The twin's environment less every secret: a worker runs any handler it is given, and
-    none of them needs the user's RunPod key, the webhook URLs or the twin's own API key
-    (RunPod's own workers get none of them either). A value is dropped under any name."""
-    names = {n for s in KNOWN_SECRETS for n in (s.name, s.file_variable)} | set(withheld)
-    values = set(known_secret_values()) | set(withheld_values)
+def _inherited_env(names: Collection[str], values: Collection[str]) -> dict[str, str]:
+    """The twin's environment less every secret (WorkerPool.kept_out): a worker runs any
+    handler it is given, and none of them needs the user's RunPod key, the webhook URLs or the
+    twin's own API key (RunPod's own workers get none of them either). A value is dropped
+    under any name."""
     return {n: v for n, v in os.environ.items() if n not in names and v not in values}
 
 
