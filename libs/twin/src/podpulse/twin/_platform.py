@@ -121,12 +121,15 @@ class Platform:
 
     def update_worker_env(self, changes: Mapping[str, str | None]) -> int:
         """Change the workers' environment and roll every worker started before; the number
-        of workers to replace. An idle one stops on the next tick, a busy one after its job
+        of workers to replace. An idle one stops now, a busy one after its job
         (the scaler starts replacements as for any stopped worker)."""
         self.pool.env_overrides = applied(self.pool.env_overrides, changes)
         self.pool.env_revision += 1
-        self._wake.set()
         rolling = self.workers_to_roll()
+        # Now, not on the next tick: a stale worker parked in a job-take would otherwise be
+        # handed the next job that arrives.
+        self._roll()
+        self._wake.set()  # the scaler starts the replacements
         log.info("worker env changed", names=sorted(changes), workers_to_roll=rolling)
         return rolling
 
@@ -346,7 +349,13 @@ class Platform:
     def _roll(self) -> None:
         busy = {j.worker_id for j in self.queue.in_progress()}
         for record in list(self.pool.workers.values()):
-            if self.is_stale(record) and record.id not in busy:
+            if not self.is_stale(record):
+                continue
+            if record.id in busy:
+                # Its parked take (a worker running several jobs) must not get another job:
+                # answered now, its next take parks in hold_stale.
+                self.queue.release_takers(record.id)
+            else:
                 self.stop_worker(record, "its environment changed")
 
     def stop_worker(self, record: WorkerRecord, why: str) -> None:
