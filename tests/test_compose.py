@@ -4,11 +4,11 @@ commands the services run, and variables that the settings classes really read."
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from ruamel.yaml import YAML
 
 from podpulse.common.settings import KNOWN_SECRETS, settings_variable
@@ -115,13 +115,14 @@ def test_env_example_is_generated_from_the_settings() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(not Path("/usr/bin/unshare").exists(), reason="needs unshare")
 def test_the_compose_file_validates_offline() -> None:
     """check-jsonschema validates against the Compose Spec schema it vendors, with no network
-    (a private network namespace)."""
+    (a private network namespace where unshare can make one; plainly elsewhere)."""
     checker = str(Path(sys.executable).with_name("check-jsonschema"))
     argv = [checker, "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")]
-    offline = subprocess.run(["unshare", "-rn", *argv], capture_output=True, text=True)
-    if offline.returncode != 0 and "unshare" in offline.stderr:
+    offline = None
+    if shutil.which("unshare"):
+        offline = subprocess.run(["unshare", "-rn", *argv], capture_output=True, text=True)
+    if offline is None or (offline.returncode != 0 and "unshare" in offline.stderr):
         offline = subprocess.run(argv, capture_output=True, text=True)  # no user namespaces
     assert offline.returncode == 0, offline.stdout + offline.stderr
