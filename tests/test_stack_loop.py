@@ -80,18 +80,14 @@ class Loop:
     otlp_port: int
     started: float = field(default_factory=time.monotonic)
 
-    def services(self) -> dict[str, dict[str, Any]]:
-        try:
-            status = json.loads((self.log_dir / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return {row["name"]: row for row in status["services"]}
-
     def status(self) -> dict[str, Any]:
         try:
             return dict(json.loads((self.log_dir / "status.json").read_text()))
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # not written yet, or being rewritten
             return {}
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        return {row["name"]: row for row in self.status().get("services", [])}
 
     def alive_or_fail(self) -> None:
         if self.process.poll() is not None:
