@@ -72,8 +72,12 @@ async def test_question_job_returns_text_usage_timings_validation_model(make) ->
     assert isinstance(out["text"], str)
     assert out["usage"]["output_tokens"] <= 8
     assert out["usage"]["input_tokens"] > 20
-    assert out["timings"]["generate_ms"] > 0
-    assert out["timings"]["tokens_per_second"] > 0
+    timings = out["timings"]
+    assert timings["generate_ms"] > 0
+    assert timings["tokens_per_second"] > 0
+    # The first token comes after the wait and before the last one.
+    end_ms = timings["queue_ms"] + timings["generate_ms"]
+    assert timings["queue_ms"] < timings["first_token_ms"] <= end_ms
     assert set(out["validation"]) >= {"passed", "failures", "attempts"}
     assert out["validation"]["passed"] is (out["validation"]["failures"] == [])
     assert out["model"] == "tiny"
@@ -238,6 +242,7 @@ async def test_generation_span_follows_genai_conventions(make, spans) -> None:
     assert attrs["gen_ai.request.seed"] == 9
     assert attrs["gen_ai.usage.input_tokens"] == out["usage"]["input_tokens"]
     assert attrs["gen_ai.usage.output_tokens"] == out["usage"]["output_tokens"]
+    assert attrs["podpulse.first_token_ms"] == out["timings"]["first_token_ms"]
     assert attrs["runpod.job.id"] == "job-1"
 
 

@@ -70,6 +70,7 @@ def record_usage(
     output_tokens: int,
     finish_reason: str,
     tokens_per_second: float,
+    first_token_ms: float,
     batch_size: int,
     attempts: int,
     validation_passed: bool,
@@ -80,6 +81,7 @@ def record_usage(
     span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
     span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
     span.set_attribute("podpulse.tokens_per_second", round(tokens_per_second, 3))
+    span.set_attribute("podpulse.first_token_ms", round(first_token_ms, 3))
     span.set_attribute("podpulse.batch_size", batch_size)
     span.set_attribute("podpulse.attempts", attempts)
     span.set_attribute("podpulse.validation.passed", validation_passed)

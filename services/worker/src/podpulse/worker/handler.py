@@ -188,6 +188,7 @@ class ModelHandler:
                 output_tokens=len(best.token_ids),
                 finish_reason=best.finish_reason,
                 tokens_per_second=tps,
+                first_token_ms=best.first_token_ms,
                 batch_size=best.batch_size,
                 attempts=len(attempts),
                 validation_passed=verdict.passed,
@@ -205,6 +206,7 @@ class ModelHandler:
             output_tokens=len(best.token_ids),
             generate_ms=round(best.generate_ms, 2),
             queue_ms=round(best.queue_ms, 2),
+            first_token_ms=round(best.first_token_ms, 2),
             batch_size=best.batch_size,
             finish_reason=best.finish_reason,
             attempts=len(attempts),
@@ -219,6 +221,8 @@ class ModelHandler:
             "timings": {
                 "generate_ms": round(best.generate_ms, 3),
                 "queue_ms": round(best.queue_ms, 3),
+                # Queue wait plus prefill: what a streaming client would wait for a first word.
+                "first_token_ms": round(best.first_token_ms, 3),
                 "tokens_per_second": round(tps, 3),
             },
             "validation": validation,

@@ -101,7 +101,11 @@ class WorkerSettings(BaseSettings):
     kv_reserve_tokens: int = Field(
         default=8192,
         ge=0,
-        description="KV-cache positions (all jobs together) WORKER_QUANTIZATION=auto keeps free.",
+        description=(
+            "KV-cache positions (all jobs together) WORKER_QUANTIZATION=auto keeps free; on the"
+            " static and graph paths at least WORKER_MAX_CONCURRENCY x WORKER_STATIC_MAX_TOKENS,"
+            " the cache they preallocate."
+        ),
     )
     max_regenerations: int = Field(
         default=0,
