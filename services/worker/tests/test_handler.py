@@ -249,7 +249,11 @@ async def test_generation_span_follows_genai_conventions(make, spans) -> None:
 def test_runpod_config_loads_the_tiny_model_by_default(cache_dir) -> None:
     """Unset WORKER_MODEL_ID: the tiny model; an async handler and the configured concurrency."""
     settings = WorkerSettings(cache_dir=cache_dir, max_concurrency=3)
-    config = runpod_config(settings)
+    with structlog.testing.capture_logs() as logs:
+        config = runpod_config(settings)
+    (loaded,) = [e for e in logs if e["event"] == "model.loaded"]
+    assert loaded["model"] == TINY_MODEL_NAME
+    assert loaded["startup_s"] > 0  # the worker's share of a cold start is logged
     try:
         assert asyncio.iscoroutinefunction(config["handler"])
         assert config["concurrency_modifier"](1) == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import structlog
@@ -318,6 +319,7 @@ def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
 
     A model that cannot be served stops the process here, with one line saying why.
     """
+    started = time.perf_counter()
     try:
         loaded, name = load_for(settings)
     except ModelLoadError as exc:
@@ -343,6 +345,8 @@ def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
     log.info(
         "model.loaded",
         model=name,
+        # Load, probe and capture: the part of a cold start the worker itself spends.
+        startup_s=round(time.perf_counter() - started, 2),
         device=str(loaded.device),
         dtype=str(loaded.dtype).removeprefix("torch."),
         quantization=loaded.quantization,
