@@ -67,13 +67,33 @@ class Row:
 
 @dataclass
 class Bench:
-    """What every measurement shares."""
+    """What every measurement shares, and where the report so far is kept."""
 
     tokenizer: Any
     args: argparse.Namespace
     device: torch.device
+    title: str = ""
+    out: Path | None = None
     rows: list[Row] = field(default_factory=list)
     preps: list[Prep] = field(default_factory=list)
+    probe_lines: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        """Keep a measured row: printed at once, and the report under $OUT rewritten.
+
+        The device's time limit can end the run mid-way; what was measured must survive it.
+        """
+        self.rows.append(row)
+        print(f"measured: {row_line(row)}", flush=True)
+        self.save()
+
+    def save(self) -> None:
+        if self.out is None:
+            return
+        text = report_text(self.title, self.rows, self.preps, self.probe_lines)
+        Path(self.out, "worker_gpu.txt").write_text(text + "\n", encoding="utf-8")
+        data = {"rows": [asdict(r) for r in self.rows], "preps": [asdict(p) for p in self.preps]}
+        Path(self.out, "worker_gpu.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 @dataclass
@@ -139,7 +159,7 @@ def run_jobs(
 
 def sweep(model: Any, path: str, prep: Prep, bench: Bench) -> list[list[int]]:
     """Decode c = 1..8 jobs on ``path``; the greedy tokens of the c=2 check run."""
-    tokenizer, args, device, rows = bench.tokenizer, bench.args, bench.device, bench.rows
+    tokenizer, args, device = bench.tokenizer, bench.args, bench.device
     ids = prompts(tokenizer, max(args.concurrency))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -176,9 +196,9 @@ def sweep(model: Any, path: str, prep: Prep, bench: Bench) -> list[list[int]]:
             agg = sum(len(r.token_ids) for r in results) / wall
             job = statistics.mean(len(r.token_ids) / (r.generate_ms / 1000) for r in results)
             peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-            rows.append(Row(prep.precision, gen.decode, c, agg, job,
-                            None if prep.bound_tps is None else job / prep.bound_tps,
-                            statistics.mean(r.first_token_ms for r in results), peak))  # fmt: skip
+            bench.add(Row(prep.precision, gen.decode, c, agg, job,
+                          None if prep.bound_tps is None else job / prep.bound_tps,
+                          statistics.mean(r.first_token_ms for r in results), peak))  # fmt: skip
     finally:
         gen.close()
     return [r.token_ids for r in check]
@@ -257,19 +277,23 @@ def gpu_precisions(bench: Bench, bandwidth: float) -> None:
             bench_model(model, prep, bench)
         except Exception as exc:  # report what was measured, then go on
             prep.checks.append(f"failed: {type(exc).__name__}: {exc}")
+        bench.save()
         del model
 
 
-def print_report(title: str, rows: list[Row], preps: list[Prep], probe_lines: list[str]) -> str:
+def row_line(r: Row) -> str:
+    share = "n/a" if r.bound_share is None else f"{100 * r.bound_share:.0f}%"
+    peak = "n/a" if r.peak_gb is None else f"{r.peak_gb:.1f}"
+    return (f"{r.precision:<14}{r.path:<8}{r.c:>3}{r.agg_tps:>11.1f}{r.job_tps:>11.1f}"
+            f"{share:>9}{r.ttft_ms:>9.1f}{peak:>9}")  # fmt: skip
+
+
+def report_text(title: str, rows: list[Row], preps: list[Prep], probe_lines: list[str]) -> str:
     fast_paths = {r.path for r in rows} - {"eager"}
     lines = [title, "",
              f"{'precision':<14}{'path':<8}{'c':>3}{'agg tok/s':>11}{'tok/s/job':>11}"
              f"{'% bound':>9}{'TTFT ms':>9}{'peak GB':>9}"]  # fmt: skip
-    for r in rows:
-        share = "n/a" if r.bound_share is None else f"{100 * r.bound_share:.0f}%"
-        peak = "n/a" if r.peak_gb is None else f"{r.peak_gb:.1f}"
-        lines.append(f"{r.precision:<14}{r.path:<8}{r.c:>3}{r.agg_tps:>11.1f}{r.job_tps:>11.1f}"
-                     f"{share:>9}{r.ttft_ms:>9.1f}{peak:>9}")  # fmt: skip
+    lines += [row_line(r) for r in rows]
     for fast in sorted(fast_paths):
         lines += ["", f"side by side: {fast} / eager",
                   f"{'precision':<14}{'c':>3}{'eager agg':>11}{f'{fast} agg':>11}{'ratio':>7}"
@@ -298,9 +322,7 @@ def print_report(title: str, rows: list[Row], preps: list[Prep], probe_lines: li
             "QUANTIZATION=auto's start-up probe on this shape (estimates, c=1)",
             *probe_lines,
         ]
-    text = "\n".join(lines)
-    print(text)
-    return text
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -326,12 +348,14 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    bench = Bench(tokenizer, args, device)
-    probe_lines: list[str] = []
+    out = os.environ.get("OUT")
+    bench = Bench(tokenizer, args, device, out=Path(out) if out else None)
     if args.threads or args.tiny:
         torch.set_num_threads(args.threads or 1)
     if device.type == "cpu":
         threads = torch.get_num_threads()
+        bench.title = (f"{name} ({threads} torch threads), tiny model {folder.name}; {versions}; "
+                       f"{args.tokens} new tokens a job, median of {args.repeats}")  # fmt: skip
         t = time.perf_counter()
         auto = hf.AutoModelForCausalLM
         model = auto.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa")
@@ -340,11 +364,11 @@ def main() -> None:
         prep = Prep("float32", params / 1e9, None, time.perf_counter() - t, 0.0)
         bench.preps.append(prep)
         bench_model(model, prep, bench)
-        title = (f"{name} ({threads} torch threads), tiny model {folder.name}; {versions}; "
-                 f"{args.tokens} new tokens a job, median of {args.repeats}")  # fmt: skip
     else:
         bandwidth = copy_bandwidth(device)
         assert bandwidth is not None
+        bench.title = (f"{name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s; Qwen2-7B shape, "
+                       f"random weights; {versions}; {args.tokens} new tokens a job")  # fmt: skip
         config = hf.Qwen2Config(
             **QWEN2_7B, max_position_embeddings=32768, tie_word_embeddings=False
         )
@@ -352,17 +376,13 @@ def main() -> None:
         for probe in probe_speeds(config, candidates, device=device, dtype=torch.bfloat16,
                                   decode="graph", budget_s=60):  # fmt: skip
             est = "-" if probe.tokens_per_second is None else f"{probe.tokens_per_second:.1f} tok/s"
-            probe_lines.append(f"{probe.quantization:<14}{est:>14}  in {probe.seconds:.1f} s"
-                               + (f"  ({probe.error})" if probe.error else ""))  # fmt: skip
+            bench.probe_lines.append(f"{probe.quantization:<14}{est:>14}  in {probe.seconds:.1f} s"
+                                     + (f"  ({probe.error})" if probe.error else ""))  # fmt: skip
+        bench.save()
         gpu_precisions(bench, bandwidth)
-        title = (f"{name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s; Qwen2-7B shape, random "
-                 f"weights; {versions}; {args.tokens} new tokens a job")  # fmt: skip
-    text = print_report(title, bench.rows, bench.preps, probe_lines)
+    bench.save()  # the last precision's start-up notes and checks
+    print(report_text(bench.title, bench.rows, bench.preps, bench.probe_lines))
     print(f"\nwhole run {time.monotonic() - STARTED:.0f} s")
-    if out := os.environ.get("OUT"):
-        Path(out, "worker_gpu.txt").write_text(text + "\n", encoding="utf-8")
-        data = {"rows": [asdict(r) for r in bench.rows], "preps": [asdict(p) for p in bench.preps]}
-        Path(out, "worker_gpu.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":
