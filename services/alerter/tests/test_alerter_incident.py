@@ -85,6 +85,36 @@ async def test_restart_mid_incident_neither_refires_nor_forgets(client, prefix) 
     assert [b["status"] for b in rec.bodies()] == ["firing", "resolved"]
 
 
+class Killed(BaseException):
+    """The process dying at this point (not an Exception: nothing may catch it)."""
+
+
+async def test_a_process_killed_while_queuing_a_firing_loses_it_not(client, prefix) -> None:
+    """Killed between deciding to notify and queuing it: the restarted alerter still sends it."""
+    clock = FakeClock()
+    with recorder() as rec:
+        async with httpx.AsyncClient() as http:
+            hook = WebhookReceiver(http, lambda: rec.url)
+            store, evaluator, notifier, _, _ = pipeline(client, prefix, rules_yaml(), clock, [hook])
+            stage = notifier.outbox.stage
+
+            def killed_once_there_is_something(pipe, notifications, *args, **kwargs):
+                if notifications:
+                    raise Killed
+                stage(pipe, notifications, *args, **kwargs)
+
+            notifier.outbox.stage = killed_once_there_is_something
+            with pytest.raises(Killed):
+                await cycle(store, evaluator, notifier, clock, 40, slow=True)
+            assert rec.bodies() == []
+            store2, evaluator, notifier, _, _ = pipeline(
+                client, prefix, rules_yaml(), clock, [hook]
+            )
+            store2.observations = store.observations
+            await cycle(store2, evaluator, notifier, clock, 20, slow=True)
+    assert [b["status"] for b in rec.bodies()] == ["firing"]
+
+
 async def test_receiver_500_429_and_down_for_30s_loses_nothing(client, prefix) -> None:
     """500s, a 429 with Retry-After and 30 s down: every notification arrives, keys unique."""
     clock = FakeClock()

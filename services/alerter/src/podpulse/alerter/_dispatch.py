@@ -114,8 +114,10 @@ class Dispatcher:
             # An alert older than group_wait need not wait again (aggrGroup.insert).
             if not group.has_flushed and alert.starts_at + self._route.group_wait <= now:
                 group.next_flush_at = min(group.next_flush_at, now)
+        pipe = self._client.pipeline(transaction=True)
         self._save({k: g for k, g in groups.items() if g.alerts}, drop=[
-            k for k, g in groups.items() if not g.alerts])  # fmt: skip
+            k for k, g in groups.items() if not g.alerts], pipe=pipe)  # fmt: skip
+        pipe.execute()
 
     def all_alerts(self) -> list[Alert]:
         """Every alert any group holds (for inhibition and ``alerts status``)."""
@@ -126,8 +128,13 @@ class Dispatcher:
         groups = self._load()
         return min((g.next_flush_at for g in groups.values()), default=None)
 
-    def flush_due(self, now: float) -> list[Notification]:
-        """Flush every group whose timer is due at *now*; the notifications to send."""
+    def flush_due(self, now: float, pipe: redis.client.Pipeline) -> list[Notification]:
+        """Flush every group whose timer is due at *now*; the notifications to send.
+
+        The notification log and the groups are written into *pipe*, not at once: the caller
+        adds the notifications' outbox entries and executes it, one MULTI/EXEC, so a process
+        that dies in between has logged nothing it did not also queue.
+        """
         groups = self._load()
         every = [a for g in groups.values() for a in g.alerts.values()]
         silences = self._silences.current(now)
@@ -144,7 +151,7 @@ class Dispatcher:
                 if not any(s.mutes(a, now) for s in silences)
                 and not inhibited(a, every, self._inhibit, now)
             ]
-            notification = self._dedup(key, group, unmuted, now)
+            notification = self._dedup(key, group, unmuted, now, pipe)
             if notification is not None:
                 out.append(notification)
             group.alerts = {fp: a for fp, a in group.alerts.items() if not a.resolved(now)}
@@ -154,11 +161,11 @@ class Dispatcher:
                 keep[key] = group
             else:
                 drop.append(key)
-        self._save(keep, drop=drop)
+        self._save(keep, drop=drop, pipe=pipe)
         return out
 
     def _dedup(
-        self, key: str, group: _Group, alerts: list[Alert], now: float
+        self, key: str, group: _Group, alerts: list[Alert], now: float, pipe: redis.client.Pipeline
     ) -> Notification | None:
         firing = sorted(a.fingerprint for a in alerts if not a.resolved(now))
         resolved = sorted(a.fingerprint for a in alerts if a.resolved(now))
@@ -166,7 +173,7 @@ class Dispatcher:
         if not self._needs_update(entry, set(firing), set(resolved), now):
             return None
         seq = (entry.seq if entry is not None else 0) + 1
-        self._client.hset(
+        pipe.hset(
             self._log,
             key,
             _LogEntry(firing=firing, resolved=resolved, at=now, seq=seq).model_dump_json(),
@@ -207,11 +214,11 @@ class Dispatcher:
         raw: Mapping[bytes, bytes] = self._client.hgetall(self._groups)  # type: ignore[assignment]
         return {k.decode(): _Group.model_validate_json(v) for k, v in raw.items()}
 
-    def _save(self, groups: Mapping[str, _Group], *, drop: Iterable[str]) -> None:
-        pipe = self._client.pipeline(transaction=True)
+    def _save(
+        self, groups: Mapping[str, _Group], *, drop: Iterable[str], pipe: redis.client.Pipeline
+    ) -> None:
         for key, group in groups.items():
             pipe.hset(self._groups, key, group.model_dump_json())
         dropped = list(drop)
         if dropped:
             pipe.hdel(self._groups, *dropped)
-        pipe.execute()

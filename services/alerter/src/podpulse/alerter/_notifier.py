@@ -55,19 +55,28 @@ class Notifier:
 
     def queue(self, alerts: Sequence[Alert], now: float) -> int:
         """:meth:`tick` without the delivery (the split alerter delivers on another queue);
-        how many notifications went into the outbox for the grouped receivers."""
+        how many notifications went into the outbox for the grouped receivers.
+
+        What was sent (the notification log, Alertmanager's last sends) and what is owed (the
+        outbox) are written in one transaction: a process killed half-way through neither
+        forgets a notification it logged as sent nor queues one it did not log.
+        """
         self.dispatcher.ingest(alerts, now)
-        notifications = self.dispatcher.flush_due(now)
-        self.outbox.enqueue(notifications, now, receivers=self._grouped)
+        pipe = self._client.pipeline(transaction=True)
+        notifications = self.dispatcher.flush_due(now, pipe)
+        self.outbox.stage(pipe, notifications, now, receivers=self._grouped)
         if self._am is not None:
-            self._push_alertmanager(alerts, now)
+            self._push_alertmanager(alerts, now, pipe)
+        pipe.execute()
         return len(notifications)
 
     def notify_event(self, notification: Notification, now: float) -> None:
         """Queue an event's notification for the grouped receivers (Slack, webhook)."""
         self.outbox.enqueue([notification], now, receivers=self._grouped)
 
-    def _push_alertmanager(self, alerts: Sequence[Alert], now: float) -> None:
+    def _push_alertmanager(
+        self, alerts: Sequence[Alert], now: float, pipe: redis.client.Pipeline
+    ) -> None:
         # Prometheus's AlertingRule.sendAlerts: a firing alert is sent when never sent, or
         # resend_s after the last send, valid for 4 x max(resend, evaluation interval); a
         # resolved one once after it resolved, with its real endsAt.
@@ -90,20 +99,20 @@ class Notifier:
                 batch.append(alert)
                 updates[fp] = json.dumps({"at": now, "resolved": True})
         live = {a.fingerprint for a in alerts}
-        pipe = self._client.pipeline(transaction=True)
         if updates:
             pipe.hset(self._sent, mapping=updates)  # type: ignore[arg-type]
         gone = [fp for fp in sent if fp not in live]
         if gone:
             pipe.hdel(self._sent, *gone)
-        pipe.execute()
         if batch and self._am is not None:
+            # At once, outside the transaction: its value names the notification. A process
+            # that dies before the transaction only leaves a gap in the sequence.
             seq = int(self._client.incr(self._seq))
             key = group_key({"receiver": "alertmanager"})
             notification = Notification(
                 key=idempotency_key(key, seq), group_key=key, group_labels={}, alerts=batch, at=now
             )
-            self.outbox.enqueue([notification], now, receivers=[self._am])
+            self.outbox.stage(pipe, [notification], now, receivers=[self._am])
 
 
 def _event_key(kind: str, event_id: str) -> tuple[str, str]:

@@ -101,20 +101,31 @@ class Outbox:
         receivers: Sequence[str] | None = None,
     ) -> None:
         """Keep each notification for each of *receivers* (default: all), due at once."""
+        pipe = self._client.pipeline(transaction=True)
+        self.stage(pipe, notifications, now, receivers=receivers)
+        pipe.execute()
+
+    def stage(
+        self,
+        pipe: redis.client.Pipeline,
+        notifications: Sequence[Notification],
+        now: float,
+        *,
+        receivers: Sequence[str] | None = None,
+    ) -> None:
+        """:meth:`enqueue` into *pipe*, for the caller to execute with what made them."""
         # None is every receiver; an empty list is none (a notifier whose only receiver is
         # Alertmanager has no grouped receivers: its group flushes must not reach it).
         wanted = self._receivers if receivers is None else receivers
         names = [n for n in wanted if n in self._receivers]
         if not notifications or not names:
             return
-        pipe = self._client.pipeline(transaction=True)
         for n, notification in enumerate(notifications):
             for name in names:
                 entry_id = f"{now:017.6f}:{n:04d}:{name}:{notification.key}"
                 entry = _Entry(receiver=name, notification=notification, enqueued_at=now)
                 pipe.hset(self._hash, entry_id, entry.model_dump_json())
                 pipe.zadd(self._due, {entry_id: now})
-        pipe.execute()
 
     def pending(self) -> int:
         """How many (notification, receiver) deliveries are still owed."""
