@@ -262,6 +262,22 @@ def test_a_twin_load_test_runs_with_torch_unimportable(tmp_path: Path):
     assert (summary.target.kind, summary.level.ok, summary.passed) == ("twin", 4, True)
 
 
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_an_embedded_twin_says_nothing_below_debug(tmp_path: Path, level: str):
+    """The embedded twin's worker lines stay out of a loadtest's output unless at debug."""
+    env = _clean_env() | _FAST_TWIN | {
+        "PROBER_RESULTS_DIR": str(tmp_path), "PODPULSE_LOG_LEVEL": level,
+        "PODPULSE_LOG_FORMAT": "json",
+    }  # fmt: skip
+    done = subprocess.run(
+        [PODPULSE, "loadtest", "--target", "twin", "--runs", "2", "--run-id", "quiet"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "verdict: PASS" in done.stdout
+    assert ("worker starting" in done.stderr) is (level == "DEBUG"), done.stderr
+
+
 def _clean_env() -> dict[str, str]:
     # The caller's endpoint, prober, twin and telemetry variables must not steer these runs.
     prefixes = ("RUNPOD_", "PROBER_", "TWIN_", "OTEL_")

@@ -16,6 +16,7 @@ go to stderr, as every other diagnostic does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import re
@@ -213,6 +214,7 @@ def _run(
     try:
         with (
             _sigterm_as_sigint(),
+            _quiet_twin(),
             open_target(options.target, common, twin) as target,
             _progress(spec, options.as_json) as on_record,
         ):
@@ -233,6 +235,24 @@ def _run(
         if tracing:
             shutdown_telemetry()
     _finish(summary, as_json=options.as_json)
+
+
+@contextmanager
+def _quiet_twin() -> Iterator[None]:
+    """An embedded twin's info lines stay out of the command's output; debug level shows them.
+
+    Its workers starting and stopping are the stage, not the result: on a terminal they would
+    break into the progress bars, and without one they are JSON lines among the report. Its
+    warnings and errors (a worker that died) still show.
+    """
+    twin_log = logging.getLogger("podpulse.twin")
+    before = twin_log.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        twin_log.setLevel(max(logging.WARNING, before))
+    try:
+        yield
+    finally:
+        twin_log.setLevel(before)
 
 
 @contextmanager
