@@ -13,7 +13,7 @@ lock:
 	scripts/lock
 
 run: setup
-	$(VENV)/podpulse loadtest --concurrency 1,2,3,4 --runs 30
+	$(VENV)/podpulse loadtest --target twin --concurrency 1,2,3,4 --runs 30
 
 test: setup
 	scripts/with-redis $(VENV)/python -m pytest -n 4 --dist loadfile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ from podpulse.tagger._deployment_file import (
 
 # The example podpulse.toml, shared with the other tagger tests.
 GOOD = PODPULSE_TOML
+
+
+def test_the_example_in_docs_releases_reads() -> None:
+    """docs/releases.md's podpulse.toml block passes the strict reader, prices included."""
+    doc = Path(__file__).resolve().parents[3] / "docs" / "releases.md"
+    text = doc.read_text(encoding="utf-8").split("```toml\n", 1)[1].split("```", 1)[0]
+    example = textwrap.dedent(text)
+    parsed = parse_deployment_file(example, source="docs/releases.md")
+    assert parsed.endpoint.config().workers_min == 2
+    assert parsed.prices["4090 PRO"].active_per_s == 0.00021
 
 
 def test_the_documented_example_reads_as_its_endpoint_config() -> None:

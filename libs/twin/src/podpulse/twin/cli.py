@@ -172,7 +172,7 @@ def env_command(
         list[str] | None, typer.Option(help="Drop a change made before (repeatable).")
     ] = None,
     url: Annotated[
-        str | None, typer.Option(help="The twin's address [http://TWIN_HOST:TWIN_PORT].")
+        str | None, typer.Option(help="The twin's address (default http://TWIN_HOST:TWIN_PORT).")
     ] = None,
 ) -> None:
     """Change a running twin's worker environment and roll its workers onto it.
