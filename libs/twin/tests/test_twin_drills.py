@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
-from twin_helpers import calibrated, small
+from twin_helpers import STARTED, calibrated, small, wait_started
 
 from podpulse.common.net import free_port
 from podpulse.common.testing import wait_until
@@ -34,12 +34,8 @@ Record = Callable[[str, object], None]
 
 def _start_job(twin: RunningTwin, api: httpx.Client) -> tuple[str, str, int]:
     """A 60 s job, once it is running: its id, its worker's id and that worker's pid."""
-    job_id = api.post("/run", json={"input": {"exec_ms": 60_000}}).json()["id"]
-    running = wait_until(
-        lambda: (b := api.get(f"/status/{job_id}").json())["status"] == "IN_PROGRESS" and b,
-        30,
-        "the job to start",
-    )
+    job_id = api.post("/run", json={"input": {"exec_ms": 60_000, "progress": STARTED}}).json()["id"]
+    running = wait_started(api, job_id)
     worker_id = running["workerId"]
     process = twin.platform.pool.workers[worker_id].process
     assert process is not None

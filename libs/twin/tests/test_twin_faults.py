@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from twin_helpers import calibrated, small
+from twin_helpers import STARTED, calibrated, small, wait_started
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
@@ -17,12 +17,9 @@ from podpulse.twin import running_twin
 def test_worker_killed_mid_job_fails_the_job_and_is_replaced() -> None:
     """SIGKILL on a busy worker: its job FAILS naming the worker; a new one takes over."""
     with running_twin(small(), calibrated()) as twin, twin.client() as api:
-        job_id = api.post("/run", json={"input": {"exec_ms": 30_000}}).json()["id"]
-        running = wait_until(
-            lambda: (b := api.get(f"/status/{job_id}").json())["status"] == "IN_PROGRESS" and b,
-            10,
-            "the job to start",
-        )
+        job = {"exec_ms": 30_000, "progress": STARTED}
+        job_id = api.post("/run", json={"input": job}).json()["id"]
+        running = wait_started(api, job_id)
         record = twin.platform.pool.workers[running["workerId"]]
         assert record.process is not None
         os.kill(record.process.pid, signal.SIGKILL)

@@ -4,7 +4,9 @@ It does no inference. Execution time is drawn from a configured distribution (or
 a share of jobs fail or kill the worker, and token counts follow a fixed decode speed, so
 scaling experiments and tests know exactly what the platform should report. A job's input
 may override the draws for one job: ``{"exec_ms": 20, "fail": true, "crash": true,
-"output_tokens": 64, "refresh": true}`` (refresh: ask RunPod to replace the worker after it).
+"output_tokens": 64, "refresh": true, "progress": "started"}`` (refresh: ask RunPod to replace
+the worker after it; progress: send that text as a progress update when the job starts, so a
+client polling /status knows the worker really has it).
 Its settings are :class:`podpulse.twin.settings.CalibratedSettings`.
 """
 
@@ -63,7 +65,15 @@ def make_handler(settings: CalibratedSettings) -> Callable[[dict[str, Any]], Any
             tokens = _number(job_input, "output_tokens")
         except ValueError as exc:
             return {"error": str(exc)}
+        progress = job_input.get("progress")
+        if progress is not None and not isinstance(progress, str):
+            return {"error": "progress must be a string"}
         exec_ms = _draw_ms(settings, rng) if exec_ms is None else exec_ms
+        if progress is not None:
+            # Late: the SDK is already loaded in a worker; importing it here costs nothing there.
+            import runpod
+
+            runpod.serverless.progress_update(job, progress)
         crash = job_input.get("crash") is True or rng.random() < settings.crash_rate
         fail = job_input.get("fail") is True or rng.random() < settings.error_rate
         if crash:
