@@ -12,8 +12,7 @@ the tagger's worker) runs the way a user runs it; the test only does what a user
 4. a soak is sent to the prober's queue; Redis is restarted while it runs; it passes, and the
    tagger records the release (an annotated tag and a DEPLOYMENT.md record) in a temporary
    git repository;
-5. Ctrl-C stops everything and nothing is left running; no service but Redis restarted,
-   bar a Celery worker the stack restarted after kombu died on a lost connection.
+5. Ctrl-C stops everything, nothing is left running, and no service but Redis restarted.
 
 The timings (stack start, first probe, slow handler to alert, fast handler to resolution,
 soak end to record) are printed for the record.
@@ -280,17 +279,11 @@ def test_probe_spans_alert_resolve_and_release_through_the_stack(loop: Loop) -> 
         "M DEPLOYMENT.md",
     )
 
-    # 5. Ctrl-C: everything stops, nothing is left. Redis was restarted twice. No other
-    # service restarted, but a Celery worker may have been restarted by the stack, once per
-    # Redis restart: kombu 5.7 can die ("Unrecoverable error: ... no attribute 'hostname'")
-    # restoring its unacked messages on a second lost connection. What this test is about,
-    # no alert and no record lost, held above either way.
+    # 5. Ctrl-C: everything stops, nothing is left; only Redis was restarted (twice). A Celery
+    # worker holding a task when Redis went used to die here, and the stack restarted it
+    # (kombu 5.7's half-closed channel; podpulse.common.redis_transport closes it for real).
     restarts = {name: row["restarts"] for name, row in loop.services().items()}
-    assert restarts.keys() == SERVICES
-    assert restarts["redis"] == 2
-    celery_workers = {"prober-worker", "alerter-worker", "tagger-worker"}
-    assert all(restarts[name] == 0 for name in SERVICES - celery_workers - {"redis"}), restarts
-    assert all(restarts[name] <= 2 for name in celery_workers), restarts
+    assert restarts == {name: 2 if name == "redis" else 0 for name in SERVICES}, restarts
     children = process_tree(loop.process.pid)
     sent = time.monotonic()
     loop.process.send_signal(signal.SIGINT)

@@ -6,7 +6,6 @@ a restarted Redis (or ``podpulse up`` restarting its own) would be.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,45 +17,21 @@ from redbeat.schedulers import acquire_distributed_beat_lock
 
 from podpulse.common.beat import RETRY_S, RedBeatScheduler
 from podpulse.common.bus import create_celery_app
-from podpulse.common.redis_process import find_redis_server, redis_server_argv, wait_for_ping
 from podpulse.common.settings import CommonSettings
-from podpulse.common.testing import free_port
-
-
-class Server:
-    """One redis-server on a fixed port and folder, which can be stopped and started."""
-
-    def __init__(self, folder: Path) -> None:
-        executable = find_redis_server()
-        assert executable is not None, "redis-server is needed"
-        self.argv = redis_server_argv(executable, free_port(), folder, folder / "log", persist=True)
-        self.url = f"redis://127.0.0.1:{self.argv[2]}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.argv)
-        problem = wait_for_ping(self.url, 10, process=self.process)
-        assert not problem, problem
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.terminate()  # SIGTERM: Redis writes its append-only file, then exits
-        self.process.wait(10)
+from podpulse.common.testing import RestartableRedis
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[RestartableRedis]:
+    running = RestartableRedis(tmp_path)
     running.start()
     try:
         yield running
     finally:
-        if running.process is not None and running.process.poll() is None:
-            running.process.kill()
-            running.process.wait()
+        running.close()
 
 
-def test_a_tick_without_redis_waits_and_the_next_one_goes_on(server: Server) -> None:
+def test_a_tick_without_redis_waits_and_the_next_one_goes_on(server: RestartableRedis) -> None:
     """Redis down: redbeat's own tick raises (beat would exit), podpulse's returns RETRY_S.
     Redis back with the lock in its file: the next tick renews the lock and goes on."""
     app = create_celery_app("prober", CommonSettings(redis_url=server.url))
@@ -72,7 +47,7 @@ def test_a_tick_without_redis_waits_and_the_next_one_goes_on(server: Server) -> 
     assert beat.lock.owned()
 
 
-def test_a_lock_another_beat_took_still_ends_this_one(server: Server) -> None:
+def test_a_lock_another_beat_took_still_ends_this_one(server: RestartableRedis) -> None:
     """Not a connection error: if the lock lapsed and another beat holds it, tick raises."""
     app = create_celery_app("prober", CommonSettings(redis_url=server.url))
     beat = RedBeatScheduler(app=app)

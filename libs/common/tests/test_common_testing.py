@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from podpulse.common.testing import free_port, redis_server
+from podpulse.common.testing import RestartableRedis, free_port, redis_server
 
 
 def test_redis_server_serves_then_goes_away() -> None:
@@ -41,3 +41,20 @@ def test_free_port_can_be_bound() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         assert sock.getsockname()[1] == port
+
+
+def test_restartable_redis_keeps_its_port_and_data_across_a_restart(tmp_path: Path) -> None:
+    """Stopped (SIGTERM) and started again: the same URL answers with what was written, from
+    the append-only file; after close() nothing listens."""
+    server = RestartableRedis(tmp_path)
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+        client.set("kept", "yes")
+        server.restart()
+        assert client.get("kept") == b"yes"
+        client.close()
+    finally:
+        server.close()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(server.url, socket_connect_timeout=0.5).ping()

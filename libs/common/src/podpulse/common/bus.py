@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from podpulse.common import redis_transport
 from podpulse.common.settings import CommonSettings
 
 __all__ = [
@@ -72,6 +73,10 @@ def create_celery_app(service: str, settings: CommonSettings) -> Celery:
     if service not in QUEUES:
         raise ValueError(f"unknown service {service!r}: expected one of {', '.join(QUEUES)}")
 
+    # kombu's Redis channel can be left half-closed by a lost connection, and a worker holding
+    # an unacknowledged task then dies on Redis's restart; podpulse's channel closes for real
+    # (podpulse.common.redis_transport says how). Before the app opens any connection.
+    redis_transport.install()
     app = Celery(f"podpulse.{service}")
     transport_options = {
         # Redis re-delivers a task nobody acknowledged within this time. With acks_late a task

@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import importlib
-import inspect
 import signal
 from typing import Any
 
@@ -46,6 +43,7 @@ from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from .process import JobLoop
 from .retry import Backoff
+from .source_drift import drift
 
 __all__ = ["SDK_VERIFIED", "FastJobScaler", "JobLoop", "sdk_drift", "serve"]
 
@@ -86,25 +84,9 @@ SDK_VERIFIED: dict[str, str] = {
 }
 
 
-def _source_digest(target: str) -> str:
-    module_name, _, qualname = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
-
-
 def sdk_drift() -> list[str]:
     """The SDK functions in :data:`SDK_VERIFIED` whose installed source differs (or is gone)."""
-    changed = []
-    for target, digest in SDK_VERIFIED.items():
-        try:
-            actual = _source_digest(target)
-        except (ImportError, AttributeError, OSError, TypeError):
-            actual = "missing"
-        if actual != digest:
-            changed.append(target)
-    return changed
+    return drift(SDK_VERIFIED)
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:

@@ -1,5 +1,6 @@
 """Helpers for podpulse's tests and benchmarks: a real, throwaway Redis on a free loopback
-port, and polling for a condition instead of sleeping a fixed time.
+port (one that can be restarted, too), and polling for a condition instead of sleeping a fixed
+time.
 
 Importable by every service's tests (``from podpulse.common.testing import redis_server``);
 nothing here is used at run time.
@@ -18,7 +19,7 @@ from typing import TypeVar
 from .net import free_port
 from .redis_process import find_redis_server, redis_server_argv, wait_for_ping
 
-__all__ = ["free_port", "redis_server", "wait_until"]
+__all__ = ["RestartableRedis", "free_port", "redis_server", "wait_until"]
 
 T = TypeVar("T")
 
@@ -78,6 +79,52 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class RestartableRedis:
+    """A redis-server on a fixed loopback port and folder, stopped and started again as a
+    restarted Redis (or ``podpulse up`` restarting its own) would be.
+
+    With its append-only file, as ``podpulse up`` runs its Redis, so a restarted server still
+    holds its queues. :meth:`close` kills whatever is still running.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        executable = find_redis_server()
+        if executable is None:
+            raise RuntimeError("redis-server is not on PATH; install Redis")
+        port = free_port()
+        self.log = folder / "redis.log"
+        self.argv = redis_server_argv(executable, port, folder, self.log, persist=True)
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server; RuntimeError saying why when it does not answer PING."""
+        # S603: the argv is an absolute path from shutil.which and values we made; no shell.
+        self.process = subprocess.Popen(  # noqa: S603
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        problem = _wait_for_ping(self.process, self.url, timeout_s, self.log)
+        if problem:
+            raise RuntimeError(f"redis-server did not start: {problem}")
+
+    def stop(self) -> None:
+        """SIGTERM, as a restart sends: Redis writes its append-only file, then exits."""
+        assert self.process is not None, "not started"
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port and folder."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Kill the server if it is still running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def wait_until(

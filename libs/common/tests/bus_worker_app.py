@@ -1,0 +1,33 @@
+"""A minimal podpulse Celery app for tests that run a real worker process on it, e.g.
+``python -m celery -A bus_worker_app worker -Q tagger`` with this folder on PYTHONPATH.
+
+Built by create_celery_app, as every service's app is (the tagger's queue; REDIS_URL and the
+other settings from the environment). Its tasks write a file, so a test sees them run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from podpulse.common.bus import create_celery_app
+from podpulse.common.settings import CommonSettings
+
+TOUCH = "podpulse.tagger.test_touch"
+HOLD = "podpulse.tagger.test_hold"
+
+app = create_celery_app("tagger", CommonSettings())
+
+
+@app.task(name=TOUCH)  # type: ignore[untyped-decorator]
+def touch(path: str) -> None:
+    """Write *path*: the worker ran a task."""
+    Path(path).write_text("ran")
+
+
+@app.task(name=HOLD)  # type: ignore[untyped-decorator]
+def hold(path: str, seconds: float) -> None:
+    """Write *path*, then take *seconds*: meanwhile the worker holds the task's message
+    delivered and unacknowledged (task_acks_late)."""
+    Path(path).write_text("started")
+    time.sleep(seconds)
