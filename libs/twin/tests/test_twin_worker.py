@@ -51,7 +51,7 @@ def test_the_calibrated_config_runs_jobs_at_the_configured_concurrency() -> None
 
 
 def test_a_calibrated_job_refuses_a_progress_that_is_not_text() -> None:
-    """"progress" must be a string: anything else is the job's error, before any wait."""
+    """A "progress" that is not a string is the job's error, before any wait."""
     config = runpod_config(small(), calibrated(exec_ms=10_000))
     out = asyncio.run(config["handler"]({"id": "j", "input": {"progress": 25}}))
     assert out == {"error": "progress must be a string"}
