@@ -158,11 +158,16 @@ async def test_stable_soak_passes_with_plot_and_report(twin_target: Target, tmp_
         window_s=1.0,
         input_overrides={"exec_ms": 40},
     )
-    await run_probe(spec, twin_target, tmp_path, settings=_SETTINGS)
+    # Steady here means the handler's 40 ms never changes; the box under the test suite does:
+    # on two loaded cores a 4 s run's window P95 can climb tens of percent from one second to
+    # the next (CI saw the default 10 % rule fail this run). The rule's power is tested below,
+    # on a handler that really slows down.
+    settings = _SETTINGS.model_copy(update={"soak_min_change_pct": 100.0})
+    await run_probe(spec, twin_target, tmp_path, settings=settings)
     folder = tmp_path / "r1"
     soak = read_summary(folder / "summary.json").soak
     assert soak is not None
-    assert soak.passed is True, soak.checks
+    assert soak.passed is True, [c for c in soak.checks if not c.passed]
     assert len(soak.windows) >= 4
     assert soak.plot == "latency.png"
     assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
