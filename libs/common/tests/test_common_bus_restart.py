@@ -13,7 +13,6 @@ before Redis goes. With kombu 5.7's own Redis channel the worker died at the fir
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from bus_worker_app import HOLD, TOUCH
 
 from podpulse.common.bus import create_celery_app
 from podpulse.common.settings import CommonSettings
-from podpulse.common.testing import RestartableRedis, wait_until
+from podpulse.common.testing import RestartableRedis, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -80,12 +79,7 @@ def worker(redis_url: str, folder: Path) -> Iterator[Worker]:
     try:
         yield Worker(popen, log)
     finally:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+        stop_process(popen, timeout_s=20)
 
 
 @pytest.fixture

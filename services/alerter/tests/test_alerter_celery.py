@@ -5,7 +5,6 @@ events published as the prober and tagger publish them, and a loopback v4 webhoo
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from podpulse.alerter import Observation, RedisWindowStore, SeriesKey
 from podpulse.common.bus import create_celery_app
 from podpulse.common.events import ProbeRunCompleted, ReleaseRecorded, publish
 from podpulse.common.settings import CommonSettings
-from podpulse.common.testing import wait_until
+from podpulse.common.testing import stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -56,12 +55,7 @@ def alerter(*args: str, env: dict[str, str], log: Path) -> Iterator[subprocess.P
     try:
         yield popen
     finally:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+        stop_process(popen, timeout_s=20)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from receiver_helpers import SpanSpec, job_attrs, proto_request
 from podpulse.alerter import SeriesKey
 from podpulse.alerter._service import window_store
 from podpulse.alerter.settings import AlerterSettings
-from podpulse.common.testing import free_port, redis_server, wait_until
+from podpulse.common.testing import free_port, redis_server, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +61,7 @@ def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     try:
         yield popen
     finally:
-        if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
-            try:
-                popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
+        stop_process(popen, timeout_s=20)
 
 
 def metrics(port: int) -> str:

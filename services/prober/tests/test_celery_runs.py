@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from podpulse.common.events import ProbeRunCompleted, parse_event
 from podpulse.common.histogram import percentile
 from podpulse.common.settings import CommonSettings
 from podpulse.common.summary import read_summary
-from podpulse.common.testing import free_port, redis_server
+from podpulse.common.testing import free_port, redis_server, stop_process
 from podpulse.prober import EmbeddedTwin, ProberSettings, Target, TargetError
 from podpulse.prober._results_dir import read_records
 from podpulse.prober._run_stats import RunStats
@@ -67,12 +66,7 @@ def celery(*args: str, env: dict[str, str], log: Path) -> Iterator[Proc]:
     try:
         yield proc
     finally:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+        stop_process(popen, timeout_s=15)
 
 
 def worker(env: dict[str, str], log: Path, name: str) -> AbstractContextManager[Proc]:

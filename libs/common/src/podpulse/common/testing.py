@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .net import free_port
 from .redis_process import find_redis_server, redis_server_argv, wait_for_ping
 
-__all__ = ["RestartableRedis", "free_port", "redis_server", "wait_until"]
+__all__ = ["RestartableRedis", "free_port", "redis_server", "stop_process", "wait_until"]
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
                     yield url
                     return
             finally:
-                _stop(process)
+                stop_process(process)
         raise RuntimeError(f"redis-server did not start: {last_error}")
 
 
@@ -71,11 +71,12 @@ def _wait_for_ping(
     return wait_for_ping(url, timeout_s, process=process, logfile=logfile)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:
+    """SIGTERM (a warm shutdown for Celery, a clean one for servers), SIGKILL after *timeout_s*."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
