@@ -4,9 +4,11 @@ restart mid-incident."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -253,3 +255,39 @@ def test_a_stop_right_after_spans_arrive_keeps_every_span(tmp_path, sig) -> None
         stat = store.stat(SeriesKey("ep1", "qwen"), "exec_ms", "max", 600.0, time.time())
         assert stat.samples == 200
         assert stat.value == pytest.approx(299.0, rel=0.02)
+
+
+def test_a_body_that_never_arrives_is_408_and_the_server_serves_on(tmp_path) -> None:
+    """A client declaring 1000 bytes and sending 10 gets 408 and a closed connection after
+    ALERTER_BODY_TIMEOUT_S; a proper export on another connection is still answered."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    port = free_port()
+    with redis_server() as redis_url:
+        env, _ = envs(redis_url, port, "", "")
+        serving = Serving(port, rules, env | {"ALERTER_BODY_TIMEOUT_S": "0.5"}, tmp_path / "log")
+        serving.start()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(
+                    b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n"
+                    b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"resource'
+                )
+                sent = time.monotonic()
+                reply = b""
+                while chunk := conn.recv(4096):  # the server closes the connection
+                    reply += chunk
+                took = time.monotonic() - sent
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), reply
+            assert b"connection: close" in head.lower()
+            assert json.loads(body)["message"] == (
+                "body incomplete after 0.5 s (10 of 1000 bytes received)"
+            )
+            assert 0.5 <= took < 5
+            good = proto_request([SpanSpec(job_attrs(exec_ms=100.0), end_s=time.time())])
+            ok = httpx.post(f"http://127.0.0.1:{port}/v1/traces", content=good.SerializeToString(),
+                            headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+            assert ok.status_code == 200
+        finally:
+            serving.stop()

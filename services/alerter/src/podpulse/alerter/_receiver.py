@@ -54,7 +54,7 @@ log = structlog.get_logger("podpulse.alerter")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # google.rpc.Code values; OTLP clients do not act on them, people reading replies may.
-_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
+_CODES = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 503: 14}
 _MAX_MESSAGES = 5  # distinct rejection messages quoted in one partial_success
 
 
@@ -69,10 +69,12 @@ class ReceiverStore(Protocol):
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # The rest of the request was never read: the connection cannot carry another.
+        self.close = close
 
 
 def _reply(
@@ -88,22 +90,45 @@ def _reply(
     return Response(message.SerializeToString(), status_code=status, media_type=PROTOBUF)
 
 
-def _failure(status: int, content_type: str, message: str) -> Response:
+def _failure(status: int, content_type: str, message: str, *, close: bool = False) -> Response:
     code = _CODES.get(status, 2)
-    return _reply(
+    reply = _reply(
         status, content_type, Status(code=code, message=message), {"code": code, "message": message}
     )
+    if close:
+        reply.headers["Connection"] = "close"
+    return reply
 
 
-async def _read_body(request: Request, limit: int, gzipped: bool) -> bytes:
+async def _read_body(request: Request, limit: int, gzipped: bool, timeout_s: float) -> bytes:
+    """The body, gunzipped, within *limit* bytes and *timeout_s* seconds (413, 408 otherwise).
+
+    The timeout is what keeps a client that declares more than it sends (or trickles it) from
+    holding a connection and a handler for as long as it likes.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _Refused(413, f"body of {declared} bytes is over the {limit}-byte limit")
+    received: list[int] = [0]
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_within(request, limit, gzipped, received)
+    except TimeoutError:
+        of = f" of {declared}" if declared else ""
+        raise _Refused(
+            408,
+            f"body incomplete after {timeout_s:g} s ({received[0]}{of} bytes received)",
+            close=True,
+        ) from None
+
+
+async def _read_within(request: Request, limit: int, gzipped: bool, received: list[int]) -> bytes:
     raw = 0
     out = bytearray()
     inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
     async for chunk in request.stream():
         raw += len(chunk)
+        received[0] = raw
         if raw > limit:
             raise _Refused(413, f"body is over the {limit}-byte limit")
         if inflate is None:
@@ -208,7 +233,7 @@ class _Receiver:
         try:
             rejections = await self._ingest(request, media)
         except _Refused as refused:
-            return _failure(refused.status, reply_type, refused.message)
+            return _failure(refused.status, reply_type, refused.message, close=refused.close)
         except OtlpError as exc:
             return _failure(400, reply_type, str(exc))
         if not rejections:
@@ -231,7 +256,9 @@ class _Receiver:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
             raise _Refused(415, f"content encoding must be gzip or none, not {encoding!r}")
-        body = await _read_body(request, self.settings.max_body_bytes, encoding == "gzip")
+        body = await _read_body(
+            request, self.settings.max_body_bytes, encoding == "gzip", self.settings.body_timeout_s
+        )
         spans = decode_json(body) if media == JSON else decode_protobuf(body)
         return ingest(spans, self.reader, self.store, self.clock())
 

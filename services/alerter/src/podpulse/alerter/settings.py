@@ -37,6 +37,13 @@ class AlerterSettings(BaseSettings):
         ge=1024,
         description="Largest OTLP request body, counted after gunzip too; larger is a 413.",
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds a request body may take to arrive; a slower one is a 408 and its "
+        "connection is closed (uvicorn never times a body out itself).",
+    )
     bucket_s: float = Field(
         default=10.0,
         gt=0,
