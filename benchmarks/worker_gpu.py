@@ -91,9 +91,16 @@ class Bench:
         if self.out is None:
             return
         text = report_text(self.title, self.rows, self.preps, self.probe_lines)
-        Path(self.out, "worker_gpu.txt").write_text(text + "\n", encoding="utf-8")
         data = {"rows": [asdict(r) for r in self.rows], "preps": [asdict(p) for p in self.preps]}
-        Path(self.out, "worker_gpu.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+        _replace(Path(self.out, "worker_gpu.txt"), text + "\n")
+        _replace(Path(self.out, "worker_gpu.json"), json.dumps(data, indent=2))
+
+
+def _replace(path: Path, text: str) -> None:
+    # Written aside, then renamed over: a kill mid-write leaves the last whole report.
+    aside = path.with_name(path.name + ".tmp")
+    aside.write_text(text, encoding="utf-8")
+    os.replace(aside, path)
 
 
 @dataclass

@@ -259,7 +259,8 @@ def test_a_stop_right_after_spans_arrive_keeps_every_span(tmp_path, sig) -> None
 
 def test_a_body_that_never_arrives_is_408_and_the_server_serves_on(tmp_path) -> None:
     """A client declaring 1000 bytes and sending 10 gets 408 and a closed connection after
-    ALERTER_BODY_TIMEOUT_S; a proper export on another connection is still answered."""
+    ALERTER_BODY_TIMEOUT_S, and a refusal with the body unread closes it at once; a proper
+    export on another connection is still answered."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     port = free_port()
@@ -268,26 +269,37 @@ def test_a_body_that_never_arrives_is_408_and_the_server_serves_on(tmp_path) -> 
         serving = Serving(port, rules, env | {"ALERTER_BODY_TIMEOUT_S": "0.5"}, tmp_path / "log")
         serving.start()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-                conn.sendall(
-                    b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n"
-                    b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"resource'
-                )
-                sent = time.monotonic()
-                reply = b""
-                while chunk := conn.recv(4096):  # the server closes the connection
-                    reply += chunk
-                took = time.monotonic() - sent
-            head, _, body = reply.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 408"), reply
+            head, body, took = _slow_post(port, b"Content-Type: application/json\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), head
             assert b"connection: close" in head.lower()
             assert json.loads(body)["message"] == (
                 "body incomplete after 0.5 s (10 of 1000 bytes received)"
             )
             assert 0.5 <= took < 5
+            # Refused before its body was read (no token here: a wrong content type), a
+            # connection is closed too, so the rest cannot be trickled in with no timeout.
+            head, _, took = _slow_post(port, b"Content-Type: text/plain\r\n")
+            assert head.startswith(b"HTTP/1.1 415"), head
+            assert b"connection: close" in head.lower()
+            assert took < 0.5
             good = proto_request([SpanSpec(job_attrs(exec_ms=100.0), end_s=time.time())])
             ok = httpx.post(f"http://127.0.0.1:{port}/v1/traces", content=good.SerializeToString(),
                             headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
             assert ok.status_code == 200
         finally:
             serving.stop()
+
+
+def _slow_post(port: int, headers: bytes) -> tuple[bytes, bytes, float]:
+    """POST declaring 1000 bytes and sending 10; the reply's head and body, read until the
+    server closes the connection, and the seconds that took."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        sent = time.monotonic()  # before the send: the server's clock starts on the headers
+        conn.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n" + headers
+                     + b'Content-Length: 1000\r\n\r\n{"resource')  # fmt: skip
+        reply = b""
+        while chunk := conn.recv(4096):
+            reply += chunk
+        took = time.monotonic() - sent
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body, took

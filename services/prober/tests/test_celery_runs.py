@@ -219,7 +219,15 @@ def test_two_beats_fire_the_schedule_once_per_interval(
         beat(env, tmp_path / "beat-a.log") as first,
         beat(env, tmp_path / "beat-b.log") as second,
     ):
-        _wait(lambda: max(p.text().count(sent) for p in (first, second)) >= 5, 60, "5 ticks")
+        # Beat logs "Sending due task" before the message reaches Redis: wait for both.
+        _wait(
+            lambda: (
+                max(p.text().count(sent) for p in (first, second)) >= 5
+                and client.llen("prober") >= 5
+            ),
+            60,
+            "5 ticks, queued",
+        )
         assert first.popen.poll() is None
         assert second.popen.poll() is None
         counts = sorted(p.text().count(sent) for p in (first, second))

@@ -32,6 +32,10 @@ connection error that kombu ignores there, and the second close finds the channe
 The messages stay in Redis's unacked set and are delivered again after the visibility
 timeout, as when a worker dies (or at once, when Redis was still up to take them back).
 
+It assumes what podpulse's bus declares: durable direct queues. A default channel consuming
+an auto-delete fanout queue would still stop its first close at deleting that queue. The
+Sentinel transport sets its own channel class and is left as kombu has it.
+
 :func:`install` makes kombu's Redis transport use this channel; every podpulse Celery app
 calls it (podpulse.common.bus). :data:`KOMBU_VERIFIED` pins, by digest, the kombu and celery
 code this relies on: libs/common/tests/test_common_redis_transport.py fails when the installed
@@ -54,6 +58,14 @@ __all__ = ["KOMBU_VERIFIED", "Channel", "install", "kombu_drift"]
 KOMBU_VERIFIED: dict[str, str] = {
     "kombu.transport.redis:Channel.close": "101e9b9cdad44b88",
     "kombu.transport.redis:Channel._brpop_read": "c42518699709f2df",
+    # What the close goes on to do, and what swallows the restore's connection error.
+    "kombu.transport.virtual.base:Channel.close": "26368e1cadfc4ff9",
+    "kombu.transport.virtual.base:QoS.restore_unacked_once": "c81f3d0fb29b9599",
+    "kombu.transport.redis:QoS.restore_unacked": "8954efef014d546e",
+    "kombu.connection:Connection.collect": "36d622aa0b69908a",
+    "kombu.connection:Connection.maybe_close_channel": "22aa16183372c44e",
+    "kombu.connection:Connection._do_close_self": "624b2e115799fe74",
+    "kombu.connection:Connection._do_close_transport": "3e87de68f6283cf7",
     "celery.worker.consumer.consumer:Consumer.on_connection_error_after_connected": (
         "4f84dbfff329d28f"
     ),

@@ -69,12 +69,10 @@ class ReceiverStore(Protocol):
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        # The rest of the request was never read: the connection cannot carry another.
-        self.close = close
 
 
 def _reply(
@@ -118,7 +116,6 @@ async def _read_body(request: Request, limit: int, gzipped: bool, timeout_s: flo
         raise _Refused(
             408,
             f"body incomplete after {timeout_s:g} s ({received[0]}{of} bytes received)",
-            close=True,
         ) from None
 
 
@@ -233,7 +230,11 @@ class _Receiver:
         try:
             rejections = await self._ingest(request, media)
         except _Refused as refused:
-            return _failure(refused.status, reply_type, refused.message, close=refused.close)
+            # Every refusal answers before the body was read through: a connection holding
+            # unread bytes cannot carry another request, and kept open it would let a client
+            # trickle the rest in with no timeout (uvicorn re-arms its idle timer only after a
+            # response it has read the whole request for).
+            return _failure(refused.status, reply_type, refused.message, close=True)
         except OtlpError as exc:
             return _failure(400, reply_type, str(exc))
         if not rejections:
