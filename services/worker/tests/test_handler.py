@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,28 @@ async def test_default_max_new_tokens_respects_the_worker_cap(make) -> None:
     """Without max_new_tokens a job gets min(256, WORKER_MAX_NEW_TOKENS), never more."""
     out = await make(max_new_tokens=5).handle(job(question="hi", temperature=0))
     assert out["usage"]["output_tokens"] <= 5
+
+
+async def test_a_step_that_never_returns_fails_its_jobs_and_asks_for_a_new_worker(make) -> None:
+    """A forward pass stuck past WORKER_STALL_TIMEOUT_S (a hung GPU): each waiting job is
+    answered with the reason and refresh_worker, instead of waiting for a thread that is gone;
+    once the step returns, the loop serves again."""
+    handler = make(stall_timeout_s=0.3)
+    release = threading.Event()
+    handler.generator.step_hook = lambda _rows: release.wait(30)  # the pass that hangs
+    started = time.monotonic()
+    try:
+        outs = await asyncio.gather(*(
+            handler.handle(job(question=f"q{i}", max_new_tokens=4)) for i in range(2)
+        ))  # fmt: skip
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    for out in outs:
+        assert out["refresh_worker"] is True
+        assert out["error"].startswith("generation stalled: one generation step has run for")
+        assert "(limit 0.3 s); the worker will restart" in out["error"]
+    assert 0.3 <= took < 5
+    handler.generator.step_hook = None
+    again = await handler.handle(job(question="after", max_new_tokens=2))
+    assert "error" not in again, again

@@ -45,10 +45,26 @@ from ._generation import (
 from ._lane import Lane, ModelCall, Row
 from ._static_decode import Decode, StaticLane, StaticReport, resolve_decode
 
-__all__ = ["BatchGenerator", "BatchStats", "GenerationRequest", "GenerationResult"]
+__all__ = [
+    "BatchGenerator",
+    "BatchStats",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationStalled",
+]
 
 # How often an idle loop waiting for announced companions looks again.
 _POLL_S = 0.0005
+# How often a waiting job looks at the step's age (at most; shorter for a short stall limit).
+_STALL_CHECK_S = 1.0
+
+
+class GenerationStalled(RuntimeError):
+    """One step of the generation loop has run longer than the stall limit: a hung device."""
+
+    def __init__(self, stalled_s: float, limit_s: float) -> None:
+        super().__init__(f"one generation step has run for {stalled_s:.0f} s (limit {limit_s:g} s)")
+        self.stalled_s = stalled_s
 
 
 class BatchGenerator:
@@ -65,11 +81,17 @@ class BatchGenerator:
         batch_wait_ms: float = 0.0,
         decode: str = "eager",
         static_max_tokens: int = 2048,
+        stall_s: float = 0.0,
         autostart: bool = True,
     ) -> None:
         """``decode``: ``eager``, ``static``, ``graph`` or ``auto`` (see ``resolve_decode``);
         the static paths allocate their KV cache, and capture their graphs, here.
+        ``stall_s``: a job waiting on a step older than this raises GenerationStalled (0: off).
         """
+        self.stall_s = stall_s
+        # When the step in progress began (None between steps and while idle): a forward pass
+        # stuck in the device never returns, so only its age can tell.
+        self._step_since: float | None = None
         self._tokenizer = tokenizer
         self._device = next(model.parameters()).device
         call = ModelCall(model)
@@ -149,12 +171,29 @@ class BatchGenerator:
         row = self._enqueue(request)
         if announced:
             self.expected -= 1
+        future = asyncio.wrap_future(row.future)
         try:
-            return await asyncio.wrap_future(row.future)
+            if self.stall_s <= 0:
+                return await future
+            while True:
+                done, _ = await asyncio.wait(
+                    {future}, timeout=min(_STALL_CHECK_S, self.stall_s / 2)
+                )
+                if done:
+                    return future.result()
+                stalled = self.stalled_for()
+                if stalled > self.stall_s:
+                    row.cancelled = True
+                    raise GenerationStalled(stalled, self.stall_s)
         except asyncio.CancelledError:
             # The thread drops the row at its next step instead of decoding for nobody.
             row.cancelled = True
             raise
+
+    def stalled_for(self) -> float:
+        """How long the step in progress has run (0 between steps and while idle)."""
+        since = self._step_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def generate_all(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Submit several jobs at once and wait for all (benchmarks and tests)."""
@@ -179,6 +218,7 @@ class BatchGenerator:
             fresh = self._admit()
             if fresh is None:
                 break
+            self._step_since = time.monotonic()
             try:
                 if fresh:
                     for lane, rows in self._route(fresh):
@@ -198,6 +238,8 @@ class BatchGenerator:
                 self._retire()
             except Exception as exc:  # every job in flight must hear of it
                 self._fail_all(fresh, exc)
+            finally:
+                self._step_since = None
 
     def _drain(self, exc: BaseException) -> None:
         while True:

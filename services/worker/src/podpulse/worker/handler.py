@@ -21,7 +21,7 @@ import torch
 from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
-from ._batching import BatchGenerator, GenerationRequest, GenerationResult
+from ._batching import BatchGenerator, GenerationRequest, GenerationResult, GenerationStalled
 from ._genai_spans import generation_span, record_usage
 from ._job_input import MAX_SEED, JobInput, Message, Profile, describe_input_error
 from ._model import LoadedModel, ModelLoadError, load_model
@@ -70,6 +70,12 @@ class ModelHandler:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         try:
             return await self._handle(job, job_id)
+        except GenerationStalled as exc:
+            log.error("job.stalled", job_id=job_id, stalled_s=round(exc.stalled_s, 1))  # noqa: TRY400 - nothing to trace
+            # The thread is stuck in the device and will not come back: every job sent here
+            # would wait for it. RunPod replaces the worker after this job.
+            return {"error": f"generation stalled: {exc}; the worker will restart",
+                    "refresh_worker": True}  # fmt: skip
         except torch.OutOfMemoryError:
             log.error("job.oom", job_id=job_id)  # noqa: TRY400 - no traceback: it may quote input
             # The allocator may be fragmented beyond repair; RunPod restarts the worker after
@@ -248,6 +254,7 @@ def build_handler(
         batch_wait_ms=settings.batch_wait_ms if settings.max_concurrency > 1 else 0.0,
         decode=settings.decode,
         static_max_tokens=settings.static_max_tokens,
+        stall_s=settings.stall_timeout_s,
     )
     return ModelHandler(
         loaded,

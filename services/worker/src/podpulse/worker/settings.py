@@ -98,6 +98,14 @@ class WorkerSettings(BaseSettings):
         le=1000,
         description="How long an idle generation loop waits for companions of a first job.",
     )
+    stall_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="Seconds one step of the generation loop (a forward pass) may run before the "
+        "jobs waiting on it fail and RunPod is asked to replace the worker (a hung GPU would "
+        "otherwise hold every job it is sent); 0 turns the watchdog off.",
+    )
     kv_reserve_tokens: int = Field(
         default=8192,
         ge=0,
