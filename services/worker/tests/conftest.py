@@ -1,4 +1,4 @@
-"""Fixtures shared by the prompt tests: the tiny model's tokenizer and a prompt-structure check."""
+"""Fixtures shared by the worker's tests: the tiny model, its tokenizer and a prompt check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from podpulse.worker._model import LoadedModel, load_model
 from podpulse.worker._prompt import BuiltPrompt
 from podpulse.worker.tiny import ensure_tiny_model
 
@@ -20,6 +21,12 @@ PromptCheck = Callable[[Sequence[Mapping[str, str]], BuiltPrompt], None]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_model(tmp_path_factory.getbasetemp() / "podpulse-cache")
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_model_dir: Path) -> LoadedModel:
+    """The tiny model as the worker loads it (on the CPU: full precision), loaded once."""
+    return load_model(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import torch
 from generation_helpers import reference
 
 from podpulse.worker._batching import BatchGenerator, GenerationRequest
-from podpulse.worker._model import LoadedModel, load_model
-from podpulse.worker.tiny import ensure_tiny_model
+from podpulse.worker._model import LoadedModel
 
 QUESTIONS = [
     "How do I become a data scientist?",
@@ -26,12 +25,6 @@ QUESTIONS = [
     "Hi",
 ]
 N = 12
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder = ensure_tiny_model(tmp_path_factory.getbasetemp() / "podpulse-cache")
-    return load_model(str(folder), quantization="auto")
 
 
 @pytest.fixture(scope="module")

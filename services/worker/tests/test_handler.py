@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from podpulse.worker._model import LoadedModel, load_model
 from podpulse.worker.handler import ModelHandler, build_handler, runpod_config
 from podpulse.worker.settings import WorkerSettings
 from podpulse.worker.tiny import TINY_MODEL_NAME, ensure_tiny_model
@@ -30,11 +29,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.getbasetemp() / "podpulse-cache"
     ensure_tiny_model(cache)
     return cache
-
-
-@pytest.fixture(scope="module")
-def loaded(cache_dir: Path) -> LoadedModel:
-    return load_model(str(ensure_tiny_model(cache_dir)))
 
 
 @pytest.fixture

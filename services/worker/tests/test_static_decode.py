@@ -17,7 +17,7 @@ from transformers import Qwen2Config
 
 from podpulse.worker._batching import BatchGenerator, GenerationRequest
 from podpulse.worker._lane import Row
-from podpulse.worker._model import LoadedModel, load_model
+from podpulse.worker._model import LoadedModel
 from podpulse.worker._static_decode import (
     StaticCacheError,
     StaticLane,
@@ -27,7 +27,6 @@ from podpulse.worker._static_decode import (
 )
 from podpulse.worker.handler import build_handler
 from podpulse.worker.settings import WorkerSettings
-from podpulse.worker.tiny import ensure_tiny_model
 
 QUESTIONS = [
     "How do I become a data scientist?",
@@ -37,12 +36,6 @@ QUESTIONS = [
     "Which skills should I learn first, and how long will the transition take?",
     "Negotiate the offer",
 ]
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder = ensure_tiny_model(tmp_path_factory.getbasetemp() / "podpulse-cache")
-    return load_model(str(folder))
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from ._quant import (
     package_for,
 )
 from ._quant_probe import ProbeResult, choose_by_speed, probe_speeds
+from ._shape import first_line, kv_geometry, text_config
 
 __all__ = [
     "LoadedModel",
@@ -35,6 +36,7 @@ __all__ = [
     "pick_dtype",
     "quantization_candidates",
     "weight_bytes",
+    "weight_sizes",
 ]
 
 _GIB = 1024**3
@@ -74,34 +76,36 @@ def pick_dtype(device_type: str, bf16_supported: bool) -> torch.dtype:
 
 def weight_bytes(config: Any, quantization: Quantization, dtype: torch.dtype) -> int:
     """Bytes the weights take on the device, from a weightless (meta) copy of the model."""
+    return weight_sizes(config, dtype, (quantization,))[quantization]
+
+
+def weight_sizes(
+    config: Any, dtype: torch.dtype, quantizations: Sequence[Quantization] = PRECISION_ORDER
+) -> dict[Quantization, int]:
+    """:func:`weight_bytes` of each of *quantizations*, from one meta copy of the model."""
     from transformers import AutoModelForCausalLM
 
     auto: Any = AutoModelForCausalLM  # transformers' stubs leave from_config untyped
     with torch.device("meta"):
         skeleton = auto.from_config(config)
     element = torch.empty((), dtype=dtype).element_size()
-    total = 0.0
+    totals = dict.fromkeys(quantizations, 0.0)
     for name, module in skeleton.named_modules():
+        # Both backends leave the output head in full precision.
+        linear = isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
         for param in module.parameters(recurse=False):
-            quantised = (
-                quantization != "none"
-                and isinstance(module, torch.nn.Linear)
-                # Both backends leave the output head in full precision.
-                and not name.endswith("lm_head")
-            )
-            per = BYTES_PER_WEIGHT[quantization] if quantised else element
-            total += param.numel() * per
-    return int(total)
+            for quantization in quantizations:
+                quantised = linear and quantization != "none"
+                per = BYTES_PER_WEIGHT[quantization] if quantised else element
+                totals[quantization] += param.numel() * per
+    return {q: int(total) for q, total in totals.items()}
 
 
 def kv_cache_bytes(config: Any, tokens: int, dtype: torch.dtype) -> int:
     """Bytes of KV cache for ``tokens`` positions summed over all rows of a batch."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    layers, kv_heads, head_dim = kv_geometry(config)
     element = torch.empty((), dtype=dtype).element_size()
-    return int(2 * text.num_hidden_layers * kv_heads * head_dim * element * tokens)
+    return int(2 * layers * kv_heads * head_dim * element * tokens)
 
 
 def quantization_candidates(
@@ -145,11 +149,6 @@ def quantization_candidates(
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def load_model(
     model_id: str,
     *,
@@ -175,7 +174,7 @@ def load_model(
     try:
         config = hf.AutoConfig.from_pretrained(model_id)
     except (OSError, ValueError) as exc:
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise ModelLoadError(
             f"WORKER_MODEL_ID={model_id}: cannot read its config: {reason}"
         ) from None
@@ -183,13 +182,11 @@ def load_model(
     device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
     dtype = pick_dtype(device.type, on_cuda and torch.cuda.is_bf16_supported())
     try:
-        sizes: dict[Quantization, int] = {
-            q: weight_bytes(config, q, dtype) for q in PRECISION_ORDER
-        }
+        sizes = weight_sizes(config, dtype)
     except ValueError as exc:
         raise ModelLoadError(
             f"WORKER_MODEL_ID={model_id} is not a causal language model "
-            f"({type(config).__name__}): {_first_line(exc)}"
+            f"({type(config).__name__}): {first_line(exc)}"
         ) from None
     usable = available()
     has_accelerate = importlib.util.find_spec("accelerate") is not None
@@ -225,7 +222,7 @@ def load_model(
         model: Any = hf.AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(
-            f"WORKER_MODEL_ID={model_id}: cannot load: {_first_line(exc)}"
+            f"WORKER_MODEL_ID={model_id}: cannot load: {first_line(exc)}"
         ) from None
     if on_cuda and not has_accelerate:
         model = model.to(device)  # accelerate places weights on load; without it, move them
@@ -265,7 +262,7 @@ def _probe(
 
 
 def _context_length(config: Any, tokenizer: Any) -> int:
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     limit = int(getattr(text, "max_position_embeddings", 0) or 0)
     tok_limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
     # Tokenizers without a limit report a huge sentinel (1e30); only a real one narrows.

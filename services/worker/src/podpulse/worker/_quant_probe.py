@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ._quant import Quantization, quantize_linears
+from ._shape import first_line, text_config
 from ._static_decode import Decode, StaticLane
 
 __all__ = ["ProbeResult", "choose_by_speed", "probe_speeds"]
@@ -64,7 +65,7 @@ def probe_speeds(
     A candidate that fails (a kernel missing for this GPU, say) gets its error instead; the
     ones left when ``budget_s`` is spent get "not probed".
     """
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     deadline = clock() + budget_s
     results: list[ProbeResult] = []
     head_ms: float | None = None
@@ -81,7 +82,7 @@ def probe_speeds(
                 steps=steps, quantize=quantize, clock=clock,
             )  # fmt: skip
         except Exception as exc:  # a candidate that cannot run is not chosen, whatever the cause
-            results.append(ProbeResult(choice, None, None, clock() - started, _first_line(exc)))
+            results.append(ProbeResult(choice, None, None, clock() - started, _described(exc)))
         else:
             layer_ms = step_ms / layers
             token_ms = layer_ms * text.num_hidden_layers + head_ms
@@ -174,6 +175,6 @@ def _time_layers(
     return (clock() - started) * 1000.0 / steps
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _described(exc: BaseException) -> str:
+    # The type too: a probe error is read beside others from other backends.
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__

@@ -39,6 +39,7 @@ import torch
 
 from ._generation import GenerationRequest
 from ._lane import ModelCall, Row, prefill
+from ._shape import first_line, kv_geometry, text_config
 
 __all__ = [
     "BucketReport",
@@ -116,8 +117,7 @@ def resolve_decode(requested: str, *, device_type: str, config: Any) -> tuple[De
         raise ValueError(f"unknown decode path {requested!r}")
     if requested == "eager":
         return "eager", None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    kinds = set(getattr(text_config(config), "layer_types", None) or ["full_attention"])
     if kinds != {"full_attention"}:
         return "eager", f"layer types {sorted(kinds)} need the eager path"
     if requested == "auto":
@@ -191,15 +191,7 @@ class StaticLane:
         param = next(model.parameters())
         self._device = param.device
         dtype: torch.dtype = getattr(model, "dtype", param.dtype)
-        text = (
-            model.config.get_text_config()
-            if hasattr(model.config, "get_text_config")
-            else model.config
-        )
-        heads = text.num_attention_heads
-        kv_heads = getattr(text, "num_key_value_heads", None) or heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-        layers = text.num_hidden_layers
+        layers, kv_heads, head_dim = kv_geometry(model.config)
         self.slots, self.max_tokens, self._pad = slots, max_tokens, pad_token_id
         self.buckets = bucket_sizes(slots)
         shape = (layers, 2, slots, kv_heads, max_tokens, head_dim)
@@ -217,7 +209,7 @@ class StaticLane:
             self._mask = torch.zeros(
                 (slots, 1, 1, max_tokens), dtype=torch.bool, device=self._device
             )
-            self._mask[..., 0] = True
+            self._free(slice(None))
         self._caches = {
             b: _SlotCache(
                 [self._kv[layer, 0, :b] for layer in range(layers)],
@@ -291,7 +283,7 @@ class StaticLane:
             self._free(slot)
         self.rows = []
 
-    def _free(self, slot: int) -> None:
+    def _free(self, slot: int | slice) -> None:
         # A free slot attends to its position 0 only: a dead row in it must not see an empty mask
         # (softmax over nothing is NaN).
         self._mask[slot] = False
@@ -331,12 +323,11 @@ class StaticLane:
             except Exception as exc:  # a bucket that cannot be captured runs uncaptured
                 self._graphs.pop(bucket, None)
                 reports.append(
-                    BucketReport(bucket, False, time.perf_counter() - t, _first_line(exc))
+                    BucketReport(bucket, False, time.perf_counter() - t, first_line(exc))
                 )
         with torch.inference_mode():
             # The warm-up runs wrote into free slots; make them free again.
-            self._mask.zero_()
-            self._mask[..., 0] = True
+            self._free(slice(None))
         pool_bytes = torch.cuda.memory_reserved(self._device) - reserved if on_cuda else 0
         return (
             tuple(sorted(reports, key=lambda r: r.size)),
@@ -380,8 +371,3 @@ def _layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
     flat = kv_tensors(cache)
     return list(zip(flat[0::2], flat[1::2], strict=True))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
