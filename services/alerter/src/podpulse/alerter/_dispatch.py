@@ -95,8 +95,9 @@ class Dispatcher:
             return dict(alert.labels)
         return {n: alert.labels[n] for n in self._route.group_by if n in alert.labels}
 
-    def ingest(self, alerts: Iterable[Alert], now: float) -> None:
-        """Put each alert in its group (a newer copy of an alert replaces the older)."""
+    def ingest(self, alerts: Iterable[Alert], now: float) -> dict[str, _Group]:
+        """Put each alert in its group (a newer copy of an alert replaces the older); the
+        groups, for :meth:`flush_due`, which writes them."""
         groups = self._load()
         for alert in alerts:
             labels = self._group_labels(alert)
@@ -114,10 +115,7 @@ class Dispatcher:
             # An alert older than group_wait need not wait again (aggrGroup.insert).
             if not group.has_flushed and alert.starts_at + self._route.group_wait <= now:
                 group.next_flush_at = min(group.next_flush_at, now)
-        pipe = self._client.pipeline(transaction=True)
-        self._save({k: g for k, g in groups.items() if g.alerts}, drop=[
-            k for k, g in groups.items() if not g.alerts], pipe=pipe)  # fmt: skip
-        pipe.execute()
+        return groups
 
     def all_alerts(self) -> list[Alert]:
         """Every alert any group holds (for inhibition and ``alerts status``)."""
@@ -128,20 +126,25 @@ class Dispatcher:
         groups = self._load()
         return min((g.next_flush_at for g in groups.values()), default=None)
 
-    def flush_due(self, now: float, pipe: redis.client.Pipeline) -> list[Notification]:
-        """Flush every group whose timer is due at *now*; the notifications to send.
+    def flush_due(
+        self, now: float, pipe: redis.client.Pipeline, groups: Mapping[str, _Group]
+    ) -> list[Notification]:
+        """Flush every one of *groups* (:meth:`ingest`'s) whose timer is due at *now*; the
+        notifications to send.
 
-        The notification log and the groups are written into *pipe*, not at once: the caller
+        The groups and the notification log are written into *pipe*, not at once: the caller
         adds the notifications' outbox entries and executes it, one MULTI/EXEC, so a process
         that dies in between has logged nothing it did not also queue.
         """
-        groups = self._load()
         every = [a for g in groups.values() for a in g.alerts.values()]
         silences = self._silences.current(now)
         out: list[Notification] = []
         keep: dict[str, _Group] = {}
         drop: list[str] = []
         for key, group in groups.items():
+            if not group.alerts:  # made by ingest for a resolution it had nothing to match
+                drop.append(key)
+                continue
             if group.next_flush_at > now:
                 keep[key] = group
                 continue

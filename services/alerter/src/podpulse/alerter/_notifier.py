@@ -61,9 +61,9 @@ class Notifier:
         outbox) are written in one transaction: a process killed half-way through neither
         forgets a notification it logged as sent nor queues one it did not log.
         """
-        self.dispatcher.ingest(alerts, now)
+        groups = self.dispatcher.ingest(alerts, now)
         pipe = self._client.pipeline(transaction=True)
-        notifications = self.dispatcher.flush_due(now, pipe)
+        notifications = self.dispatcher.flush_due(now, pipe, groups)
         self.outbox.stage(pipe, notifications, now, receivers=self._grouped)
         if self._am is not None:
             self._push_alertmanager(alerts, now, pipe)

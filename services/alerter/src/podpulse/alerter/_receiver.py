@@ -107,47 +107,46 @@ async def _read_body(request: Request, limit: int, gzipped: bool, timeout_s: flo
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _Refused(413, f"body of {declared} bytes is over the {limit}-byte limit")
-    received: list[int] = [0]
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_within(request, limit, gzipped, received)
-    except TimeoutError:
-        of = f" of {declared}" if declared else ""
-        raise _Refused(
-            408,
-            f"body incomplete after {timeout_s:g} s ({received[0]}{of} bytes received)",
-        ) from None
-
-
-async def _read_within(request: Request, limit: int, gzipped: bool, received: list[int]) -> bytes:
     raw = 0
     out = bytearray()
     inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
-    async for chunk in request.stream():
-        raw += len(chunk)
-        received[0] = raw
-        if raw > limit:
-            raise _Refused(413, f"body is over the {limit}-byte limit")
-        if inflate is None:
-            out += chunk
-            continue
-        if inflate.eof:
-            if chunk:
-                raise _Refused(400, "data after the end of the gzip stream")
-            continue
-        try:
-            # At most one byte past the limit: enough to know it is over, never a bomb's worth.
-            out += inflate.decompress(chunk, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise _Refused(400, f"not a gzip stream ({exc})") from None
-        if len(out) > limit or inflate.unconsumed_tail:
-            raise _Refused(413, f"body is over the {limit}-byte limit once gunzipped")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                raw += len(chunk)
+                if raw > limit:
+                    raise _Refused(413, f"body is over the {limit}-byte limit")
+                if inflate is not None:
+                    out += _inflate(inflate, chunk, len(out), limit)
+                else:
+                    out += chunk
+    except TimeoutError:
+        of = f" of {declared}" if declared else ""
+        raise _Refused(
+            408, f"body incomplete after {timeout_s:g} s ({raw}{of} bytes received)"
+        ) from None
     if inflate is not None:
         if not inflate.eof:
             raise _Refused(400, "gzip stream ends early")
         if inflate.unused_data:
             raise _Refused(400, "data after the end of the gzip stream")
     return bytes(out)
+
+
+def _inflate(inflate: zlib._Decompress, chunk: bytes, have: int, limit: int) -> bytes:
+    """*chunk* gunzipped onto *have* bytes, refusing output past *limit* or data after the end."""
+    if inflate.eof:
+        if chunk:
+            raise _Refused(400, "data after the end of the gzip stream")
+        return b""
+    try:
+        # At most one byte past the limit: enough to know it is over, never a bomb's worth.
+        data = inflate.decompress(chunk, limit + 1 - have)
+    except zlib.error as exc:
+        raise _Refused(400, f"not a gzip stream ({exc})") from None
+    if have + len(data) > limit or inflate.unconsumed_tail:
+        raise _Refused(413, f"body is over the {limit}-byte limit once gunzipped")
+    return data
 
 
 def _check_token(request: Request, token: Secret) -> None:
