@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -14,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Receiver", "alive", "deployment_repo", "git", "kill_stack", "process_tree", "receiver"]
+from podpulse.stack._procs import descendants, kill_all
+
+__all__ = ["Receiver", "deployment_repo", "git", "kill_stack", "pid_alive", "receiver"]
 
 
 class Receiver:
@@ -74,29 +74,8 @@ def receiver() -> Iterator[Receiver]:
         thread.join(10)
 
 
-def process_tree(pid: int) -> set[int]:
-    """Every live descendant of *pid*, from /proc (zombies count as gone)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether *pid* runs (a zombie does not)."""
+def pid_alive(pid: int) -> bool:
+    """Whether some process runs as *pid* (a zombie does not); for a pid a status view gave."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -109,12 +88,10 @@ def kill_stack(process: subprocess.Popen[str]) -> None:
     its output."""
     assert process.stdout is not None
     if process.poll() is None:
-        children = process_tree(process.pid)
+        children = descendants(process.pid)
         process.kill()
         process.wait()
-        for pid in children:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(children)
     process.stdout.close()
 
 

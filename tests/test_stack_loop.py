@@ -34,11 +34,12 @@ from typing import Any
 
 import httpx
 import pytest
-from stack_helpers import Receiver, alive, deployment_repo, git, kill_stack, process_tree, receiver
+from stack_helpers import Receiver, deployment_repo, git, kill_stack, receiver
 
 from podpulse.common.bus import create_celery_app
 from podpulse.common.settings import CommonSettings
 from podpulse.common.testing import free_port, wait_until
+from podpulse.stack._procs import alive, descendants
 
 pytestmark = pytest.mark.slow
 
@@ -284,7 +285,7 @@ def test_probe_spans_alert_resolve_and_release_through_the_stack(loop: Loop) -> 
     # (kombu 5.7's half-closed channel; podpulse.common.redis_transport closes it for real).
     restarts = {name: row["restarts"] for name, row in loop.services().items()}
     assert restarts == {name: 2 if name == "redis" else 0 for name in SERVICES}, restarts
-    children = process_tree(loop.process.pid)
+    children = descendants(loop.process.pid)
     sent = time.monotonic()
     loop.process.send_signal(signal.SIGINT)
     loop.process.wait(timeout=30)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stack_helpers import alive, kill_stack, process_tree
+from stack_helpers import kill_stack, pid_alive
 
 from podpulse.common.testing import free_port, wait_until
+from podpulse.stack._procs import ProcessId, alive, descendants
 
 pytestmark = pytest.mark.slow
 
@@ -91,8 +92,8 @@ def _wait_ready(stack: Stack, timeout_s: float = 60) -> float:
     return time.monotonic() - stack.started
 
 
-def _stop(stack: Stack, sig: signal.Signals) -> tuple[float, set[int], str]:
-    children = process_tree(stack.process.pid)
+def _stop(stack: Stack, sig: signal.Signals) -> tuple[float, set[ProcessId], str]:
+    children = descendants(stack.process.pid)
     assert children, "the stack had no child processes"
     sent = time.monotonic()
     stack.process.send_signal(sig)
@@ -158,7 +159,7 @@ def test_a_killed_service_is_restarted_and_sigterm_stops_everything(stack: Stack
 
     row = wait_until(restarted, timeout_s=40, what="the worker restarted", poll_s=0.1)
     back_s = time.monotonic() - killed
-    assert not alive(before["pid"])
+    assert not pid_alive(before["pid"])
     took, _, output = _stop(stack, signal.SIGTERM)
     assert "prober-worker was killed by SIGKILL; restart 1" in output
     assert took < 15, output
