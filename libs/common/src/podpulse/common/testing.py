@@ -44,7 +44,7 @@ def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
         for _ in range(_START_ATTEMPTS):
             port = free_port()
             logfile = Path(workdir) / f"redis-{port}.log"
-            process = _spawn(executable, port, Path(workdir), logfile)
+            process = _spawn(redis_server_argv(executable, port, Path(workdir), logfile))
             try:
                 url = f"redis://127.0.0.1:{port}/0"
                 last_error = _wait_for_ping(process, url, timeout_s, logfile)
@@ -56,8 +56,7 @@ def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
         raise RuntimeError(f"redis-server did not start: {last_error}")
 
 
-def _spawn(executable: str, port: int, workdir: Path, logfile: Path) -> subprocess.Popen[bytes]:
-    argv = redis_server_argv(executable, port, workdir, logfile)
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
     # S603: the argv is an absolute path from shutil.which and values we made; no shell.
     return subprocess.Popen(  # noqa: S603
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -102,10 +101,7 @@ class RestartableRedis:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server; RuntimeError saying why when it does not answer PING."""
-        # S603: the argv is an absolute path from shutil.which and values we made; no shell.
-        self.process = subprocess.Popen(  # noqa: S603
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = _spawn(self.argv)
         problem = _wait_for_ping(self.process, self.url, timeout_s, self.log)
         if problem:
             raise RuntimeError(f"redis-server did not start: {problem}")

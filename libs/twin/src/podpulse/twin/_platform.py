@@ -127,7 +127,11 @@ class Platform:
         self.pool.env_revision += 1
         rolling = self.workers_to_roll()
         # Now, not on the next tick: a stale worker parked in a job-take would otherwise be
-        # handed the next job that arrives.
+        # handed the next job that arrives. An idle one is stopped; a busy one's take (it runs
+        # several jobs) is answered, and its next take parks in hold_stale.
+        for record in self.pool.workers.values():
+            if self.is_stale(record):
+                self.queue.release_takers(record.id)
         self._roll()
         self._wake.set()  # the scaler starts the replacements
         log.info("worker env changed", names=sorted(changes), workers_to_roll=rolling)
@@ -349,13 +353,7 @@ class Platform:
     def _roll(self) -> None:
         busy = {j.worker_id for j in self.queue.in_progress()}
         for record in list(self.pool.workers.values()):
-            if not self.is_stale(record):
-                continue
-            if record.id in busy:
-                # Its parked take (a worker running several jobs) must not get another job:
-                # answered now, its next take parks in hold_stale.
-                self.queue.release_takers(record.id)
-            else:
+            if self.is_stale(record) and record.id not in busy:
                 self.stop_worker(record, "its environment changed")
 
     def stop_worker(self, record: WorkerRecord, why: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from podpulse.common.settings import env_settings
@@ -170,13 +170,20 @@ class ProberSettings(BaseSettings):
             raise ValueError("sweep levels must be one or more concurrencies >= 1")
         return value
 
-    @field_validator("sweep_cron", "soak_cron")
+    @field_validator("sweep_cron")
     @classmethod
-    def _five_fields(cls, value: str, info: ValidationInfo) -> str:
-        if info.field_name == "soak_cron" and not value.strip():
-            return ""
-        if len(value.split()) != 5:
-            raise ValueError(
-                f"must have 5 fields (minute hour day month weekday), got {len(value.split())}"
-            )
-        return value
+    def _five_fields(cls, value: str) -> str:
+        return _cron(value)
+
+    @field_validator("soak_cron")
+    @classmethod
+    def _five_fields_or_none(cls, value: str) -> str:
+        return _cron(value) if value.strip() else ""
+
+
+def _cron(value: str) -> str:
+    if len(value.split()) != 5:
+        raise ValueError(
+            f"must have 5 fields (minute hour day month weekday), got {len(value.split())}"
+        )
+    return value
