@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
-from twin_helpers import STARTED, calibrated, small, wait_started
+from twin_helpers import calibrated, small, start_job
 
 from podpulse.common.net import free_port
 from podpulse.common.testing import wait_until
@@ -34,8 +34,8 @@ Record = Callable[[str, object], None]
 
 def _start_job(twin: RunningTwin, api: httpx.Client) -> tuple[str, str, int]:
     """A 60 s job, once it is running: its id, its worker's id and that worker's pid."""
-    job_id = api.post("/run", json={"input": {"exec_ms": 60_000, "progress": STARTED}}).json()["id"]
-    running = wait_started(api, job_id)
+    running = start_job(api, {"exec_ms": 60_000})
+    job_id = running["id"]
     worker_id = running["workerId"]
     process = twin.platform.pool.workers[worker_id].process
     assert process is not None

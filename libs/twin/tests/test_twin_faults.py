@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from twin_helpers import STARTED, calibrated, small, wait_started
+from twin_helpers import calibrated, small, start_job
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
@@ -17,9 +17,8 @@ from podpulse.twin import running_twin
 def test_worker_killed_mid_job_fails_the_job_and_is_replaced() -> None:
     """SIGKILL on a busy worker: its job FAILS naming the worker; a new one takes over."""
     with running_twin(small(), calibrated()) as twin, twin.client() as api:
-        job = {"exec_ms": 30_000, "progress": STARTED}
-        job_id = api.post("/run", json={"input": job}).json()["id"]
-        running = wait_started(api, job_id)
+        running = start_job(api, {"exec_ms": 30_000})
+        job_id = running["id"]
         record = twin.platform.pool.workers[running["workerId"]]
         assert record.process is not None
         os.kill(record.process.pid, signal.SIGKILL)

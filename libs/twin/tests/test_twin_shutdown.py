@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from twin_helpers import STARTED, calibrated, small, wait_started
+from twin_helpers import calibrated, small, start_job
 
 from podpulse.common.net import free_port
 from podpulse.common.testing import wait_until
@@ -26,9 +26,7 @@ def test_jobs_left_at_shutdown_fail_naming_the_twin() -> None:
     """A running job fails 'the twin stopped while the job ran' (not as its stopped worker's
     exit), and a queued one says the twin stopped before a worker took it."""
     with running_twin(small(), calibrated()) as twin, twin.client() as api:
-        job = {"exec_ms": 60_000, "progress": STARTED}
-        running = api.post("/run", json={"input": job}).json()["id"]
-        wait_started(api, running)
+        running = start_job(api, {"exec_ms": 60_000})["id"]
         queued = api.post("/run", json={"input": {}}).json()["id"]
         assert api.get(f"/status/{queued}").json()["status"] == "IN_QUEUE"
         jobs = twin.platform.queue.jobs

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
+from podpulse.common.testing import wait_until
 from podpulse.twin import CalibratedSettings, TwinSettings
-
-T = TypeVar("T")
 
 
 def small(**overrides: Any) -> TwinSettings:
@@ -29,20 +28,21 @@ def calibrated(**overrides: Any) -> CalibratedSettings:
 
 
 # The progress text a calibrated job sends when its handler begins ("progress" in its input).
-STARTED = "started"
+_STARTED = "started"
 
 
-def wait_started(api: Any, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """The /status body of a job its worker has begun (sent with ``"progress": STARTED``).
+def start_job(api: Any, job_input: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+    """POST /run a calibrated job; its /status body once its worker has begun it.
 
     IN_PROGRESS alone is not proof: it shows from the moment the twin hands the job to a
     parked job-take, and a worker killed before the answer reached it never had the job (the
-    twin puts it back in the queue).
+    twin puts it back in the queue). The job's progress update is.
     """
-    from podpulse.common.testing import wait_until
+    job_id = api.post("/run", json={"input": {**job_input, "progress": _STARTED}}).json()["id"]
 
     def started() -> dict[str, Any] | None:
         body: dict[str, Any] = api.get(f"/status/{job_id}").json()
-        return body if body["status"] == "IN_PROGRESS" and body.get("output") == STARTED else None
+        running = body["status"] == "IN_PROGRESS" and body.get("output") == _STARTED
+        return body if running else None
 
     return wait_until(started, timeout_s, "the worker to start the job")
