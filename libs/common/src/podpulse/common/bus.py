@@ -7,7 +7,7 @@ reach a subscriber: no service imports another.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
@@ -19,6 +19,8 @@ __all__ = [
     "BEAT_LOCK_TIMEOUT_S",
     "BEAT_MAX_LOOP_INTERVAL_S",
     "QUEUES",
+    "attach_context",
+    "context_of",
     "create_celery_app",
     "queue_for_task",
     "route_task",
@@ -33,6 +35,10 @@ BEAT_MAX_LOOP_INTERVAL_S = 10
 BEAT_LOCK_TIMEOUT_S = 6 * BEAT_MAX_LOOP_INTERVAL_S
 
 _TASK_PREFIX = "podpulse."
+# Where a service's app factory leaves what its tasks run with (settings, clients).
+_CONTEXT_ATTRIBUTE = "podpulse_context"
+
+C = TypeVar("C")
 
 
 def queue_for_task(name: str) -> str:
@@ -128,3 +134,23 @@ def create_celery_app(service: str, settings: CommonSettings) -> Celery:
         redbeat_lock_timeout=BEAT_LOCK_TIMEOUT_S,
     )
     return app
+
+
+def attach_context(app: Celery, context: object) -> None:
+    """Make *context* what the tasks bound to *app* run with.
+
+    A task reads it from ``self.app`` rather than a module global, so two apps built with
+    different settings in one process (tests) never see each other's.
+    """
+    setattr(app, _CONTEXT_ATTRIBUTE, context)
+
+
+def context_of(app: Celery, kind: type[C]) -> C:
+    """The *kind* of context the app's factory attached; TypeError for an app it did not build."""
+    context = getattr(app, _CONTEXT_ATTRIBUTE, None)
+    if not isinstance(context, kind):
+        raise TypeError(
+            f"Celery app {app.main!r} has no {kind.__name__}: build it with its service's "
+            "create_app"
+        )
+    return context

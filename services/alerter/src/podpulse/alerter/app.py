@@ -21,7 +21,8 @@ import httpx
 import redis
 from celery import Celery
 
-from podpulse.common.bus import create_celery_app
+from podpulse.common import bus
+from podpulse.common.bus import attach_context, create_celery_app
 from podpulse.common.settings import CommonSettings
 
 from . import tasks
@@ -34,7 +35,6 @@ __all__ = ["REDBEAT_PREFIX", "AlerterContext", "beat_schedule", "create_app"]
 
 REDBEAT_PREFIX = "podpulse:redbeat:alerter:"
 DELIVER_EVERY_S = 1.0
-_CONTEXT = "podpulse_alerter_context"
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,7 @@ class AlerterContext:
 
 def context_of(app: Celery) -> AlerterContext:
     """The context ``create_app`` attached; TypeError for an app it did not build."""
-    context = getattr(app, _CONTEXT, None)
-    if not isinstance(context, AlerterContext):
-        raise TypeError(f"Celery app {app.main!r} has no alerter context: use create_app")
-    return context
+    return bus.context_of(app, AlerterContext)
 
 
 def beat_schedule(config: RulesConfig) -> dict[str, dict[str, object]]:
@@ -88,6 +85,6 @@ def create_app(common: CommonSettings, settings: AlerterSettings, config: RulesC
     app = create_celery_app("alerter", common)
     app.conf.update(beat_schedule=beat_schedule(config), redbeat_key_prefix=REDBEAT_PREFIX)
     client = redis.Redis.from_url(common.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    setattr(app, _CONTEXT, AlerterContext(settings, config, client))
+    attach_context(app, AlerterContext(settings, config, client))
     tasks.register(app)
     return app

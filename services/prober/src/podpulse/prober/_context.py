@@ -1,8 +1,7 @@
 """What the prober's tasks run with: the settings and Redis client of the app they are bound to.
 
 ``create_app`` builds one :class:`ProberContext` from the settings it is given and attaches it
-to the Celery app; a task reads it from ``self.app``. Nothing is read from module globals, so
-two apps with different settings (tests) never see each other's.
+to the Celery app (podpulse.common.bus.attach_context); a task reads it with :func:`context_of`.
 """
 
 from __future__ import annotations
@@ -13,18 +12,18 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from podpulse.common import bus
 from podpulse.common.retry import Retry
 from podpulse.common.settings import CommonSettings
 
 from ._target import EmbeddedTwin
 from .settings import ProberSettings
 
-__all__ = ["BUS_ERRORS", "PUBLISH_DELAYS_S", "ProberContext", "attach_context", "context_of"]
+__all__ = ["BUS_ERRORS", "PUBLISH_DELAYS_S", "ProberContext", "context_of"]
 
 # Waits between attempts to reach the bus: about half a minute of Redis outage is ridden out.
 PUBLISH_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 BUS_ERRORS: tuple[type[BaseException], ...] = (OperationalError, redis.RedisError, OSError)
-_ATTRIBUTE = "podpulse_prober_context"
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,6 @@ class ProberContext:
         )
 
 
-def attach_context(app: Celery, context: ProberContext) -> None:
-    """Make *context* what tasks bound to *app* run with."""
-    setattr(app, _ATTRIBUTE, context)
-
-
 def context_of(app: Celery) -> ProberContext:
     """The context ``create_app`` attached; TypeError for an app it did not build."""
-    context = getattr(app, _ATTRIBUTE, None)
-    if not isinstance(context, ProberContext):
-        raise TypeError(
-            f"Celery app {app.main!r} has no prober context: build it with "
-            "podpulse.prober.app.create_app"
-        )
-    return context
+    return bus.context_of(app, ProberContext)

@@ -21,13 +21,13 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging
 
-from podpulse.common.bus import create_celery_app
+from podpulse.common.bus import attach_context, create_celery_app
 from podpulse.common.logging import configure_logging
 from podpulse.common.settings import CommonSettings, TelemetrySettings
 from podpulse.common.telemetry import init_after_fork
 
 from . import tasks
-from ._context import ProberContext, attach_context
+from ._context import ProberContext
 from ._schedule import beat_schedule
 from ._target import EmbeddedTwin
 from .settings import ProberSettings

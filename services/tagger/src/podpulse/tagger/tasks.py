@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from celery import Celery, Task
 
+from podpulse.common.bus import attach_context, context_of
 from podpulse.common.events import EventError, ProbeRunCompleted, parse_event
 
 from ._auto import on_probe_run_completed
@@ -18,23 +19,19 @@ from .settings import ReleaseSettings
 __all__ = ["ON_PROBE_RUN", "register", "settings_of"]
 
 ON_PROBE_RUN = "podpulse.tagger.on_probe_run"
-_ATTRIBUTE = "podpulse_tagger_settings"
 
 _log = structlog.get_logger(__name__)
 
 
 def settings_of(app: Celery) -> ReleaseSettings:
     """The release settings ``create_app`` attached; TypeError for an app it did not build."""
-    settings = getattr(app, _ATTRIBUTE, None)
-    if not isinstance(settings, ReleaseSettings):
-        raise TypeError(f"Celery app {app.main!r} has no tagger settings: use create_app")
-    return settings
+    return context_of(app, ReleaseSettings)
 
 
 def register(app: Celery, settings: ReleaseSettings, *, endpoint_api: str) -> None:
     """Attach *settings* to *app* and define the tagger's tasks on it; *endpoint_api* is where
     the deployment's endpoint answers (RUNPOD_ENDPOINT_BASE_URL), which evidence must match."""
-    setattr(app, _ATTRIBUTE, settings)
+    attach_context(app, settings)
 
     @app.task(name=ON_PROBE_RUN, bind=True, shared=False)  # type: ignore[untyped-decorator]
     def on_probe_run(self: Task, payload: dict[str, Any]) -> dict[str, object]:
