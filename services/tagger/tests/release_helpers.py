@@ -158,7 +158,7 @@ class GitRepo:
 
     def soak(self, run_id: str = "soak-1", **changes: object) -> RunSummary:
         """Write a soak's summary.json into results/<run_id>/, as the prober does."""
-        summary = soak_summary(run_id, **changes)  # type: ignore[arg-type]
+        summary = soak_summary(run_id, **changes)  # type: ignore[arg-type]  # soak_summary's keywords, passed on
         folder = self.root / "results" / run_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").write_text(summary.model_dump_json(indent=2))

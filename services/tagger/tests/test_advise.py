@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from podpulse.common.cli import app_from_installed
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.tagger._scaler_model import Workload, simulate
+from podpulse.tagger.cost._scaler_model import Workload, simulate
 
 
 def _config(mn: int, mx: int, scaler: str = "QUEUE_DELAY", value: float = 1, idle: int = 180):

@@ -11,8 +11,8 @@ from release_helpers import PODPULSE_TOML as _GOOD_TOML
 from typer.testing import CliRunner, Result
 
 from podpulse.common.cli import app_from_installed
-from podpulse.tagger._cost import Traffic, bill
-from podpulse.tagger._prices import PriceError, PriceTable
+from podpulse.tagger.cost._estimate import Traffic, bill
+from podpulse.tagger.cost._prices import PriceError, PriceTable
 
 
 @pytest.fixture

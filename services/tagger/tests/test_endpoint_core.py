@@ -1,4 +1,4 @@
-"""podpulse.tagger._endpoint and _history: flag checks, diffs, the history file, and a change
+"""podpulse.tagger.endpoint._change and _history: flag checks, diffs, the history file, and a change
 sent to hosted RunPod's v2 shape (httpx.MockTransport: api.runpod.io cannot run here)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from podpulse.common.runpod import (
 )
 from podpulse.common.settings import CommonSettings
 from podpulse.common.testing import free_port
-from podpulse.tagger._endpoint import (
+from podpulse.tagger.endpoint._change import (
     ConcurrentChange,
     EndpointInputError,
     apply_change,
@@ -33,7 +33,7 @@ from podpulse.tagger._endpoint import (
     changes_between,
     flag_changes,
 )
-from podpulse.tagger._history import (
+from podpulse.tagger.endpoint._history import (
     HistoryError,
     HistoryRecord,
     append_record,

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.tagger._endpoint import EndpointInputError, flag_changes, read_update_flags
-from podpulse.tagger._history import HistoryRecord, append_record, read_history
-from podpulse.tagger._keys import MAX_KEY_CHARS, KeyFileError, read_key_file
+from podpulse.tagger.endpoint._change import EndpointInputError, flag_changes, read_update_flags
+from podpulse.tagger.endpoint._history import HistoryRecord, append_record, read_history
+from podpulse.tagger.endpoint._keys import MAX_KEY_CHARS, KeyFileError, read_key_file
 
 LIVE = EndpointConfig(
     workers_min=0, workers_max=1, idle_timeout_s=5,

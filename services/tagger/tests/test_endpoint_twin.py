@@ -21,7 +21,7 @@ from podpulse.common.events import EndpointConfigChanged, parse_event
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.settings import CommonSettings
 from podpulse.common.testing import free_port, redis_server, wait_until
-from podpulse.tagger._history import read_history
+from podpulse.tagger.endpoint._history import read_history
 from podpulse.twin import CalibratedSettings, RunningTwin, TwinSettings, running_twin
 
 _APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
@@ -74,7 +74,7 @@ def bus() -> Iterator[tuple[str, Inbox]]:
         app = create_celery_app("notify", CommonSettings(redis_url=url))
         inbox = Inbox()
 
-        @app.task(name="podpulse.notify.on_endpoint_config", shared=False)  # type: ignore[untyped-decorator]
+        @app.task(name="podpulse.notify.on_endpoint_config", shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
         def on_endpoint_config(payload: dict[str, Any]) -> None:
             inbox.add(payload)
 

@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from pydantic import SecretStr
 
 from podpulse.common.testing import free_port, wait_until
-from podpulse.tagger._keys import KeyFileError, read_key_file, swap_key_file
+from podpulse.tagger.endpoint._keys import KeyFileError, read_key_file, swap_key_file
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
@@ -93,8 +94,8 @@ class Lines:
         self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self.thread.start()
 
-    def _read(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
             self.lines.append((time.monotonic(), line.strip()))
 
     def first(self, word: str, after: float = 0.0) -> float | None:

@@ -10,7 +10,7 @@ import redis
 from release_helpers import ENDPOINT_ID, GitRepo, RunCli
 
 from podpulse.common.events import ReleaseRecorded, parse_event
-from podpulse.tagger._records import read_records
+from podpulse.tagger.releases._records import read_records
 
 TAG = "v1.0-production"
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 from release_helpers import PODPULSE, GitRepo, RunCli
 
-from podpulse.tagger._records import read_records
+from podpulse.tagger.releases._records import read_records
 
 TAG = "v1.0-production"
 
@@ -22,9 +22,9 @@ _CRASH_AFTER_TAG = textwrap.dedent(
     import os
     from pathlib import Path
 
-    import podpulse.tagger._release as release_module
+    import podpulse.tagger.releases._release as release_module
     from podpulse.tagger._deployment_file import read_deployment_file
-    from podpulse.tagger._git import Repository
+    from podpulse.tagger.releases._git import Repository
     from podpulse.tagger.settings import ReleaseSettings
 
     def die(*_args, **_kwargs):

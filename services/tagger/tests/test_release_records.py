@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from release_helpers import soak_summary
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
-from podpulse.tagger._records import (
+from podpulse.tagger.releases._records import (
     DeployedEndpoint,
     Evidence,
     RecordsError,

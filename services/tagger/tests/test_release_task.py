@@ -11,9 +11,9 @@ from podpulse.common.bus import create_celery_app
 from podpulse.common.events import ProbeRunCompleted, publish
 from podpulse.common.settings import CommonSettings
 from podpulse.common.testing import wait_until
-from podpulse.tagger._auto import on_probe_run_completed
-from podpulse.tagger._records import read_records
 from podpulse.tagger.app import create_app
+from podpulse.tagger.releases._auto import on_probe_run_completed
+from podpulse.tagger.releases._records import read_records
 from podpulse.tagger.settings import ReleaseSettings
 
 TAG = "v1.0-production"

@@ -1,4 +1,5 @@
-"""The tagger's Celery task: thin, it parses the event and hands it to podpulse.tagger._auto.
+"""The tagger's Celery task: thin, it parses the event and hands it to auto-release
+(podpulse.tagger.releases._auto), the only product with a task.
 
 ``register(app)`` binds it to an app built by ``create_app``, which carries the settings.
 """
@@ -13,7 +14,7 @@ from celery import Celery, Task
 from podpulse.common.bus import attach_context, context_of
 from podpulse.common.events import EventError, ProbeRunCompleted, parse_event
 
-from ._auto import on_probe_run_completed
+from .releases._auto import on_probe_run_completed
 from .settings import ReleaseSettings
 
 __all__ = ["ON_PROBE_RUN", "register", "settings_of"]
@@ -33,7 +34,7 @@ def register(app: Celery, settings: ReleaseSettings, *, endpoint_api: str) -> No
     the deployment's endpoint answers (RUNPOD_ENDPOINT_BASE_URL), which evidence must match."""
     attach_context(app, settings)
 
-    @app.task(name=ON_PROBE_RUN, bind=True, shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name=ON_PROBE_RUN, bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
     def on_probe_run(self: Task, payload: dict[str, Any]) -> dict[str, object]:
         """A probe run completed: release when it is a passing soak and auto-release is on."""
         try:

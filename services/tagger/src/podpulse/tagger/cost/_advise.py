@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.summary import Slo
 
-from ._cost import MONTH_S
+from ._estimate import MONTH_S
 from ._prices import GpuPrice
 from ._scaler_model import JobLoop, Prediction, Workload, simulate
 

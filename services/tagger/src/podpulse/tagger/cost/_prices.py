@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._deployment_file import PriceSpec
+from .._deployment_file import PriceSpec
 
 __all__ = [
     "DEFAULT_PRICES",

@@ -21,13 +21,13 @@ from rich.markup import escape
 from podpulse.common.bus import create_celery_app
 from podpulse.common.settings import CommonSettings, describe_settings_error
 
-from ._deployment_file import DeploymentFileError, read_deployment_file
+from .._deployment_file import DeploymentFileError, read_deployment_file
+from ..settings import ReleaseSettings
 from ._git import GitError, Repository
 from ._publish import CLI_PUBLISH_DELAYS_S, publish_release
 from ._records import RecordsError, ReleaseRecord, describe_evidence, read_records
 from ._release import ReleaseOutcome, ReleaseRefused, ReleaseRequest, ReleaseUsageError
 from ._release import release as run_release
-from .settings import ReleaseSettings
 
 __all__ = ["release", "releases"]
 
@@ -57,8 +57,7 @@ def _repository() -> Repository:
         _fail(_EXIT_USAGE, f"run inside the git repository to release ({exc})")
 
 
-# PLR0917: a typer command takes its options as parameters (as **/cli.py may).
-def release(  # noqa: PLR0917
+def release(
     tag: Annotated[
         str | None, typer.Option(help="The tag to create; default: the next v<X>.<Y>-production.")
     ] = None,

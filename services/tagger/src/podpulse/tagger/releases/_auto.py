@@ -17,12 +17,12 @@ from celery import Celery
 from podpulse.common.events import ProbeRunCompleted
 from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 
-from ._deployment_file import DeploymentFileError, read_deployment_file
+from .._deployment_file import DeploymentFileError, read_deployment_file
+from ..settings import ReleaseSettings
 from ._git import GitError, Repository
 from ._publish import TASK_PUBLISH_DELAYS_S, publish_release
 from ._records import RecordsError
 from ._release import ReleaseRefused, ReleaseRequest, ReleaseUsageError, release
-from .settings import ReleaseSettings
 
 __all__ = ["AutoRelease", "on_probe_run_completed"]
 

@@ -11,7 +11,7 @@ the user wrote around the records is kept and ignored) and validates each into a
 :class:`ReleaseRecord`; a damaged comment is an error naming its line. :func:`append_record`
 writes the whole file anew to a temporary file beside it and renames it into place, so a
 reader sees the file before or after a record, never half of one. The caller holds the
-release lock (podpulse.tagger._release), so two releases never append at once.
+release lock (podpulse.tagger.releases._release), so two releases never append at once.
 """
 
 from __future__ import annotations

@@ -25,18 +25,18 @@ from podpulse.common.runpod import EndpointConfig
 from podpulse.common.settings import describe_settings_error
 from podpulse.common.summary import Slo, SummaryError, read_summary
 
-from ._advise import Advice, Judged, candidates
-from ._advise import advise as run_advisor
-from ._cost import CostError, CostReport, estimate_cost, read_run, read_traffic
-from ._deployment_file import (
+from .._deployment_file import (
     DEFAULT_FILE,
     DeploymentFile,
     DeploymentFileError,
     read_deployment_file,
 )
+from ..settings import CostSettings
+from ._advise import Advice, Judged, candidates
+from ._advise import advise as run_advisor
+from ._estimate import CostError, CostReport, estimate_cost, read_run, read_traffic
 from ._prices import GpuPrice, PriceError, PriceTable
 from ._scaler_model import Workload
-from .settings import CostSettings
 
 __all__ = ["advise", "cost"]
 
@@ -153,7 +153,7 @@ ResultsOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
 
-def cost(  # noqa: PLR0917 - typer commands take their options as parameters
+def cost(
     workers_min: Annotated[
         int | None, typer.Option(min=0, max=1000, help="Always-on workers (podpulse.toml's).")
     ] = None,
@@ -239,7 +239,7 @@ def _show_cost(report: CostReport) -> None:
     typer.echo(_table(headers, rows))
 
 
-def advise(  # noqa: PLR0917 - typer commands take their options as parameters
+def advise(
     rate: Annotated[float, typer.Option(help="Requests per second to plan for.")],
     from_run: Annotated[
         str | None, typer.Option("--from", help="The run whose execution times to model.")

@@ -2,7 +2,7 @@
 
 :func:`release` is the one core that ``podpulse release`` and the tagger's Celery task call.
 It refuses a detached HEAD, a dirty tree (the record file and the results folder aside) and a
-tag that points at another commit; then the gate (podpulse.tagger._gate) must pass, or
+tag that points at another commit; then the gate (podpulse.tagger.releases._gate) must pass, or
 ``--force`` with a reason is recorded instead. Everything after the checks runs under a lock
 in the repository's git folder, so two releases never interleave: the second waits, then
 finds the first one's tag and record and does nothing.
@@ -31,7 +31,8 @@ from podpulse.common.events import ReleaseRecorded
 from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL
 from podpulse.common.summary import RunSummary
 
-from ._deployment_file import EndpointSpec
+from .._deployment_file import EndpointSpec
+from ..settings import ReleaseSettings
 from ._gate import find_latest_soak, judge, read_evidence
 from ._git import Repository
 from ._records import (
@@ -43,7 +44,6 @@ from ._records import (
     describe_evidence,
     read_records,
 )
-from .settings import ReleaseSettings
 
 __all__ = [
     "LOCK_FILE",
