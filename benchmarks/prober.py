@@ -32,8 +32,9 @@ import httpx
 
 from podpulse.common.histogram import percentile
 from podpulse.common.net import free_port
+from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.testing import wait_until
-from podpulse.prober import Clock, Engine, Load, Outcome, RequestOptions, RequestRecord, Target
+from podpulse.prober import Clock, Engine, Load, RequestOptions, Target
 from podpulse.twin import DEFAULT_API_KEY, CalibratedSettings, TwinSettings, running_twin
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))

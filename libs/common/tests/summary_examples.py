@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.summary import (
     Breakdown,
     FailureKind,
     Latencies,
     LatencyStats,
     LevelSummary,
-    ProbeSpec,
     RunSummary,
     Slo,
     SloRow,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from summary_examples import level, load_summary
 
+from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.summary import (
-    ProbeSpec,
     ShardInfo,
     SummaryError,
     parse_summary,

@@ -25,11 +25,11 @@ from celery.signals import task_failure
 from podpulse.common.bus import create_celery_app
 from podpulse.common.events import ProbeRunCompleted, parse_event
 from podpulse.common.histogram import percentile
+from podpulse.common.request_records import read_records
 from podpulse.common.settings import CommonSettings
 from podpulse.common.summary import read_summary
 from podpulse.common.testing import free_port, redis_server, stop_process
 from podpulse.prober import EmbeddedTwin, ProberSettings, Target, TargetError
-from podpulse.prober._results_dir import read_records
 from podpulse.prober._run_stats import RunStats
 from podpulse.prober.app import create_app
 from podpulse.twin import CalibratedSettings, TwinSettings
@@ -163,7 +163,7 @@ def subscriber(redis_url: str) -> Iterator[_Inbox]:
     app = create_celery_app("alerter", CommonSettings(redis_url=redis_url))
     inbox = _Inbox()
 
-    @app.task(name="podpulse.alerter.on_probe_run", shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name="podpulse.alerter.on_probe_run", shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
     def on_probe_run(payload: dict[str, Any]) -> None:
         with inbox.changed:
             inbox.payloads.append(payload)

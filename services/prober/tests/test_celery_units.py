@@ -19,16 +19,18 @@ from hypothesis import strategies as st
 
 from podpulse.common.bus import create_celery_app, queue_for_task
 from podpulse.common.histogram import percentile
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.retry import Retry
 from podpulse.common.settings import CommonSettings
 from podpulse.common.summary import TargetInfo
 from podpulse.common.testing import free_port, redis_server
-from podpulse.prober import EmbeddedTwin, ProberSettings, ProbeSpec, RunStats, summarize
+from podpulse.prober import EmbeddedTwin, ProberSettings, RunStats, summarize
 from podpulse.prober.__main__ import main as prober_main
+from podpulse.prober._celery_run import publish_completed
+from podpulse.prober._celery_shards import ShardBoard
 from podpulse.prober._context import BUS_ERRORS, context_of
 from podpulse.prober._locks import KEY_PREFIX, LeaseLostError, claim_run, while_held
-from podpulse.prober._request_record import Outcome, RequestRecord
-from podpulse.prober._runner import publish_completed
 from podpulse.prober._schedule import (
     SMOKE_ENTRY,
     SOAK_ENTRY,
@@ -36,7 +38,7 @@ from podpulse.prober._schedule import (
     beat_schedule,
     parse_cron,
 )
-from podpulse.prober._sharded import ShardBoard, merge_shards, stats_from_json, stats_to_json
+from podpulse.prober._shards import merge_shards, stats_from_json, stats_to_json
 from podpulse.prober.app import create_app
 from podpulse.prober.tasks import TASK_NAMES
 from podpulse.twin import CalibratedSettings, TwinSettings

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from podpulse.common.net import free_port
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import read_records
 from podpulse.common.summary import parse_summary
-from podpulse.prober import ProberSettings, ProbeSpec, Target, read_records, run_probe
+from podpulse.prober import ProberSettings, Target, run_probe
 from podpulse.prober._stop import RunAborted, StopRule, Streak
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))

@@ -16,8 +16,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.summary import TargetInfo, parse_summary
-from podpulse.prober import Outcome, ProbeSpec, RequestRecord, Target
+from podpulse.prober import Target
 from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from podpulse.common.net import free_port
+from podpulse.common.request_records import Outcome, read_records
 from podpulse.common.summary import parse_summary
 from podpulse.common.testing import wait_until
-from podpulse.prober import Outcome, read_records
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.runpod import Backoff, RunPodClient
-from podpulse.prober import Engine, Load, Outcome, RequestOptions, RequestRecord, Target
+from podpulse.prober import Engine, Load, RequestOptions, Target
 from podpulse.prober._load import arrivals
 from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 

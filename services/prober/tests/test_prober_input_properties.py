@@ -22,18 +22,16 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import CSV_COLUMNS, Outcome, RequestRecord
 from podpulse.common.summary import SummaryError, TargetInfo, parse_summary
 from podpulse.prober import (
-    Outcome,
     ProberSettings,
-    ProbeSpec,
     PromptSetError,
-    RequestRecord,
     RunStats,
     load_prompts,
     summarize,
 )
-from podpulse.prober._request_record import CSV_COLUMNS
 from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
 _APP = build_app(entry_points(group=ENTRY_POINT_GROUP))

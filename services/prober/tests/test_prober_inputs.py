@@ -11,16 +11,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import ValidationError
 
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import Outcome, RequestRecord, read_records
 from podpulse.prober import (
-    Outcome,
     ProberSettings,
-    ProbeSpec,
     PromptSetError,
-    RequestRecord,
     load_prompts,
-    shard_load,
 )
-from podpulse.prober._results_dir import ResultsWriter, read_records
+from podpulse.prober._results_dir import ResultsWriter
+from podpulse.prober._shards import shard_load
 from podpulse.prober._spans import emit_span
 
 

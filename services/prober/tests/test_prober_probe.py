@@ -13,23 +13,22 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import RequestRecord, read_records
+from podpulse.common.summary import read_summary
 from podpulse.prober import (
     Engine,
     Load,
     ProberSettings,
-    ProbeSpec,
-    RequestRecord,
     RunStats,
     Target,
     merge_stats,
-    read_records,
-    read_summary,
     run_probe,
     run_shard,
-    shard_load,
     write_summary,
 )
 from podpulse.prober._load import arrivals
+from podpulse.prober._shards import shard_load
 from podpulse.prober._soak import soak_verdict
 
 _SETTINGS = ProberSettings()
@@ -202,7 +201,7 @@ def test_an_open_loop_cap_below_the_shard_count_is_refused():
         shard_load(spec, 1, 0, 3)
     caps = [shard_load(spec, 4, i, 3) for i in range(3)]
     assert [load.concurrency for load in caps if load] == [2, 1, 1]
-    assert [shard_load(spec, 0, i, 3).concurrency for i in range(3)] == [0, 0, 0]  # type: ignore[union-attr]
+    assert [shard_load(spec, 0, i, 3).concurrency for i in range(3)] == [0, 0, 0]  # type: ignore[union-attr]  # a shard with a share is a Load
 
 
 def test_unseeded_sharded_poisson_shards_partition_one_schedule():

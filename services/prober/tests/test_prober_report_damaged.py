@@ -14,18 +14,16 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import CSV_COLUMNS, Outcome, RequestRecord
 from podpulse.common.summary import TargetInfo, parse_summary
 from podpulse.prober import (
-    Outcome,
     ProberSettings,
-    ProbeSpec,
     PromptSetError,
-    RequestRecord,
     RunStats,
     load_prompts,
     summarize,
 )
-from podpulse.prober._request_record import CSV_COLUMNS
 from podpulse.prober._results_dir import (
     write_json,
     write_summary_file,

@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from podpulse.common.request_records import read_records
 from podpulse.common.summary import parse_summary
-from podpulse.prober import Target, read_records
+from podpulse.prober import Target
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 # A small embedded twin: one warm worker, 30 ms jobs. A stop grace of 5 s makes the twin's

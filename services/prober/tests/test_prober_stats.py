@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podpulse.common.summary import Breakdown, FailureKind, LevelSummary
-from podpulse.prober import Outcome, RequestRecord, RunStats, Slo
+from podpulse.common.request_records import Outcome, RequestRecord
+from podpulse.common.summary import Breakdown, FailureKind, LevelSummary, Slo
+from podpulse.prober import RunStats
 from podpulse.prober._soak import fit_trend, soak_verdict, t_975
 from podpulse.prober._sweep import recommend, sweep_rows
 

@@ -10,14 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podpulse.common.events import ProbeRunCompleted, parse_event
-from podpulse.common.summary import FailureName, ShardInfo, TargetInfo, parse_summary
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import Outcome, RequestRecord
+from podpulse.common.summary import FailureName, ShardInfo, TargetInfo, parse_summary, read_summary
 from podpulse.prober import (
-    Outcome,
     ProberSettings,
-    ProbeSpec,
-    RequestRecord,
     RunStats,
-    read_summary,
     summarize,
     write_summary,
 )

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.summary import (
     Breakdown,
     Latencies,
     LatencyStats,
     LevelSummary,
-    ProbeSpec,
     RunSummary,
     Slo,
     SloRow,

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.retry import Retry
 from podpulse.common.runpod import (
     Job,
@@ -49,7 +50,6 @@ from podpulse.common.runpod import (
 )
 
 from ._load import Clock, EngineResult, Load, RequestOptions, arrivals
-from ._request_record import Outcome, RequestRecord
 from ._stop import RunAborted, StopRule, Streak, unreachable
 
 __all__ = ["Engine"]

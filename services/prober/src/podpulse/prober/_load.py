@@ -16,12 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from podpulse.common.probe_spec import Arrival
+from podpulse.common.request_records import RequestRecord
 from podpulse.common.runpod import Backoff, JobPolicy
-from podpulse.common.summary import Arrival
 
-from ._request_record import RequestRecord
-
-__all__ = ["Arrival", "Clock", "EngineResult", "Load", "RequestOptions", "arrivals"]
+__all__ = ["Clock", "EngineResult", "Load", "RequestOptions", "arrivals"]
 
 
 class Clock:

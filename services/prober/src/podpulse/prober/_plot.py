@@ -8,9 +8,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from podpulse.common.request_records import RequestRecord
 from podpulse.common.summary import SoakWindow
-
-from ._request_record import RequestRecord
 
 __all__ = ["plot_latency"]
 

@@ -7,8 +7,8 @@ Rows are appended and flushed one by one as requests finish, so a crash of the p
 nothing already measured (``report`` can rebuild the summary from the CSV). Each shard of a
 sharded run writes its own ``requests-shard<i>.csv``: several processes appending to one
 file could interleave a header with rows. summary.json is replaced atomically. The one reader
-of the CSVs, ``read_records``, lives in ``podpulse.common.request_records`` (the tagger reads
-them too) and is re-exported here.
+of the CSVs, ``read_records``, lives in ``podpulse.common.request_records``, as do the row and
+its columns: the tagger reads them too.
 """
 
 from __future__ import annotations
@@ -24,21 +24,17 @@ from typing import IO, Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from podpulse.common.request_records import ResultsError, read_records
-from podpulse.common.summary import ProbeSpec, RunSummary, TargetInfo, check_run_id
-
-from ._request_record import CSV_COLUMNS, RequestRecord
+from podpulse.common.probe_spec import ProbeSpec, check_run_id
+from podpulse.common.request_records import CSV_COLUMNS, RequestRecord, ResultsError
+from podpulse.common.summary import RunSummary, TargetInfo
 
 __all__ = [
     "SPEC_FILE",
     "SUMMARY_FILE",
     "TARGET_FILE",
-    "ResultsError",
     "ResultsWriter",
-    "check_run_id",
     "csv_name",
     "new_run_id",
-    "read_records",
     "read_spec",
     "read_target",
     "run_dir",

@@ -1,10 +1,15 @@
-"""``RunStats``: everything a summary needs, mergeable exactly across shards.
+"""``RunStats``: everything a summary needs, mergeable exactly across shards, and its JSON.
 
 A run split over several prober processes (Celery shards) gives one ``RunStats`` per shard;
 ``merge`` adds them, and ``to_summary`` of the merge equals ``to_summary`` of one ``RunStats``
 built from every record. That holds because each part merges exactly: histograms add counts
 in fixed buckets, counters add, first/last take min/max, and failure examples keep the three
 smallest distinct reasons (the same three whatever the split).
+
+Shards hand their statistics over as JSON (the Redis board, stats-shard<i>.json) that another
+process wrote, so ``RunStats`` is a pydantic model: its fields are declared once, ``to_json``
+dumps them and ``from_json`` validates them, and a damaged or foreign entry is an error naming
+the field, never a half-read ``RunStats`` or a bare ``KeyError``.
 
 Latency percentiles are over successful requests only (a failure's "latency" is a timeout
 or an error page); failures are counted by kind and judged by the success rate.
@@ -15,9 +20,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, cast, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    NonNegativeInt,
+    PlainSerializer,
+    ValidationInfo,
+    WrapSerializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
 
 from podpulse.common.histogram import Histogram
+from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.summary import (
     Breakdown,
     FailureKind,
@@ -31,12 +51,9 @@ from podpulse.common.summary import (
     Tokens,
 )
 
-from ._request_record import Outcome, RequestRecord
-from ._stats_data import Metric, RunStatsData
-from .settings import ProberSettings
+__all__ = ["PERCENTILE_METHOD", "Metric", "RunStats"]
 
-__all__ = ["PERCENTILE_METHOD", "RunStats", "slo_of"]
-
+Metric = Literal["total", "exec", "delay", "overhead", "schedule_lag"]
 SloMetric = Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
 
 PERCENTILE_METHOD = (
@@ -44,10 +61,45 @@ PERCENTILE_METHOD = (
 )
 _EXAMPLES = 3
 _REASON_CHARS = 200
-_METRICS: tuple[Metric, ...] = ("total", "exec", "delay", "overhead", "schedule_lag")
+_METRICS: tuple[Metric, ...] = get_args(Metric)
+# Passed as the validation context by from_json: JSON another process wrote.
+_WIRE = "wire"
 
 
-class RunStats:
+class _HistogramJson(BaseModel):
+    """A histogram's JSON: ``counts`` maps a bucket (value / resolution) to its count."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resolution_ms: float = Field(gt=0)
+    counts: dict[NonNegativeInt, NonNegativeInt]
+
+
+# A histogram field: read through _HistogramJson (a bad bucket is named by its path), then
+# Histogram.from_json (which refuses another resolution); written by Histogram.to_json.
+_Hist = Annotated[
+    Histogram,
+    GetPydanticSchema(
+        lambda _, handler: core_schema.no_info_after_validator_function(
+            lambda data: Histogram.from_json(data.model_dump()), handler(_HistogramJson)
+        )
+    ),
+    PlainSerializer(Histogram.to_json),
+]
+# Counts by outcome: non-negative on the way in, a Counter (missing kinds count 0) inside.
+_Counts = Annotated[
+    Counter[str],
+    GetPydanticSchema(
+        lambda _, handler: core_schema.no_info_after_validator_function(
+            Counter, handler(dict[str, NonNegativeInt])
+        )
+    ),
+]
+# Keyed parts are written in key order, so equal statistics give equal JSON.
+_Sorted = WrapSerializer(lambda value, dump: dump(dict(sorted(value.items()))))
+
+
+class RunStats(BaseModel):
     """Histograms, outcome counts, tokens and time span of a set of requests.
 
     With ``window_s`` set it also keeps one ``RunStats`` per window of that length, counted
@@ -55,23 +107,56 @@ class RunStats:
     of one soak must share ``origin`` (the probe's ``start_at``) for their windows to line up.
     """
 
-    def __init__(self, *, window_s: float | None = None, origin: float | None = None) -> None:
-        if window_s is not None and (window_s <= 0 or origin is None):
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float | None = None
+    origin: float | None = None
+    hist: dict[Metric, _Hist] = Field(default_factory=lambda: {m: Histogram() for m in _METRICS})
+    outcomes: Annotated[_Counts, _Sorted] = Field(default_factory=Counter)
+    examples: Annotated[dict[str, list[str]], _Sorted] = Field(default_factory=dict)
+    input_tokens: NonNegativeInt = 0
+    output_tokens: NonNegativeInt = 0
+    # Execution time of the successful requests that reported output tokens, in 0.1 ms
+    # units (an integer, so shards add up exactly): the denominator of decode tokens/s.
+    token_exec_units: NonNegativeInt = 0
+    rate_limited: NonNegativeInt = 0
+    first_intended: float | None = None
+    last_done: float | None = None
+    windows: Annotated[dict[NonNegativeInt, RunStats], _Sorted] = Field(default_factory=dict)
+
+    if TYPE_CHECKING:
+        # Built empty (with its windows) and filled by add and merge; every other field comes
+        # in through from_json. For the type checker only: pydantic runs a model's own
+        # __init__ inside validation, where from_json's context would not reach it.
+        def __init__(
+            self, *, window_s: float | None = None, origin: float | None = None
+        ) -> None: ...
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_json(cls, data: Any, info: ValidationInfo) -> Any:
+        # to_json writes every field, so one missing from a shard's JSON is damage, and must
+        # not read as zero; only the window settings may be left out (they default to none).
+        if info.context == _WIRE and isinstance(data, Mapping):
+            optional = {"window_s", "origin"}
+            missing = [name for name in cls.model_fields if name not in {*data, *optional}]
+            if missing:
+                raise ValueError(f"RunStats JSON lacks the fields {missing}")
+        return data
+
+    @field_validator("hist")
+    @classmethod
+    def _every_metric(cls, hist: dict[Metric, Histogram]) -> dict[Metric, Histogram]:
+        missing = sorted(set(_METRICS) - set(hist))
+        if missing:
+            raise ValueError(f"RunStats JSON lacks the histograms {missing}")
+        return {name: hist[name] for name in _METRICS}
+
+    @model_validator(mode="after")
+    def _windowed(self) -> Self:
+        if self.window_s is not None and (self.window_s <= 0 or self.origin is None):
             raise ValueError("windows need window_s > 0 and an origin")
-        self.window_s = window_s
-        self.origin = origin
-        self.hist: dict[str, Histogram] = {name: Histogram() for name in _METRICS}
-        self.outcomes: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = {}
-        self.input_tokens = 0
-        self.output_tokens = 0
-        # Execution time of the successful requests that reported output tokens, in 0.1 ms
-        # units (an integer, so shards add up exactly): the denominator of decode tokens/s.
-        self.token_exec_units = 0
-        self.rate_limited = 0
-        self.first_intended: float | None = None
-        self.last_done: float | None = None
-        self.windows: dict[int, RunStats] = {}
+        return self
 
     @classmethod
     def from_records(
@@ -123,7 +208,9 @@ class RunStats:
         if self.window_s is not None:
             assert self.origin is not None
             index = max(0, int((record.done - self.origin) // self.window_s))
-            self.windows.setdefault(index, RunStats()).add(record)
+            if index not in self.windows:
+                self.windows[index] = RunStats()
+            self.windows[index].add(record)
 
     def merge(self, other: RunStats) -> RunStats:
         """A new ``RunStats`` over both sets of requests (exact, order-independent)."""
@@ -154,46 +241,12 @@ class RunStats:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict that ``from_json`` reads back into an equal ``RunStats``."""
-        return {
-            "window_s": self.window_s,
-            "origin": self.origin,
-            "hist": {name: hist.to_json() for name, hist in self.hist.items()},
-            "outcomes": dict(sorted(self.outcomes.items())),
-            "examples": dict(sorted(self.examples.items())),
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "token_exec_units": self.token_exec_units,
-            "rate_limited": self.rate_limited,
-            "first_intended": self.first_intended,
-            "last_done": self.last_done,
-            "windows": {str(i): w.to_json() for i, w in sorted(self.windows.items())},
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunStats:
         """Read ``to_json`` output back; ValueError (a ValidationError) naming a bad field."""
-        return cls._from_data(RunStatsData.model_validate(data))
-
-    @classmethod
-    def _from_data(cls, data: RunStatsData) -> RunStats:
-        if data.window_s is not None and data.origin is None:
-            raise ValueError("RunStats JSON has window_s but no origin")
-        stats = cls(window_s=data.window_s, origin=data.origin)
-        missing = sorted(set(_METRICS) - set(data.hist))
-        if missing:
-            raise ValueError(f"RunStats JSON lacks the histograms {missing}")
-        for name in _METRICS:
-            stats.hist[name] = Histogram.from_json(data.hist[name].model_dump())
-        stats.outcomes = Counter(data.outcomes)
-        stats.examples = {kind: list(reasons) for kind, reasons in data.examples.items()}
-        stats.input_tokens = data.input_tokens
-        stats.output_tokens = data.output_tokens
-        stats.token_exec_units = data.token_exec_units
-        stats.rate_limited = data.rate_limited
-        stats.first_intended = data.first_intended
-        stats.last_done = data.last_done
-        stats.windows = {i: RunStats._from_data(w) for i, w in data.windows.items()}
-        return stats
+        return cls.model_validate(data, context=_WIRE)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunStats) and self.to_json() == other.to_json()
@@ -219,7 +272,7 @@ class RunStats:
             return None
         return self.output_tokens / (self.token_exec_units / 10_000)
 
-    def latency(self, name: str) -> LatencyStats:
+    def latency(self, name: Metric) -> LatencyStats:
         """P50/P95/P99 and mean of one metric, in ms."""
         hist = self.hist[name]
         return LatencyStats(
@@ -267,7 +320,7 @@ class RunStats:
         """Mean total split into execution, queue (delayTime) and overhead, in percent."""
         total = self.hist["total"].mean()
 
-        def share(metric: str) -> float | None:
+        def share(metric: Metric) -> float | None:
             mean = self.hist[metric].mean()
             return None if not total or mean is None else _round(100 * mean / total, 2)
 
@@ -318,17 +371,6 @@ class RunStats:
                 rows=rows,
             ),
         )
-
-
-def slo_of(settings: ProberSettings) -> Slo:
-    """The SLO configured in the prober's settings."""
-    return Slo(
-        exec_p50_ms=settings.slo_exec_p50_ms,
-        exec_p95_ms=settings.slo_exec_p95_ms,
-        total_p50_ms=settings.slo_total_p50_ms,
-        total_p95_ms=settings.slo_total_p95_ms,
-        success_pct=settings.slo_success_pct,
-    )
 
 
 def _p(hist: Histogram, q: float) -> float | None:

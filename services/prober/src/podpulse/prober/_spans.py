@@ -11,9 +11,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from podpulse.common.request_records import RequestRecord
 from podpulse.common.summary import TargetKind
-
-from ._request_record import RequestRecord
 
 __all__ = ["SPAN_NAME", "emit_span", "span_attributes"]
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from podpulse.common.summary import SCHEMA_VERSION, ProbeSpec, RunSummary, ShardInfo, TargetInfo
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import read_records
+from podpulse.common.summary import SCHEMA_VERSION, RunSummary, ShardInfo, Slo, TargetInfo
 
-from ._results_dir import read_records, run_dir, write_summary_file
-from ._run_stats import RunStats, slo_of
+from ._results_dir import run_dir, write_summary_file
+from ._run_stats import RunStats
 from ._soak import soak_report, soak_verdict
 from ._sweep import sweep_result
 from .settings import ProberSettings
 
-__all__ = ["PLOT_FILE", "REPORT_FILE", "summarize", "write_summary"]
+__all__ = ["PLOT_FILE", "REPORT_FILE", "slo_of", "summarize", "write_summary"]
 
 PLOT_FILE = "latency.png"
 REPORT_FILE = "report.md"
@@ -125,3 +127,14 @@ def write_summary(
         (folder / REPORT_FILE).write_text(report, encoding="utf-8")
     write_summary_file(folder, summary)
     return summary
+
+
+def slo_of(settings: ProberSettings) -> Slo:
+    """The SLO configured in the prober's settings."""
+    return Slo(
+        exec_p50_ms=settings.slo_exec_p50_ms,
+        exec_p95_ms=settings.slo_exec_p95_ms,
+        total_p50_ms=settings.slo_total_p50_ms,
+        total_p95_ms=settings.slo_total_p95_ms,
+        success_pct=settings.slo_success_pct,
+    )

@@ -35,7 +35,6 @@ __all__ = [
     "EmbeddedTwin",
     "Target",
     "TargetError",
-    "TargetKind",
     "default_target_kind",
     "embedded_twin",
     "hosted_target",

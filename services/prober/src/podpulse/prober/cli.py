@@ -35,27 +35,26 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import RequestRecord, ResultsError, read_records
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
-from podpulse.common.summary import ProbeSpec, RunSummary, SummaryError, read_summary
+from podpulse.common.summary import RunSummary, SummaryError, TargetKind, read_summary
 from podpulse.common.telemetry import configure_telemetry, shutdown_telemetry
 
+from ._probe import run_probe
 from ._prompts import PromptSetError, load_prompts
 from ._render import show_summary
-from ._request_record import RequestRecord
 from ._results_dir import (
     SPEC_FILE,
     SUMMARY_FILE,
-    ResultsError,
     new_run_id,
-    read_records,
     read_spec,
     read_target,
     run_dir,
 )
-from ._run import run_probe
 from ._run_stats import RunStats
 from ._summarize import summarize
-from ._target import EmbeddedTwin, TargetError, TargetKind, default_target_kind, open_target
+from ._target import EmbeddedTwin, TargetError, default_target_kind, open_target
 from .settings import ProberSettings
 
 __all__ = ["loadtest", "report", "soak"]
@@ -446,7 +445,9 @@ def _rebuild(folder: Path, settings: ProberSettings) -> RunSummary:
     origin = min((r.intended for r in records), default=None) if window else None
     levels: dict[int, RunStats] = {}
     for record in records:
-        levels.setdefault(record.concurrency, RunStats(window_s=window, origin=origin)).add(record)
+        if record.concurrency not in levels:
+            levels[record.concurrency] = RunStats(window_s=window, origin=origin)
+        levels[record.concurrency].add(record)
     try:
         return summarize(spec, levels, settings, target=target, interrupted=True)
     except ValidationError as exc:

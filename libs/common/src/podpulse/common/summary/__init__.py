@@ -12,7 +12,7 @@ Latency percentiles are nearest-rank over successful requests (see
 ``schema_version`` changes when a field changes meaning or goes away.
 """
 
-from ..probe_spec import Arrival, ProbeKind, ProbeSpec, check_run_id
+from ..probe_spec import Arrival, ProbeKind, check_run_id
 from ._base import SCHEMA_VERSION, FailureName, TargetKind
 from ._level import (
     Breakdown,
@@ -42,7 +42,6 @@ __all__ = [
     "LatencyStats",
     "LevelSummary",
     "ProbeKind",
-    "ProbeSpec",
     "Recommendation",
     "RunSummary",
     "ShardInfo",

@@ -1,4 +1,4 @@
-"""Running a probe: its requests sent, its rows written as they finish, its summary written.
+"""A probe run in this process: its requests sent, its rows written as they finish, its summary.
 
 ``run_probe`` runs a whole spec and returns its ``RunSummary`` (summary.json is written even
 when the run is cancelled or interrupted, marked ``interrupted``, and the exception goes on;
@@ -6,32 +6,33 @@ when the stop rule ends it -- its endpoint cannot be reached, podpulse.prober._s
 summary is marked ``interrupted`` with that reason as its ``end_reason``, and returned).
 ``run_shard`` runs shard i of k of a spec -- one per Celery worker -- and returns its
 ``RunStats`` per level, also written to ``stats-shard<i>.json``; whoever collects the shards
-merges them and calls ``write_summary`` once (podpulse.prober._sharded).
+merges them (podpulse.prober._shards) and calls ``write_summary`` once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from opentelemetry.trace import Tracer
 
-from podpulse.common.summary import ProbeSpec, RunSummary
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.request_records import RequestRecord
+from podpulse.common.summary import RunSummary
 
 from ._engine import Engine
 from ._load import RequestOptions
 from ._prompts import load_prompts
-from ._request_record import RequestRecord
 from ._results_dir import ResultsWriter, run_dir, write_json, write_target
 from ._run_stats import RunStats
+from ._shards import check_sharding, shard_load, write_shard_stats
 from ._spans import emit_span
-from ._spec import check_sharding, shard_load
 from ._stop import RunAborted, StopRule
 from ._summarize import write_summary
 from ._target import Target
 from .settings import ProberSettings
 
-__all__ = ["merge_stats", "run_probe", "run_shard", "write_shard_stats"]
+__all__ = ["run_probe", "run_shard"]
 
 OnRecord = Callable[[RequestRecord], None]
 
@@ -198,20 +199,3 @@ class _Run:
                 on_record(rec)
 
         return record
-
-
-def write_shard_stats(folder: Path, shard: int, results: Mapping[int, RunStats]) -> Path:
-    """``stats-shard<i>.json``: this shard's RunStats per level, for the merger."""
-    return write_json(
-        folder / f"stats-shard{shard}.json",
-        {str(level): stats.to_json() for level, stats in results.items()},
-    )
-
-
-def merge_stats(parts: Sequence[Mapping[int, RunStats]]) -> dict[int, RunStats]:
-    """Merge the per-level RunStats of several shards."""
-    merged: dict[int, RunStats] = {}
-    for part in parts:
-        for level, stats in part.items():
-            merged[level] = merged[level].merge(stats) if level in merged else stats
-    return merged

@@ -1,54 +1,40 @@
-"""A probe's spec: the scheduled specs from the settings, and how one splits into shards.
+"""One run split over shards, and its shards' statistics merged back exactly.
 
 Shard ``i`` of ``k`` runs its share of every level: closed loop, its slots and runs in
 proportion; open loop, every k-th arrival of the one global schedule (and its share of the
 in-flight cap), so the shards together send exactly the unsharded run.
+
+Each shard returns a ``RunStats`` per level (written to ``stats-shard<i>.json``); merging them
+adds histogram buckets and counters, so the merged P95 is the P95 over every request of the
+run, exactly as one process would have measured it. An average of the shards' P95s is the P95
+of no set of requests: one shard that met a slow worker moves the run's tail by far more (or
+less) than its share of the average. Where the shards run and how their statistics travel is
+podpulse.prober._celery_shards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from podpulse.common.summary import ProbeKind, ProbeSpec
+from podpulse.common.probe_spec import ProbeSpec
 
 from ._load import Load
-from ._results_dir import new_run_id
-from .settings import ProberSettings
+from ._results_dir import write_json
+from ._run_stats import RunStats
 
-__all__ = ["ProbeKind", "ProbeSpec", "check_sharding", "expected_s", "scheduled_spec", "shard_load"]
-
-
-def scheduled_spec(kind: ProbeKind, settings: ProberSettings, **changes: Any) -> ProbeSpec:
-    """The spec of a scheduled smoke, sweep or soak (or a load) from the settings."""
-    base: dict[str, Any] = {"kind": kind, "run_id": new_run_id(kind)}
-    if kind == "smoke":
-        base |= {"concurrency": (settings.smoke_concurrency,), "runs": settings.smoke_runs}
-    elif kind == "sweep":
-        base |= {"concurrency": settings.sweep_levels, "runs": settings.sweep_runs}
-    elif kind == "soak":
-        base |= {
-            "concurrency": (settings.soak_concurrency,),
-            "duration_s": settings.soak_duration_s,
-            "window_s": settings.soak_window_s,
-        }
-    else:
-        base |= {"runs": settings.sweep_runs}
-    base |= {"warmup": settings.warmup, "timeout_s": settings.timeout_s}
-    return ProbeSpec.model_validate(base | changes)
-
-
-def expected_s(spec: ProbeSpec) -> float:
-    """The longest the run can take: every request of every level up to its timeout."""
-    total = 0.0
-    for level in spec.concurrency:
-        if spec.duration_s is not None:
-            total += spec.duration_s
-        else:
-            waves = (spec.runs or 0) / max(level, 1)
-            total += waves * spec.timeout_s
-    return total + spec.warmup * spec.timeout_s
+__all__ = [
+    "check_sharding",
+    "merge_shards",
+    "merge_stats",
+    "shard_load",
+    "stats_from_json",
+    "stats_to_json",
+    "write_shard_stats",
+]
 
 
 def _part(total: int, parts: int, index: int) -> int:
@@ -125,3 +111,45 @@ def shard_load(spec: ProbeSpec, level: int, shard: int = 0, shards: int = 1) -> 
         index=shard,
         step=shards,
     )
+
+
+# --- the shards' statistics, merged --------------------------------------------------------
+
+
+def merge_stats(parts: Sequence[Mapping[int, RunStats]]) -> dict[int, RunStats]:
+    """Merge the per-level RunStats of several shards."""
+    merged: dict[int, RunStats] = {}
+    for part in parts:
+        for level, stats in part.items():
+            merged[level] = merged[level].merge(stats) if level in merged else stats
+    return merged
+
+
+def merge_shards(parts: Mapping[int, Mapping[int, RunStats]], shards: int) -> dict[int, RunStats]:
+    """The run's statistics per concurrency level from every shard's; exact, never averaged.
+
+    *parts* maps shard index to that shard's ``{level: RunStats}``. Raises ValueError when a
+    shard of ``0..shards-1`` is missing or an unknown one is present: a merge over part of
+    a run would report its percentiles as the run's.
+    """
+    expected = set(range(shards))
+    if shards < 1 or set(parts) != expected:
+        missing = sorted(expected - set(parts))
+        extra = sorted(set(parts) - expected)
+        raise ValueError(f"shards of 0..{shards - 1}: missing {missing}, unexpected {extra}")
+    return merge_stats([parts[index] for index in range(shards)])
+
+
+def stats_to_json(stats: Mapping[int, RunStats]) -> dict[str, Any]:
+    """One shard's ``{level: RunStats}`` as JSON (levels become string keys)."""
+    return {str(level): each.to_json() for level, each in stats.items()}
+
+
+def stats_from_json(data: Mapping[str, Any]) -> dict[int, RunStats]:
+    """Read :func:`stats_to_json` output (or a shard's stats-shard<i>.json) back."""
+    return {int(level): RunStats.from_json(each) for level, each in data.items()}
+
+
+def write_shard_stats(folder: Path, shard: int, results: Mapping[int, RunStats]) -> Path:
+    """``stats-shard<i>.json``: this shard's RunStats per level, for the merger."""
+    return write_json(folder / f"stats-shard{shard}.json", stats_to_json(results))

@@ -1,23 +1,18 @@
-"""One run split over several prober workers, and its shards' statistics merged exactly.
+"""One run split over several prober workers as Celery tasks, its shards' statistics pooled.
 
-Shard ``i`` of ``k`` runs its share of the spec (``podpulse.prober._spec.shard_load``: its
-slots of each level, requests ``i, i+k, ...``) and returns a ``RunStats`` per level;
-merging them adds histogram buckets and counters, so the merged P95 is the P95 over every
-request of the run, exactly as one process would have measured it. An average of the shards'
-P95s is the P95 of no set of requests: one shard that met a slow worker moves the run's tail
-by far more (or less) than its share of the average.
+How a spec splits and how the shards' statistics merge exactly is podpulse.prober._shards; this
+is where the shards run and how their statistics reach the one merge. Collecting the shards
+needs no Celery result backend (the bus has none on purpose: events are fire-and-forget, and a
+chord would make every shard's result a Redis key the backend owns). Each shard writes its
+``RunStats`` JSON into one Redis hash per run (:class:`ShardBoard`), or a failure marker when
+it raised, so every shard that ran counts towards the set; the post that completes the set, and
+only that one, sends the merge task. No worker ever blocks waiting for others, so k shards on k
+worker processes cannot deadlock behind a waiting coordinator.
 
-Collecting the shards needs no Celery result backend (the bus has none on purpose: events are
-fire-and-forget, and a chord would make every shard's result a Redis key the backend owns).
-Each shard writes its ``RunStats`` JSON into one Redis hash per run (:class:`ShardBoard`), or a
-failure marker when it raised, so every shard that ran counts towards the set; the post that
-completes the set, and only that one, sends the merge task. No worker ever blocks waiting for
-others, so k shards on k worker processes cannot deadlock behind a waiting coordinator.
-
-The three task bodies live here too: :func:`dispatch_shards` (one message per shard, all
-sharing a ``start_at`` a little ahead), :func:`run_one_shard` (run, post, maybe send the
-merge) and :func:`merge_and_publish` (one summary, marked interrupted when shards failed or
-went missing, and one event).
+The three task bodies: :func:`dispatch_shards` (one message per shard, all sharing a
+``start_at`` a little ahead), :func:`run_one_shard` (run, post, maybe send the merge) and
+:func:`merge_and_publish` (one summary, marked interrupted when shards failed or went
+missing, and one event).
 """
 
 from __future__ import annotations
@@ -34,15 +29,16 @@ import redis
 import structlog
 from celery import Celery
 
-from podpulse.common.summary import ProbeSpec, ShardInfo, TargetInfo
+from podpulse.common.probe_spec import ProbeSpec
+from podpulse.common.summary import ShardInfo, TargetInfo
 
+from ._celery_run import check_target, expected_s, publish_completed, task_outcome, with_bus
 from ._context import ProberContext
 from ._locks import RunClaim, claim_run, lease_ttl_s, while_held
+from ._probe import run_shard
 from ._results_dir import TARGET_FILE, read_target, run_dir
-from ._run import merge_stats, run_shard
 from ._run_stats import RunStats
-from ._runner import check_target, publish_completed, task_outcome, with_bus
-from ._spec import check_sharding, expected_s
+from ._shards import check_sharding, merge_shards, merge_stats, stats_from_json, stats_to_json
 from ._summarize import write_summary
 from ._target import Target, open_target
 
@@ -54,10 +50,7 @@ __all__ = [
     "ShardBoard",
     "dispatch_shards",
     "merge_and_publish",
-    "merge_shards",
     "run_one_shard",
-    "stats_from_json",
-    "stats_to_json",
 ]
 
 LOAD_SHARD_TASK = "podpulse.prober.load_shard"
@@ -82,31 +75,6 @@ if redis.call('SET', KEYS[2], ARGV[5], 'NX', 'EX', ARGV[4]) then return 1 end
 if redis.call('GET', KEYS[2]) == ARGV[5] then return 1 end
 return 0
 """
-
-
-def merge_shards(parts: Mapping[int, Mapping[int, RunStats]], shards: int) -> dict[int, RunStats]:
-    """The run's statistics per concurrency level from every shard's; exact, never averaged.
-
-    *parts* maps shard index to that shard's ``{level: RunStats}``. Raises ValueError when a
-    shard of ``0..shards-1`` is missing or an unknown one is present: a merge over part of
-    a run would report its percentiles as the run's.
-    """
-    expected = set(range(shards))
-    if shards < 1 or set(parts) != expected:
-        missing = sorted(expected - set(parts))
-        extra = sorted(set(parts) - expected)
-        raise ValueError(f"shards of 0..{shards - 1}: missing {missing}, unexpected {extra}")
-    return merge_stats([parts[index] for index in range(shards)])
-
-
-def stats_to_json(stats: Mapping[int, RunStats]) -> dict[str, Any]:
-    """One shard's ``{level: RunStats}`` as JSON (levels become string keys)."""
-    return {str(level): each.to_json() for level, each in stats.items()}
-
-
-def stats_from_json(data: Mapping[str, Any]) -> dict[int, RunStats]:
-    """Read :func:`stats_to_json` output (or a shard's stats-shard<i>.json) back."""
-    return {int(level): RunStats.from_json(each) for level, each in data.items()}
 
 
 class ShardBoard:

@@ -1,4 +1,4 @@
-"""A probe run as a task: claim its run id, check its target, run it, publish its event.
+"""A probe run as a Celery task's body: claim its run id, check its target, run it, publish.
 
 Every run claims its run id before it sends a request (podpulse.prober._locks), so a message
 delivered twice -- the broker's visibility timeout ran out under a long soak, or a worker died
@@ -8,6 +8,9 @@ regardless and the task ends cleanly, logging that the event was not sent.
 
 The target is ``PROBER_TARGET`` and nothing else: a hosted target without an endpoint id or a
 key fails the task with the reason, before any claim, and publishes nothing.
+
+The steps the sharded tasks share (podpulse.prober._celery_shards) are here too: the target
+check, the claim's expected length, the bus retry, the event and the task's outcome.
 """
 
 from __future__ import annotations
@@ -21,17 +24,24 @@ import structlog
 from celery import Celery
 
 from podpulse.common.events import ProbeRunCompleted, publish
+from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.retry import Retry
-from podpulse.common.summary import ProbeSpec, RunSummary
+from podpulse.common.summary import RunSummary
 
 from ._context import BUS_ERRORS, ProberContext
 from ._locks import claim_run, lease_ttl_s, while_held
+from ._probe import run_probe
 from ._results_dir import run_dir
-from ._run import run_probe
-from ._spec import expected_s
 from ._target import TargetError, hosted_target, open_target
 
-__all__ = ["check_target", "publish_completed", "run_and_publish", "task_outcome", "with_bus"]
+__all__ = [
+    "check_target",
+    "expected_s",
+    "publish_completed",
+    "run_and_publish",
+    "task_outcome",
+    "with_bus",
+]
 
 T = TypeVar("T")
 
@@ -47,6 +57,21 @@ def check_target(context: ProberContext, run_id: str) -> None:
     except TargetError as exc:
         _log.error("probe_run_refused", run_id=run_id, target="hosted", reason=str(exc))
         raise
+
+
+def expected_s(spec: ProbeSpec) -> float:
+    """The longest the run can take: every request of every level up to its timeout.
+
+    A run's claim lease is this plus grace (podpulse.prober._locks.lease_ttl_s).
+    """
+    total = 0.0
+    for level in spec.concurrency:
+        if spec.duration_s is not None:
+            total += spec.duration_s
+        else:
+            waves = (spec.runs or 0) / max(level, 1)
+            total += waves * spec.timeout_s
+    return total + spec.warmup * spec.timeout_s
 
 
 def with_bus(retry: Retry, send: Callable[[], T], *, what: str, run_id: str) -> T | None:
