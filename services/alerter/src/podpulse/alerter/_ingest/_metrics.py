@@ -1,8 +1,8 @@
 """What ``GET /metrics`` shows: the alerter's own counters and the windowed statistics.
 
-``REGISTRY`` is the alerter's one process-wide registry: the ingest counters are here,
-and the evaluator and notifiers register theirs in it too (``Counter(..., registry=REGISTRY)``),
-so one scrape shows them all. The windowed statistics are not stored metrics: a
+``REGISTRY`` is the alerter's one process-wide registry: the ingest counters are here. The
+evaluator's and the outbox's counters are in a registry the serving process makes for them
+(``_serve``), rendered on the same page. The windowed statistics are not stored metrics: a
 ``WindowCollector`` computes them from the window store at scrape time, over
 ``ALERTER_METRICS_WINDOW_S``, and each ingest app renders its own next to ``REGISTRY``.
 
