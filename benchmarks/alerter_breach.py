@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/alerter_breach.py [--breaches N] [--out FILE]
 One run, real processes on loopback, temporary directories, all stopped at the end:
 
 - **podpulse**: a child process assembled as ``podpulse alerter serve`` would be (until that
-  command lands): the uvicorn receiver app on Redis-merged windows, an asyncio loop that
+  command lands): the uvicorn ingest app on Redis-merged windows, an asyncio loop that
   evaluates the shipped default rules every ``evaluation_interval`` and hands the alerts to
   the notifier (dispatcher + outbox), which delivers to a webhook; every setting is the
   default except ``ALERTER_METRICS_WINDOW_S``, set to the exec rule's window (1 m) so that
@@ -56,8 +56,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from podpulse.alerter._rules import Rule
-from podpulse.alerter._rules_yaml import default_rules
+from podpulse.alerter._rules._model import Rule
+from podpulse.alerter._rules._yaml import default_rules
 from podpulse.common.testing import free_port, redis_server, wait_until
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -120,15 +120,14 @@ async def _serve_alerter(port: int, redis_url: str, events: Path) -> None:
     import redis
     import uvicorn
 
-    from podpulse.alerter import REGISTRY, RedisWindowStore, create_receiver_app
-    from podpulse.alerter._dispatch import Dispatcher
-    from podpulse.alerter._evaluator import Evaluator
-    from podpulse.alerter._evaluator_metrics import EvaluatorMetrics
-    from podpulse.alerter._notifier import Notifier
-    from podpulse.alerter._outbox import Outbox
-    from podpulse.alerter._receivers import WebhookReceiver
-    from podpulse.alerter._silences import SilenceStore
-    from podpulse.alerter._state_store import StateStore
+    from podpulse.alerter import REGISTRY, RedisWindowStore, create_ingest_app
+    from podpulse.alerter._notify._dispatch import Dispatcher
+    from podpulse.alerter._notify._notifier import Notifier
+    from podpulse.alerter._notify._outbox import DeliveryMetrics, Outbox
+    from podpulse.alerter._notify._receivers import WebhookReceiver
+    from podpulse.alerter._notify._silences import SilenceStore
+    from podpulse.alerter._rules._evaluator import Evaluator, EvaluatorMetrics
+    from podpulse.alerter._rules._state import StateStore
     from podpulse.alerter.settings import AlerterSettings
     from podpulse.common.events import AlertStateChanged
     from podpulse.common.retry import Backoff
@@ -140,8 +139,7 @@ async def _serve_alerter(port: int, redis_url: str, events: Path) -> None:
     store = RedisWindowStore(client, prefix=settings.redis_prefix, bucket_s=settings.bucket_s,
                              retention_s=settings.retention_s, max_series=settings.max_series,
                              clock=time.time)  # fmt: skip
-    app = create_receiver_app(settings, store)
-    metrics = EvaluatorMetrics(REGISTRY)
+    app = create_ingest_app(settings, store)
     prefix = settings.state_prefix
 
     def note(event: AlertStateChanged) -> None:
@@ -150,12 +148,13 @@ async def _serve_alerter(port: int, redis_url: str, events: Path) -> None:
             out.write(json.dumps({"state": event.state, "at": event.occurred_at.timestamp(),
                                   **event.labels}) + "\n")  # fmt: skip
 
-    evaluator = Evaluator(store, config, StateStore(client, prefix), metrics=metrics,
-                          on_change=note, external_url=settings.external_url)  # fmt: skip
+    evaluator = Evaluator(store, config, StateStore(client, prefix),
+                          metrics=EvaluatorMetrics(REGISTRY), on_change=note,
+                          external_url=settings.external_url)  # fmt: skip
     async with httpx.AsyncClient(timeout=settings.notify_timeout_s) as http:
         webhook = WebhookReceiver(http, ALERT_WEBHOOK_URL, external_url=settings.external_url)
-        outbox = Outbox(client, prefix, [webhook], metrics=metrics, backoff=Backoff(),
-                        give_up_s=settings.notify_give_up_s)  # fmt: skip
+        outbox = Outbox(client, prefix, [webhook], metrics=DeliveryMetrics(REGISTRY),
+                        backoff=Backoff(), give_up_s=settings.notify_give_up_s)  # fmt: skip
         dispatcher = Dispatcher(client, prefix, config, SilenceStore(client, prefix))
         notifier = Notifier(client, prefix, config, dispatcher, outbox,
                             grouped_receivers=[webhook.name])  # fmt: skip
@@ -343,7 +342,7 @@ async def drive(
                     headers={"content-type": "application/x-protobuf"},
                 )
                 if reply.status_code != 200 or b"rejected" in reply.content:
-                    raise RuntimeError(f"receiver answered {reply.status_code}: {reply.content!r}")
+                    raise RuntimeError(f"ingest answered {reply.status_code}: {reply.content!r}")
             due += tick
             await asyncio.sleep(max(0.0, due - time.time()))
 

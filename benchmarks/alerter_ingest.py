@@ -5,10 +5,10 @@ batch is 512 ``runpod.job`` spans with the prober's attributes (one ResourceSpan
 SDK's BatchSpanProcessor sends them), spread over 300 endpoints' worth of time buckets. Two
 paths:
 
-- **decode + window**: in this process, the receiver's decoding, span reader and
+- **decode + window**: in this process, the ingest app's decoding, span reader and
   ``MemoryWindowStore.add`` for each body; spans/s by CPU time of this (single-threaded)
   process, so a busy machine does not count against it;
-- **HTTP on loopback**: a uvicorn receiver (in-memory windows) in a child process pinned to
+- **HTTP on loopback**: a uvicorn ingest app (in-memory windows) in a child process pinned to
   one core, fed by 4 keep-alive clients in this process; spans/s by the wall clock.
 
 Goal >= 50,000 spans/s (first bar 20,000) on one core.
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import httpx
 
-from podpulse.alerter import MemoryWindowStore, create_receiver_app
-from podpulse.alerter._otlp import decode_json, decode_protobuf
-from podpulse.alerter._reader import SpanReader
-from podpulse.alerter._receiver import ingest
+from podpulse.alerter import MemoryWindowStore, create_ingest_app
+from podpulse.alerter._ingest._http import ingest
+from podpulse.alerter._ingest._otlp import decode_json, decode_protobuf
+from podpulse.alerter._ingest._reader import SpanReader
 from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.settings import Secret
 from podpulse.common.testing import free_port, wait_until
@@ -42,7 +42,7 @@ def _bodies(now: float) -> tuple[bytes, bytes]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent.parent / "services/alerter/tests"))
-    from receiver_helpers import SpanSpec, job_attrs, json_body, proto_request
+    from ingest_helpers import SpanSpec, job_attrs, json_body, proto_request
 
     specs = [
         SpanSpec(
@@ -92,7 +92,7 @@ def _serve(port: int) -> None:
 
     settings = AlerterSettings()
     store = MemoryWindowStore(bucket_s=10, retention_s=3600, max_series=1000, clock=time.time)
-    app = create_receiver_app(settings, store, token=Secret("ALERTER_BENCH_NO_TOKEN"))
+    app = create_ingest_app(settings, store, token=Secret("ALERTER_BENCH_NO_TOKEN"))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -144,7 +144,7 @@ def main() -> None:
     server.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _up(url), timeout_s=30, what="the receiver")
+        wait_until(lambda: _up(url), timeout_s=30, what="the ingest app")
         pb = asyncio.run(_http(url, proto, "application/x-protobuf", args.batches))
         jr = asyncio.run(_http(url, js, "application/json", args.batches))
     finally:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from podpulse.alerter._series import Metric, Observation, SeriesKey, Stat, StatValue
+from podpulse.alerter._windows._contract import Metric, Observation, SeriesKey, Stat, StatValue
 from podpulse.common.testing import free_port
 
 KEEP_S = 3600.0
@@ -187,20 +187,19 @@ def pipeline(client, prefix, text, clock, receivers, *, events=None, am=None):
     """An evaluator and a notifier on real Redis, as a restarted process would build them."""
     import httpx  # noqa: F401  (receivers are built by the caller)
 
-    from podpulse.alerter._dispatch import Dispatcher
-    from podpulse.alerter._evaluator import Evaluator
-    from podpulse.alerter._evaluator_metrics import EvaluatorMetrics
-    from podpulse.alerter._notifier import Notifier
-    from podpulse.alerter._outbox import Outbox
-    from podpulse.alerter._rules_yaml import parse_rules
-    from podpulse.alerter._silences import SilenceStore
-    from podpulse.alerter._state_store import StateStore
+    from podpulse.alerter._notify._dispatch import Dispatcher
+    from podpulse.alerter._notify._notifier import Notifier
+    from podpulse.alerter._notify._outbox import DeliveryMetrics, Outbox
+    from podpulse.alerter._notify._silences import SilenceStore
+    from podpulse.alerter._rules._evaluator import Evaluator, EvaluatorMetrics
+    from podpulse.alerter._rules._state import StateStore
+    from podpulse.alerter._rules._yaml import parse_rules
     from podpulse.common.retry import Backoff
 
     config = parse_rules(text)
-    metrics = EvaluatorMetrics()
+    metrics = DeliveryMetrics()  # the outbox's: what the tests read
     store = DictStore()
-    evaluator = Evaluator(store, config, StateStore(client, prefix), metrics=metrics,
+    evaluator = Evaluator(store, config, StateStore(client, prefix), metrics=EvaluatorMetrics(),
                           on_change=events.append if events is not None else None)  # fmt: skip
     silences = SilenceStore(client, prefix)
     backoff = Backoff(base_s=1.0, max_s=8.0, sleep=clock.sleep, jitter=lambda: 0.0)

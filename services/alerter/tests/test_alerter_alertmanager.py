@@ -10,8 +10,8 @@ import httpx
 import pytest
 from alerter_helpers import FakeClock, pipeline, program, recorder, rules_yaml
 
-from podpulse.alerter._alert import fingerprint
-from podpulse.alerter._receivers import AlertmanagerReceiver
+from podpulse.alerter._notify._receivers import AlertmanagerReceiver
+from podpulse.alerter._rules._alert import fingerprint
 from podpulse.common.testing import free_port, wait_until
 
 BINARY, pytestmark = program("prometheus-alertmanager", "alertmanager")

@@ -1,5 +1,5 @@
 """The split alerter on real processes: `python -m podpulse.alerter worker -Q alerter,notify`
-and `beat` (redbeat), a real redis-server, windows written as a receiver writes them, bus
+and `beat` (redbeat), a real redis-server, windows written as the ingest app writes them, bus
 events published as the prober and tagger publish them, and a loopback v4 webhook."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def alerter(*args: str, env: dict[str, str], log: Path) -> Iterator[subprocess.P
 
 @contextmanager
 def feeding(client: redis.Redis, exec_ms: list[float]) -> Iterator[None]:
-    """Five jobs of ep1 every 0.25 s (exec_ms[0] each), flushed as a receiver flushes them."""
+    """Five jobs of ep1 every 0.25 s (exec_ms[0] each), flushed as the ingest app flushes them."""
     store = RedisWindowStore(
         client,
         prefix="podpulse:alerter:",

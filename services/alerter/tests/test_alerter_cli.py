@@ -10,10 +10,9 @@ import redis
 from alerter_helpers import recorder
 from typer.testing import CliRunner, Result
 
-from podpulse.alerter._rules_yaml import default_rules, parse_rules
-from podpulse.alerter._series import SeriesKey
-from podpulse.alerter._state import AlertState
-from podpulse.alerter._state_store import StateStore
+from podpulse.alerter._rules._state import AlertState, StateStore
+from podpulse.alerter._rules._yaml import default_rules, parse_rules
+from podpulse.alerter._windows._contract import SeriesKey
 from podpulse.common.cli import app_from_installed
 from podpulse.common.testing import free_port
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from receiver_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request
-from receiver_helpers import settings as alerter_settings
+from ingest_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request
+from ingest_helpers import settings as alerter_settings
 
-from podpulse.alerter import MemoryWindowStore, create_receiver_app
+from podpulse.alerter import MemoryWindowStore, create_ingest_app
 from podpulse.common.histogram import BOUNDED_BUCKETS
 from podpulse.common.settings import Secret
 
@@ -26,7 +26,7 @@ _SETTINGS = alerter_settings(max_series=MAX_SERIES, max_body_bytes=256 * 1024)
 STORE = MemoryWindowStore(
     bucket_s=10.0, retention_s=3600.0, max_series=MAX_SERIES, clock=lambda: NOW
 )
-_APP = create_receiver_app(_SETTINGS, STORE, clock=lambda: NOW, token=Secret("ALERTER_FUZZ_T"))
+_APP = create_ingest_app(_SETTINGS, STORE, clock=lambda: NOW, token=Secret("ALERTER_FUZZ_T"))
 _CLIENT = httpx.AsyncClient(transport=httpx.ASGITransport(app=_APP), base_url="http://r")
 
 

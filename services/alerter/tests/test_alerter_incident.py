@@ -8,8 +8,8 @@ import httpx
 import pytest
 from alerter_helpers import FakeClock, pipeline, recorder, rules_yaml
 
-from podpulse.alerter._receivers import SlackReceiver, WebhookReceiver
-from podpulse.alerter._silences import Silence, parse_matcher
+from podpulse.alerter._notify._receivers import SlackReceiver, WebhookReceiver
+from podpulse.alerter._notify._silences import Silence, parse_matcher
 
 V4_KEYS = {
     "version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
@@ -218,7 +218,7 @@ async def test_probe_and_release_events_go_through_the_notifier(client, prefix, 
     """A failing probe run notifies (a passing one does not); a release is announced."""
     from datetime import UTC, datetime
 
-    from podpulse.alerter._notifier import probe_run_notification, release_announcement
+    from podpulse.alerter._notify._events import probe_run_notification, release_announcement
     from podpulse.common.events import ProbeRunCompleted, ReleaseRecorded
 
     summary = _summary(passed)

@@ -1,4 +1,4 @@
-"""A real Prometheus scrapes the receiver's /metrics: the target is up, the statistics query."""
+"""A real Prometheus scrapes the ingest app's /metrics: the target is up, the statistics query."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from alerter_helpers import program
-from receiver_helpers import SpanSpec, job_attrs, proto_request, serve, settings
+from ingest_helpers import SpanSpec, job_attrs, proto_request, serve, settings
 
-from podpulse.alerter import MemoryWindowStore, create_receiver_app
+from podpulse.alerter import MemoryWindowStore, create_ingest_app
 from podpulse.common.settings import Secret
 from podpulse.common.testing import free_port, wait_until
 
@@ -29,19 +29,19 @@ scrape_configs:
 
 
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    """A receiver on in-memory windows, served by uvicorn on loopback; its base URL."""
+def ingest() -> Iterator[str]:
+    """The ingest app on in-memory windows, served by uvicorn on loopback; its base URL."""
     store = MemoryWindowStore(bucket_s=10, retention_s=3600, max_series=1000, clock=time.time)
-    app = create_receiver_app(settings(), store, token=Secret("ALERTER_TEST_NO_TOKEN"))
+    app = create_ingest_app(settings(), store, token=Secret("ALERTER_TEST_NO_TOKEN"))
     with serve(app) as base:
         yield base
 
 
 @pytest.fixture
-def prometheus(receiver: str, tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus scraping the receiver every second; its base URL."""
+def prometheus(ingest: str, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping the ingest app every second; its base URL."""
     assert BINARY is not None
-    target = receiver.removeprefix("http://")
+    target = ingest.removeprefix("http://")
     (tmp_path / "prometheus.yml").write_text(CONFIG.format(target=target))
     port = free_port()
     log = (tmp_path / "prometheus.log").open("wb")
@@ -59,18 +59,18 @@ def prometheus(receiver: str, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_prometheus_parses_metrics_and_queries_windowed_exec(receiver, prometheus) -> None:
+def test_prometheus_parses_metrics_and_queries_windowed_exec(ingest, prometheus) -> None:
     """Prometheus scrapes /metrics as "up" and a query returns the window's exec P95 and count."""
     now = time.time()
     # 20 jobs, exec 1000..1190 ms: the nearest-rank P95 is the 19th, 1180 ms.
     specs = [SpanSpec(job_attrs("ep1", exec_ms=1000.0 + 10 * i), end_s=now) for i in range(20)]
-    reply = httpx.post(f"{receiver}/v1/traces", content=proto_request(specs).SerializeToString(),
+    reply = httpx.post(f"{ingest}/v1/traces", content=proto_request(specs).SerializeToString(),
                        headers={"content-type": "application/x-protobuf"})  # fmt: skip
     assert reply.status_code == 200
     assert not reply.content  # no partial_success: every span counted
 
     targets = wait_until(lambda: _up(prometheus), timeout_s=30, what="target health up")
-    assert targets[0]["scrapeUrl"] == f"{receiver}/metrics"
+    assert targets[0]["scrapeUrl"] == f"{ingest}/metrics"
     assert targets[0]["lastError"] == ""
 
     p95 = wait_until(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from podpulse.alerter._alert import fingerprint, label_set_string
-from podpulse.alerter._rules_yaml import (
+from podpulse.alerter._rules._alert import fingerprint, label_set_string
+from podpulse.alerter._rules._yaml import (
     RulesError,
     default_rules,
     default_rules_text,

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import redis
 from alerter_helpers import recorder
-from receiver_helpers import SpanSpec, job_attrs, proto_request
+from ingest_helpers import SpanSpec, job_attrs, proto_request
 
 from podpulse.alerter import SeriesKey
-from podpulse.alerter._service import window_store
+from podpulse.alerter._pipeline import window_store
 from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.testing import free_port, redis_server, stop_process, wait_until
 
@@ -273,7 +273,7 @@ def test_a_body_that_never_arrives_is_408_and_the_server_serves_on(tmp_path) -> 
             assert head.startswith(b"HTTP/1.1 408"), head
             assert b"connection: close" in head.lower()
             assert json.loads(body)["message"] == (
-                "body incomplete after 0.5 s (10 of 1000 bytes received)"
+                "request body incomplete after 0.5 s (10 of 1000 bytes received)"
             )
             assert 0.5 <= took < 5
             # Refused before its body was read (no token here: a wrong content type), a

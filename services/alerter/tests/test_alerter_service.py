@@ -10,13 +10,11 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
-from podpulse.alerter._alerts_metric import AlertsCollector
-from podpulse.alerter._receivers import AlertmanagerReceiver, WebhookReceiver
-from podpulse.alerter._rules_yaml import default_rules
-from podpulse.alerter._series import Observation, SeriesKey
-from podpulse.alerter._service import Alerter
-from podpulse.alerter._state import AlertState
-from podpulse.alerter._state_store import StateStore
+from podpulse.alerter._notify._receivers import AlertmanagerReceiver, WebhookReceiver
+from podpulse.alerter._pipeline import Alerter
+from podpulse.alerter._rules._state import AlertsCollector, AlertState, StateStore
+from podpulse.alerter._rules._yaml import default_rules
+from podpulse.alerter._windows._contract import Observation, SeriesKey
 from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.events import ProbeRunCompleted
 from podpulse.stack._status import firing_alerts

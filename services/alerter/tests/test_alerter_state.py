@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from podpulse.alerter._rules_yaml import parse_rules
-from podpulse.alerter._series import StatValue
-from podpulse.alerter._state import step
+from podpulse.alerter._rules._state import step
+from podpulse.alerter._rules._yaml import parse_rules
+from podpulse.alerter._windows._contract import StatValue
 
 RULE = """\
 rules:

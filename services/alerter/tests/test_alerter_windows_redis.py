@@ -1,4 +1,4 @@
-"""Windows merged through real Redis: two receivers on loopback give one receiver's verdicts."""
+"""Windows merged through real Redis: two ingest apps on loopback give one app's verdicts."""
 
 from __future__ import annotations
 
@@ -9,20 +9,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
+from ingest_helpers import SpanSpec, job_attrs, proto_request, serve, settings, unique_prefix
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
-from receiver_helpers import SpanSpec, job_attrs, proto_request, serve, settings, unique_prefix
 
 from podpulse.alerter import (
     METRICS,
     STATS,
     MemoryWindowStore,
+    Observation,
     RedisWindowStore,
     SeriesKey,
-    create_receiver_app,
+    StatValue,
+    WindowStore,
+    create_ingest_app,
 )
 from podpulse.common.settings import Secret
 from podpulse.common.testing import redis_server, wait_until
@@ -38,7 +41,7 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-def _store(url: str, prefix: str, **kw: object) -> RedisWindowStore:
+def _store(url: str, prefix: str) -> RedisWindowStore:
     return RedisWindowStore(
         redis.Redis.from_url(url),
         prefix=prefix,
@@ -46,7 +49,6 @@ def _store(url: str, prefix: str, **kw: object) -> RedisWindowStore:
         retention_s=3600.0,
         max_series=100,
         clock=time.time,
-        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -72,18 +74,18 @@ def _spans(now: float) -> list[SpanSpec]:
     return specs
 
 
-def _all_stats(store: object, now: float) -> dict[tuple[str, str, str, float], object]:
-    out: dict[tuple[str, str, str, float], object] = {}
+def _all_stats(store: WindowStore, now: float) -> dict[tuple[str, str, str, float], StatValue]:
+    out: dict[tuple[str, str, str, float], StatValue] = {}
     for key, metric, stat, window in itertools.product(
         [KEY, SeriesKey("ep2", "qwen")], METRICS, STATS, (60.0, 300.0, 900.0)
     ):
-        out[(key.endpoint, metric, stat, window)] = store.stat(key, metric, stat, window, now)  # type: ignore[attr-defined]
+        out[(key.endpoint, metric, stat, window)] = store.stat(key, metric, stat, window, now)
     return out
 
 
-def test_two_receivers_fed_halves_give_the_same_stats_as_one_fed_all(redis_url: str) -> None:
-    """Two uvicorn receivers sharing Redis, each POSTed every other span, give exactly the
-    stat() of one receiver fed every span, for every metric, statistic and window, as read
+def test_two_ingest_apps_fed_halves_give_the_same_stats_as_one_fed_all(redis_url: str) -> None:
+    """Two uvicorn ingest apps sharing Redis, each POSTed every other span, give exactly the
+    stat() of one app fed every span, for every metric, statistic and window, as read
     by a third process-like store that received nothing."""
     now = time.time()
     specs = _spans(now)
@@ -91,12 +93,12 @@ def test_two_receivers_fed_halves_give_the_same_stats_as_one_fed_all(redis_url: 
     s = settings(flush_interval_s=0.2)
     one = MemoryWindowStore(bucket_s=10.0, retention_s=3600.0, max_series=100, clock=time.time)
     stores = [_store(redis_url, prefix), _store(redis_url, prefix)]
-    apps = [create_receiver_app(s, st, token=Secret("ALERTER_TEST_TOKEN")) for st in stores]
+    apps = [create_ingest_app(s, st, token=Secret("ALERTER_TEST_TOKEN")) for st in stores]
     with serve(apps[0]) as url_a, serve(apps[1]) as url_b:
         for n, url in enumerate((url_a, url_b)):
             half = proto_request(specs[n::2]).SerializeToString()
             assert httpx.post(f"{url}/v1/traces", content=half, headers=PB).status_code == 200
-        single = create_receiver_app(settings(), one)
+        single = create_ingest_app(settings(), one)
         with serve(single) as url_one:
             whole = proto_request(specs).SerializeToString()
             assert httpx.post(f"{url_one}/v1/traces", content=whole, headers=PB).status_code == 200
@@ -105,12 +107,12 @@ def test_two_receivers_fed_halves_give_the_same_stats_as_one_fed_all(redis_url: 
         wait_until(
             lambda: _all_stats(reader, now) == expected,
             timeout_s=20,
-            what="both receivers' buckets flushed and merged",
+            what="both apps' buckets flushed and merged",
         )
         assert reader.series(now) == [KEY, SeriesKey("ep2", "qwen")]
         text = httpx.get(f"{url_a}/metrics").text
         assert 'podpulse_window_jobs{endpoint="ep1",model="qwen"}' in text
-    assert expected[("ep1", "exec_ms", "p95", 900.0)].samples > 50  # type: ignore[attr-defined]
+    assert expected[("ep1", "exec_ms", "p95", 900.0)].samples > 50
 
 
 def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) -> None:
@@ -119,13 +121,14 @@ def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) 
     now = time.time()
     prefix = unique_prefix("flush")
     store = _store(redis_url, prefix)
-    from podpulse.alerter._otlp import decode_protobuf
-    from podpulse.alerter._reader import SpanReader
+    from podpulse.alerter._ingest._otlp import decode_protobuf
+    from podpulse.alerter._ingest._reader import SpanReader
 
     reader = SpanReader(retention_s=3600, max_clock_skew_s=60)
     for span in decode_protobuf(proto_request(_spans(now)).SerializeToString()):
         obs = reader.read(span, now)
-        store.add(obs)  # type: ignore[arg-type]
+        assert isinstance(obs, Observation)
+        store.add(obs)
     assert store.flush() > 0
     first = store.stat(KEY, "exec_ms", "p95", 900, now)
     assert store.flush() == 0
@@ -140,20 +143,12 @@ def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) 
         retention_s=3600.0,
         max_series=100,
         clock=time.time,
-        receiver_id="late",
+        writer_id="late",
     )
-    broken.add(
-        reader.read(
-            next(
-                iter(
-                    decode_protobuf(  # type: ignore[arg-type]
-                        proto_request(_spans(now)[1:2]).SerializeToString()
-                    )
-                )
-            ),
-            now,
-        )
-    )
+    span = next(iter(decode_protobuf(proto_request(_spans(now)[1:2]).SerializeToString())))
+    late = reader.read(span, now)
+    assert isinstance(late, Observation)
+    broken.add(late)
     with pytest.raises(redis.ConnectionError):
         broken.flush()
     broken._client = redis.Redis.from_url(redis_url)
@@ -161,14 +156,14 @@ def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) 
     assert store.stat(KEY, "exec_ms", "p95", 900, now).samples == first.samples + 1
 
 
-def test_the_opentelemetry_otlp_http_exporter_delivers_to_a_served_receiver(
+def test_the_opentelemetry_otlp_http_exporter_delivers_to_a_served_ingest_app(
     redis_url: str,
 ) -> None:
     """The SDK's own OTLP/HTTP exporter (protobuf, gzip) sends runpod.job spans to a
-    uvicorn-served receiver; they reach the Redis-merged windows."""
+    uvicorn-served ingest app; they reach the Redis-merged windows."""
     prefix = unique_prefix("sdk")
     store = _store(redis_url, prefix)
-    app = create_receiver_app(
+    app = create_ingest_app(
         settings(flush_interval_s=0.2), store, token=Secret("ALERTER_TEST_TOKEN")
     )
     with serve(app) as url:

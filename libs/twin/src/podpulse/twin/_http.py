@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import math
@@ -11,6 +10,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from podpulse.common import http_body
 
 __all__ = [
     "BODY_READ_TIMEOUT_S",
@@ -73,28 +74,18 @@ def parse_count(raw: str, name: str) -> int:
 async def read_body(
     request: Request, limit: int, *, timeout_s: float = BODY_READ_TIMEOUT_S
 ) -> bytes:
-    """Read the body, refusing anything over ``limit`` bytes without buffering it all, and
-    any body not complete within ``timeout_s`` (408, connection closed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and _COUNT.fullmatch(declared) and int(declared) > limit:
-        raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    """Read the body, refusing anything over ``limit`` bytes without buffering it all (413),
+    and any body not complete within ``timeout_s`` (408, connection closed)."""
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        expected = f" of {declared}" if declared is not None else ""
-        raise ApiError(
-            408,
-            f"request body incomplete after {timeout_s:g} s ({size}{expected} bytes received)",
-            close=True,
-        ) from None
-    return b"".join(chunks)
+        return await http_body.read_body(
+            request.stream(),
+            limit=limit,
+            timeout_s=timeout_s,
+            declared=request.headers.get("content-length"),
+        )
+    except http_body.BodyRefused as refused:
+        # Only a timed-out body's connection is closed: the rest of it may never come.
+        raise ApiError(refused.status, refused.message, close=refused.status == 408) from None
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -1,9 +1,17 @@
-"""podpulse.alerter — OTLP receiver, windowed statistics, alert rules and notifications."""
+"""podpulse.alerter — spans in over OTLP/HTTP, windowed statistics, alert rules, notifications.
 
-from ._metrics import REGISTRY
-from ._receiver import create_receiver_app
-from ._redis_windows import RedisWindowStore
-from ._series import (
+The pipeline, one private subpackage per stage: ``_ingest`` (the OTLP/HTTP input) feeds
+``_windows`` (statistics per series, in memory and merged through Redis), which ``_rules``
+evaluates into alerts that ``_notify`` groups and delivers to its receivers (Slack, a webhook,
+Alertmanager). ``_pipeline`` wires the stages together for ``podpulse alerter serve``
+(``_serve``) and the Celery tasks (``app``, ``tasks``).
+
+The public names are what an embedder needs to feed spans in and read windows out.
+"""
+
+from ._ingest._http import create_ingest_app
+from ._ingest._metrics import REGISTRY
+from ._windows._contract import (
     METRICS,
     STATS,
     Metric,
@@ -13,7 +21,8 @@ from ._series import (
     StatValue,
     WindowStore,
 )
-from ._windows import MemoryWindowStore
+from ._windows._memory import MemoryWindowStore
+from ._windows._redis import RedisWindowStore
 
 __all__ = [
     "METRICS",
@@ -27,5 +36,5 @@ __all__ = [
     "Stat",
     "StatValue",
     "WindowStore",
-    "create_receiver_app",
+    "create_ingest_app",
 ]

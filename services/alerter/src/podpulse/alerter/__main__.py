@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from podpulse.common.logging import configure_logging
 from podpulse.common.settings import CommonSettings, describe_settings_error
 
-from ._rules_yaml import RulesError, default_rules, load_rules
+from ._rules._yaml import RulesError, default_rules, load_rules
 from .app import create_app
 from .settings import AlerterSettings
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RulesError as exc:
         sys.stderr.write(f"{exc}\n")
         return _EXIT_USAGE
-    # A receiver of setup_logging stops Celery configuring logging itself: every line goes
+    # A handler of setup_logging stops Celery configuring logging itself: every line goes
     # through podpulse's redacting pipeline (as the prober's worker does).
     setup_logging.connect(lambda **_: configure_logging(common), weak=False)
     app = create_app(common, settings, config)

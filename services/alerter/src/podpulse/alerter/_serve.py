@@ -1,6 +1,6 @@
-"""``podpulse alerter serve``: the receiver under uvicorn, with evaluation and delivery beside it.
+"""``podpulse alerter serve``: the ingest app under uvicorn, evaluation and delivery beside it.
 
-One process, one event loop: the receiver app answers ``POST /v1/traces`` and ``/metrics``,
+One process, one event loop: the ingest app answers ``POST /v1/traces`` and ``/metrics``,
 and its lifespan runs two loops of an embedded scheduler — an evaluation every
 ``evaluation_interval`` (in a thread: the evaluator's Redis reads are blocking) and the
 outbox's deliveries, woken at once when an evaluation queued something and every half
@@ -24,14 +24,15 @@ import httpx
 import redis
 import structlog
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from ._alerts_metric import AlertsCollector
-from ._evaluator_metrics import EvaluatorMetrics
-from ._receiver import create_receiver_app
-from ._rules import RulesConfig
-from ._service import Alerter, configured_receivers, window_store
-from ._state_store import StateStore
+from ._ingest._http import create_ingest_app
+from ._notify._outbox import DeliveryMetrics
+from ._pipeline import Alerter, configured_receivers, window_store
+from ._rules._evaluator import EvaluatorMetrics
+from ._rules._model import RulesConfig
+from ._rules._state import AlertsCollector, StateStore
 from .settings import AlerterSettings
 
 __all__ = ["Scheduler", "create_serving_app", "serve"]
@@ -98,26 +99,28 @@ class Scheduler:
 def create_serving_app(
     client: redis.Redis, settings: AlerterSettings, config: RulesConfig
 ) -> Starlette:
-    """The receiver app whose lifespan also runs the scheduler; /metrics shows ``ALERTS``."""
-    metrics = EvaluatorMetrics()
+    """The ingest app whose lifespan also runs the scheduler; /metrics shows ``ALERTS`` and
+    the evaluator's and the outbox's counters."""
+    counters = CollectorRegistry()
+    evaluator_metrics = EvaluatorMetrics(counters)
+    delivery_metrics = DeliveryMetrics(counters)
     store = window_store(client, settings)
     states = StateStore(client, settings.state_prefix)
-    app = create_receiver_app(
-        settings, store, collectors=[AlertsCollector(states, config), metrics.registry]
-    )
-    receiving = app.router.lifespan_context
+    app = create_ingest_app(settings, store, collectors=[AlertsCollector(states, config), counters])
+    ingesting = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # The receiver's flush loop outlives the scheduler: its last flush comes after the
+        # The ingest app's flush loop outlives the scheduler: its last flush comes after the
         # last evaluation, so the windows in Redis hold every span this process took.
-        async with receiving(app), httpx.AsyncClient(timeout=settings.notify_timeout_s) as http:
+        async with ingesting(app), httpx.AsyncClient(timeout=settings.notify_timeout_s) as http:
             alerter = Alerter.build(
                 client,
                 settings,
                 config,
                 configured_receivers(settings, http),
-                metrics=metrics,
+                evaluator_metrics=evaluator_metrics,
+                delivery_metrics=delivery_metrics,
                 store=store,
             )
             names = alerter.notifier.outbox.receivers

@@ -3,10 +3,10 @@
 The split alerter: ``python -m podpulse.alerter worker -Q alerter,notify`` runs the tasks
 (podpulse.alerter.tasks), ``python -m podpulse.alerter beat`` schedules an evaluation every
 ``evaluation_interval`` on the ``alerter`` queue and a delivery pass every second on
-``notify``; the receivers are ``podpulse alerter serve`` processes (or any process serving
-``create_receiver_app`` over a ``RedisWindowStore``). Every step is the serving alerter's own
-(podpulse.alerter._service), under the same Redis locks, so a worker and ``serve`` can share a
-Redis without evaluating or sending twice.
+``notify``; spans come in through ``podpulse alerter serve`` processes (or any process
+serving ``create_ingest_app`` over a ``RedisWindowStore``). Every step is the serving
+alerter's own (podpulse.alerter._pipeline), under the same Redis locks, so a worker and
+``serve`` can share a Redis without evaluating or sending twice.
 
 One beat: redbeat's lock, under a key prefix of the alerter's own, since the prober's beat
 holds ``podpulse:redbeat:``'s (one lock per prefix: a shared prefix would leave one of the two
@@ -15,48 +15,21 @@ beats waiting for ever, and each would fire the other's schedule).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import httpx
 import redis
 from celery import Celery
 
-from podpulse.common import bus
 from podpulse.common.bus import attach_context, create_celery_app
 from podpulse.common.settings import CommonSettings
 
 from . import tasks
-from ._evaluator_metrics import EvaluatorMetrics
-from ._rules import RulesConfig
-from ._service import Alerter, configured_receivers
+from ._context import AlerterContext
+from ._rules._model import RulesConfig
 from .settings import AlerterSettings
 
-__all__ = ["REDBEAT_PREFIX", "AlerterContext", "beat_schedule", "create_app"]
+__all__ = ["REDBEAT_PREFIX", "beat_schedule", "create_app"]
 
 REDBEAT_PREFIX = "podpulse:redbeat:alerter:"
 DELIVER_EVERY_S = 1.0
-
-
-@dataclass(frozen=True)
-class AlerterContext:
-    """What the tasks of one app share: settings, rules, one Redis client, the counters."""
-
-    settings: AlerterSettings
-    config: RulesConfig
-    client: redis.Redis
-    metrics: EvaluatorMetrics = field(default_factory=EvaluatorMetrics)
-
-    def alerter(self, http: httpx.AsyncClient) -> Alerter:
-        """The parts, delivering through *http* (one client per task run: its own loop)."""
-        receivers = configured_receivers(self.settings, http)
-        return Alerter.build(
-            self.client, self.settings, self.config, receivers, metrics=self.metrics
-        )
-
-
-def context_of(app: Celery) -> AlerterContext:
-    """The context ``create_app`` attached; TypeError for an app it did not build."""
-    return bus.context_of(app, AlerterContext)
 
 
 def beat_schedule(config: RulesConfig) -> dict[str, dict[str, object]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -22,13 +22,13 @@ from pydantic import ValidationError
 
 from podpulse.common.settings import CommonSettings, describe_settings_error
 
-from ._outbox import DeliveryError, PermanentDeliveryError
-from ._rules import RulesConfig, parse_duration
-from ._rules_yaml import RulesError, default_rules, default_rules_text, load_rules
-from ._service import configured_receivers
-from ._silences import Silence, SilenceStore, parse_matcher
-from ._state_store import StateStore
-from ._status import sample_notification, status_lines
+from ._notify._events import sample_notification
+from ._notify._outbox import DeliveryError, PermanentDeliveryError
+from ._notify._silences import Silence, SilenceStore, parse_matcher
+from ._pipeline import configured_receivers
+from ._rules._model import RulesConfig, parse_duration
+from ._rules._state import AlertState, StateKey, StateStore
+from ._rules._yaml import RulesError, default_rules, default_rules_text, load_rules
 from .settings import AlerterSettings
 
 __all__ = ["alerter", "alerts"]
@@ -134,8 +134,54 @@ def status_command(rules: RulesOption = None) -> None:
     config = _rules(rules, settings)
     client = _redis(common)
     states = StateStore(client, settings.state_prefix).load()
-    for line in status_lines(config, states, time.time()):
+    for line in _status_lines(config, states, time.time()):
         typer.echo(line)
+
+
+def _ago(at: float | None, now: float) -> str:
+    if at is None:
+        return "-"
+    when = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S")
+    return f"{when} ({max(0.0, now - at):.0f} s ago)"
+
+
+def _status_lines(
+    config: RulesConfig, states: Mapping[StateKey, AlertState], now: float
+) -> list[str]:
+    """One line per rule x series kept in Redis, then the firing alerts."""
+    rules = {rule.name: rule for rule in config.rules}
+    rows = [("RULE", "ENDPOINT", "MODEL", "STATE", "VALUE", "SAMPLES", "SINCE")]
+    firing = []
+    for (name, series), state in sorted(states.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        rule = rules.get(name)
+        value = "-" if state.value is None else f"{state.value:.4g}"
+        since = state.resolved_at if state.phase in ("resolved", "no_data") else state.active_at
+        rows.append(
+            (
+                name,
+                series.endpoint,
+                series.model or "-",
+                state.phase,
+                value,
+                str(state.samples),
+                _ago(since, now),
+            )
+        )
+        if state.phase == "firing" and rule is not None:
+            firing.append(
+                f"FIRING {rule.severity.upper()} {name} on {series.endpoint}: {value} "
+                f"{rule.op} {rule.threshold:g} since {_ago(state.fired_at, now)}"
+            )
+    if len(rows) == 1:
+        return [f"no alert states yet ({len(config.rules)} rules; nothing evaluated or all quiet)"]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.append("")
+    lines += firing or ["no alerts firing"]
+    return lines
 
 
 @alerts.command("test")

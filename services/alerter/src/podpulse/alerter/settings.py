@@ -2,7 +2,7 @@
 
 Every field reads ``ALERTER_<FIELD>`` (``ALERTER_BUCKET_S=10``) unless its variable is one
 users already know (``ALERTMANAGER_URL``, ``ALERT_RULES_FILE``); Redis itself is the common
-``REDIS_URL``. Secrets are not settings: the receiver's bearer token is
+``REDIS_URL``. Secrets are not settings: the OTLP input's bearer token is
 ``ALERTER_RECEIVER_TOKEN`` (or ``ALERTER_RECEIVER_TOKEN_FILE``), and the Slack and generic
 webhook URLs are ``podpulse.common.settings.SLACK_WEBHOOK_URL`` and ``ALERT_WEBHOOK_URL`` (the
 variable or its ``*_FILE``); each is read on use, so a rotated value takes effect without a
@@ -31,7 +31,7 @@ class AlerterSettings(BaseSettings):
 
     model_config = env_settings("ALERTER_")
 
-    # --- Receiving spans and keeping windows (podpulse.alerter.app, _receiver, _windows) ---
+    # --- Ingesting spans and keeping windows (podpulse.alerter._ingest, _windows) -----------
     max_body_bytes: int = Field(
         default=_TWENTY_MIB,
         ge=1024,
@@ -70,8 +70,8 @@ class AlerterSettings(BaseSettings):
     flush_interval_s: float = Field(
         default=1.0,
         gt=0,
-        description="How often a receiver adds its new buckets into Redis, where every "
-        "receiver's buckets merge; stat() sees a span at most this much later.",
+        description="How often a process taking spans adds its new buckets into Redis, where "
+        "every such process's buckets merge; stat() sees a span at most this much later.",
     )
     redis_prefix: str = Field(
         default="podpulse:alerter:",
@@ -94,7 +94,7 @@ class AlerterSettings(BaseSettings):
         "samples of the endpoint in their runpod.endpoint.id attribute or resource.",
     )
 
-    # --- Evaluation and notification (rules, state, receivers) ------------------------------
+    # --- Evaluation and notification (_rules, _notify) --------------------------------------
     rules_file: Path | None = Field(
         default=None,
         validation_alias="ALERT_RULES_FILE",

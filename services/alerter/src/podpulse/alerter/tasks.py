@@ -1,4 +1,4 @@
-"""The alerter's Celery tasks: thin; each runs one step of podpulse.alerter._service.
+"""The alerter's Celery tasks: thin; each runs one step of podpulse.alerter._pipeline.
 
 On the ``alerter`` queue: ``evaluate`` (beat) and ``on_probe_run`` (the prober's
 ``ProbeRunCompleted``, a failing run notified). On ``notify``: ``deliver`` (beat),
@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from celery import Celery, Task
 
-if TYPE_CHECKING:
-    from ._service import Alerter
+from ._context import context_of
+from ._pipeline import Alerter
 
 __all__ = ["DELIVER", "EVALUATE", "register"]
 
@@ -33,8 +33,6 @@ T = TypeVar("T")
 
 
 def _run(app: Celery, step: Callable[[Alerter], Awaitable[T]]) -> T:
-    from .app import context_of  # app imports this module to register the tasks
-
     context = context_of(app)
 
     async def main() -> T:
@@ -47,7 +45,7 @@ def _run(app: Celery, step: Callable[[Alerter], Awaitable[T]]) -> T:
 def register(app: Celery) -> None:
     """Define the alerter's tasks on *app* (built by ``create_app``)."""
 
-    @app.task(name=EVALUATE, bind=True, shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name=EVALUATE, bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
     def evaluate(self: Task) -> dict[str, object]:
         """Evaluate every rule now and queue the due notifications."""
 
@@ -57,7 +55,7 @@ def register(app: Celery) -> None:
         queued = _run(self.app, step)
         return {"queued": queued, "skipped": queued is None}
 
-    @app.task(name=DELIVER, bind=True, shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name=DELIVER, bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
     def deliver(self: Task) -> dict[str, object]:
         """Try every due delivery in the outbox."""
 

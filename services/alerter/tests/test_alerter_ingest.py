@@ -1,4 +1,4 @@
-"""The OTLP/HTTP receiver in-process: encodings, gzip, limits, token, replies, span reading."""
+"""The OTLP/HTTP input in-process: encodings, gzip, limits, token, replies, span reading."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import re
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
+from ingest_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request, settings
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from receiver_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request, settings
 
-from podpulse.alerter import MemoryWindowStore, SeriesKey, create_receiver_app
-from podpulse.alerter import _metrics as m
+from podpulse.alerter import MemoryWindowStore, SeriesKey, create_ingest_app
+from podpulse.alerter._ingest import _metrics as m
 from podpulse.common.settings import Secret
 
 PB = {"content-type": "application/x-protobuf"}
@@ -35,7 +35,7 @@ def _app(**overrides: object) -> tuple[httpx.AsyncClient, MemoryWindowStore]:
         clock=lambda: NOW,
         on_evict=lambda _: m.SERIES_EVICTED.inc(),
     )
-    app = create_receiver_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r")
     return client, store
 
@@ -287,7 +287,7 @@ async def test_the_series_cap_evicts_the_idlest_series_and_counts_it() -> None:
     assert m.SERIES_EVICTED._value.get() == evicted_before + 2
 
 
-async def test_metrics_show_window_statistics_and_the_receivers_counters() -> None:
+async def test_metrics_show_window_statistics_and_the_ingest_counters() -> None:
     """GET /metrics: exec/delay/total/tokens quantiles and fail rate per series, computed
     from the windows, next to the spans received and dropped counters."""
     client, _ = _app()

@@ -2,8 +2,8 @@
 
 One :meth:`Notifier.tick` per evaluation: the alerts go to the dispatcher (podpulse's own
 receivers: Slack, webhook) and, the way Prometheus sends them, to an Alertmanager; then
-every due delivery is tried. Two events are notified through the same outbox: a probe run
-that failed its SLO, and a recorded release.
+every due delivery is tried. Notifications that come from no rule (``._events``: a probe run
+that failed its SLO, a recorded release) go through the same outbox.
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
-from podpulse.common.events import ProbeRunCompleted, ReleaseRecorded
-
-from ._alert import Alert
+from .._rules._alert import Alert
+from .._rules._model import RulesConfig
 from ._dispatch import Dispatcher, Notification, group_key, idempotency_key
 from ._outbox import Outbox
-from ._rules import RulesConfig
 
-__all__ = ["Notifier", "probe_run_notification", "release_announcement"]
+__all__ = ["Notifier"]
 
 
 class Notifier:
@@ -80,7 +78,7 @@ class Notifier:
         # Prometheus's AlertingRule.sendAlerts: a firing alert is sent when never sent, or
         # resend_s after the last send, valid for 4 x max(resend, evaluation interval); a
         # resolved one once after it resolved, with its real endsAt.
-        raw: Mapping[bytes, bytes] = self._client.hgetall(self._sent)  # type: ignore[assignment]
+        raw: Mapping[bytes, bytes] = self._client.hgetall(self._sent)  # type: ignore[assignment]  # decode_responses off: bytes
         sent = {k.decode(): json.loads(v) for k, v in raw.items()}
         valid_for = 4 * max(self._resend_s, self._config.evaluation_interval)
         batch: list[Alert] = []
@@ -100,7 +98,7 @@ class Notifier:
                 updates[fp] = json.dumps({"at": now, "resolved": True})
         live = {a.fingerprint for a in alerts}
         if updates:
-            pipe.hset(self._sent, mapping=updates)  # type: ignore[arg-type]
+            pipe.hset(self._sent, mapping=updates)  # type: ignore[arg-type]  # Mapping is invariant in its key: str is fine
         gone = [fp for fp in sent if fp not in live]
         if gone:
             pipe.hdel(self._sent, *gone)
@@ -113,68 +111,3 @@ class Notifier:
                 key=idempotency_key(key, seq), group_key=key, group_labels={}, alerts=batch, at=now
             )
             self.outbox.stage(pipe, [notification], now, receivers=[self._am])
-
-
-def _event_key(kind: str, event_id: str) -> tuple[str, str]:
-    key = group_key({"event": kind})
-    # One notification per event: its id is the sequence, so a re-delivered event repeats it.
-    return key, f"{idempotency_key(key, 0)[:24]}-{event_id}"
-
-
-def probe_run_notification(
-    event: ProbeRunCompleted, *, external_url: str = ""
-) -> Notification | None:
-    """The notification of a probe run that failed its SLO (None for a run that passed)."""
-    if event.slo_passed:
-        return None
-    at = event.occurred_at.timestamp()
-    summary = event.summary
-    labels = {
-        "alertname": "ProbeRunFailedSlo",
-        "severity": "critical",
-        "endpoint": event.endpoint_id,
-        "probe_kind": event.kind,
-    }
-    annotations = {
-        "summary": f"{event.kind} run {event.run_id} failed its SLO on {event.endpoint_id}",
-        "run_id": event.run_id,
-        "results_path": event.results_path,
-        "target_kind": event.target_kind,
-    }
-    if summary.end_reason:
-        annotations["description"] = summary.end_reason
-    group, key = _event_key("probe_run_completed", event.event_id)
-    alert = Alert(labels=labels, annotations=annotations, starts_at=at,
-                  generator_url=f"{external_url.rstrip('/')}/runs/{event.run_id}"
-                  if external_url else "")  # fmt: skip
-    return Notification(key=key, group_key=group, group_labels={"alertname": labels["alertname"]},
-                        alerts=[alert], at=at)  # fmt: skip
-
-
-def release_announcement(event: ReleaseRecorded) -> Notification:
-    """The announcement of a recorded release: one informational, already-ended alert."""
-    at = event.occurred_at.timestamp()
-    labels = {
-        "alertname": "ReleaseRecorded",
-        "severity": "info",
-        "endpoint": event.endpoint_id,
-        "tag": event.tag,
-    }
-    annotations = {
-        "summary": f"released {event.tag} ({event.commit[:12]}) to {event.endpoint_id}: "
-        f"{event.model} on {event.gpu}",
-        "image": event.image,
-        "commit": event.commit,
-        "recorded_at": event.recorded_at.isoformat(),
-    }
-    group, key = _event_key("release_recorded", event.event_id)
-    alert = Alert(labels=labels, annotations=annotations, starts_at=at, ends_at=at)
-    return Notification(
-        key=key,
-        kind="announcement",
-        group_key=group,
-        group_labels={"alertname": "ReleaseRecorded"},
-        alerts=[alert],
-        at=at,
-        title=f"Release {event.tag} recorded",
-    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from podpulse.common.histogram import Histogram
 
-from ._series import Metric, Observation, SeriesKey, Stat, StatValue
+from ._contract import Metric, Observation, SeriesKey, Stat, StatValue
 
 __all__ = ["Bucket", "MemoryWindowStore", "bucket_indexes", "series_order", "stat_of"]
 
@@ -86,7 +86,7 @@ class Bucket:
         return out
 
     def add_fields(self, fields: Mapping[str, int]) -> None:
-        """Add counts in the ``fields()`` form (several receivers' fields add up)."""
+        """Add counts in the ``fields()`` form (several processes' fields add up)."""
         for name, count in fields.items():
             if name == "j":
                 self.jobs += count
@@ -134,8 +134,8 @@ def bucket_indexes(bucket_s: float, window_s: float, now: float) -> range:
 
 
 class MemoryWindowStore:
-    """A ``WindowStore`` in this process: the whole truth for one receiver, and each
-    receiver's own part of the Redis-merged store. Thread-safe (one lock)."""
+    """A ``WindowStore`` in this process: the whole truth for one ingesting process, and each
+    one's own part of the Redis-merged store. Thread-safe (one lock)."""
 
     def __init__(
         self,

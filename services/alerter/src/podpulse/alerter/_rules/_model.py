@@ -3,7 +3,8 @@
 Every model forbids unknown keys and takes strict types (a quoted ``"5000"`` is not a number,
 ``5`` is not a duration), so a typo is an error at load time rather than a rule that never
 fires. Durations are Prometheus's: ``500ms``, ``5s``, ``1m``, ``4h``, ``1h30m``, ``1d``.
-Reading a file (and naming the line of each error) is :mod:`._rules_yaml`'s job.
+Reading a file (and naming the line of each error) is :mod:`._yaml`'s job; the labels of a
+rule's alert on a series are :func:`alert_labels`'.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ._series import Metric, Stat
+from .._windows._contract import Metric, SeriesKey, Stat
 from ._templates import Template
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Rule",
     "RulesConfig",
     "Severity",
+    "alert_labels",
     "parse_duration",
 ]
 
@@ -131,6 +133,15 @@ class Rule(_Strict):
     def holds(self, value: float) -> bool:
         """Whether *value* breaches this rule."""
         return OPS[self.op](value, self.threshold)
+
+
+def alert_labels(rule: Rule, series: SeriesKey) -> dict[str, str]:
+    """The labels of *rule*'s alert on *series*: its own, then alertname, severity, endpoint."""
+    labels = dict(rule.labels)
+    labels.update(alertname=rule.name, severity=rule.severity, endpoint=series.endpoint)
+    if series.model is not None:
+        labels["model"] = series.model
+    return labels
 
 
 class Route(_Strict):

@@ -1,4 +1,4 @@
-"""Building OTLP trace requests for the receiver's tests: protobuf messages and OTLP JSON."""
+"""Building OTLP trace requests for the ingest tests: protobuf messages and OTLP JSON."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """What ``GET /metrics`` shows: the alerter's own counters and the windowed statistics.
 
-``REGISTRY`` is the alerter's one process-wide registry: the receiver's counters are here,
-and the evaluator and notifiers register theirs in it too (``Counter(..., registry=REGISTRY)``),
-so one scrape shows them all. The windowed statistics are not stored metrics: a
+``REGISTRY`` is the alerter's one process-wide registry: the ingest counters are here. The
+evaluator's and the outbox's counters are in a registry the serving process makes for them
+(``_serve``), rendered on the same page. The windowed statistics are not stored metrics: a
 ``WindowCollector`` computes them from the window store at scrape time, over
-``ALERTER_METRICS_WINDOW_S``, and each receiver app renders its own next to ``REGISTRY``.
+``ALERTER_METRICS_WINDOW_S``, and each ingest app renders its own next to ``REGISTRY``.
 
 Statistics per series (labels ``endpoint``, ``model``; ``model`` is "" when spans carry none):
 ``podpulse_exec_ms``, ``podpulse_delay_ms``, ``podpulse_total_ms`` and
@@ -21,8 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._series import SeriesKey
-from ._windows import Bucket
+from .._windows._contract import Metric as WindowMetric
+from .._windows._contract import SeriesKey
+from .._windows._memory import Bucket
 
 __all__ = [
     "FLUSH_ERRORS",
@@ -64,7 +65,7 @@ OTLP_REQUESTS = Counter(
 )
 SERIES_EVICTED = Counter(
     "podpulse_alerter_series_evicted",
-    "Series dropped from this receiver's windows because ALERTER_MAX_SERIES was reached.",
+    "Series dropped from this process's windows because ALERTER_MAX_SERIES was reached.",
     registry=REGISTRY,
 )
 FLUSH_ERRORS = Counter(
@@ -74,7 +75,7 @@ FLUSH_ERRORS = Counter(
 )
 
 _QUANTILES = (("0.5", 50.0), ("0.95", 95.0), ("0.99", 99.0))
-_LATENCIES = (
+_LATENCIES: tuple[tuple[WindowMetric, str, str], ...] = (
     ("exec_ms", "podpulse_exec_ms", "RunPod executionTime of successful jobs, ms."),
     ("delay_ms", "podpulse_delay_ms", "RunPod delayTime of successful jobs, ms."),
     ("total_ms", "podpulse_total_ms", "Client-measured total of successful jobs, ms."),
@@ -118,7 +119,7 @@ class WindowCollector(Collector):
             bucket = self._store.merged(key, self._window_s, now)
             values = [key.endpoint, key.model or ""]
             for metric, _, _ in _LATENCIES:
-                hist = bucket.hist[metric]  # type: ignore[index]
+                hist = bucket.hist[metric]
                 samples.add_metric([*values, metric], hist.count)
                 if hist.count:
                     for label, q in _QUANTILES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._alert import GO_ZERO_TIME, Alert, common, rfc3339
+from .._rules._alert import GO_ZERO_TIME, Alert, common, rfc3339
 from ._dispatch import Notification
 
 __all__ = ["RECEIVER_NAME", "alertmanager_alerts", "slack_message", "webhook_message"]

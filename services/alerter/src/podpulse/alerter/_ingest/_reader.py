@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from .._windows._contract import Observation, SeriesKey
 from ._otlp import RawSpan, Scalar
-from ._series import Observation, SeriesKey
 
 __all__ = ["RejectReason", "Rejection", "SpanReader"]
 
@@ -72,7 +72,7 @@ def _number(attrs: dict[str, Scalar], key: str) -> float | None:
         return None
     if type(value) not in (int, float):
         raise _Bad("bad_attribute", f"{key} must be a number, got {type(value).__name__}")
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)  # type: ignore[arg-type]  # int or float: mypy does not narrow on type()
     if not 0 <= number <= _VALUE_MAX:  # NaN fails this too
         raise _Bad("bad_attribute", f"{key} must be a finite number in [0, 1e9], got {number}")
     return number
@@ -88,7 +88,7 @@ def _text(attrs: dict[str, Scalar], key: str) -> str | None:
 
 
 class SpanReader:
-    """Judges decoded spans against the clock and the receiver's settings."""
+    """Judges decoded spans against the clock and the alerter's settings."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
-"""What the receiver hands the evaluator: observations of one job, per series, and queries.
+"""What ingest hands the evaluator: observations of one job, per series, and queries.
 
-The receiver (OTLP in, windows) and the evaluator (rules, state, notifications) meet here
-only: the receiver turns each ``runpod.job`` span (or a worker's GenAI span) into one
+Ingest (OTLP in, windows) and the evaluator (rules, state, notifications) meet here
+only: ingest turns each ``runpod.job`` span (or a worker's GenAI span) into one
 ``Observation`` and adds it to a ``WindowStore``; the evaluator asks the store for one
 statistic of one metric over one window. Neither knows how the other works.
 """
@@ -69,7 +69,8 @@ class StatValue:
 
 
 class WindowStore(Protocol):
-    """Windows of observations per series; every receiver behind one address sees one store."""
+    """Windows of observations per series; every ingesting process behind one address sees
+    one store."""
 
     def add(self, observation: Observation) -> None:
         """Count one observation in its series' current bucket."""

@@ -1,4 +1,4 @@
-"""The alerter's halves wired together: what ``serve`` and the Celery tasks both run.
+"""The alerter's stages wired together: what ``serve`` and the Celery tasks both run.
 
 :class:`Alerter` holds the parts (windows in Redis, evaluator, dispatcher, outbox, notifier)
 built from the settings and one rules config; its three steps are plain functions of a clock
@@ -36,16 +36,16 @@ from podpulse.common.events import (
 from podpulse.common.retry import Backoff
 from podpulse.common.settings import ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL
 
-from ._dispatch import Dispatcher
-from ._evaluator import Evaluator
-from ._evaluator_metrics import EvaluatorMetrics
-from ._notifier import Notifier, probe_run_notification, release_announcement
-from ._outbox import Outbox, Receiver
-from ._receivers import AlertmanagerReceiver, SlackReceiver, WebhookReceiver
-from ._redis_windows import RedisWindowStore
-from ._rules import RulesConfig
-from ._silences import SilenceStore
-from ._state_store import StateStore
+from ._notify._dispatch import Dispatcher
+from ._notify._events import probe_run_notification, release_announcement
+from ._notify._notifier import Notifier
+from ._notify._outbox import DeliveryMetrics, Outbox, Receiver
+from ._notify._receivers import AlertmanagerReceiver, SlackReceiver, WebhookReceiver
+from ._notify._silences import SilenceStore
+from ._rules._evaluator import Evaluator, EvaluatorMetrics
+from ._rules._model import RulesConfig
+from ._rules._state import StateStore
+from ._windows._redis import RedisWindowStore
 from .settings import AlerterSettings
 
 __all__ = ["Alerter", "configured_receivers", "window_store"]
@@ -61,7 +61,7 @@ _DELIVER_LOCK_S = 60
 def window_store(
     client: redis.Redis, settings: AlerterSettings, clock: Callable[[], float] = time.time
 ) -> RedisWindowStore:
-    """The windows every receiver and evaluator shares, in Redis."""
+    """The windows every ingesting process and every evaluator share, in Redis."""
     return RedisWindowStore(
         client,
         prefix=settings.redis_prefix,
@@ -99,7 +99,6 @@ class Alerter:
     silences: SilenceStore
     evaluator: Evaluator
     notifier: Notifier
-    metrics: EvaluatorMetrics
 
     @classmethod
     def build(
@@ -109,11 +108,15 @@ class Alerter:
         config: RulesConfig,
         receivers: list[Receiver],
         *,
-        metrics: EvaluatorMetrics | None = None,
+        evaluator_metrics: EvaluatorMetrics | None = None,
+        delivery_metrics: DeliveryMetrics | None = None,
         store: RedisWindowStore | None = None,
     ) -> Alerter:
-        """Every part, on *client*, delivering to *receivers*."""
-        metrics = metrics if metrics is not None else EvaluatorMetrics()
+        """Every part, on *client*, delivering to *receivers*.
+
+        The counters are the caller's to keep (one set per process, each build of a Celery
+        task counting into it); without them, the parts count into sets of their own.
+        """
         store = store if store is not None else window_store(client, settings)
         prefix = settings.state_prefix
         states = StateStore(client, prefix)
@@ -122,7 +125,7 @@ class Alerter:
             store,
             config,
             states,
-            metrics=metrics,
+            metrics=evaluator_metrics if evaluator_metrics is not None else EvaluatorMetrics(),
             on_change=_log_change,
             external_url=settings.external_url,
         )
@@ -130,7 +133,7 @@ class Alerter:
             client,
             prefix,
             receivers,
-            metrics=metrics,
+            metrics=delivery_metrics if delivery_metrics is not None else DeliveryMetrics(),
             backoff=Backoff(),
             give_up_s=settings.notify_give_up_s,
         )
@@ -145,7 +148,7 @@ class Alerter:
             alertmanager_receiver=am,
             resend_s=settings.alertmanager_resend_s,
         )
-        return cls(client, settings, config, store, states, silences, evaluator, notifier, metrics)
+        return cls(client, settings, config, store, states, silences, evaluator, notifier)
 
     def _lock(self, what: str, timeout_s: int) -> Any:
         return self.client.lock(f"{self.settings.state_prefix}lock:{what}", timeout=timeout_s)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ._rules import RulesConfig
+from ._model import RulesConfig
 
 __all__ = [
     "DEFAULT_RULES_RESOURCE",

@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import redis
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from podpulse.common.retry import Backoff, Retry
 
 from ._dispatch import Notification
-from ._evaluator_metrics import EvaluatorMetrics
 
-__all__ = ["DeliveryError", "Outbox", "PermanentDeliveryError", "Receiver"]
+__all__ = ["DeliveryError", "DeliveryMetrics", "Outbox", "PermanentDeliveryError", "Receiver"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,37 @@ class Receiver(Protocol):
         """Deliver one notification (its ``key`` is the idempotency key)."""
 
 
+@dataclass(frozen=True)
+class DeliveryMetrics:
+    """The outbox's counters per receiver, in *registry* (one set per registry: make one per
+    process; the serving alerter's ``/metrics`` collects it beside the evaluator's)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        object.__setattr__(self, "sent", Counter(
+            "podpulse_alerter_notifications_sent", "Notifications a receiver accepted.",
+            ["receiver"], registry=r))  # fmt: skip
+        object.__setattr__(self, "failed", Counter(
+            "podpulse_alerter_notifications_failed",
+            "Delivery attempts that failed (each retry counts once more).",
+            ["receiver"], registry=r))  # fmt: skip
+        object.__setattr__(self, "retried", Counter(
+            "podpulse_alerter_notifications_retried",
+            "Delivery attempts that were a retry of an earlier failed one.",
+            ["receiver"], registry=r))  # fmt: skip
+        object.__setattr__(self, "dropped", Counter(
+            "podpulse_alerter_notifications_dropped",
+            "Notifications given up on (a permanent 4xx, or older than notify_give_up_s).",
+            ["receiver"], registry=r))  # fmt: skip
+
+    sent: Counter = field(init=False)
+    failed: Counter = field(init=False)
+    retried: Counter = field(init=False)
+    dropped: Counter = field(init=False)
+
+
 class _Entry(BaseModel):
     receiver: str
     notification: Notification
@@ -70,7 +102,7 @@ class Outbox:
         prefix: str,
         receivers: Sequence[Receiver],
         *,
-        metrics: EvaluatorMetrics,
+        metrics: DeliveryMetrics,
         backoff: Backoff,
         quick_retries: int = 2,
         give_up_s: float = 86400.0,
@@ -133,11 +165,11 @@ class Outbox:
 
     async def deliver_due(self, now: float) -> int:
         """Try every delivery due at *now*; how many succeeded."""
-        due: list[bytes] = self._client.zrangebyscore(self._due, "-inf", now)  # type: ignore[assignment]
+        due: list[bytes] = self._client.zrangebyscore(self._due, "-inf", now)  # type: ignore[assignment]  # decode_responses off: bytes
         raw: Mapping[str, bytes | None] = {}
         if due:
             values = self._client.hmget(self._hash, due)
-            raw = {k.decode(): v for k, v in zip(due, values, strict=True)}  # type: ignore[misc]
+            raw = {k.decode(): v for k, v in zip(due, values, strict=True)}  # type: ignore[misc]  # decode_responses off: bytes
         blocked: set[str] = set()
         delivered = 0
         # Entry ids start with the enqueue time, so sorting keeps each receiver's order.

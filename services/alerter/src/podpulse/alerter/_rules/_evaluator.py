@@ -1,6 +1,6 @@
 """The evaluator: every rule over every series, Prometheus's state machine, kept in Redis.
 
-A pure core: it takes any ``WindowStore`` (the receiver's Redis-backed windows in production,
+A pure core: it takes any ``WindowStore`` (the windows ingest fills, in Redis, in production;
 a dict in tests), a clock value per call, and a callback for the ``AlertStateChanged`` events
 of each transition. What it returns, the active and recently resolved alerts, is what
 Prometheus hands Alertmanager; the notifier takes it from there.
@@ -9,21 +9,21 @@ Prometheus hands Alertmanager; the notifier takes it from there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote
 
+from prometheus_client import CollectorRegistry, Counter
+
 from podpulse.common.events import AlertStateChanged
 
+from .._windows._contract import SeriesKey, WindowStore
 from ._alert import Alert
-from ._evaluator_metrics import EvaluatorMetrics
-from ._rules import Rule, RulesConfig
-from ._series import SeriesKey, WindowStore
-from ._state import AlertState, Transition, step
-from ._state_store import StateKey, StateStore
+from ._model import Rule, RulesConfig, alert_labels
+from ._state import AlertState, StateKey, StateStore, Transition, step
 
-__all__ = ["Evaluation", "Evaluator", "alert_labels"]
+__all__ = ["Evaluation", "Evaluator", "EvaluatorMetrics"]
 
 OnChange = Callable[[AlertStateChanged], None]
 
@@ -32,13 +32,27 @@ def _order(series: SeriesKey) -> tuple[str, str]:
     return series.endpoint, series.model or ""
 
 
-def alert_labels(rule: Rule, series: SeriesKey) -> dict[str, str]:
-    """The labels of *rule*'s alert on *series*: its own, then alertname, severity, endpoint."""
-    labels = dict(rule.labels)
-    labels.update(alertname=rule.name, severity=rule.severity, endpoint=series.endpoint)
-    if series.model is not None:
-        labels["model"] = series.model
-    return labels
+@dataclass(frozen=True)
+class EvaluatorMetrics:
+    """The evaluator's counters, in *registry* (one set per registry: make one per process).
+
+    The serving alerter's ``/metrics`` collects that registry beside the ingest counters'
+    process-wide one, so these never clash with another registry's.
+    """
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        object.__setattr__(self, "evaluations", Counter(
+            "podpulse_alerter_evaluations", "Rule evaluations, one per rule and series.",
+            ["rule"], registry=r))  # fmt: skip
+        object.__setattr__(self, "transitions", Counter(
+            "podpulse_alerter_alert_transitions", "Alerts that fired or resolved.",
+            ["rule", "state"], registry=r))  # fmt: skip
+
+    evaluations: Counter = field(init=False)
+    transitions: Counter = field(init=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from typing import Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._alert import Alert
-from ._rules import InhibitRule
+from .._rules._alert import Alert
+from .._rules._model import InhibitRule
 
 __all__ = ["Matcher", "Silence", "SilenceStore", "inhibited", "parse_matcher"]
 
@@ -106,7 +106,7 @@ class SilenceStore:
 
     def current(self, now: float) -> list[Silence]:
         """The silences that have not ended at *now* (active or yet to start)."""
-        raw: Mapping[bytes, bytes] = self._client.hgetall(self._hash)  # type: ignore[assignment]
+        raw: Mapping[bytes, bytes] = self._client.hgetall(self._hash)  # type: ignore[assignment]  # decode_responses off: bytes
         silences = [Silence.model_validate_json(value) for value in raw.values()]
         ended = [s.id for s in silences if s.ends_at <= now]
         if ended:

@@ -1,4 +1,6 @@
-"""The state of one (rule, series): inactive, pending, firing, resolved, or no-data.
+"""The state of one (rule, series): the state machine, its store in Redis, and ``ALERTS``.
+
+States are inactive, pending, firing, resolved, or no-data.
 
 :func:`step` is Prometheus's alerting-rule evaluation (rules/alerting.go ``Eval``) for one
 series, as a pure function: a breach starts ``pending`` (its ``active_at``); it fires once it
@@ -7,17 +9,45 @@ firing for ``keep_firing_for`` and then resolves (``resolved_at``); a pending on
 No-data (fewer samples than ``min_samples``) counts as "not breaching", as an absent series
 does in Prometheus, and is shown as its own phase. A resolved alert is kept for
 ``RESOLVED_RETENTION_S`` so its resolution can still be sent (and re-sent to Alertmanager).
+
+:class:`StateStore` keeps every state in one Redis hash under the prefix, one field per
+(rule, series), so a restart forgets nothing: a restarted (or second, standby) evaluator reads
+what the last one wrote, so it neither fires again what is already firing nor loses a
+resolution it has yet to send. Writes are one pipelined HSET/HDEL per evaluation.
+
+:class:`AlertsCollector` shows the kept states on ``/metrics`` as Prometheus's ``ALERTS``
+(``ALERTS{alertname, alertstate="pending"|"firing", severity, endpoint, ...} 1``), read from
+Redis at scrape time, so every alerter process shows the same alerts (podpulse up's status
+view and a Grafana panel read this series as they would Prometheus's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from ._rules import Rule
-from ._series import StatValue
+import redis
+import structlog
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["RESOLVED_RETENTION_S", "AlertState", "Phase", "Transition", "step"]
+from .._windows._contract import SeriesKey, StatValue
+from ._model import Rule, RulesConfig, alert_labels
+
+__all__ = [
+    "RESOLVED_RETENTION_S",
+    "AlertState",
+    "AlertsCollector",
+    "Phase",
+    "StateKey",
+    "StateStore",
+    "Transition",
+    "step",
+]
+
+log = structlog.get_logger("podpulse.alerter")
 
 Phase = Literal["inactive", "pending", "firing", "resolved", "no_data"]
 Transition = Literal["fired", "resolved"]
@@ -91,3 +121,68 @@ def _quiet(
     if has_data:
         return None, None
     return replace(seen, phase="no_data", active_at=None, fired_at=None, resolved_at=None), None
+
+
+StateKey = tuple[str, SeriesKey]
+
+
+def _field(key: StateKey) -> str:
+    rule, series = key
+    return json.dumps([rule, series.endpoint, series.model])
+
+
+def _key(field: str) -> StateKey:
+    rule, endpoint, model = json.loads(field)
+    return rule, SeriesKey(endpoint, model)
+
+
+class StateStore:
+    """Every (rule, series) state the evaluator keeps, under ``<prefix>states``."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._client = client
+        self._hash = f"{prefix}states"
+
+    def load(self) -> dict[StateKey, AlertState]:
+        """All kept states."""
+        raw: Mapping[bytes, bytes] = self._client.hgetall(self._hash)  # type: ignore[assignment]  # decode_responses off: bytes
+        return {
+            _key(field.decode()): AlertState(**json.loads(value)) for field, value in raw.items()
+        }
+
+    def save(self, changed: Mapping[StateKey, AlertState | None]) -> None:
+        """Write the states that changed; None deletes one."""
+        if not changed:
+            return
+        pipe = self._client.pipeline(transaction=True)
+        for key, state in changed.items():
+            if state is None:
+                pipe.hdel(self._hash, _field(key))
+            else:
+                pipe.hset(self._hash, _field(key), json.dumps(asdict(state)))
+        pipe.execute()
+
+
+class AlertsCollector(Collector):
+    """The pending and firing alerts of *config*'s rules, as Prometheus's ``ALERTS``."""
+
+    def __init__(self, states: StateStore, config: RulesConfig) -> None:
+        self._states = states
+        self._rules = {rule.name: rule for rule in config.rules}
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge family; its samples' label sets differ, as an alert's labels do."""
+        family = Metric("ALERTS", "Alerts pending or firing, as Prometheus exposes them.", "gauge")
+        try:
+            states = self._states.load()
+        except redis.RedisError as exc:
+            # A scrape must still answer (the window statistics may be read elsewhere).
+            log.warning("metrics.alerts_unreadable", error=str(exc))
+            states = {}
+        for (name, series), state in sorted(states.items(), key=lambda kv: repr(kv[0])):
+            rule = self._rules.get(name)
+            if rule is None or state.phase not in ("pending", "firing"):
+                continue
+            labels = alert_labels(rule, series) | {"alertstate": state.phase}
+            family.add_sample("ALERTS", labels, 1.0)
+        yield family

@@ -1,12 +1,12 @@
-"""Windows merged through Redis, so several receivers behind one address give one verdict.
+"""Windows merged through Redis, so several processes taking spans give one verdict.
 
-Each receiver keeps its own buckets in a ``MemoryWindowStore`` and, every flush interval,
+Each process keeps its own buckets in a ``MemoryWindowStore`` and, every flush interval,
 writes the buckets that changed into one Redis hash per (series, bucket start):
-``<prefix>b:<series>:<index>``, fields ``<receiver>:<field>`` holding that receiver's whole
-count so far (``HSET``, not ``HINCRBY``). A write is therefore idempotent: a flush retried
-after a lost reply, or repeated, never counts a span twice. Each hash expires
+``<prefix>b:<series>:<index>``, fields ``<writer>:<field>`` holding that writer's (that
+process's) whole count so far (``HSET``, not ``HINCRBY``). A write is therefore idempotent: a
+flush retried after a lost reply, or repeated, never counts a span twice. Each hash expires
 ``retention_s`` after its bucket ends. ``stat()`` reads the hashes of the window's buckets
-and adds every receiver's fields, so any process (a receiver, the evaluator, a Celery
+and adds every writer's fields, so any process (one taking spans, the evaluator, a Celery
 worker) sees the same merged window; a span shows there at most one flush interval after it
 arrived. A sorted set ``<prefix>series`` (score: the last bucket's end) lists the series.
 """
@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import redis
 
-from ._series import Metric, Observation, SeriesKey, Stat, StatValue
-from ._windows import Bucket, MemoryWindowStore, bucket_indexes, series_order, stat_of
+from ._contract import Metric, Observation, SeriesKey, Stat, StatValue
+from ._memory import Bucket, MemoryWindowStore, bucket_indexes, series_order, stat_of
 
 __all__ = ["RedisWindowStore"]
 
@@ -42,7 +42,10 @@ def _series_key(series_id: str) -> SeriesKey | None:
 
 
 class RedisWindowStore:
-    """A ``WindowStore`` whose windows are the sum of every receiver's buckets in Redis."""
+    """A ``WindowStore`` whose windows are the sum of every writer's buckets in Redis.
+
+    *writer_id* names this process's fields in the bucket hashes (a new random one by default).
+    """
 
     def __init__(
         self,
@@ -54,7 +57,7 @@ class RedisWindowStore:
         max_series: int,
         clock: Callable[[], float],
         on_evict: Callable[[SeriesKey], None] | None = None,
-        receiver_id: str | None = None,
+        writer_id: str | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -62,7 +65,7 @@ class RedisWindowStore:
         self.retention_s = retention_s
         self.max_series = max_series
         self._clock = clock
-        self.receiver_id = receiver_id or uuid.uuid4().hex[:12]
+        self.writer_id = writer_id or uuid.uuid4().hex[:12]
         self.local = MemoryWindowStore(
             bucket_s=bucket_s,
             retention_s=retention_s,
@@ -95,7 +98,7 @@ class RedisWindowStore:
             end = (index + 1) * self.bucket_s
             name = self._bucket_key(key, index)
             if fields:
-                pipe.hset(name, mapping={f"{self.receiver_id}:{f}": n for f, n in fields.items()})
+                pipe.hset(name, mapping={f"{self.writer_id}:{f}": n for f, n in fields.items()})
                 # Kept until the longest window no longer reaches it (relative, so Redis'
                 # clock and ours need not agree).
                 pipe.expire(name, max(1, math.ceil(end + self.retention_s - now)))
@@ -113,13 +116,13 @@ class RedisWindowStore:
         return len(dirty)
 
     def series(self, now: float) -> list[SeriesKey]:
-        """Every receiver's series with a bucket inside the retention at *now*."""
+        """Every writer's series with a bucket inside the retention at *now*."""
         ids = self._client.zrangebyscore(f"{self._prefix}series", now - self.retention_s, "+inf")
         keys = {_series_key(i.decode() if isinstance(i, bytes) else str(i)) for i in ids}
         return sorted((k for k in keys if k is not None), key=series_order)
 
     def merged(self, key: SeriesKey, window_s: float, now: float) -> Bucket:
-        """Every receiver's flushed buckets of one series overlapping the window, merged."""
+        """Every writer's flushed buckets of one series overlapping the window, merged."""
         pipe = self._client.pipeline(transaction=False)
         for index in bucket_indexes(self.bucket_s, window_s, now):
             pipe.hgetall(self._bucket_key(key, index))
@@ -136,5 +139,5 @@ class RedisWindowStore:
     def stat(
         self, key: SeriesKey, metric: Metric, stat: Stat, window_s: float, now: float
     ) -> StatValue:
-        """One statistic over every receiver's flushed buckets overlapping the window."""
+        """One statistic over every writer's flushed buckets overlapping the window."""
         return stat_of(self.merged(key, window_s, now), metric, stat, window_s)

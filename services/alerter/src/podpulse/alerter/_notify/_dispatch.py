@@ -25,8 +25,8 @@ from typing import Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._alert import Alert, label_set_string
-from ._rules import RulesConfig
+from .._rules._alert import Alert, label_set_string
+from .._rules._model import RulesConfig
 from ._silences import SilenceStore, inhibited
 
 __all__ = ["Dispatcher", "Notification", "group_key", "idempotency_key"]
@@ -214,7 +214,7 @@ class Dispatcher:
         return _LogEntry.model_validate_json(raw) if raw else None
 
     def _load(self) -> dict[str, _Group]:
-        raw: Mapping[bytes, bytes] = self._client.hgetall(self._groups)  # type: ignore[assignment]
+        raw: Mapping[bytes, bytes] = self._client.hgetall(self._groups)  # type: ignore[assignment]  # decode_responses off: bytes
         return {k.decode(): _Group.model_validate_json(v) for k, v in raw.items()}
 
     def _save(

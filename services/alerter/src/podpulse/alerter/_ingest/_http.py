@@ -1,4 +1,4 @@
-"""The OTLP/HTTP receiver: ``POST /v1/traces`` into the windows, ``GET /metrics`` out.
+"""The OTLP/HTTP input: ``POST /v1/traces`` into the windows, ``GET /metrics`` out.
 
 As opentelemetry-proto's ``docs/specification.md`` (OTLP/HTTP) asks: binary protobuf
 (``application/x-protobuf``) and JSON (``application/json``) on one path, optionally gzip
@@ -8,7 +8,9 @@ an ``ExportTraceServiceResponse``, whose ``partial_success`` (``rejected_spans``
 with the reason: 400 for a body that does not decode (not retryable), 401 for a missing or
 wrong bearer token, 413 for a body over ``ALERTER_MAX_BODY_BYTES`` (20 MiB by default, the
 spec's recommendation), before *or after* gunzip (decompression stops at the limit, so a gzip
-bomb never expands past it), 415 for another content type or encoding.
+bomb never expands past it), 408 for one still arriving after ``ALERTER_BODY_TIMEOUT_S``, 415
+for another content type or encoding. The body is read by ``podpulse.common.http_body``, the
+twin's reader too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import contextlib
 import hmac
 import json
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
@@ -38,16 +39,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podpulse.common.http_body import BodyRefused, read_body
 from podpulse.common.settings import ALERTER_RECEIVER_TOKEN, Secret, SecretError
 
+from .._windows._contract import Observation, SeriesKey
+from .._windows._memory import Bucket
+from ..settings import AlerterSettings
 from . import _metrics as m
 from ._otlp import OtlpError, RawSpan, decode_json, decode_protobuf
 from ._reader import Rejection, SpanReader
-from ._series import Observation, SeriesKey
-from ._windows import Bucket
-from .settings import AlerterSettings
 
-__all__ = ["create_receiver_app"]
+__all__ = ["create_ingest_app"]
 
 log = structlog.get_logger("podpulse.alerter")
 
@@ -58,8 +60,8 @@ _CODES = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 503: 14}
 _MAX_MESSAGES = 5  # distinct rejection messages quoted in one partial_success
 
 
-class ReceiverStore(Protocol):
-    """What the receiver needs of a window store (``MemoryWindowStore``, ``RedisWindowStore``)."""
+class IngestStore(Protocol):
+    """What ingest needs of a window store (``MemoryWindowStore``, ``RedisWindowStore``)."""
 
     def add(self, observation: Observation) -> None: ...
 
@@ -98,57 +100,6 @@ def _failure(status: int, content_type: str, message: str, *, close: bool = Fals
     return reply
 
 
-async def _read_body(request: Request, limit: int, gzipped: bool, timeout_s: float) -> bytes:
-    """The body, gunzipped, within *limit* bytes and *timeout_s* seconds (413, 408 otherwise).
-
-    The timeout is what keeps a client that declares more than it sends (or trickles it) from
-    holding a connection and a handler for as long as it likes.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _Refused(413, f"body of {declared} bytes is over the {limit}-byte limit")
-    raw = 0
-    out = bytearray()
-    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if gzipped else None
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                raw += len(chunk)
-                if raw > limit:
-                    raise _Refused(413, f"body is over the {limit}-byte limit")
-                if inflate is not None:
-                    out += _inflate(inflate, chunk, len(out), limit)
-                else:
-                    out += chunk
-    except TimeoutError:
-        of = f" of {declared}" if declared else ""
-        raise _Refused(
-            408, f"body incomplete after {timeout_s:g} s ({raw}{of} bytes received)"
-        ) from None
-    if inflate is not None:
-        if not inflate.eof:
-            raise _Refused(400, "gzip stream ends early")
-        if inflate.unused_data:
-            raise _Refused(400, "data after the end of the gzip stream")
-    return bytes(out)
-
-
-def _inflate(inflate: zlib._Decompress, chunk: bytes, have: int, limit: int) -> bytes:
-    """*chunk* gunzipped onto *have* bytes, refusing output past *limit* or data after the end."""
-    if inflate.eof:
-        if chunk:
-            raise _Refused(400, "data after the end of the gzip stream")
-        return b""
-    try:
-        # At most one byte past the limit: enough to know it is over, never a bomb's worth.
-        data = inflate.decompress(chunk, limit + 1 - have)
-    except zlib.error as exc:
-        raise _Refused(400, f"not a gzip stream ({exc})") from None
-    if have + len(data) > limit or inflate.unconsumed_tail:
-        raise _Refused(413, f"body is over the {limit}-byte limit once gunzipped")
-    return data
-
-
 def _check_token(request: Request, token: Secret) -> None:
     try:
         expected = token.get()
@@ -179,7 +130,7 @@ def _partial(rejections: list[Rejection]) -> str:
 
 
 def ingest(
-    spans: Iterator[RawSpan], reader: SpanReader, store: ReceiverStore, now: float
+    spans: Iterator[RawSpan], reader: SpanReader, store: IngestStore, now: float
 ) -> list[Rejection]:
     """Count each span's observation in the store; the rejections, in order."""
     rejections: list[Rejection] = []
@@ -201,13 +152,13 @@ def ingest(
     return rejections
 
 
-class _Receiver:
+class _TracesEndpoint:
     """POST /v1/traces, with what it reads spans with and counts them in."""
 
     def __init__(
         self,
         settings: AlerterSettings,
-        store: ReceiverStore,
+        store: IngestStore,
         clock: Callable[[], float],
         token: Secret,
     ) -> None:
@@ -228,7 +179,7 @@ class _Receiver:
         reply_type = JSON if media == JSON else PROTOBUF
         try:
             rejections = await self._ingest(request, media)
-        except _Refused as refused:
+        except (_Refused, BodyRefused) as refused:
             # Every refusal answers before the body was read through: a connection holding
             # unread bytes cannot carry another request, and kept open it would let a client
             # trickle the rest in with no timeout (uvicorn re-arms its idle timer only after a
@@ -256,15 +207,19 @@ class _Receiver:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
             raise _Refused(415, f"content encoding must be gzip or none, not {encoding!r}")
-        body = await _read_body(
-            request, self.settings.max_body_bytes, encoding == "gzip", self.settings.body_timeout_s
+        body = await read_body(
+            request.stream(),
+            limit=self.settings.max_body_bytes,
+            timeout_s=self.settings.body_timeout_s,
+            declared=request.headers.get("content-length"),
+            gunzip=encoding == "gzip",
         )
         spans = decode_json(body) if media == JSON else decode_protobuf(body)
         return ingest(spans, self.reader, self.store, self.clock())
 
 
 def _lifespan(
-    store: ReceiverStore, interval_s: float
+    store: IngestStore, interval_s: float
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     flush: Callable[[], int] | None = getattr(store, "flush", None)
 
@@ -298,22 +253,22 @@ def _lifespan(
     return lifespan
 
 
-def create_receiver_app(
+def create_ingest_app(
     settings: AlerterSettings,
-    store: ReceiverStore,
+    store: IngestStore,
     *,
     clock: Callable[[], float] = time.time,
     token: Secret = ALERTER_RECEIVER_TOKEN,
     collectors: Sequence[Collector] = (),
 ) -> Starlette:
-    """The receiver as a Starlette app (mountable; ``uvicorn`` serves it as the twin is).
+    """The OTLP/HTTP input as a Starlette app (mountable; ``uvicorn`` serves it as the twin is).
 
     A store with a ``flush()`` (``RedisWindowStore``) is flushed every
     ``ALERTER_FLUSH_INTERVAL_S`` in a thread, and once more on shutdown. *collectors* are
     rendered on ``/metrics`` after the window statistics (the serving alerter's ``ALERTS``
-    and evaluator counters).
+    and the evaluator's and outbox's counters).
     """
-    receiver = _Receiver(settings, store, clock, token)
+    endpoint = _TracesEndpoint(settings, store, clock, token)
     windows = CollectorRegistry(auto_describe=False)
     windows.register(m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock))
     for collector in collectors:
@@ -329,12 +284,12 @@ def create_receiver_app(
 
     app = Starlette(
         routes=[
-            Route("/v1/traces", receiver.export, methods=["POST"]),
+            Route("/v1/traces", endpoint.export, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/-/healthy", healthy, methods=["GET"]),
         ],
         lifespan=_lifespan(store, settings.flush_interval_s),
     )
     app.state.store = store
-    app.state.reader = receiver.reader
+    app.state.reader = endpoint.reader
     return app
