@@ -18,6 +18,7 @@ from receiver_helpers import settings as alerter_settings
 from podpulse.alerter import MemoryWindowStore, create_receiver_app
 from podpulse.common.histogram import BOUNDED_BUCKETS
 from podpulse.common.settings import Secret
+from podpulse.common.testing import cases
 
 MAX_SERIES = 20
 RAN: Counter[str] = Counter()
@@ -32,7 +33,7 @@ _CLIENT = httpx.AsyncClient(transport=httpx.ASGITransport(app=_APP), base_url="h
 
 def _fuzz(n: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return settings(
-        max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=cases(n), deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
 
 
