@@ -215,4 +215,4 @@ def test_generated_requests_never_break_the_public_api(twin: RunningTwin) -> Non
     )
     print(f"public API: {figures}")  # noqa: T201 (the figures the issue asks for; -s shows them)
     assert counts["cases"] >= CASES
-    assert counts["accepted"] > 100
+    assert counts["accepted"] > CASES // 20  # over 100 of the deep profile's 2,000

@@ -126,7 +126,8 @@ class Serving:
             self.popen = subprocess.Popen(
                 self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_until(lambda: metrics(self.port), timeout_s=30, what="serve's /metrics")
+        # Generous, only against a hang: start-up has taken over 30 s on a loaded machine.
+        wait_until(lambda: metrics(self.port), timeout_s=120, what="serve's /metrics")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
         """Send *sig*; the exit status and how long it took."""

@@ -43,7 +43,9 @@ class Proc:
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def wait_for(self, needle: str, timeout_s: float = 30.0) -> None:
+    # Generous: it only keeps a process that never gets there from hanging the suite, and a
+    # worker's start-up on a loaded two-core machine has taken over 30 s.
+    def wait_for(self, needle: str, timeout_s: float = 120.0) -> None:
         poll(lambda: needle in self.text(), timeout_s, f"{needle!r} in {self.log.name}")
 
 

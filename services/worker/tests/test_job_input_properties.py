@@ -214,7 +214,8 @@ def test_generated_inputs_are_built_safely_or_refused_by_field(
     one()
     assert sum(seen.values()) >= EXAMPLES, seen
     # Both sides were explored, not just one.
-    assert min(seen["built"], seen["refused"], seen["not an object"]) >= 100, seen
+    # Each outcome at least 1 in 20 (100 of the deep profile's 2,000).
+    assert min(seen["built"], seen["refused"], seen["not an object"]) >= EXAMPLES // 20, seen
 
 
 def _one_input(handler: ModelHandler, check: Any, raw: Any) -> str:
