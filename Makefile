@@ -3,7 +3,7 @@
 VENV := .venv/bin
 SRC := $(wildcard libs/*/src services/*/src)
 TESTS := $(wildcard tests libs/*/tests services/*/tests)
-.PHONY: setup lock run test lint bench
+.PHONY: setup lock run test test-deep lint bench
 
 setup:
 	@scripts/bootstrap
@@ -15,8 +15,13 @@ lock:
 run: setup
 	$(VENV)/podpulse loadtest --target twin --concurrency 1,2,3,4 --runs 30
 
+# The generated-case (hypothesis) suites run a tenth of their cases here (the fast profile) ...
 test: setup
 	scripts/with-redis $(VENV)/python -m pytest -n 4 --dist loadfile
+
+# ... and every one of them here (podpulse.common.testing's deep profile).
+test-deep: setup
+	scripts/with-redis $(VENV)/python -m pytest -n 4 --dist loadfile --hypothesis-profile=deep
 
 lint: setup
 	scripts/lock --check

@@ -21,13 +21,13 @@ app = create_celery_app("tagger", CommonSettings())
 
 # shared=False: a test process that imports this must not add these tasks to every app it
 # builds later (Celery shares app.task registrations with all apps by default).
-@app.task(name=TOUCH, shared=False)  # type: ignore[untyped-decorator]
+@app.task(name=TOUCH, shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
 def touch(path: str) -> None:
     """Write *path*: the worker ran a task."""
     Path(path).write_text("ran")
 
 
-@app.task(name=HOLD, shared=False)  # type: ignore[untyped-decorator]
+@app.task(name=HOLD, shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
 def hold(path: str, seconds: float) -> None:
     """Write *path*, then take *seconds*: meanwhile the worker holds the task's message
     delivered and unacknowledged (task_acks_late)."""

@@ -66,7 +66,7 @@ def worker_app(redis_url: str) -> Iterator[tuple[Celery, _Inbox]]:
     inbox = _Inbox()
 
     def subscriber(name: str) -> None:
-        @app.task(name=name, bind=True, shared=False)  # type: ignore[untyped-decorator]
+        @app.task(name=name, bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery ships no type hints
         def receive(self: Any, payload: dict[str, Any]) -> None:
             routing_key = self.request.delivery_info["routing_key"]
             inbox.add((self.name, routing_key, self.request.id, payload))

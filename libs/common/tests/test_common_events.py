@@ -101,7 +101,7 @@ def test_offsets_are_converted_and_naive_times_refused() -> None:
     """An aware time in another zone becomes UTC; a naive one is rejected."""
     plus_two = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
     payload = _EXAMPLES[2].model_dump(mode="json") | {"recorded_at": plus_two.isoformat()}
-    assert parse_event(payload).recorded_at == datetime(2026, 1, 1, 10, tzinfo=UTC)  # type: ignore[union-attr]
+    assert parse_event(payload).recorded_at == datetime(2026, 1, 1, 10, tzinfo=UTC)  # type: ignore[union-attr]  # not every event of the union has it; this one does
     with pytest.raises(EventError, match="recorded_at"):
         parse_event(payload | {"recorded_at": "2026-01-01T12:00:00"})
 
@@ -145,7 +145,7 @@ def test_parse_error_names_the_type_and_the_field() -> None:
 def test_unknown_or_missing_type_is_reported(payload: object, expected: str) -> None:
     """An unknown type, a missing type or broken JSON each give an EventError saying so."""
     with pytest.raises(EventError, match=expected):
-        parse_event(payload)  # type: ignore[arg-type]
+        parse_event(payload)  # type: ignore[arg-type]  # wrong shapes on purpose
 
 
 def test_unknown_fields_are_refused() -> None:
@@ -158,4 +158,4 @@ def test_unknown_fields_are_refused() -> None:
 def test_events_are_immutable() -> None:
     """An event is a fact: assigning to a field raises."""
     with pytest.raises(ValidationError):
-        _EXAMPLES[1].value = 1.0  # type: ignore[attr-defined]
+        _EXAMPLES[1].value = 1.0  # type: ignore[attr-defined]  # listed as BaseModel; this example has it

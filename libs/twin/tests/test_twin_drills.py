@@ -1,7 +1,10 @@
-"""Fault drills on real worker processes: each fault ends its job in bounded time with a reason.
+"""Fault drills on real worker processes: each fault ends its job with a reason, long before
+the job's own 60 s would have.
 
 Every drill records how long the job took from the fault to FAILED as a test property
-(``<drill>_fault_to_failed_s``), which ``--junitxml`` writes out.
+(``<drill>_fault_to_failed_s``), which ``--junitxml`` writes out; the time is reported, not
+judged (a loaded machine stretches it), except that a heartbeat drill never ends before its
+timeout.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from podpulse.twin import RunningTwin, TwinSettings, running_twin
 # Pings every second and dead after three silent ones: short enough for a drill, and the
 # shortest the settings allow for that interval.
 QUICK = {"ping_interval_ms": 1000, "heartbeat_timeout_s": 3}
-# What a drill may take from the fault to FAILED: the heartbeat timeout plus room for a
-# loaded two-core machine; a wedged job would wait out its 60 s execution.
+# How long a drill waits for its job to end: far past the heartbeat timeout, and still short
+# of the 60 s a wedged job would run (its error would then not name the fault either).
 BOUND_S = 20.0
 
 Record = Callable[[str, object], None]
@@ -107,7 +110,6 @@ def test_drill_sigkill_mid_job(record_property: Record) -> None:
         _report(record_property, "sigkill", elapsed)
         assert worker_id in body["error"]
         assert "SIGKILL" in body["error"]
-        assert elapsed < BOUND_S
         _serves_again(api, worker_id)
 
 
@@ -130,7 +132,7 @@ def test_drill_sigstop_mid_job_is_a_missed_heartbeat(record_property: Record) ->
         assert worker_id in body["error"]
         assert "missed heartbeats for 3 s" in body["error"]
         # Three silent seconds from the last ping, which came up to one interval before.
-        assert 2 <= elapsed < BOUND_S
+        assert elapsed >= 2
         wait_until(lambda: process.poll() is not None, 10, "the frozen worker to be killed")
         assert process.returncode == -signal.SIGKILL
         _serves_again(api, worker_id)
@@ -146,7 +148,6 @@ def test_drill_unnamed_signal_mid_job(record_property: Record) -> None:
         _report(record_property, "signal35", elapsed)
         assert worker_id in body["error"]
         assert "killed by signal 35" in body["error"]
-        assert elapsed < BOUND_S
         _serves_again(api, worker_id)
 
 
@@ -167,7 +168,7 @@ def test_drill_a_worker_whose_pings_never_arrive(record_property: Record) -> Non
         _report(record_property, "no_pings", elapsed)
         assert worker_id in body["error"]
         assert "missed heartbeats for 3 s" in body["error"]
-        assert 3 <= elapsed < BOUND_S
+        assert elapsed >= 3
         wait_until(
             lambda: any(w != worker_id for w in twin.platform.pool.workers), 30, "a replacement"
         )
@@ -191,7 +192,7 @@ def test_drill_a_worker_that_never_calls_in(record_property: Record) -> None:
         wait_until(lambda: first.id not in twin.platform.pool.workers, BOUND_S, "its death")
         elapsed = time.monotonic() - first.process_started
         _report(record_property, "never_calls_in", elapsed, "start_to_declared_dead")
-        assert 2 <= elapsed < BOUND_S
+        assert elapsed >= 2
         wait_until(lambda: process.poll() is not None, 10, "the silent process to end")
         assert api.get("/health").json()["workers"]["unhealthy"] == 1
         # Replaced after the failed-start back-off (2 s), not in a tight loop.

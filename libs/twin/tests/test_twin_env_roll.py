@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from twin_helpers import calibrated, small
 from typer.testing import CliRunner
 
 from podpulse.common.testing import wait_until
-from podpulse.twin import cli, running_twin
+from podpulse.twin import RunningTwin, cli, running_twin
 
 pytestmark = pytest.mark.slow
 
@@ -136,6 +137,16 @@ def _taken(twin: Any) -> set[str]:
         return {job.id for job in jobs if job.status.value != "IN_QUEUE"}
 
 
+@pytest.fixture(scope="module")
+def refusing_twin() -> Iterator[RunningTwin]:
+    """One twin for every refused body: a refusal changes nothing, so each case still starts
+    from revision 0 (one that leaked would fail every case after it). No worker: none is
+    needed to refuse, and a cold start an hour long keeps it that way."""
+    settings = small(workers_min=0, api_key="twin-env-key", cold_start_ms=3_600_000)
+    with running_twin(settings, calibrated()) as twin:
+        yield twin
+
+
 @pytest.mark.parametrize(
     ("body", "why"),
     [
@@ -152,19 +163,20 @@ def _taken(twin: Any) -> set[str]:
         ({"env": {f"N{i}": "x" for i in range(65)}}, "at most 64 variables"),
     ],
 )
-def test_a_refused_body_names_the_entry_and_changes_nothing(body: Any, why: str) -> None:
+def test_a_refused_body_names_the_entry_and_changes_nothing(
+    refusing_twin: RunningTwin, body: Any, why: str
+) -> None:
     """Each bad body is a 400 naming what is wrong (never the value); nothing is rolled."""
-    settings = small(workers_min=0, api_key="twin-env-key", cold_start_ms=3_600_000)
-    with running_twin(settings, calibrated()) as twin:
-        answer = _patch(twin, body)
-        assert answer.status_code == 400
-        error = answer.json()["error"]
-        assert why in error
-        assert "twin-env-key" not in error
-        assert "xxxx" not in error
-        assert twin.platform.pool.env_revision == 0
-        assert twin.platform.pool.env_overrides == {}
-        assert _patch(twin, {"env": SLOW}, key="wrong").status_code == 401
+    twin = refusing_twin
+    answer = _patch(twin, body)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert why in error
+    assert "twin-env-key" not in error
+    assert "xxxx" not in error
+    assert twin.platform.pool.env_revision == 0
+    assert twin.platform.pool.env_overrides == {}
+    assert _patch(twin, {"env": SLOW}, key="wrong").status_code == 401
 
 
 def test_the_cli_sets_shows_and_unsets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,11 +26,13 @@ from podpulse.common.runpod._config import (
     MAX_REQUEST_COUNT,
     MAX_WORKERS,
 )
+from podpulse.common.testing import cases
 from podpulse.twin import Platform, create_app
 from podpulse.twin._scaler import MAX_STARTS_PER_TICK, Snapshot, workers_to_add
 
 ENDPOINT = "podpulse-twin"
 KEY = "test-key"
+CASES = cases(2000)  # generated PATCH bodies: all 2,000 under the deep profile (make test-deep)
 URL = f"/v2/serverless/{ENDPOINT}"
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 START = {
@@ -329,15 +331,15 @@ def _expected_scaling(given: Any) -> tuple[dict[str, Any], list[str]]:
 def test_generated_patches_are_applied_exactly_or_refused_leaving_the_config(
     api: TestClient,
 ) -> None:
-    """2,000 generated PATCH bodies (strings and booleans for numbers, unknown fields, huge
-    values, nulls, non-objects, non-JSON): never 5xx; a refusal is a one-line JSON 400 naming
-    the field with the config unchanged; an acceptance is applied exactly; the twin's app and
-    control loop are alive after."""
-    platform: Platform = api.app.state.platform  # type: ignore[attr-defined]
+    """Generated PATCH bodies (2,000 under the deep profile: strings and booleans for numbers,
+    unknown fields, huge values, nulls, non-objects, non-JSON): never 5xx; a refusal is a
+    one-line JSON 400 naming the field with the config unchanged; an acceptance is applied
+    exactly; the twin's app and control loop are alive after."""
+    platform: Platform = api.app.state.platform  # type: ignore[attr-defined]  # TestClient.app is typed as a plain ASGI callable
     state: dict[str, Any] = {"config": _config(api), "cases": 0, "applied": 0}
     started = time.monotonic()
 
-    @settings(max_examples=2000, deadline=None, database=None,
+    @settings(max_examples=CASES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
     @given(raw=_bodies)
     def patch(raw: bytes) -> None:
@@ -365,7 +367,7 @@ def test_generated_patches_are_applied_exactly_or_refused_leaving_the_config(
     elapsed = time.monotonic() - started
     figures = f"{state['cases']} generated cases, {state['applied']} applied, {elapsed:.1f} s"
     print(f"management PATCH: {figures}")  # noqa: T201 (the figures the issue asks for; -s shows them)
-    assert state["cases"] >= 2000
+    assert state["cases"] >= CASES
     assert 0.1 * state["cases"] < state["applied"] < 0.9 * state["cases"]
     # Alive: the app answers, and the control loop still acts on a new config.
     assert api.patch(URL, json=START, headers=HEADERS).status_code == 200

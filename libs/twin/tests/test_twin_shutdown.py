@@ -96,6 +96,5 @@ def test_a_waiting_runsync_answers_when_serve_is_interrupted(
     assert "body" in answer, answer
     assert answer["body"]["status"] == "FAILED"
     assert answer["body"]["error"] == "the twin stopped while the job ran"
-    assert elapsed < 10
     assert code in (0, 130)  # uvicorn re-raises the interrupt after a clean shutdown
     assert "Traceback" not in output.read_text()

@@ -53,7 +53,9 @@ def alertmanager(tmp_path):
             am.wait(10)
 
 
-async def test_real_alertmanager_delivers_firing_and_resolved(client, prefix, alertmanager) -> None:
+async def test_real_alertmanager_delivers_firing_and_resolved(
+    redis_client, key_prefix, alertmanager
+) -> None:
     """Pushed like Prometheus pushes, a real Alertmanager delivers the alert and its end."""
     base, hook = alertmanager
     # A real clock: Alertmanager judges startsAt and endsAt against its own.
@@ -61,7 +63,7 @@ async def test_real_alertmanager_delivers_firing_and_resolved(client, prefix, al
     async with httpx.AsyncClient() as http:
         receiver = AlertmanagerReceiver(http, lambda: base)
         store, evaluator, notifier, _, _ = pipeline(
-            client, prefix, rules_yaml(), clock, [receiver], am="alertmanager"
+            redis_client, key_prefix, rules_yaml(), clock, [receiver], am="alertmanager"
         )
         for _ in range(8):
             store.feed("ep1", clock.now, 10, exec_ms=9000, delay_ms=10)

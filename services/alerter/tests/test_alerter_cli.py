@@ -28,10 +28,10 @@ BAD_RULES = """rules:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, redis_url: str, prefix: str):
+def cli(monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str):
     """`podpulse ...` with this test's Redis and key prefix, no receivers configured."""
     monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("ALERTER_STATE_PREFIX", prefix)
+    monkeypatch.setenv("ALERTER_STATE_PREFIX", key_prefix)
     for name in ("SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "ALERTMANAGER_URL", "ALERT_RULES_FILE"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)
@@ -106,12 +106,12 @@ def test_silence_add_list_expire_and_bad_flags(cli) -> None:
 
 
 def test_status_shows_each_rule_and_series_and_the_firing_alerts(
-    cli, redis_url: str, prefix: str
+    cli, redis_url: str, key_prefix: str
 ) -> None:
     """`status` lists every kept (rule, series) state and names the firing alerts."""
     assert "no alert states yet" in cli("alerts", "status").stdout
     client = redis.Redis.from_url(redis_url)
-    states = StateStore(client, prefix)
+    states = StateStore(client, key_prefix)
     states.save(
         {
             ("ExecP95High", SeriesKey("ep1", "m")): AlertState(

@@ -29,7 +29,7 @@ async def cycle(store, evaluator, notifier, clock, seconds, *, slow):
         clock.now += 1
 
 
-async def test_breach_fires_once_and_resolves_with_v4_payload(client, prefix) -> None:
+async def test_breach_fires_once_and_resolves_with_v4_payload(redis_client, key_prefix) -> None:
     """A breach fires after `for`, is delivered once as Alertmanager v4, and its end resolves."""
     clock = FakeClock()
     events: list = []
@@ -37,7 +37,7 @@ async def test_breach_fires_once_and_resolves_with_v4_payload(client, prefix) ->
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url, external_url="http://pp")
             store, evaluator, notifier, _, metrics = pipeline(
-                client, prefix, rules_yaml(), clock, [hook], events=events
+                redis_client, key_prefix, rules_yaml(), clock, [hook], events=events
             )
             await cycle(store, evaluator, notifier, clock, 20, slow=True)
             assert len(rec.bodies()) == 1
@@ -64,19 +64,19 @@ async def test_breach_fires_once_and_resolves_with_v4_payload(client, prefix) ->
     assert metrics.sent.labels(receiver="webhook")._value.get() == 2
 
 
-async def test_restart_mid_incident_neither_refires_nor_forgets(client, prefix) -> None:
+async def test_restart_mid_incident_neither_refires_nor_forgets(redis_client, key_prefix) -> None:
     """A new evaluator and notifier on the same Redis send no second firing, and the resolution."""
     clock = FakeClock()
     with recorder() as rec:
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url)
-            first = pipeline(client, prefix, rules_yaml(), clock, [hook])
+            first = pipeline(redis_client, key_prefix, rules_yaml(), clock, [hook])
             await cycle(first[0], first[1], first[2], clock, 20, slow=True)
             assert [b["status"] for b in rec.bodies()] == ["firing"]
             store = first[0]
             del first  # the evaluator object is gone; only Redis remembers
             store2, evaluator, notifier, _, _ = pipeline(
-                client, prefix, rules_yaml(), clock, [hook]
+                redis_client, key_prefix, rules_yaml(), clock, [hook]
             )
             store2.observations = store.observations  # the windows outlive the evaluator too
             await cycle(store2, evaluator, notifier, clock, 20, slow=True)
@@ -89,13 +89,17 @@ class Killed(BaseException):
     """The process dying at this point (not an Exception: nothing may catch it)."""
 
 
-async def test_a_process_killed_while_queuing_a_firing_loses_it_not(client, prefix) -> None:
+async def test_a_process_killed_while_queuing_a_firing_loses_it_not(
+    redis_client, key_prefix
+) -> None:
     """Killed between deciding to notify and queuing it: the restarted alerter still sends it."""
     clock = FakeClock()
     with recorder() as rec:
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url)
-            store, evaluator, notifier, _, _ = pipeline(client, prefix, rules_yaml(), clock, [hook])
+            store, evaluator, notifier, _, _ = pipeline(
+                redis_client, key_prefix, rules_yaml(), clock, [hook]
+            )
             stage = notifier.outbox.stage
 
             def killed_once_there_is_something(pipe, notifications, *args, **kwargs):
@@ -108,14 +112,14 @@ async def test_a_process_killed_while_queuing_a_firing_loses_it_not(client, pref
                 await cycle(store, evaluator, notifier, clock, 40, slow=True)
             assert rec.bodies() == []
             store2, evaluator, notifier, _, _ = pipeline(
-                client, prefix, rules_yaml(), clock, [hook]
+                redis_client, key_prefix, rules_yaml(), clock, [hook]
             )
             store2.observations = store.observations
             await cycle(store2, evaluator, notifier, clock, 20, slow=True)
     assert [b["status"] for b in rec.bodies()] == ["firing"]
 
 
-async def test_receiver_500_429_and_down_for_30s_loses_nothing(client, prefix) -> None:
+async def test_receiver_500_429_and_down_for_30s_loses_nothing(redis_client, key_prefix) -> None:
     """500s, a 429 with Retry-After and 30 s down: every notification arrives, keys unique."""
     clock = FakeClock()
     with recorder() as rec:
@@ -124,7 +128,7 @@ async def test_receiver_500_429_and_down_for_30s_loses_nothing(client, prefix) -
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: f"http://127.0.0.1:{port}/hook")
             store, evaluator, notifier, _, metrics = pipeline(
-                client, prefix, rules_yaml(), clock, [hook]
+                redis_client, key_prefix, rules_yaml(), clock, [hook]
             )
             await cycle(store, evaluator, notifier, clock, 20, slow=True)
             delivered = list(rec.deliveries)
@@ -133,7 +137,7 @@ async def test_receiver_500_429_and_down_for_30s_loses_nothing(client, prefix) -
     async with httpx.AsyncClient() as http:
         hook = WebhookReceiver(http, lambda: f"http://127.0.0.1:{port}/hook")
         store2, evaluator, notifier, _, metrics = pipeline(
-            client, prefix, rules_yaml(), clock, [hook]
+            redis_client, key_prefix, rules_yaml(), clock, [hook]
         )
         store2.observations = store.observations
         await cycle(store2, evaluator, notifier, clock, 75, slow=False)
@@ -155,14 +159,14 @@ async def test_receiver_500_429_and_down_for_30s_loses_nothing(client, prefix) -
     assert metrics.failed.labels(receiver="webhook")._value.get() >= 1
 
 
-async def test_silence_and_inhibition_mute_what_they_match(client, prefix) -> None:
+async def test_silence_and_inhibition_mute_what_they_match(redis_client, key_prefix) -> None:
     """A silenced group sends nothing; a critical alert inhibits the endpoint's warning."""
     clock = FakeClock()
     with recorder() as rec:
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url)
             store, evaluator, notifier, silences, _ = pipeline(
-                client, prefix, rules_yaml(), clock, [hook]
+                redis_client, key_prefix, rules_yaml(), clock, [hook]
             )
             silences.add(Silence(matchers=(parse_matcher('endpoint=~"ep.*"'),),
                                  starts_at=clock.now, ends_at=clock.now + 30))  # fmt: skip
@@ -179,7 +183,7 @@ async def test_silence_and_inhibition_mute_what_they_match(client, prefix) -> No
     assert names == ["ExecP95High"]
 
 
-async def test_slack_paces_one_per_second_and_waits_retry_after(client, prefix) -> None:
+async def test_slack_paces_one_per_second_and_waits_retry_after(redis_client, key_prefix) -> None:
     """Slack gets blocks and a text fallback, 1 message/s, and a 429's Retry-After is obeyed."""
     clock = FakeClock()
     calls: list[tuple[float, dict]] = []
@@ -198,7 +202,9 @@ async def test_slack_paces_one_per_second_and_waits_retry_after(client, prefix) 
     async with httpx.AsyncClient(transport=httpx.MockTransport(slack)) as http:
         receiver = SlackReceiver(http, lambda: url, clock=clock, sleep=clock.sleep)
         text = rules_yaml(group_by="['...']")
-        store, evaluator, notifier, _, _ = pipeline(client, prefix, text, clock, [receiver])
+        store, evaluator, notifier, _, _ = pipeline(
+            redis_client, key_prefix, text, clock, [receiver]
+        )
         for endpoint in ("ep1", "ep2", "ep3"):
             store.feed(endpoint, clock.now, 10, exec_ms=9000, delay_ms=10)
         for _ in range(8):
@@ -214,7 +220,9 @@ async def test_slack_paces_one_per_second_and_waits_retry_after(client, prefix) 
 
 
 @pytest.mark.parametrize("passed", [True, False])
-async def test_probe_and_release_events_go_through_the_notifier(client, prefix, passed) -> None:
+async def test_probe_and_release_events_go_through_the_notifier(
+    redis_client, key_prefix, passed
+) -> None:
     """A failing probe run notifies (a passing one does not); a release is announced."""
     from datetime import UTC, datetime
 
@@ -226,7 +234,7 @@ async def test_probe_and_release_events_go_through_the_notifier(client, prefix, 
     with recorder() as rec:
         async with httpx.AsyncClient() as http:
             hook = WebhookReceiver(http, lambda: rec.url)
-            _, _, notifier, _, _ = pipeline(client, prefix, rules_yaml(), clock, [hook])
+            _, _, notifier, _, _ = pipeline(redis_client, key_prefix, rules_yaml(), clock, [hook])
             probe = probe_run_notification(ProbeRunCompleted.of(summary, results_path="results/r"))
             assert (probe is None) == passed
             if probe is not None:

@@ -126,7 +126,8 @@ class Serving:
             self.popen = subprocess.Popen(
                 self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_until(lambda: metrics(self.port), timeout_s=30, what="serve's /metrics")
+        # Generous, only against a hang: start-up has taken over 30 s on a loaded machine.
+        wait_until(lambda: metrics(self.port), timeout_s=120, what="serve's /metrics")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
         """Send *sig*; the exit status and how long it took."""
@@ -246,9 +247,8 @@ def test_a_stop_right_after_spans_arrive_keeps_every_span(tmp_path, sig) -> None
             headers={"Content-Type": "application/x-protobuf"},
         )
         assert reply.status_code == 200
-        code, took = serving.stop(sig)
+        code, took = serving.stop(sig)  # a process still running after 15 s is killed: not 0
         assert code == 0
-        assert took < 10
         say(f"{sig.name} -> exited 0: {took:.2f} s")
         client = redis.Redis.from_url(redis_url)
         store = window_store(client, AlerterSettings(bucket_s=1.0))
@@ -263,8 +263,22 @@ def test_a_body_that_never_arrives_is_408_and_the_server_serves_on(tmp_path) -> 
     export on another connection is still answered."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    port = free_port()
     with redis_server() as redis_url:
+        # Refused before its body was read (no token here: a wrong content type), a connection
+        # is closed too, so the rest cannot be trickled in with no timeout. "At once": with the
+        # body timeout at its ten-minute maximum, a server that went on waiting for the body
+        # would outlast _slow_post's 10 s socket timeout.
+        port = free_port()
+        env, _ = envs(redis_url, port, "", "")
+        patient = Serving(port, rules, env | {"ALERTER_BODY_TIMEOUT_S": "600"}, tmp_path / "p")
+        patient.start()
+        try:
+            head, _, _ = _slow_post(port, b"Content-Type: text/plain\r\n")
+            assert head.startswith(b"HTTP/1.1 415"), head
+            assert b"connection: close" in head.lower()
+        finally:
+            patient.stop()
+        port = free_port()
         env, _ = envs(redis_url, port, "", "")
         serving = Serving(port, rules, env | {"ALERTER_BODY_TIMEOUT_S": "0.5"}, tmp_path / "log")
         serving.start()
@@ -275,13 +289,7 @@ def test_a_body_that_never_arrives_is_408_and_the_server_serves_on(tmp_path) -> 
             assert json.loads(body)["message"] == (
                 "request body incomplete after 0.5 s (10 of 1000 bytes received)"
             )
-            assert 0.5 <= took < 5
-            # Refused before its body was read (no token here: a wrong content type), a
-            # connection is closed too, so the rest cannot be trickled in with no timeout.
-            head, _, took = _slow_post(port, b"Content-Type: text/plain\r\n")
-            assert head.startswith(b"HTTP/1.1 415"), head
-            assert b"connection: close" in head.lower()
-            assert took < 0.5
+            assert took >= 0.5  # not before the timeout
             good = proto_request([SpanSpec(job_attrs(exec_ms=100.0), end_s=time.time())])
             ok = httpx.post(f"http://127.0.0.1:{port}/v1/traces", content=good.SerializeToString(),
                             headers={"Content-Type": "application/x-protobuf"})  # fmt: skip

@@ -31,10 +31,10 @@ def _alerter(client, prefix: str, http: httpx.AsyncClient) -> Alerter:
     return Alerter.build(client, settings, default_rules(), [hook])
 
 
-def test_alerts_series_is_prometheus_shaped_and_read_by_the_stack(client, prefix) -> None:
+def test_alerts_series_is_prometheus_shaped_and_read_by_the_stack(redis_client, key_prefix) -> None:
     """ALERTS has one sample per pending or firing alert with its labels and alertstate;
     resolved and no-data ones are absent; podpulse up's parser finds the firing one."""
-    states = StateStore(client, prefix)
+    states = StateStore(redis_client, key_prefix)
     states.save({
         ("ExecP95High", SeriesKey("ep1", "m")): AlertState(phase="firing", active_at=1.0),
         ("DelayP50High", SeriesKey("ep1", "m")): AlertState(phase="pending", active_at=2.0),
@@ -55,27 +55,29 @@ def test_alerts_series_is_prometheus_shaped_and_read_by_the_stack(client, prefix
     assert [(a.name, a.severity) for a in firing] == [("ExecP95High", "critical")]
 
 
-async def test_a_held_lock_skips_the_step_instead_of_doubling_it(client, prefix) -> None:
+async def test_a_held_lock_skips_the_step_instead_of_doubling_it(redis_client, key_prefix) -> None:
     """While another process holds the evaluate or deliver lock, the step returns None."""
     async with httpx.AsyncClient() as http:
-        alerter = _alerter(client, prefix, http)
+        alerter = _alerter(redis_client, key_prefix, http)
         assert alerter.evaluate(1_700_000_000.0) == 0
-        held = client.lock(f"{prefix}lock:evaluate", timeout=10)
+        held = redis_client.lock(f"{key_prefix}lock:evaluate", timeout=10)
         assert held.acquire(blocking=False)
         assert alerter.evaluate(1_700_000_000.0) is None
         held.release()
-        held = client.lock(f"{prefix}lock:deliver", timeout=10)
+        held = redis_client.lock(f"{key_prefix}lock:deliver", timeout=10)
         assert held.acquire(blocking=False)
         assert await alerter.deliver(1_700_000_000.0) is None
         held.release()
         assert await alerter.deliver(1_700_000_000.0) == 0
 
 
-async def test_bus_events_failing_run_notified_passing_and_malformed_not(client, prefix) -> None:
+async def test_bus_events_failing_run_notified_passing_and_malformed_not(
+    redis_client, key_prefix
+) -> None:
     """A failing ProbeRunCompleted is queued once per receiver; a passing one is not; a
     malformed payload is dropped with a reason, never raised."""
     async with httpx.AsyncClient() as http:
-        alerter = _alerter(client, prefix, http)
+        alerter = _alerter(redis_client, key_prefix, http)
         outbox = alerter.notifier.outbox
         passing = ProbeRunCompleted.of(summary_examples.load_summary(), results_path="r/1")
         assert alerter.on_event(passing.model_dump(mode="json"), 1.0) == "passed"
@@ -90,12 +92,12 @@ async def test_bus_events_failing_run_notified_passing_and_malformed_not(client,
         assert outbox.pending() == 1
 
 
-async def test_an_evaluation_a_little_early_counts_at_its_slot(client, prefix) -> None:
+async def test_an_evaluation_a_little_early_counts_at_its_slot(redis_client, key_prefix) -> None:
     """Ticks 2 s apart that run a few ms early still meet `for: 4s` on the third tick: each
     evaluation counts at its slot of evaluation_interval, as Prometheus's rule groups do."""
     t0 = float(int(time.time()) // 2 * 2)  # a slot; the windows keep only recent spans
     async with httpx.AsyncClient() as http:
-        alerter = _alerter(client, prefix, http)
+        alerter = _alerter(redis_client, key_prefix, http)
         for i in range(30):  # a breach of ExecP95High (exec P95 > 5000 ms) in its 1 m window
             alerter.store.add(
                 Observation(SeriesKey("ep1"), at=t0 - 30 + i, failed=False, exec_ms=6000.0)
@@ -103,21 +105,23 @@ async def test_an_evaluation_a_little_early_counts_at_its_slot(client, prefix) -
         alerter.store.flush()
         for tick in (t0 + 0.004, t0 + 2 - 0.006, t0 + 4 - 0.008):
             alerter.evaluate(tick)
-        phase = StateStore(client, prefix).load()[("ExecP95High", SeriesKey("ep1"))].phase
+        phase = StateStore(redis_client, key_prefix).load()[("ExecP95High", SeriesKey("ep1"))].phase
     assert phase == "firing"
 
 
-async def test_an_alertmanager_only_alerter_pushes_firing_alerts_alone(client, prefix) -> None:
+async def test_an_alertmanager_only_alerter_pushes_firing_alerts_alone(
+    redis_client, key_prefix
+) -> None:
     """With Alertmanager the only receiver, only the pusher's alerts reach it (a group flush
     sent there too carried no endsAt, and Alertmanager resolved the alert at once); and an
     alert's startsAt is when it fired, as Prometheus sends it, not when it went pending."""
     t0 = float(int(time.time()) // 2 * 2)
     settings = AlerterSettings.model_validate(
-        {"state_prefix": prefix, "redis_prefix": prefix + "w:"}
+        {"state_prefix": key_prefix, "redis_prefix": key_prefix + "w:"}
     )
     async with httpx.AsyncClient() as http:
         am = AlertmanagerReceiver(http, lambda: "http://127.0.0.1:9")
-        alerter = Alerter.build(client, settings, default_rules(), [am])
+        alerter = Alerter.build(redis_client, settings, default_rules(), [am])
         for i in range(30):
             alerter.store.add(
                 Observation(SeriesKey("ep1"), at=t0 - 30 + i, failed=False, exec_ms=6000.0)

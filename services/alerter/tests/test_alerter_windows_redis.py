@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -28,17 +27,10 @@ from podpulse.alerter import (
     create_ingest_app,
 )
 from podpulse.common.settings import Secret
-from podpulse.common.testing import redis_server, wait_until
+from podpulse.common.testing import wait_until
 
 KEY = SeriesKey("ep1", "qwen")
 PB = {"content-type": "application/x-protobuf"}
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A private Redis for this file."""
-    with redis_server() as url:
-        yield url
 
 
 def _store(url: str, prefix: str) -> RedisWindowStore:

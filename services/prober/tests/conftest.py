@@ -1,10 +1,14 @@
-"""Fixtures for the prober's tests: a real twin with real runpod SDK worker processes."""
+"""Fixtures for the prober's tests: a real twin with real runpod SDK worker processes, and the
+Celery tests' emptied Redis and process environment."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
+from celery_helpers import prober_env
 
 from podpulse.prober import Target
 from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
@@ -25,3 +29,17 @@ def twin_target() -> Iterator[Target]:
         yield Target(
             endpoint_id=twin.endpoint_id, base_url=twin.base_url, api_key=twin.api_key, kind="twin"
         )
+
+
+@pytest.fixture
+def empty_redis(redis_client: redis.Redis) -> redis.Redis:
+    """The file's Redis, emptied first: no queues, no redbeat lock and no run claims left by
+    an earlier test."""
+    redis_client.flushdb()
+    return redis_client
+
+
+@pytest.fixture
+def app_env(redis_url: str, twin_target: Target, tmp_path: Path) -> dict[str, str]:
+    """A prober worker's or beat's environment: the file's Redis, the session's twin."""
+    return prober_env(redis_url, twin_target, tmp_path / "results")

@@ -126,7 +126,6 @@ def test_twin_killed_mid_run_ends_the_run_with_its_reason(tmp_path: Path):
     print(f"drill twin-killed: fault to end {fault_to_end_s:.2f} s")  # noqa: T201 - the report's figure
     assert probe.returncode == 3, stderr
     assert "aborted: endpoint unreachable: 20 requests in a row" in stderr
-    assert fault_to_end_s < 30
     records = read_records(folder)
     summary = parse_summary((folder / "summary.json").read_text())
     assert json.loads(stdout)["end_reason"] == summary.end_reason

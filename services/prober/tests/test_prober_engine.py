@@ -120,13 +120,13 @@ async def test_client_timeout_is_counted_and_measured_to_the_timeout(twin_target
     records: list[RequestRecord] = []
     options = RequestOptions(timeout_s=0.3)
     async with twin_target.client(timeout_s=10) as client:
-        await _engine(client, records, exec_ms=1200, options=options).run(Load(runs=1))
+        await _engine(client, records, exec_ms=10_000, options=options).run(Load(runs=1))
     [record] = records
     assert record.outcome is Outcome.CLIENT_TIMEOUT
     assert "client timeout" in (record.error or "")
-    # The job runs 1200 ms: a total below that was measured to the timeout, not to the job's
-    # end (a tighter bound only measures how loaded the machine is).
-    assert 300 <= record.total_ms < 1200
+    # The job runs 10 s: a total below that was measured to the timeout, not to the job's end
+    # (a bound nearer the timeout would only measure how loaded the machine is).
+    assert 300 <= record.total_ms < 10_000
 
 
 async def test_unfinished_runsync_is_polled_at_a_short_interval(twin_target: Target):
@@ -148,15 +148,14 @@ async def test_unfinished_runsync_is_polled_at_a_short_interval(twin_target: Tar
             max_retries=0,
         ) as client,
     ):
-        await _engine(client, records, exec_ms=1300, options=options).run(Load(runs=1))
+        await _engine(client, records, exec_ms=3000, options=options).run(Load(runs=1))
     [record] = records
     assert record.outcome is Outcome.OK
     assert calls[0] == "runsync"
-    assert calls.count("status") >= 2
+    # Two seconds of polling after the 1 s /runsync: at most three polls at the SDK's own
+    # once-a-second run_sync interval, dozens at 20 ms (even at a loaded machine's pace).
+    assert calls.count("status") >= 6, calls
     assert record.overhead_ms is not None
-    # The SDK's own run_sync polls once a second; 20 ms polls keep the overhead an order of
-    # magnitude under that even on a loaded machine (60 ms failed under four test workers).
-    assert record.overhead_ms < 250
 
 
 async def test_wrong_key_is_an_http_error_with_its_reason(twin_target: Target):

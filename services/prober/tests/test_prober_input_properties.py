@@ -25,6 +25,7 @@ from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import CSV_COLUMNS, Outcome, RequestRecord
 from podpulse.common.summary import SummaryError, TargetInfo, parse_summary
+from podpulse.common.testing import cases
 from podpulse.prober import (
     ProberSettings,
     PromptSetError,
@@ -36,7 +37,7 @@ from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
 _APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
 _TARGET = TargetInfo(kind="twin", endpoint_id="ep-twin", base_url="http://127.0.0.1:9/v2")
-_CASES = int(os.environ.get("PROPERTY_CASES", "2000"))
+_CASES = int(os.environ.get("PROPERTY_CASES", cases(2000)))  # 2,000 under the deep profile
 _PROPERTY = settings(
     max_examples=_CASES,
     deadline=None,

@@ -1,29 +1,23 @@
-"""Fixtures for the release tests: a fresh git repository, and podpulse run as a real process."""
+"""Fixtures for the release tests: a fresh git repository, and podpulse run as a real process
+on the file's private Redis (``redis_url``, from podpulse.common.testing's plugin), where
+release events land on its notify queue."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from release_helpers import PODPULSE, PODPULSE_TOML, GitRepo, Ran, RunCli
 
-from podpulse.common.testing import free_port, redis_server
+from podpulse.common.testing import free_port
 
 
 @pytest.fixture
 def unused_port() -> int:
     """A loopback port nothing listens on: a Redis that is down."""
     return free_port()
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A private Redis for the file's tests: release events land on its notify queue."""
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.common.testing import cases
 from podpulse.tagger.endpoint._change import EndpointInputError, flag_changes, read_update_flags
 from podpulse.tagger.endpoint._history import HistoryRecord, append_record, read_history
 from podpulse.tagger.endpoint._keys import MAX_KEY_CHARS, KeyFileError, read_key_file
@@ -19,7 +20,7 @@ LIVE = EndpointConfig(
     scaler_type=ScalerType.QUEUE_DELAY, scaler_value=4,
 )  # fmt: skip
 _SETTINGS = settings(
-    max_examples=300,
+    max_examples=cases(300),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -109,7 +110,7 @@ def _record(n: int) -> HistoryRecord:
     )  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=cases(150), deadline=None, database=None)
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 400)), max_size=8))
 def test_history_reads_back_exactly_what_was_appended_despite_torn_writes(
     steps: list[tuple[int, int]],

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from release_helpers import soak_summary
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.common.testing import cases
 from podpulse.tagger.releases._records import (
     DeployedEndpoint,
     Evidence,
@@ -71,7 +72,7 @@ def _records(draw: st.DrawFn) -> ReleaseRecord:
 
 
 @settings(
-    max_examples=300,
+    max_examples=cases(300),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from podpulse.common.testing import cases
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 from podpulse.worker.tiny import TINY_MODEL_NAME, ensure_tiny_model
 
@@ -148,7 +149,7 @@ _valid = st.one_of(
 
 
 @settings(
-    max_examples=200,
+    max_examples=cases(200),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -16,13 +16,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from podpulse.common.testing import cases
 from podpulse.worker._job_input import JobInput, describe_input_error
 from podpulse.worker._model import load_model
 from podpulse.worker._prompt import PromptTooLongError
 from podpulse.worker.handler import ModelHandler, build_handler
 from podpulse.worker.settings import WorkerSettings
 
-EXAMPLES = 2000
+EXAMPLES = cases(2000)  # all 2,000 under the deep profile (make test-deep)
 LIMIT = 64
 # Stands for what a customer must never see quoted back: spaces keep it from passing for a
 # field name, which is the one client-chosen text an error may name.
@@ -193,7 +194,8 @@ def _refused_by_handler(handler: ModelHandler, raw: Any) -> dict[str, Any]:
 def test_generated_inputs_are_built_safely_or_refused_by_field(
     handler: ModelHandler, qwen2_tokenizer, prompt_check_for
 ) -> None:
-    """2,000 generated inputs: a prompt with only the template's control tokens, or a refusal."""
+    """Generated inputs (2,000 under the deep profile): a prompt with only the template's
+    control tokens, or a refusal."""
     check = prompt_check_for(qwen2_tokenizer)
     seen: Counter[str] = Counter()
 
@@ -212,7 +214,8 @@ def test_generated_inputs_are_built_safely_or_refused_by_field(
     one()
     assert sum(seen.values()) >= EXAMPLES, seen
     # Both sides were explored, not just one.
-    assert min(seen["built"], seen["refused"], seen["not an object"]) >= 100, seen
+    # Each outcome at least 1 in 20 (100 of the deep profile's 2,000).
+    assert min(seen["built"], seen["refused"], seen["not an object"]) >= EXAMPLES // 20, seen
 
 
 def _one_input(handler: ModelHandler, check: Any, raw: Any) -> str:

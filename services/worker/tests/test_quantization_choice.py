@@ -24,7 +24,7 @@ EVERYTHING = frozenset(PRECISION_ORDER)
 
 def measured(**speeds: float | None) -> list[ProbeResult]:
     return [
-        ProbeResult(q.replace("_", "-"), s, 1.0 if s else None, 1.0)  # type: ignore[arg-type]
+        ProbeResult(q.replace("_", "-"), s, 1.0 if s else None, 1.0)  # type: ignore[arg-type]  # a str, not the Literal
         for q, s in speeds.items()
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from podpulse.common.testing import cases
 from podpulse.worker._prompt import SYSTEM_PROMPT
 from podpulse.worker._validation import ValidationThresholds, validate_answer
 
@@ -77,7 +78,7 @@ def test_cut_off_only_when_stopped_by_the_token_limit_mid_sentence() -> None:
     assert checks("Start with Python and then", finish="stop") == []
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=cases(150), deadline=None)
 @given(text=st.text(max_size=400), finish=st.sampled_from(["stop", "length"]),
        user=st.text(max_size=100))  # fmt: skip
 def test_validation_never_raises_and_is_consistent(text: str, finish: str, user: str) -> None:

@@ -70,8 +70,8 @@ def _durable_queue(name: str) -> Queue:
     # Durable: on Redis the queue is a list that outlives workers either way, but the flag keeps
     # that promise should the broker become AMQP. One direct exchange per queue, so a routing
     # key can never fan one message out to two services.
-    exchange = Exchange(name, type="direct", durable=True)  # type: ignore[no-untyped-call]
-    return Queue(name, exchange, routing_key=name, durable=True)  # type: ignore[no-untyped-call]
+    exchange = Exchange(name, type="direct", durable=True)  # type: ignore[no-untyped-call]  # kombu ships no type hints
+    return Queue(name, exchange, routing_key=name, durable=True)  # type: ignore[no-untyped-call]  # kombu ships no type hints
 
 
 def create_celery_app(service: str, settings: CommonSettings) -> Celery:

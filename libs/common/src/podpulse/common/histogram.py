@@ -201,4 +201,4 @@ class Histogram:
         )
 
     # Mutable and equal by value: a hash would change as values are added, so there is none.
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # typeshed types object.__hash__ as a method

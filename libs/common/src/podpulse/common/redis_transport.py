@@ -88,7 +88,7 @@ class Channel(kombu_redis.Channel):
                 # has already disconnected and cleared _in_poll, so kombu's close below does
                 # not read again.
                 pass
-        super().close()  # type: ignore[no-untyped-call]
+        super().close()  # type: ignore[no-untyped-call]  # kombu ships no type hints
 
 
 def install() -> None:

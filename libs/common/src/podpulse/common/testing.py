@@ -1,25 +1,53 @@
-"""Helpers for podpulse's tests and benchmarks: a real, throwaway Redis on a free loopback
-port (one that can be restarted, too), and polling for a condition instead of sleeping a fixed
-time.
+"""Helpers for podpulse's tests and benchmarks, and the suite's pytest plugin.
 
-Importable by every service's tests (``from podpulse.common.testing import redis_server``);
-nothing here is used at run time.
+Helpers: a real, throwaway Redis on a free loopback port (one that can be restarted, too), and
+polling for a condition instead of sleeping a fixed time.
+
+The plugin (loaded for every test by ``-p podpulse.common.testing`` in the root pyproject's
+pytest options) holds the Redis fixtures every service's tests share, so no conftest writes
+its own: ``redis_url`` (a private redis-server per test file), ``redis_client`` on it, and
+``key_prefix`` (a prefix of the test's own, for tests sharing the file's server). It also
+chooses how many generated cases the hypothesis suites run: the ``fast`` profile in
+``make test``, the full counts under ``deep`` (``make test-deep``, i.e.
+``--hypothesis-profile=deep``, or ``PODPULSE_HYPOTHESIS_PROFILE=deep``); a suite asks
+:func:`cases` for its count.
+
+Nothing here is used at run time: production code never imports this module.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+import redis
+from hypothesis import settings
+
 from .net import free_port
 from .redis_process import find_redis_server, redis_server_argv, wait_for_ping
 
-__all__ = ["RestartableRedis", "free_port", "redis_server", "stop_process", "wait_until"]
+__all__ = [
+    "DEEP",
+    "FAST",
+    "PROFILE_ENV",
+    "RestartableRedis",
+    "cases",
+    "free_port",
+    "key_prefix",
+    "redis_client",
+    "redis_server",
+    "redis_url",
+    "stop_process",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -86,16 +114,17 @@ class RestartableRedis:
     restarted Redis (or ``podpulse up`` restarting its own) would be.
 
     With its append-only file, as ``podpulse up`` runs its Redis, so a restarted server still
-    holds its queues. :meth:`close` kills whatever is still running.
+    holds its queues; ``persist=False`` for one that comes back empty. :meth:`close` kills
+    whatever is still running.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, persist: bool = True) -> None:
         executable = find_redis_server()
         if executable is None:
             raise RuntimeError("redis-server is not on PATH; install Redis")
         port = free_port()
         self.log = folder / "redis.log"
-        self.argv = redis_server_argv(executable, port, folder, self.log, persist=True)
+        self.argv = redis_server_argv(executable, port, folder, self.log, persist=persist)
         self.url = f"redis://127.0.0.1:{port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -137,3 +166,59 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s} s waiting for {what or check}")
         time.sleep(poll_s)
+
+
+# --- the pytest plugin: shared Redis fixtures ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for the test file: its tests share it, other files never see it."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the file's Redis, closed after the test."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix of this test's own, so tests sharing a Redis never see each other."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+# --- the pytest plugin: how many generated cases ------------------------------------------
+
+FAST = "fast"  # `make test`: every property suite, at a tenth of its cases
+DEEP = "deep"  # `make test-deep`: the full counts the suites were written for
+PROFILE_ENV = "PODPULSE_HYPOTHESIS_PROFILE"
+_FAST_SHARE = 10  # the fast profile runs 1/_FAST_SHARE of a suite's full count ...
+_FAST_FLOOR = 20  # ... but never fewer cases than this (nor more than the full count)
+
+# hypothesis' own default (100) is the deep count of suites that name none; the fast one runs
+# the floor. deadline=None: a case's time on a loaded machine is not a verdict.
+settings.register_profile(DEEP, deadline=None)
+settings.register_profile(FAST, deadline=None, max_examples=_FAST_FLOOR)
+_profile = {"name": FAST}
+
+
+def cases(full: int) -> int:
+    """The number of generated cases a suite written for *full* runs under the loaded profile:
+    all of them under ``deep``, a tenth (at least 20, at most *full*) under ``fast``."""
+    if _profile["name"] == DEEP:
+        return full
+    return min(full, max(_FAST_FLOOR, full // _FAST_SHARE))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the profile named by ``--hypothesis-profile`` or the environment (fast if none)."""
+    name = config.getoption("hypothesis_profile", None) or os.environ.get(PROFILE_ENV, FAST)
+    if name not in (FAST, DEEP):
+        raise pytest.UsageError(f"hypothesis profile {name!r}: podpulse has {FAST!r} and {DEEP!r}")
+    _profile["name"] = name
+    settings.load_profile(name)
