@@ -10,10 +10,10 @@ import pytest
 import redis
 from celery_helpers import events, poll, prober_env, send, worker
 
+from podpulse.common.request_records import read_records
 from podpulse.common.summary import read_summary
 from podpulse.common.testing import RestartableRedis
 from podpulse.prober import Target
-from podpulse.common.request_records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import redis
 from celery_helpers import beat, events, poll, send, subscriber, worker
 
 from podpulse.common.events import ProbeRunCompleted, parse_event
-from podpulse.common.summary import read_summary
 from podpulse.common.request_records import read_records
+from podpulse.common.summary import read_summary
 
 pytestmark = pytest.mark.slow
 

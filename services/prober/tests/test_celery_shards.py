@@ -10,8 +10,8 @@ import redis
 from celery_helpers import events, poll, send, worker
 
 from podpulse.common.histogram import percentile
-from podpulse.common.summary import read_summary
 from podpulse.common.request_records import read_records
+from podpulse.common.summary import read_summary
 from podpulse.prober._run_stats import RunStats
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from release_helpers import GitRepo, RunCli
 
-from podpulse.tagger._records import read_records
+from podpulse.tagger.releases._records import read_records
 
 TAG = "v1.0-production"
 
