@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 from release_helpers import ENDPOINT_ID, GitRepo, RunCli
 
 from podpulse.common.events import ReleaseRecorded, parse_event
+from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.tagger.endpoint._history import HistoryRecord, append_record, changing
 from podpulse.tagger.releases._records import read_records
 
 TAG = "v1.0-production"
@@ -106,6 +109,42 @@ def test_second_run_is_a_no_op(repo: GitRepo, podpulse: RunCli, redis_url: str) 
     assert "already released and recorded" in again.stdout
     assert len(read_records(repo.records)) == 1
     assert _notify_events(redis_url) == []
+
+
+def test_a_record_indented_by_one_space_is_read_not_appended_again(
+    repo: GitRepo, podpulse: RunCli
+) -> None:
+    """A record whose comment a user indented by one space (still a hidden Markdown comment)
+    is listed, and releasing the same commit again finds it instead of appending a copy."""
+    repo.soak()
+    assert podpulse("release").code == 0
+    text = repo.records.read_text()
+    repo.records.write_text(text.replace("\n<!-- podpulse-release ", "\n <!-- podpulse-release "))
+    listed = podpulse("releases")
+    assert listed.code == 0, listed.stderr
+    assert TAG in listed.stdout
+    again = podpulse("release")
+    assert again.code == 0, again.stderr
+    assert "already released and recorded" in again.stdout
+    assert repo.records.read_text().count("podpulse-release {") == 1
+
+
+def test_a_symlinked_deployment_md_is_written_through_its_link(
+    repo: GitRepo, podpulse: RunCli
+) -> None:
+    """DEPLOYMENT.md linked to docs/DEPLOYMENT.md: the release appends to the target, and the
+    link stays a link."""
+    (repo.root / "docs").mkdir()
+    (repo.root / "docs" / "DEPLOYMENT.md").write_text("# Deployments\n\nkept notes\n")
+    repo.records.symlink_to(Path("docs") / "DEPLOYMENT.md")
+    repo.git("add", "DEPLOYMENT.md", "docs/DEPLOYMENT.md")
+    repo.git("commit", "-q", "-m", "records in docs/")
+    repo.soak()
+    ran = podpulse("release")
+    assert ran.code == 0, ran.stderr
+    assert repo.records.is_symlink()
+    assert [r.tag for r in read_records(repo.root / "docs" / "DEPLOYMENT.md")] == [TAG]
+    assert "kept notes" in (repo.root / "docs" / "DEPLOYMENT.md").read_text()
 
 
 def test_next_commit_gets_the_next_tag(repo: GitRepo, podpulse: RunCli) -> None:
@@ -241,6 +280,40 @@ def test_dirty_tree_and_detached_head_are_refused(repo: GitRepo, podpulse: RunCl
     repo.git("checkout", "-q", "main")
     assert podpulse("release").code == 0
     assert "hand-written notes" in repo.records.read_text()
+
+
+def test_the_endpoint_history_and_stack_logs_never_block_a_release(
+    repo: GitRepo, podpulse: RunCli
+) -> None:
+    """What podpulse writes under .podpulse/ (endpoint update's history, its lock, the stack's
+    logs; at the root or where the command ran) does not count as uncommitted."""
+    config = EndpointConfig(
+        workers_min=2, workers_max=5, idle_timeout_s=180,
+        scaler_type=ScalerType.QUEUE_DELAY, scaler_value=1,
+    )  # fmt: skip
+    change = HistoryRecord(
+        at=datetime.now(UTC), endpoint_id=ENDPOINT_ID,
+        management_base_url="https://rest.runpod.io/v2", command="update", source="flags",
+        before=config, after=config, event_id="0" * 32, event_published=True,
+    )  # fmt: skip
+    for history in (
+        repo.root / ".podpulse" / "endpoint-history.jsonl",
+        repo.root / "deploy" / ".podpulse" / "endpoint-history.jsonl",
+    ):
+        with changing(history):  # as endpoint update writes it: the lock file beside it too
+            append_record(history, change)
+    (repo.root / ".podpulse" / "logs").mkdir()
+    (repo.root / ".podpulse" / "logs" / "prober.log").write_text("started\n")
+    repo.soak()
+    (repo.root / "deploy" / "podpulse.toml").write_text("edited beside the history\n")
+    ran = podpulse("release")
+    assert (ran.code, ran.stderr.strip()) == (
+        1, "refused: the work tree has uncommitted changes: deploy/podpulse.toml"
+    )  # fmt: skip
+    (repo.root / "deploy" / "podpulse.toml").unlink()
+    ran = podpulse("release")
+    assert ran.code == 0, ran.stderr
+    assert repo.tag_target(TAG) == repo.git("rev-parse", "HEAD")
 
 
 def test_tag_on_another_commit_is_refused(repo: GitRepo, podpulse: RunCli) -> None:
