@@ -189,6 +189,8 @@ def test_stop_kills_processes_outside_the_service_group(tmp_path: Path) -> None:
     [
         (["--twin-port", "0"], {}, "twin_port"),
         (["--redis-url", "http://nowhere"], {}, "redis_url"),
+        (["--redis-url", "redis://127.0.0.1:notaport/0"], {}, "redis_url (--redis-url or "),
+        ([], {"REDIS_URL": "redis://:secretpw@127.0.0.1:99999/0"}, "its port is not a number"),
         (["--redis-url", "redis://:secretpw@10.255.255.1:6399/0"], {}, "10.255.255.1:6399"),
         ([], {"RUNPOD_ENDPOINT_ID": "abc123"}, "RUNPOD_API_KEY"),
         ([], {"TWIN_WORKERS_MIN": "9", "TWIN_WORKERS_MAX": "1"}, "invalid twin settings"),

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from podpulse.common.cli import app_from_installed
 from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.tagger.cost._advise import MIN_RATE_RPS
 from podpulse.tagger.cost._scaler_model import Workload, simulate
 
 
@@ -106,6 +107,43 @@ def test_advise_exits_1_when_nothing_meets_the_slo(cli, tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "no configuration" in result.output
     assert "exec P50 9,000 ms > 3,000 ms" in result.output
+
+
+@pytest.mark.parametrize("rate", [2.0, 0.1, 0.01, MIN_RATE_RPS])
+@pytest.mark.parametrize(
+    "config",
+    [_config(0, 5, idle=5), _config(0, 5, "REQUEST_COUNT", 1, idle=5), _config(2, 5, value=4)],
+)
+def test_the_simulated_events_are_a_few_per_request_whatever_the_rate(
+    rate: float, config: EndpointConfig
+) -> None:
+    """At a low rate every request waits out a cold start: the model does not tick through
+    it, so its work (events processed) stays a few per request, as at 2 req/s."""
+    requests = 400
+    workload = Workload.draw(
+        rate_rps=rate, requests=requests, exec_ms=[2788.0, 2847.0], overhead_ms=[50.0], seed=1
+    )
+    prediction = simulate(config, workload, cold_start_s=45.0, job_loop="sdk")
+    assert prediction.events <= 8 * requests
+    if rate <= 0.01 and config.workers_min == 0:
+        assert prediction.cold_starts >= requests // 2  # the case that used to tick for minutes
+
+
+def test_advise_at_a_low_rate_answers_and_below_one_request_a_month_refuses(
+    cli, tmp_path: Path
+) -> None:
+    """0.01 req/s gets advice; a rate under one request a month (1e-308 overflowed) is exit 2
+    with the floor named."""
+    write_run(tmp_path / "results", "calib", [job(i, i * 4.0, 2800) for i in range(20)])
+    low = cli("advise", "--rate", "0.01", "--gpu", "4090 PRO", "--from", "calib", "--json")
+    assert low.exit_code == 0, low.output
+    # One always-on worker: at 0.01 req/s every request would otherwise wait a cold start.
+    assert json.loads(low.output)["chosen"]["config"]["workers_min"] == 1
+    tiny = cli("advise", "--rate", "1e-308", "--gpu", "4090 PRO", "--from", "calib")
+    assert tiny.exit_code == 2, tiny.output
+    assert tiny.output.strip() == (
+        "error: --rate takes requests per second from 0.00000039 (one a month) to 1000, got 1e-308"
+    )
 
 
 @pytest.mark.parametrize(

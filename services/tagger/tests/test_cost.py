@@ -110,6 +110,8 @@ def test_podpulse_toml_supplies_gpu_workers_and_price_overrides(cli, tmp_path: P
         (["--workers-min", "1", "--gpu", "A100", "--from", "../x"], None, "--from '../x'"),
         ([], "[endpoint]\nid = 3\n", "endpoint.id (line 2)"),
         ([], '[prices."x"]\nflex_per_s = -1\n', "prices.x.flex_per_s (line 2)"),
+        # tomllib recurses once per nesting level: deep enough, and it runs out of stack.
+        ([], "x = " + "[" * 50_000 + "]" * 50_000 + "\n", "nested too deeply to be read"),
     ],
 )
 def test_bad_flags_and_files_exit_2_with_one_line(

@@ -170,6 +170,8 @@ def _bad_cases(tmp_path: Path, env: dict[str, str]) -> list[tuple[list[str], dic
         (given(f"{NEW} {NEW}", "spaced"), {}, "expected exactly one key"),
         (given(f"{NEW}\n{NEW}\n", "two"), {}, "expected exactly one key"),
         (given(OLD, "same"), {}, "holds the key already in"),
+        # Read within a bound: /dev/zero never ends, and is refused after 4 KiB.
+        (["--new-key-file", "/dev/zero"], {}, "/dev/zero: holds more than 4096 bytes"),
         (given(NEW, "env"), {"RUNPOD_API_KEY": OLD}, "RUNPOD_API_KEY is set in the environment"),
         (given(NEW, "nofile"), {"RUNPOD_API_KEY_FILE": ""}, "which key file?"),
         ([], {}, "Missing option '--new-key-file'"),
@@ -189,6 +191,25 @@ def test_bad_input_is_refused_in_one_line_without_the_key(
         assert NEW not in done.stderr + done.stdout
         assert OLD not in done.stderr + done.stdout
         assert Path(env["RUNPOD_API_KEY_FILE"]).read_text() == OLD + "\n"
+
+
+def test_a_key_file_symlink_loop_is_refused_before_any_api_is_called(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """RUNPOD_API_KEY_FILE in a symlink loop: exit 2 naming the loop, before the new key goes
+    anywhere (the APIs here are unreachable, which would exit 3 had they been tried)."""
+    loop_a, loop_b = tmp_path / "loop-a", tmp_path / "loop-b"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    dead = f"http://127.0.0.1:{free_port()}/v2"
+    env = {**env, "RUNPOD_API_KEY_FILE": str(loop_a), "RUNPOD_ENDPOINT_BASE_URL": dead,
+           "RUNPOD_MANAGEMENT_BASE_URL": dead}  # fmt: skip
+    done = _rotate(env, tmp_path, "--new-key-file", str(_new_key_file(tmp_path, NEW)))
+    assert done.returncode == 2, done.stderr
+    assert f"{loop_a}: a symlink loop" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert loop_a.is_symlink()
+    assert loop_b.is_symlink()
 
 
 def test_swap_through_a_symlink_replaces_its_target(tmp_path: Path) -> None:

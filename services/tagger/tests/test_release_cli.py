@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 from release_helpers import ENDPOINT_ID, GitRepo, RunCli
@@ -166,3 +167,39 @@ def test_no_secret_reaches_output_records_or_tags(repo: GitRepo, podpulse: RunCl
     seen += repo.records.read_text() + repo.git("tag", "-l", "--format=%(contents)", TAG)
     assert canary not in seen
     assert "RUNPOD_API_KEY" not in dump.read_text()
+
+
+def test_a_record_indented_by_one_space_is_read_not_appended_again(
+    repo: GitRepo, podpulse: RunCli
+) -> None:
+    """A record whose comment a user indented by one space (still a hidden Markdown comment)
+    is listed, and releasing the same commit again finds it instead of appending a copy."""
+    repo.soak()
+    assert podpulse("release").code == 0
+    text = repo.records.read_text()
+    repo.records.write_text(text.replace("\n<!-- podpulse-release ", "\n <!-- podpulse-release "))
+    listed = podpulse("releases")
+    assert listed.code == 0, listed.stderr
+    assert TAG in listed.stdout
+    again = podpulse("release")
+    assert again.code == 0, again.stderr
+    assert "already released and recorded" in again.stdout
+    assert repo.records.read_text().count("podpulse-release {") == 1
+
+
+def test_a_symlinked_deployment_md_is_written_through_its_link(
+    repo: GitRepo, podpulse: RunCli
+) -> None:
+    """DEPLOYMENT.md linked to docs/DEPLOYMENT.md: the release appends to the target, and the
+    link stays a link."""
+    (repo.root / "docs").mkdir()
+    (repo.root / "docs" / "DEPLOYMENT.md").write_text("# Deployments\n\nkept notes\n")
+    repo.records.symlink_to(Path("docs") / "DEPLOYMENT.md")
+    repo.git("add", "DEPLOYMENT.md", "docs/DEPLOYMENT.md")
+    repo.git("commit", "-q", "-m", "records in docs/")
+    repo.soak()
+    ran = podpulse("release")
+    assert ran.code == 0, ran.stderr
+    assert repo.records.is_symlink()
+    assert [r.tag for r in read_records(repo.root / "docs" / "DEPLOYMENT.md")] == [TAG]
+    assert "kept notes" in (repo.root / "docs" / "DEPLOYMENT.md").read_text()

@@ -173,6 +173,29 @@ def test_damaged_record_names_its_line(line: str, expected: str) -> None:
         parse_records(f"# Deployments\n\n{line}\n", source="DEPLOYMENT.md")
 
 
+def test_a_comment_indented_up_to_three_spaces_is_read_and_a_code_block_refused() -> None:
+    """Markdown hides a comment indented by 1-3 spaces, so it is a record; indented further it
+    is a code block people see, refused with its line rather than silently skipped."""
+    record = _record()
+    comment = render_record(record).splitlines()[-1]
+    for indent in (" ", "   "):
+        assert parse_records(f"# Deployments\n\n{indent}{comment}\n") == [record]
+    for indent in ("    ", "\t"):
+        with pytest.raises(RecordsError, match="line 3: a release comment indented by more"):
+            parse_records(f"# Deployments\n\n{indent}{comment}\n")
+
+
+def test_one_tag_on_two_commits_is_refused() -> None:
+    """Two records giving one tag different commits are refused, naming both lines; the same
+    record twice (one commit) still reads."""
+    first = render_record(_record())
+    other = render_record(_record(commit="b" * 40))
+    with pytest.raises(RecordsError, match=r"line 27: tag v1.0-production is recorded for "
+                       r"commit bbbbbbbbbbbb here and for aaaaaaaaaaaa on line 14"):  # fmt: skip
+        parse_records(f"# Deployments\n\n{first}\n{other}")
+    assert len(parse_records(f"{first}\n{first}")) == 2
+
+
 def test_a_record_rests_on_a_passing_soak_or_a_reason() -> None:
     """Without a passing soak a record needs a force reason, and the reason is one line."""
     failing = Evidence.of(soak_summary(passed=False))

@@ -1,10 +1,15 @@
 """podpulse release refusing bad input, run as a real process: bad flags, a bad deployment
-file or no repository, a dirty tree or a detached head (split from test_release_cli so the
+file or no repository, a dirty tree or a detached head, and what never makes a tree dirty (split from test_release_cli so the
 test workers stay balanced)."""
 
 from __future__ import annotations
 
-from release_helpers import GitRepo, RunCli
+from datetime import UTC, datetime
+
+from release_helpers import ENDPOINT_ID, GitRepo, RunCli
+
+from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.tagger.endpoint._history import HistoryRecord, append_record, changing
 
 
 def test_bad_flags_exit_2_with_one_line(repo: GitRepo, podpulse: RunCli) -> None:
@@ -65,3 +70,37 @@ def test_dirty_tree_and_detached_head_are_refused(repo: GitRepo, podpulse: RunCl
     repo.git("checkout", "-q", "main")
     assert podpulse("release").code == 0
     assert "hand-written notes" in repo.records.read_text()
+
+
+def test_the_endpoint_history_and_stack_logs_never_block_a_release(
+    repo: GitRepo, podpulse: RunCli
+) -> None:
+    """What podpulse writes under .podpulse/ (endpoint update's history, its lock, the stack's
+    logs; at the root or where the command ran) does not count as uncommitted."""
+    config = EndpointConfig(
+        workers_min=2, workers_max=5, idle_timeout_s=180,
+        scaler_type=ScalerType.QUEUE_DELAY, scaler_value=1,
+    )  # fmt: skip
+    change = HistoryRecord(
+        at=datetime.now(UTC), endpoint_id=ENDPOINT_ID,
+        management_base_url="https://rest.runpod.io/v2", command="update", source="flags",
+        before=config, after=config, event_id="0" * 32, event_published=True,
+    )  # fmt: skip
+    for history in (
+        repo.root / ".podpulse" / "endpoint-history.jsonl",
+        repo.root / "deploy" / ".podpulse" / "endpoint-history.jsonl",
+    ):
+        with changing(history):  # as endpoint update writes it: the lock file beside it too
+            append_record(history, change)
+    (repo.root / ".podpulse" / "logs").mkdir()
+    (repo.root / ".podpulse" / "logs" / "prober.log").write_text("started\n")
+    repo.soak()
+    (repo.root / "deploy" / "podpulse.toml").write_text("edited beside the history\n")
+    ran = podpulse("release")
+    assert (ran.code, ran.stderr.strip()) == (
+        1, "refused: the work tree has uncommitted changes: deploy/podpulse.toml"
+    )  # fmt: skip
+    (repo.root / "deploy" / "podpulse.toml").unlink()
+    ran = podpulse("release")
+    assert ran.code == 0, ran.stderr
+    assert repo.tag_target(TAG) == repo.git("rev-parse", "HEAD")

@@ -106,6 +106,7 @@ def _plan(
         common = CommonSettings(**_given(redis_url=redis_url))
     except ValidationError as exc:
         raise UsageError(f"invalid settings: {describe_settings_error(exc)}") from None
+    _check_redis_port(common.redis_url)
     installed = frozenset(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
     twin = _twin_plan(common, settings)
     plan = StackPlan(
@@ -124,6 +125,19 @@ def _plan(
         if not _port_free(port):
             raise UsageError(f"port {port} for {who} is in use (another podpulse up or twin?)")
     return plan
+
+
+def _check_redis_port(url: str) -> None:
+    # The scheme is the common settings' check; a port that is not a number would surface as
+    # a ValueError from deep inside the first ping. The URL is not echoed: it may hold a
+    # password.
+    try:
+        urlsplit(url).port  # noqa: B018  # parsing it is the check
+    except ValueError:
+        raise UsageError(
+            "invalid settings: redis_url (--redis-url or REDIS_URL): its port is not a number "
+            "from 0 to 65535"
+        ) from None
 
 
 def _twin_plan(common: CommonSettings, settings: StackSettings) -> TwinPlan | None:

@@ -145,6 +145,9 @@ def parse_deployment_file(text: str, *, source: str = "podpulse.toml") -> Deploy
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DeploymentFileError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively; no podpulse.toml nests.
+        raise DeploymentFileError(f"{source}: nested too deeply to be read") from None
     try:
         return DeploymentFile.model_validate(data)
     except ValidationError as exc:

@@ -21,7 +21,10 @@ from ._estimate import MONTH_S
 from ._prices import GpuPrice
 from ._scaler_model import JobLoop, Prediction, Workload, simulate
 
-__all__ = ["Advice", "Judged", "advise", "candidates"]
+__all__ = ["MIN_RATE_RPS", "Advice", "Judged", "advise", "candidates"]
+
+# One request in the month the advice prices: below it there is no traffic to plan for.
+MIN_RATE_RPS = 1 / MONTH_S
 
 # The scaler settings tried: QUEUE_DELAY from RunPod's floor (0.5 s) up to 4 s, and
 # REQUEST_COUNT of one or two requests a worker (more only helps batching workers).

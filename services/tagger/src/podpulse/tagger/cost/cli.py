@@ -32,7 +32,7 @@ from .._deployment_file import (
     read_deployment_file,
 )
 from ..settings import CostSettings
-from ._advise import Advice, Judged, candidates
+from ._advise import MIN_RATE_RPS, Advice, Judged, candidates
 from ._advise import advise as run_advisor
 from ._estimate import CostError, CostReport, estimate_cost, read_run, read_traffic
 from ._prices import GpuPrice, PriceError, PriceTable
@@ -260,8 +260,13 @@ def advise(
 ) -> None:
     """Recommend workersMin/workersMax/scaler meeting the SLO at --rate for the least money."""
     settings = _settings()
-    if not (math.isfinite(rate) and 0 < rate <= 1000):
-        raise _usage(f"--rate takes requests per second in (0, 1000], got {rate}")
+    # The floor: below one request in the month the advice prices, there is nothing to plan
+    # for (and the simulated arrivals, thousands of months apart, would lose their precision).
+    if not (math.isfinite(rate) and MIN_RATE_RPS <= rate <= 1000):
+        raise _usage(
+            f"--rate takes requests per second from {MIN_RATE_RPS:.8f} (one a month) to 1000, "
+            f"got {rate}"
+        )
     if job_loop not in ("fast", "sdk"):
         raise _usage(f"--job-loop must be fast or sdk, got {job_loop[:40]!r}")
     loop: Literal["fast", "sdk"] = "fast" if job_loop == "fast" else "sdk"

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_KEY_CHARS",
     "KeyFileError",
     "KeyRejected",
+    "key_file_target",
     "read_key_file",
     "swap_key_file",
     "verify_key",
@@ -27,6 +28,9 @@ __all__ = [
 
 # RunPod keys are ~45 characters; a file this long holds something else (a whole env file).
 MAX_KEY_CHARS = 512
+# Read at most this much: a key with generous whitespace around it fits, and /dev/zero or a
+# huge file is refused after 4 KiB instead of filling memory.
+_MAX_KEY_FILE_BYTES = 4096
 
 
 class KeyFileError(ValueError):
@@ -40,11 +44,16 @@ class KeyRejected(RuntimeError):
 def read_key_file(path: Path, *, what: str = "--new-key-file") -> str:
     """The one key *path* holds (surrounding whitespace dropped); KeyFileError otherwise."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
     except FileNotFoundError:
         raise KeyFileError(f"{what} {path}: no such file") from None
     except OSError as exc:
         raise KeyFileError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        raise KeyFileError(
+            f"{what} {path}: holds more than {_MAX_KEY_FILE_BYTES} bytes, not one API key"
+        )
     try:
         key = raw.decode("ascii").strip()
     except UnicodeDecodeError:
@@ -86,6 +95,21 @@ async def verify_key(
             ) from None
 
 
+def key_file_target(path: Path) -> Path:
+    """The file a swap of *path* writes (through symlinks; it need not exist yet).
+
+    Checked before any API is called: a symlink loop or a folder that is not there is a
+    KeyFileError now, not a failure after the new key was sent to RunPod.
+    """
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        raise KeyFileError(f"{path}: a symlink loop, or a link that cannot be followed") from None
+    if not target.parent.is_dir():
+        raise KeyFileError(f"{path}: its folder {target.parent} does not exist")
+    return target
+
+
 def swap_key_file(path: Path, key: str) -> Path:
     """Replace the file at *path* (through a symlink: its target) with *key*, atomically.
 
@@ -93,7 +117,7 @@ def swap_key_file(path: Path, key: str) -> Path:
     there was none). KeyFileError when the folder cannot be written; the old file is then
     untouched.
     """
-    target = path.resolve()
+    target = key_file_target(path)
     try:
         mode = target.stat().st_mode & 0o777
     except FileNotFoundError:

@@ -65,7 +65,14 @@ from ._change import (
     read_update_flags,
 )
 from ._history import HistoryError, read_history
-from ._keys import KeyFileError, KeyRejected, read_key_file, swap_key_file, verify_key
+from ._keys import (
+    KeyFileError,
+    KeyRejected,
+    key_file_target,
+    read_key_file,
+    swap_key_file,
+    verify_key,
+)
 
 __all__ = ["endpoint_app", "keys_app"]
 
@@ -386,7 +393,8 @@ def rotate(
     endpoint_id = _resolve_endpoint_id(endpoint, common)
     try:
         new_key = read_key_file(new_key_file)
-        current = read_key_file(target, what="key file") if target.exists() else None
+        written_to = key_file_target(target)
+        current = read_key_file(target, what="key file") if written_to.exists() else None
     except KeyFileError as exc:
         _fail(EXIT_USAGE, str(exc))
     if current == new_key:

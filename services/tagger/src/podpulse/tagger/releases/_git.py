@@ -83,13 +83,17 @@ class Repository:
         """When *commit* was committed (the committer date), in UTC."""
         return datetime.fromtimestamp(int(self.git("show", "-s", "--format=%ct", commit)), UTC)
 
-    def changes(self, ignoring: Iterable[Path] = ()) -> list[str]:
+    def changes(
+        self, ignoring: Iterable[Path] = (), *, ignoring_folders: Iterable[str] = ()
+    ) -> list[str]:
         """Paths with uncommitted changes, untracked ones included, as git status shows them.
 
         Paths under *ignoring* (absolute, or relative to the root) are left out: the release's
         own record file is written after the check and must not make the next release refuse.
+        So are paths inside a folder named one of *ignoring_folders*, at any depth.
         """
         skipped = [self._relative(path) for path in ignoring]
+        folders = frozenset(ignoring_folders)
         out = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all")
         entries = [entry for entry in out.split("\0") if entry]
         paths: list[str] = []
@@ -100,8 +104,12 @@ class Repository:
             if "R" in status or "C" in status:
                 index += 1  # the source path of a rename or copy follows
             index += 1
-            if not any(_under(path, skip) for skip in skipped if skip is not None):
-                paths.append(path)
+            if any(_under(path, skip) for skip in skipped if skip is not None):
+                continue
+            # --untracked-files=all lists files, never a folder: the folders are its parents.
+            if folders.intersection(PurePosixPath(path).parts[:-1]):
+                continue
+            paths.append(path)
         return paths
 
     def tag_commit(self, tag: str) -> str | None:

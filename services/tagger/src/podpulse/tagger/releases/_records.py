@@ -53,6 +53,7 @@ _HEADER = (
     "Each ends with a machine-readable comment; `podpulse releases` lists them.\n"
 )
 _SHA = r"^[0-9a-f]{40}$"
+_MAX_INDENT = 3
 # A force reason is shown inside one Markdown line and one tag message line.
 _ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f\u2028\u2029]+$")
 
@@ -187,16 +188,22 @@ def describe_evidence(evidence: Evidence | None) -> str:
 def append_record(path: Path, record: ReleaseRecord) -> None:
     """Append *record* to *path* (created with a header if absent), atomically.
 
-    The new file is written beside the old one and renamed over it, so a crash leaves the old
-    file or the new one. The caller holds the release lock.
+    The new file is written beside the old one (beside a symlink's target) and renamed over
+    it, so a crash leaves the old file or the new one. The caller holds the release lock.
     """
+    # A symlinked DEPLOYMENT.md is written through its link: the rename replaces the target,
+    # never the link itself.
     try:
-        old = path.read_text(encoding="utf-8")
+        target = path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise RecordsError(f"{path}: cannot be resolved ({exc})") from None
+    try:
+        old = target.read_text(encoding="utf-8")
     except FileNotFoundError:
         old = _HEADER
     if old and not old.endswith("\n"):
         old += "\n"
-    _write_atomically(path, f"{old}\n{render_record(record)}")
+    _write_atomically(target, f"{old}\n{render_record(record)}")
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -246,16 +253,25 @@ def read_records(path: Path) -> list[ReleaseRecord]:
 
 def parse_records(text: str, *, source: str = "DEPLOYMENT.md") -> list[ReleaseRecord]:
     """The records in DEPLOYMENT.md text; RecordsError naming the line of a damaged one."""
-    records = []
+    records: list[ReleaseRecord] = []
+    first_line: dict[str, tuple[int, str]] = {}  # tag -> (line, commit) of its first record
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.startswith(_MARKER.rstrip()):
+        indent = len(line) - len(line.lstrip())
+        stripped = line.strip()
+        if not stripped.startswith(_MARKER.rstrip()):
             continue
-        stripped = line.rstrip()
+        # Markdown hides a comment indented by up to three spaces, as written; one indented
+        # further (or by a tab) is a code block, shown as text: neither skipped nor guessed at.
+        if indent > _MAX_INDENT or "\t" in line[:indent]:
+            raise RecordsError(
+                f"{source}: line {number}: a release comment indented by more than "
+                f"{_MAX_INDENT} spaces (a Markdown code block); unindent it"
+            )
         if not (stripped.startswith(_MARKER) and stripped.endswith(_END)):
             raise RecordsError(f"{source}: line {number}: a release comment that is not closed")
         body = stripped[len(_MARKER) : -len(_END)]
         try:
-            records.append(ReleaseRecord.model_validate_json(body, strict=True))
+            record = ReleaseRecord.model_validate_json(body, strict=True)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in error['loc']) or '<record>'}: {error['msg']}"
@@ -264,6 +280,14 @@ def parse_records(text: str, *, source: str = "DEPLOYMENT.md") -> list[ReleaseRe
             raise RecordsError(
                 f"{source}: line {number}: damaged release record: {problems}"
             ) from None
+        earlier = first_line.setdefault(record.tag, (number, record.commit))
+        if earlier[1] != record.commit:
+            raise RecordsError(
+                f"{source}: line {number}: tag {record.tag} is recorded for commit "
+                f"{record.commit[:12]} here and for {earlier[1][:12]} on line {earlier[0]}; "
+                "a tag names one commit"
+            )
+        records.append(record)
     return records
 
 

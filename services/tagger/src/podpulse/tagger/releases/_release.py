@@ -1,11 +1,11 @@
 """A production release: the gate, an annotated tag, a DEPLOYMENT.md record, in that order.
 
 :func:`release` is the one core that ``podpulse release`` and the tagger's Celery task call.
-It refuses a detached HEAD, a dirty tree (the record file and the results folder aside) and a
-tag that points at another commit; then the gate (podpulse.tagger.releases._gate) must pass, or
-``--force`` with a reason is recorded instead. Everything after the checks runs under a lock
-in the repository's git folder, so two releases never interleave: the second waits, then
-finds the first one's tag and record and does nothing.
+It refuses a detached HEAD, a dirty tree (the record file, the results folder and podpulse's
+own ``.podpulse/`` folders aside) and a tag that points at another commit; then the gate
+(podpulse.tagger.releases._gate) must pass, or ``--force`` with a reason is recorded instead.
+Everything after the checks runs under a lock in the repository's git folder, so two releases
+never interleave: the second waits, then finds the first one's tag and record and does nothing.
 
 Each step looks first at what is already there, which makes the whole idempotent and
 repairable: the same commit and tag again is a no-op; a tag without its record (a crash
@@ -47,6 +47,7 @@ from ._records import (
 
 __all__ = [
     "LOCK_FILE",
+    "STATE_FOLDER",
     "ReleaseOutcome",
     "ReleaseRefused",
     "ReleaseRequest",
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 LOCK_FILE = "podpulse-release.lock"
+# podpulse's own state beside the user's files (the endpoint history, the stack's logs): it is
+# written by podpulse after the fact, like DEPLOYMENT.md, so it never makes the tree dirty.
+STATE_FOLDER = ".podpulse"
 _LOCK_POLL_S = 0.05
 _REASON = re.compile(r"^[^\x00-\x1f\x7f\u2028\u2029]{1,500}$")
 
@@ -133,7 +137,10 @@ def _release(
     if repo.branch() is None:
         raise ReleaseRefused("HEAD is detached: check out the branch to release")
     records_path = repo.root / settings.records_file
-    dirty = repo.changes(ignoring=(records_path, repo.root / settings.results_dir))
+    dirty = repo.changes(
+        ignoring=(records_path, repo.root / settings.results_dir),
+        ignoring_folders=(STATE_FOLDER,),
+    )
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise ReleaseRefused(f"the work tree has uncommitted changes: {shown}")
