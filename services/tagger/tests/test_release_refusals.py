@@ -1,6 +1,6 @@
 """podpulse release refusing bad input, run as a real process: bad flags, a bad deployment
-file or no repository, a dirty tree or a detached head, and what never makes a tree dirty (split from test_release_cli so the
-test workers stay balanced)."""
+file or no repository, a dirty tree or a detached head, and what never makes a tree dirty
+(split from test_release_cli so the test workers stay balanced)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from release_helpers import ENDPOINT_ID, GitRepo, RunCli
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.tagger.endpoint._history import HistoryRecord, append_record, changing
+
+TAG = "v1.0-production"
 
 
 def test_bad_flags_exit_2_with_one_line(repo: GitRepo, podpulse: RunCli) -> None:
