@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
+import socket
 
 import httpx
 import pytest
+import redis
 from google.rpc.status_pb2 import Status
-from ingest_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request, settings
+from ingest_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request, serve, settings
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,9 +20,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from podpulse.alerter import MemoryWindowStore, SeriesKey, create_ingest_app
+from podpulse.alerter import MemoryWindowStore, RedisWindowStore, SeriesKey, create_ingest_app
 from podpulse.alerter._ingest import _metrics as m
 from podpulse.common.settings import Secret
+from podpulse.common.testing import wait_until
 
 PB = {"content-type": "application/x-protobuf"}
 JS = {"content-type": "application/json"}
@@ -276,6 +280,22 @@ async def test_a_configured_bearer_token_is_required(monkeypatch: pytest.MonkeyP
     assert (await client.post("/v1/traces", content=body, headers=right)).status_code == 200
 
 
+async def test_a_subnormal_execution_time_refuses_that_span_alone() -> None:
+    """A runpod.job span with runpod.execution_ms 5e-324 and output tokens (no tokens/s) is
+    refused alone in partial_success; the spans before and after it count, once."""
+    tiny = {**job_attrs(tokens_per_s=None), "runpod.execution_ms": 5e-324}
+    specs = [SpanSpec(job_attrs()), SpanSpec(tiny), SpanSpec(job_attrs())]
+    client, store = _app()
+    body = proto_request(specs).SerializeToString()
+    reply = await client.post("/v1/traces", content=body, headers=PB)
+    assert reply.status_code == 200
+    ps = ExportTraceServiceResponse.FromString(reply.content).partial_success
+    assert ps.rejected_spans == 1
+    assert "execution_ms too small" in ps.error_message
+    assert store.stat(EP1, "fail_rate", "rate", 300, NOW).samples == 2
+    assert store.stat(EP1, "tokens_per_s", "max", 300, NOW).samples == 2
+
+
 async def test_the_series_cap_evicts_the_idlest_series_and_counts_it() -> None:
     """Past ALERTER_MAX_SERIES the least recently fed series goes, counted as evicted."""
     client, store = _app(max_series=3)
@@ -302,3 +322,63 @@ async def test_metrics_show_window_statistics_and_the_ingest_counters() -> None:
     assert 'podpulse_fail_rate{endpoint="ep1",model="qwen"} 0.0909' in text
     assert "podpulse_alerter_spans_received_total" in text
     assert "# TYPE podpulse_alerter_spans_dropped_total counter" in text
+
+
+async def test_the_bearer_scheme_is_case_insensitive(monkeypatch) -> None:
+    """`Authorization: bearer <token>` (any case of the scheme) is accepted; the token
+    itself is compared exactly."""
+    monkeypatch.setenv("ALERTER_TEST_TOKEN", "s3cret")
+    client, store = _app()
+    body = proto_request(_jobs(1)).SerializeToString()
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        headers = {**PB, "authorization": f"{scheme} s3cret"}
+        assert (await client.post("/v1/traces", content=body, headers=headers)).status_code == 200
+    wrong = {**PB, "authorization": "bearer S3CRET"}
+    assert (await client.post("/v1/traces", content=body, headers=wrong)).status_code == 401
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 3
+
+
+async def test_metrics_answer_with_the_counters_while_redis_is_down() -> None:
+    """With the window store's Redis unreachable, GET /metrics is 200 with the in-process
+    counters (and no window statistics)."""
+    s = settings()
+    store = RedisWindowStore(
+        redis.Redis(port=1, socket_connect_timeout=0.2),
+        prefix="podpulse-test:down:",
+        bucket_s=s.bucket_s,
+        retention_s=s.retention_s,
+        max_series=s.max_series,
+        clock=lambda: NOW,
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r")
+    reply = await client.get("/metrics")
+    assert reply.status_code == 200
+    assert "podpulse_alerter_spans_received_total" in reply.text
+    assert "podpulse_exec_ms" not in reply.text
+
+
+def test_a_client_gone_mid_body_is_one_line_not_a_traceback(caplog) -> None:
+    """A client that sends half its body and hangs up is counted as a 499 and logged
+    without a traceback; the server answers the next export."""
+    s = settings()
+    store = MemoryWindowStore(
+        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=10, clock=lambda: NOW
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    gone = m.OTLP_REQUESTS.labels(code="499")
+    before = gone._value.get()
+    with serve(app) as url:
+        # uvicorn's loggers do not propagate to the root, where caplog listens.
+        uvicorn_error = logging.getLogger("uvicorn.error")
+        uvicorn_error.addHandler(caplog.handler)
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n"
+                         b"Content-Type: application/x-protobuf\r\n"
+                         b"Content-Length: 1000\r\n\r\n0123456789")  # fmt: skip
+        wait_until(lambda: gone._value.get() > before, timeout_s=20, what="the 499")
+        body = proto_request(_jobs(1)).SerializeToString()
+        assert httpx.post(f"{url}/v1/traces", content=body, headers=PB).status_code == 200
+        uvicorn_error.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -109,8 +109,10 @@ def _check_token(request: Request, token: Secret) -> None:
         raise _Refused(503, "the receiver's token cannot be read") from None
     if expected is None:
         return
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+    # RFC 9110 §11.1: the scheme is case-insensitive ("bearer" is "Bearer").
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    right = hmac.compare_digest(given.strip().encode(), expected.encode())
+    if scheme.lower() != "bearer" or not right:
         raise _Refused(401, "missing or wrong bearer token")
 
 
@@ -132,9 +134,15 @@ def _partial(rejections: list[Rejection]) -> str:
 def ingest(
     spans: Iterator[RawSpan], reader: SpanReader, store: IngestStore, now: float
 ) -> list[Rejection]:
-    """Count each span's observation in the store; the rejections, in order."""
+    """Count each span's observation in the store; the rejections, in order.
+
+    All or nothing: every span is decoded and read before the first is counted, so a batch
+    that fails part-way (a body that stops decoding, a bug) counts none of its spans, and the
+    client's retry of it cannot count any twice.
+    """
     rejections: list[Rejection] = []
-    received = accepted = ignored = 0
+    observations: list[Observation] = []
+    received = ignored = 0
     for span in spans:
         received += 1
         result = reader.read(span, now)
@@ -142,12 +150,14 @@ def ingest(
             ignored += 1
         elif isinstance(result, Rejection):
             rejections.append(result)
-            m.SPANS_DROPPED.labels(reason=result.reason).inc()
         else:
-            store.add(result)
-            accepted += 1
+            observations.append(result)
+    for observation in observations:
+        store.add(observation)
+    for rejection in rejections:
+        m.SPANS_DROPPED.labels(reason=rejection.reason).inc()
     m.SPANS_RECEIVED.inc(received)
-    m.SPANS_ACCEPTED.inc(accepted)
+    m.SPANS_ACCEPTED.inc(len(observations))
     m.SPANS_IGNORED.inc(ignored)
     return rejections
 
@@ -187,6 +197,12 @@ class _TracesEndpoint:
             return _failure(refused.status, reply_type, refused.message, close=True)
         except OtlpError as exc:
             return _failure(400, reply_type, str(exc))
+        except ClientDisconnect:
+            # A client gone mid-body is its own affair (its exporter retries): one line, no
+            # traceback, and nginx's 499 in the request counter. Nobody reads the reply.
+            log.info("receiver.client_gone")
+            m.OTLP_REQUESTS.labels(code="499").inc()
+            return Response(status_code=499)
         if not rejections:
             return _reply(200, reply_type, ExportTraceServiceResponse(), {})
         message = _partial(rejections)
@@ -269,14 +285,20 @@ def create_ingest_app(
     and the evaluator's and outbox's counters).
     """
     endpoint = _TracesEndpoint(settings, store, clock, token)
-    windows = CollectorRegistry(auto_describe=False)
-    windows.register(m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock))
-    for collector in collectors:
-        windows.register(collector)
+    # One registry per collector: one that reads Redis and fails leaves out only its own
+    # families, never the in-process counters (which say what is wrong while Redis is down).
+    registries = []
+    for collector in (
+        m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock),
+        *collectors,
+    ):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        registries.append(registry)
 
     def metrics(request: Request) -> Response:
         """GET /metrics: Prometheus text; sync, so a Redis read runs in the thread pool."""
-        return Response(m.render(windows), media_type=CONTENT_TYPE_LATEST)
+        return Response(m.render(registries), media_type=CONTENT_TYPE_LATEST)
 
     async def healthy(request: Request) -> Response:
         """GET /-/healthy: the process answers."""
