@@ -36,6 +36,7 @@ from podpulse.common.events import (
 from podpulse.common.retry import Backoff
 from podpulse.common.settings import ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL
 
+from ._ingest._metrics import SERIES_EVICTED
 from ._notify._dispatch import Dispatcher
 from ._notify._events import probe_run_notification, release_announcement
 from ._notify._notifier import Notifier
@@ -69,6 +70,7 @@ def window_store(
         retention_s=settings.retention_s,
         max_series=settings.max_series,
         clock=clock,
+        on_evict=lambda _: SERIES_EVICTED.inc(),
     )
 
 
