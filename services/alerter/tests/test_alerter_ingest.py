@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import socket
+import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +22,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from podpulse.alerter import MemoryWindowStore, RedisWindowStore, SeriesKey, create_ingest_app
+from podpulse.alerter import (
+    MemoryWindowStore,
+    Observation,
+    RedisWindowStore,
+    SeriesKey,
+    create_ingest_app,
+)
 from podpulse.alerter._ingest import _metrics as m
 from podpulse.common.settings import Secret
 from podpulse.common.testing import wait_until
@@ -382,3 +390,86 @@ def test_a_client_gone_mid_body_is_one_line_not_a_traceback(caplog) -> None:
         assert httpx.post(f"{url}/v1/traces", content=body, headers=PB).status_code == 200
         uvicorn_error.removeHandler(caplog.handler)
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_more_spans_than_the_cap_is_413_and_counts_none() -> None:
+    """Past ALERTER_MAX_SPANS_PER_REQUEST spans a request is 413 (protobuf and JSON) and
+    none of its spans count; at the cap it is taken."""
+    client, store = _app(max_spans_per_request=5)
+    for headers, body in (
+        (PB, proto_request(_jobs(6)).SerializeToString()),
+        (JS, json_body(proto_request(_jobs(6)))),
+    ):
+        reply = await client.post("/v1/traces", content=body, headers=headers)
+        assert reply.status_code == 413
+        assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 0
+    body = proto_request(_jobs(5)).SerializeToString()
+    assert (await client.post("/v1/traces", content=body, headers=PB)).status_code == 200
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 5
+
+
+class _GatedStore(MemoryWindowStore):
+    """A memory store whose add() waits until the test lets it go (it says when it waits)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def add(self, observation: Observation) -> None:
+        self.entered.set()
+        self.release.wait(timeout=60)
+        super().add(observation)
+
+
+def test_the_loop_answers_while_a_batch_is_being_counted() -> None:
+    """While one export's spans are being counted, /-/healthy and /metrics are answered:
+    decoding and counting run off the event loop."""
+    s = settings()
+    store = _GatedStore(
+        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=10, clock=lambda: NOW
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    body = proto_request(_jobs(3)).SerializeToString()
+    replies: list[int] = []
+    with serve(app) as url:
+        export = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(f"{url}/v1/traces", content=body, headers=PB, timeout=60).status_code
+            )
+        )
+        export.start()
+        try:
+            assert store.entered.wait(timeout=30)
+            assert httpx.get(f"{url}/-/healthy", timeout=30).status_code == 200
+            assert replies == []  # the export is still being counted
+        finally:
+            store.release.set()
+            export.join(timeout=60)
+    assert replies == [200]
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 3
+
+
+def test_bodies_past_the_bytes_in_flight_budget_are_503_until_one_ends() -> None:
+    """With one connection holding a declared 4000-byte body and a 4096-byte budget, another
+    export is a retryable 503; once that connection goes, exports are taken again."""
+    s = settings(max_body_bytes=4096, max_body_bytes_in_flight=4096)
+    store = MemoryWindowStore(
+        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=10, clock=lambda: NOW
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    body = proto_request(_jobs(1)).SerializeToString()
+    with serve(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        def export() -> int:
+            return httpx.post(f"{url}/v1/traces", content=body, headers=PB).status_code
+
+        assert export() == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as holder:
+            holder.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n"
+                           b"Content-Type: application/x-protobuf\r\n"
+                           b"Content-Length: 4000\r\n\r\n0123456789")  # fmt: skip
+            wait_until(lambda: export() == 503, timeout_s=20, what="a 503 while held")
+        wait_until(lambda: export() == 200, timeout_s=20, what="a 200 once released")
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 2

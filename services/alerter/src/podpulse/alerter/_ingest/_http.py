@@ -8,9 +8,12 @@ an ``ExportTraceServiceResponse``, whose ``partial_success`` (``rejected_spans``
 with the reason: 400 for a body that does not decode (not retryable), 401 for a missing or
 wrong bearer token, 413 for a body over ``ALERTER_MAX_BODY_BYTES`` (20 MiB by default, the
 spec's recommendation), before *or after* gunzip (decompression stops at the limit, so a gzip
-bomb never expands past it), 408 for one still arriving after ``ALERTER_BODY_TIMEOUT_S``, 415
-for another content type or encoding. The body is read by ``podpulse.common.http_body``, the
-twin's reader too.
+bomb never expands past it), 413 too for more than ``ALERTER_MAX_SPANS_PER_REQUEST`` spans,
+408 for one still arriving after ``ALERTER_BODY_TIMEOUT_S``, 415 for another content type or
+encoding, and 503 (retryable) when the bodies held across all connections would pass
+``ALERTER_MAX_BODY_BYTES_IN_FLIGHT``. The body is read by ``podpulse.common.http_body``, the
+twin's reader too; it is decoded and its spans counted in a worker thread, so the event loop
+keeps answering meanwhile.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from .._windows._contract import Observation, SeriesKey
 from .._windows._memory import Bucket
 from ..settings import AlerterSettings
 from . import _metrics as m
-from ._otlp import OtlpError, RawSpan, decode_json, decode_protobuf
+from ._otlp import OtlpError, RawSpan, TooManySpans, decode_json, decode_protobuf
 from ._reader import Rejection, SpanReader
 
 __all__ = ["create_ingest_app"]
@@ -176,6 +179,8 @@ class _TracesEndpoint:
         self.store = store
         self.clock = clock
         self.token = token
+        # Body bytes reserved by requests being read or decoded (touched on the loop only).
+        self.in_flight = 0
         self.reader = SpanReader(
             retention_s=settings.retention_s,
             max_clock_skew_s=settings.max_clock_skew_s,
@@ -189,6 +194,8 @@ class _TracesEndpoint:
         reply_type = JSON if media == JSON else PROTOBUF
         try:
             rejections = await self._ingest(request, media)
+        except TooManySpans as exc:
+            return _failure(413, reply_type, str(exc))
         except (_Refused, BodyRefused) as refused:
             # Every refusal answers before the body was read through: a connection holding
             # unread bytes cannot carry another request, and kept open it would let a client
@@ -223,14 +230,37 @@ class _TracesEndpoint:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
             raise _Refused(415, f"content encoding must be gzip or none, not {encoding!r}")
-        body = await read_body(
-            request.stream(),
-            limit=self.settings.max_body_bytes,
-            timeout_s=self.settings.body_timeout_s,
-            declared=request.headers.get("content-length"),
-            gunzip=encoding == "gzip",
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        # What this body may hold in memory until its spans are counted: its declared size,
+        # or the limit when gunzipped or of unknown length (read_body enforces both).
+        size = limit
+        if encoding != "gzip" and declared is not None and declared.strip().isdigit():
+            size = min(int(declared), limit)
+        if self.in_flight + size > self.settings.max_body_bytes_in_flight:
+            raise _Refused(503, "too many request bytes in flight; retry later")
+        self.in_flight += size
+        try:
+            body = await read_body(
+                request.stream(),
+                limit=limit,
+                timeout_s=self.settings.body_timeout_s,
+                declared=declared,
+                gunzip=encoding == "gzip",
+            )
+            # Decoding and reading tens of MB of spans takes seconds of CPU: in a thread, so
+            # the loop keeps answering (/-/healthy, other exports) meanwhile.
+            return await anyio.to_thread.run_sync(self._count, body, media)
+        finally:
+            self.in_flight -= size
+
+    def _count(self, body: bytes, media: str) -> list[Rejection]:
+        cap = self.settings.max_spans_per_request
+        spans = (
+            decode_json(body, max_spans=cap)
+            if media == JSON
+            else decode_protobuf(body, max_spans=cap)
         )
-        spans = decode_json(body) if media == JSON else decode_protobuf(body)
         return ingest(spans, self.reader, self.store, self.clock())
 
 
