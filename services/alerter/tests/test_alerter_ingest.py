@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -21,6 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from podpulse.alerter import (
     MemoryWindowStore,
@@ -473,3 +476,42 @@ def test_bodies_past_the_bytes_in_flight_budget_are_503_until_one_ends() -> None
             wait_until(lambda: export() == 503, timeout_s=20, what="a 503 while held")
         wait_until(lambda: export() == 200, timeout_s=20, what="a 200 once released")
     assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 2
+
+
+class _SilentRedis:
+    """A TCP server that takes connections and never answers: a Redis stopped mid-flight."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_the_loop_answers_while_redis_hangs() -> None:
+    """With the serving alerter's Redis accepting connections and never answering, once both
+    the evaluation and the delivery are waiting on it, /-/healthy is still answered."""
+    from podpulse.alerter._rules._yaml import default_rules
+    from podpulse.alerter._serve import create_serving_app
+
+    silent = _SilentRedis()
+    client = redis.Redis(port=silent.port, socket_timeout=60, retry=Retry(NoBackoff(), 0))
+    app = create_serving_app(client, settings(), default_rules())
+    try:
+        with serve(app) as url:
+            # One connection for the evaluation (in a thread), one for the delivery's lock.
+            wait_until(lambda: len(silent.accepted) >= 2, timeout_s=30, what="two Redis calls")
+            assert httpx.get(f"{url}/-/healthy", timeout=30).status_code == 200
+            silent.close()  # the hanging calls fail at once, so the server can stop
+    finally:
+        silent.close()
