@@ -102,7 +102,7 @@ def _inside(op: Any, arg: Any, repeated: bool) -> tuple[list[tuple[Any, bool]], 
 
 
 # The latest time a silence may end: past datetime's year 9999 no date can be printed.
-LATEST = 253_370_764_800.0  # 9999-01-01T00:00:00Z
+_LATEST = 253_370_764_800.0  # 9999-01-01T00:00:00Z
 
 
 class Matcher(BaseModel):
@@ -163,7 +163,7 @@ class Silence(BaseModel):
         # by an older podpulse) can still be listed and printed.
         if math.isnan(value):
             raise ValueError("must be a number")
-        return min(max(value, 0.0), LATEST)
+        return min(max(value, 0.0), _LATEST)
 
     def active(self, now: float) -> bool:
         """Whether the silence is in force at *now*."""

@@ -159,7 +159,8 @@ def bucket_indexes(bucket_s: float, window_s: float, now: float) -> range:
 
 class MemoryWindowStore:
     """A ``WindowStore`` in this process: the whole truth for one ingesting process, and each
-    one's own part of the Redis-merged store. Thread-safe (one lock)."""
+    one's own part of the Redis-merged store (*flushed*: ``take_dirty()`` is called, and the
+    unflushed changes of an evicted series are kept for it). Thread-safe (one lock)."""
 
     def __init__(
         self,
@@ -169,6 +170,7 @@ class MemoryWindowStore:
         max_series: int,
         clock: Callable[[], float],
         on_evict: Callable[[SeriesKey], None] | None = None,
+        flushed: bool = False,
     ) -> None:
         self.bucket_s = bucket_s
         self.retention_s = retention_s
@@ -179,7 +181,9 @@ class MemoryWindowStore:
         self._generation: dict[SeriesKey, int] = {}
         self._generations = itertools.count()
         self._dirty: set[tuple[SeriesKey, int]] = set()
-        # Changed buckets of series evicted before they were flushed, for the next flush.
+        # Changed buckets of series evicted before they were flushed, for the next flush;
+        # kept only when something flushes (*flushed*), or they would pile up unread.
+        self._flushed = flushed
         self._orphans: list[DirtyBucket] = []
         self._lock = threading.Lock()
 
@@ -212,7 +216,8 @@ class MemoryWindowStore:
         for index, bucket in buckets.items():
             if (key, index) in self._dirty:
                 self._dirty.discard((key, index))
-                self._orphans.append(DirtyBucket(key, index, generation, bucket.fields()))
+                if self._flushed:
+                    self._orphans.append(DirtyBucket(key, index, generation, bucket.fields()))
         return key
 
     def _prune(self, buckets: dict[int, Bucket]) -> None:

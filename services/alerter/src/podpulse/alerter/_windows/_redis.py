@@ -74,6 +74,7 @@ class RedisWindowStore:
             max_series=max_series,
             clock=clock,
             on_evict=on_evict,
+            flushed=True,
         )
 
     def _bucket_key(self, key: SeriesKey, index: int) -> str:
