@@ -120,6 +120,12 @@ def test_a_window_longer_than_the_retention_is_refused_with_its_line() -> None:
         ),
         ("rules: " + "[" * 100 + "]" * 100 + "\n", "f.yaml:1: nested more than 64 levels"),
         ("rules: " + "[" * 5000 + "]" * 5000 + "\n", "f.yaml:1: nested more than 64 levels"),
+        (
+            "a0: &a0 [[[[[[[[[[x]]]]]]]]]]\n"
+            + "".join(f"a{i}: &a{i} [[[[[[[[[[*a{i - 1}]]]]]]]]]]\n" for i in range(1, 8))
+            + "rules: *a7\n",
+            "nested more than 64 levels deep",
+        ),
     ],
 )
 def test_yaml_aliases_that_loop_or_explode_are_refused_with_the_line(

@@ -157,32 +157,36 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def _refuse_alias_bombs(root: yaml.Node, source: str) -> None:
-    """RulesError, with the line, for a value that contains itself, expands past
-    ``_MAX_VALUES`` values or nests past ``_MAX_DEPTH``; linear in the nodes written."""
-    expanded: dict[int, int] = {}  # id(node): values it expands to, for nodes walked
+    """RulesError, with the line, for a value that contains itself, or expands past
+    ``_MAX_VALUES`` values or ``_MAX_DEPTH`` levels; linear in the nodes written."""
+    # id(node): (values it expands to, levels it expands to), for nodes walked; measured on
+    # the expansion, since an alias can stack one deep value inside another.
+    expanded: dict[int, tuple[int, int]] = {}
     open_: set[int] = set()  # the nodes on the path from the root: an alias back is a loop
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        node, depth, leaving = stack.pop()
+        node, leaving = stack.pop()
         line = node.start_mark.line + 1
         if leaving:
             open_.discard(id(node))
-            total = 1 + sum(expanded[id(child)] for child in _children(node))
+            sizes = [expanded[id(child)] for child in _children(node)]
+            total = 1 + sum(size for size, _ in sizes)
+            depth = 1 + max((levels for _, levels in sizes), default=0)
             if total > _MAX_VALUES:
                 raise RulesError(
                     f"{source}:{line}: expands to more than {_MAX_VALUES} values (YAML aliases)"
                 )
-            expanded[id(node)] = total
+            if depth > _MAX_DEPTH:
+                raise RulesError(f"{source}:{line}: nested more than {_MAX_DEPTH} levels deep")
+            expanded[id(node)] = (total, depth)
             continue
         if id(node) in expanded:
             continue
         if id(node) in open_:
             raise RulesError(f"{source}:{line}: a YAML alias makes this value contain itself")
-        if depth > _MAX_DEPTH:
-            raise RulesError(f"{source}:{line}: nested more than {_MAX_DEPTH} levels deep")
         open_.add(id(node))
-        stack.append((node, depth, True))
-        stack.extend((child, depth + 1, False) for child in _children(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
 
 
 def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
