@@ -3,6 +3,7 @@ loopback receivers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,59 @@ def test_serve_refuses_a_bad_rules_file_and_an_unreachable_redis(
     result = cli("alerter", "serve", "--port", str(free_port()))
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: Redis (REDIS_URL) does not answer: ConnectionError"
+
+
+def test_a_rule_window_past_the_retention_is_exit_2_with_file_line(cli, tmp_path: Path) -> None:
+    """`rules --rules` with a 2h window and the default 1h retention: exit 2, FILE:LINE."""
+    long = tmp_path / "long.yaml"
+    long.write_text(BAD_RULES.replace('"5000"', "5000").replace("1m", "2h"))
+    result = cli("alerts", "rules", "--rules", str(long))
+    assert result.exit_code == 2
+    assert f"error: {long}:7: rules.0.window: longer than the windows kept" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "regex", ["(x+x+)+y", "(a|a)*b", "(a*)*", "a.*b.*c.*d.*e", "(a)\\1", "a(?=b)", "x" * 300]
+)
+def test_a_matcher_regex_that_can_backtrack_without_end_is_refused(cli, regex: str) -> None:
+    """`silence add` refuses a regex outside the checked subset (nested or alternating
+    repetition, over three repetitions, backreferences, lookarounds, too long): exit 2."""
+    result = cli("alerts", "silence", "add", f'endpoint=~"{regex}"', "--duration", "1h")
+    assert result.exit_code == 2, result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "matcher:" in result.stderr
+    assert cli("alerts", "silence", "list").stdout.strip() == "no silences"
+
+
+@pytest.mark.parametrize(
+    "end", [("--duration", "99999999999w"), ("--until", "9999-12-31T23:59:59-23:59")]
+)
+def test_a_silence_ending_past_year_9999_is_stored_bounded_and_listed(cli, end) -> None:
+    """A silence whose end lies past what a date can show is kept until 9999-01-01 and both
+    `add` and every later `list` print it."""
+    result = cli("alerts", "silence", "add", "endpoint=ep1", *end)
+    assert result.exit_code == 0, result.stderr
+    assert "until 9999-01-01T00:00:00Z" in result.stdout
+    listed = cli("alerts", "silence", "list")
+    assert listed.exit_code == 0
+    assert "until 9999-01-01T00:00:00Z" in listed.stdout
+
+
+def test_silences_stored_by_an_older_alerter_are_listed_or_dropped(
+    cli, redis_url: str, prefix: str
+) -> None:
+    """A silence stored unchecked (an end in year 10^9, a freezing regex) does not break
+    `list`: the first shows bounded, the second is dropped from Redis."""
+    client = redis.Redis.from_url(redis_url)
+    far = {"id": "far", "matchers": [{"name": "endpoint", "op": "=", "value": "ep1"}],
+           "starts_at": 1.0, "ends_at": 6e16}  # fmt: skip
+    freezing = {"id": "freezing", "starts_at": 1.0, "ends_at": 6e16,
+                "matchers": [{"name": "endpoint", "op": "=~", "value": "(x+x+)+y"}]}  # fmt: skip
+    client.hset(f"{prefix}silences", mapping={"far": json.dumps(far),
+                                              "freezing": json.dumps(freezing)})  # fmt: skip
+    listed = cli("alerts", "silence", "list")
+    assert listed.exit_code == 0
+    rows = [line.split() for line in listed.stdout.splitlines() if not line.startswith("20")]
+    assert [row[:3] for row in rows] == [["far", "until", "9999-01-01T00:00:00Z"]]
+    assert "silence.dropped_unreadable" in listed.stdout  # the log line, said once
+    assert client.hkeys(f"{prefix}silences") == [b"far"]

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import logging
 import re
+import socket
+import threading
+from typing import Any
 
 import httpx
 import pytest
+import redis
 from google.rpc.status_pb2 import Status
-from ingest_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request, settings
+from ingest_helpers import NOW, SpanSpec, job_attrs, json_body, proto_request, serve, settings
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from podpulse.alerter import MemoryWindowStore, SeriesKey, create_ingest_app
+from podpulse.alerter import (
+    MemoryWindowStore,
+    Observation,
+    RedisWindowStore,
+    SeriesKey,
+    create_ingest_app,
+)
 from podpulse.alerter._ingest import _metrics as m
 from podpulse.common.settings import Secret
+from podpulse.common.testing import wait_until
 
 PB = {"content-type": "application/x-protobuf"}
 JS = {"content-type": "application/json"}
@@ -276,6 +291,22 @@ async def test_a_configured_bearer_token_is_required(monkeypatch: pytest.MonkeyP
     assert (await client.post("/v1/traces", content=body, headers=right)).status_code == 200
 
 
+async def test_a_subnormal_execution_time_refuses_that_span_alone() -> None:
+    """A runpod.job span with runpod.execution_ms 5e-324 and output tokens (no tokens/s) is
+    refused alone in partial_success; the spans before and after it count, once."""
+    tiny = {**job_attrs(tokens_per_s=None), "runpod.execution_ms": 5e-324}
+    specs = [SpanSpec(job_attrs()), SpanSpec(tiny), SpanSpec(job_attrs())]
+    client, store = _app()
+    body = proto_request(specs).SerializeToString()
+    reply = await client.post("/v1/traces", content=body, headers=PB)
+    assert reply.status_code == 200
+    ps = ExportTraceServiceResponse.FromString(reply.content).partial_success
+    assert ps.rejected_spans == 1
+    assert "execution_ms too small" in ps.error_message
+    assert store.stat(EP1, "fail_rate", "rate", 300, NOW).samples == 2
+    assert store.stat(EP1, "tokens_per_s", "max", 300, NOW).samples == 2
+
+
 async def test_the_series_cap_evicts_the_idlest_series_and_counts_it() -> None:
     """Past ALERTER_MAX_SERIES the least recently fed series goes, counted as evicted."""
     client, store = _app(max_series=3)
@@ -302,3 +333,185 @@ async def test_metrics_show_window_statistics_and_the_ingest_counters() -> None:
     assert 'podpulse_fail_rate{endpoint="ep1",model="qwen"} 0.0909' in text
     assert "podpulse_alerter_spans_received_total" in text
     assert "# TYPE podpulse_alerter_spans_dropped_total counter" in text
+
+
+async def test_the_bearer_scheme_is_case_insensitive(monkeypatch) -> None:
+    """`Authorization: bearer <token>` (any case of the scheme) is accepted; the token
+    itself is compared exactly."""
+    monkeypatch.setenv("ALERTER_TEST_TOKEN", "s3cret")
+    client, store = _app()
+    body = proto_request(_jobs(1)).SerializeToString()
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        headers = {**PB, "authorization": f"{scheme} s3cret"}
+        assert (await client.post("/v1/traces", content=body, headers=headers)).status_code == 200
+    wrong = {**PB, "authorization": "bearer S3CRET"}
+    assert (await client.post("/v1/traces", content=body, headers=wrong)).status_code == 401
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 3
+
+
+async def test_metrics_answer_with_the_counters_while_redis_is_down() -> None:
+    """With the window store's Redis unreachable, GET /metrics is 200 with the in-process
+    counters (and no window statistics)."""
+    s = settings()
+    store = RedisWindowStore(
+        redis.Redis(port=1, socket_connect_timeout=0.2),
+        prefix="podpulse-test:down:",
+        bucket_s=s.bucket_s,
+        retention_s=s.retention_s,
+        max_series=s.max_series,
+        clock=lambda: NOW,
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r")
+    reply = await client.get("/metrics")
+    assert reply.status_code == 200
+    assert "podpulse_alerter_spans_received_total" in reply.text
+    assert "podpulse_exec_ms" not in reply.text
+
+
+def test_a_client_gone_mid_body_is_one_line_not_a_traceback(caplog) -> None:
+    """A client that sends half its body and hangs up is counted as a 499 and logged
+    without a traceback; the server answers the next export."""
+    s = settings()
+    store = MemoryWindowStore(
+        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=10, clock=lambda: NOW
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    gone = m.OTLP_REQUESTS.labels(code="499")
+    before = gone._value.get()
+    with serve(app) as url:
+        # uvicorn's loggers do not propagate to the root, where caplog listens.
+        uvicorn_error = logging.getLogger("uvicorn.error")
+        uvicorn_error.addHandler(caplog.handler)
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n"
+                         b"Content-Type: application/x-protobuf\r\n"
+                         b"Content-Length: 1000\r\n\r\n0123456789")  # fmt: skip
+        wait_until(lambda: gone._value.get() > before, timeout_s=20, what="the 499")
+        body = proto_request(_jobs(1)).SerializeToString()
+        assert httpx.post(f"{url}/v1/traces", content=body, headers=PB).status_code == 200
+        uvicorn_error.removeHandler(caplog.handler)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_more_spans_than_the_cap_is_413_and_counts_none() -> None:
+    """Past ALERTER_MAX_SPANS_PER_REQUEST spans a request is 413 (protobuf and JSON) and
+    none of its spans count; at the cap it is taken."""
+    client, store = _app(max_spans_per_request=5)
+    for headers, body in (
+        (PB, proto_request(_jobs(6)).SerializeToString()),
+        (JS, json_body(proto_request(_jobs(6)))),
+    ):
+        reply = await client.post("/v1/traces", content=body, headers=headers)
+        assert reply.status_code == 413
+        assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 0
+    body = proto_request(_jobs(5)).SerializeToString()
+    assert (await client.post("/v1/traces", content=body, headers=PB)).status_code == 200
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 5
+
+
+class _GatedStore(MemoryWindowStore):
+    """A memory store whose add() waits until the test lets it go (it says when it waits)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def add(self, observation: Observation) -> None:
+        self.entered.set()
+        self.release.wait(timeout=60)
+        super().add(observation)
+
+
+def test_the_loop_answers_while_a_batch_is_being_counted() -> None:
+    """While one export's spans are being counted, /-/healthy and /metrics are answered:
+    decoding and counting run off the event loop."""
+    s = settings()
+    store = _GatedStore(
+        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=10, clock=lambda: NOW
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    body = proto_request(_jobs(3)).SerializeToString()
+    replies: list[int] = []
+    with serve(app) as url:
+        export = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(f"{url}/v1/traces", content=body, headers=PB, timeout=60).status_code
+            )
+        )
+        export.start()
+        try:
+            assert store.entered.wait(timeout=30)
+            assert httpx.get(f"{url}/-/healthy", timeout=30).status_code == 200
+            assert replies == []  # the export is still being counted
+        finally:
+            store.release.set()
+            export.join(timeout=60)
+    assert replies == [200]
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 3
+
+
+def test_bodies_past_the_bytes_in_flight_budget_are_503_until_one_ends() -> None:
+    """With one connection holding a declared 4000-byte body and a 4096-byte budget, another
+    export is a retryable 503; once that connection goes, exports are taken again."""
+    s = settings(max_body_bytes=4096, max_body_bytes_in_flight=4096)
+    store = MemoryWindowStore(
+        bucket_s=s.bucket_s, retention_s=s.retention_s, max_series=10, clock=lambda: NOW
+    )
+    app = create_ingest_app(s, store, clock=lambda: NOW, token=Secret("ALERTER_TEST_TOKEN"))
+    body = proto_request(_jobs(1)).SerializeToString()
+    with serve(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        def export() -> int:
+            return httpx.post(f"{url}/v1/traces", content=body, headers=PB).status_code
+
+        assert export() == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as holder:
+            holder.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: a\r\n"
+                           b"Content-Type: application/x-protobuf\r\n"
+                           b"Content-Length: 4000\r\n\r\n0123456789")  # fmt: skip
+            wait_until(lambda: export() == 503, timeout_s=20, what="a 503 while held")
+        wait_until(lambda: export() == 200, timeout_s=20, what="a 200 once released")
+    assert store.stat(EP1, "exec_ms", "p50", 300, NOW).samples == 2
+
+
+class _SilentRedis:
+    """A TCP server that takes connections and never answers: a Redis stopped mid-flight."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_the_loop_answers_while_redis_hangs() -> None:
+    """With the serving alerter's Redis accepting connections and never answering, once both
+    the evaluation and the delivery are waiting on it, /-/healthy is still answered."""
+    from podpulse.alerter._rules._yaml import default_rules
+    from podpulse.alerter._serve import create_serving_app
+
+    silent = _SilentRedis()
+    client = redis.Redis(port=silent.port, socket_timeout=60, retry=Retry(NoBackoff(), 0))
+    app = create_serving_app(client, settings(), default_rules())
+    try:
+        with serve(app) as url:
+            # One connection for the evaluation (in a thread), one for the delivery's lock.
+            wait_until(lambda: len(silent.accepted) >= 2, timeout_s=30, what="two Redis calls")
+            assert httpx.get(f"{url}/-/healthy", timeout=30).status_code == 200
+            silent.close()  # the hanging calls fail at once, so the server can stop
+    finally:
+        silent.close()

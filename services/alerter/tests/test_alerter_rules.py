@@ -95,3 +95,44 @@ def test_fingerprint_and_group_key_follow_prometheus() -> None:
     assert label_set_string({"endpoint": "ep", "alertname": "X"}) == (
         '{alertname="X", endpoint="ep"}'
     )
+
+
+def test_a_window_longer_than_the_retention_is_refused_with_its_line() -> None:
+    """With the retention as the limit, a rule window of 2h (or 10^20 weeks) is refused with
+    file:line; one within it reads."""
+    for window in ("2h", "99999999999999999999w"):
+        with pytest.raises(RulesError) as info:
+            parse_rules(RULE.replace("5m", window), source="f.yaml", max_window_s=3600)
+        assert "f.yaml:7: rules.0.window: longer than the windows kept" in str(info.value)
+    assert parse_rules(RULE.replace("5m", "1h"), max_window_s=3600).rules[0].window == 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &a [*a]\n", "f.yaml:1: a YAML alias makes this value contain itself"),
+        ("x: 1\nb: &b {k: *b}\n", "f.yaml:2: a YAML alias makes this value contain itself"),
+        (
+            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+            + "rules: *a8\n",
+            "expands to more than 100000 values (YAML aliases)",
+        ),
+        ("rules: " + "[" * 100 + "]" * 100 + "\n", "f.yaml:1: nested more than 64 levels"),
+        ("rules: " + "[" * 5000 + "]" * 5000 + "\n", "f.yaml:1: nested more than 64 levels"),
+        (
+            "a0: &a0 [[[[[[[[[[x]]]]]]]]]]\n"
+            + "".join(f"a{i}: &a{i} [[[[[[[[[[*a{i - 1}]]]]]]]]]]\n" for i in range(1, 8))
+            + "rules: *a7\n",
+            "nested more than 64 levels deep",
+        ),
+    ],
+)
+def test_yaml_aliases_that_loop_or_explode_are_refused_with_the_line(
+    text: str, expected: str
+) -> None:
+    """A value containing itself through an alias, a billion laughs (nine levels of ten
+    aliases), or nesting past the limit is a RulesError naming the file and line."""
+    with pytest.raises(RulesError) as info:
+        parse_rules(text, source="f.yaml")
+    assert expected in str(info.value), str(info.value)

@@ -179,3 +179,30 @@ def test_the_opentelemetry_otlp_http_exporter_delivers_to_a_served_ingest_app(
         assert reader.stat(KEY, "exec_ms", "max", 60, time.time()).value == pytest.approx(
             400.0, rel=0.01
         )
+
+
+def test_an_evicted_series_fed_again_adds_to_its_flushed_counts(redis_url: str) -> None:
+    """With room for one series, 8 jobs of A flushed, B evicting A before a flush, then 2
+    more jobs of A in the same bucket: Redis holds A's 10 and B's 1, and both evictions
+    are counted in podpulse_alerter_series_evicted_total."""
+    from podpulse.alerter._ingest import _metrics as m
+    from podpulse.alerter._pipeline import window_store
+
+    now = time.time()
+    conf = settings(max_series=1, bucket_s=60.0, redis_prefix=unique_prefix("evict"))
+    store = window_store(redis.Redis.from_url(redis_url), conf, clock=lambda: now)
+    a, b = SeriesKey("a", "qwen"), SeriesKey("b", "qwen")
+    evicted_before = m.SERIES_EVICTED._value.get()
+
+    def feed(key: SeriesKey, jobs: int) -> None:
+        for _ in range(jobs):
+            store.add(Observation(series=key, at=now, failed=False, exec_ms=100.0))
+
+    feed(a, 8)
+    store.flush()
+    feed(b, 1)  # evicts a
+    feed(a, 2)  # evicts b, whose job was never flushed
+    store.flush()
+    assert store.merged(a, 60, now).jobs == 10
+    assert store.merged(b, 60, now).jobs == 1
+    assert m.SERIES_EVICTED._value.get() == evicted_before + 2

@@ -37,7 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_USAGE
     try:
         path = settings.rules_file
-        config = default_rules() if path is None else load_rules(path)
+        limit = settings.retention_s
+        if path is None:
+            config = default_rules(max_window_s=limit)
+        else:
+            config = load_rules(path, max_window_s=limit)
     except RulesError as exc:
         sys.stderr.write(f"{exc}\n")
         return _EXIT_USAGE

@@ -16,6 +16,7 @@ are not stepped twice and a notification is not sent twice by two senders.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ from podpulse.common.events import (
 from podpulse.common.retry import Backoff
 from podpulse.common.settings import ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL
 
+from ._ingest._metrics import SERIES_EVICTED
 from ._notify._dispatch import Dispatcher
 from ._notify._events import probe_run_notification, release_announcement
 from ._notify._notifier import Notifier
@@ -69,6 +71,7 @@ def window_store(
         retention_s=settings.retention_s,
         max_series=settings.max_series,
         clock=clock,
+        on_evict=lambda _: SERIES_EVICTED.inc(),
     )
 
 
@@ -151,7 +154,10 @@ class Alerter:
         return cls(client, settings, config, store, states, silences, evaluator, notifier)
 
     def _lock(self, what: str, timeout_s: int) -> Any:
-        return self.client.lock(f"{self.settings.state_prefix}lock:{what}", timeout=timeout_s)
+        # thread_local=False: the delivery takes and releases its lock in different threads
+        # (off the event loop), and a thread-local token would be lost between them.
+        name = f"{self.settings.state_prefix}lock:{what}"
+        return self.client.lock(name, timeout=timeout_s, thread_local=False)
 
     def evaluate(self, now: float) -> int | None:
         """One evaluation and its notifications queued; None when another process holds it.
@@ -174,12 +180,15 @@ class Alerter:
     async def deliver(self, now: float) -> int | None:
         """Every due delivery; how many succeeded (None when another process is delivering)."""
         lock = self._lock("deliver", _DELIVER_LOCK_S)
-        if not lock.acquire(blocking=False):
+        # In a thread: this runs on the serving event loop, and a Redis that is stopped or
+        # unreachable holds the call for its timeouts and retries (seconds), during which
+        # nothing else (/-/healthy, exports) would be answered.
+        if not await asyncio.to_thread(lock.acquire, blocking=False):
             return None
         try:
             return await self.notifier.outbox.deliver_due(now)
         finally:
-            _release(lock)
+            await asyncio.to_thread(_release, lock)
 
     def on_event(self, payload: Mapping[str, Any], now: float) -> str:
         """A bus event: a failing probe run is notified, a release announced; what was done."""

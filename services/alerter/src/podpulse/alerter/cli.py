@@ -79,7 +79,10 @@ def _from_env(build: Callable[[], T]) -> T:
 def _rules(flag: Path | None, settings: AlerterSettings) -> RulesConfig:
     path = flag if flag is not None else settings.rules_file
     try:
-        return default_rules() if path is None else load_rules(path)
+        limit = settings.retention_s
+        if path is None:
+            return default_rules(max_window_s=limit)
+        return load_rules(path, max_window_s=limit)
     except RulesError as exc:
         fail(EXIT_USAGE, str(exc))
 

@@ -37,6 +37,19 @@ class AlerterSettings(BaseSettings):
         ge=1024,
         description="Largest OTLP request body, counted after gunzip too; larger is a 413.",
     )
+    max_body_bytes_in_flight: int = Field(
+        default=4 * _TWENTY_MIB,
+        ge=1024,
+        description="Request body bytes held at once across all connections (each request "
+        "counts its Content-Length, or ALERTER_MAX_BODY_BYTES when gzipped or chunked); a "
+        "request past it is a 503 to retry, so many large bodies cannot exhaust memory.",
+    )
+    max_spans_per_request: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most spans in one OTLP request (SDKs send 512 per batch, a Collector "
+        "8192 by default); more is a 413 before any is counted.",
+    )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -142,6 +155,8 @@ class AlerterSettings(BaseSettings):
             raise ValueError("retention_s must be at least bucket_s")
         if self.metrics_window_s > self.retention_s:
             raise ValueError("metrics_window_s must not exceed retention_s")
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError("max_body_bytes_in_flight must be at least max_body_bytes")
         return self
 
     @field_validator("alertmanager_url")

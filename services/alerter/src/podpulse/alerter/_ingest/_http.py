@@ -8,9 +8,12 @@ an ``ExportTraceServiceResponse``, whose ``partial_success`` (``rejected_spans``
 with the reason: 400 for a body that does not decode (not retryable), 401 for a missing or
 wrong bearer token, 413 for a body over ``ALERTER_MAX_BODY_BYTES`` (20 MiB by default, the
 spec's recommendation), before *or after* gunzip (decompression stops at the limit, so a gzip
-bomb never expands past it), 408 for one still arriving after ``ALERTER_BODY_TIMEOUT_S``, 415
-for another content type or encoding. The body is read by ``podpulse.common.http_body``, the
-twin's reader too.
+bomb never expands past it), 413 too for more than ``ALERTER_MAX_SPANS_PER_REQUEST`` spans,
+408 for one still arriving after ``ALERTER_BODY_TIMEOUT_S``, 415 for another content type or
+encoding, and 503 (retryable) when the bodies held across all connections would pass
+``ALERTER_MAX_BODY_BYTES_IN_FLIGHT``. The body is read by ``podpulse.common.http_body``, the
+twin's reader too; it is decoded and its spans counted in a worker thread, so the event loop
+keeps answering meanwhile.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -46,7 +49,7 @@ from .._windows._contract import Observation, SeriesKey
 from .._windows._memory import Bucket
 from ..settings import AlerterSettings
 from . import _metrics as m
-from ._otlp import OtlpError, RawSpan, decode_json, decode_protobuf
+from ._otlp import OtlpError, RawSpan, TooManySpans, decode_json, decode_protobuf
 from ._reader import Rejection, SpanReader
 
 __all__ = ["create_ingest_app"]
@@ -109,8 +112,10 @@ def _check_token(request: Request, token: Secret) -> None:
         raise _Refused(503, "the receiver's token cannot be read") from None
     if expected is None:
         return
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+    # RFC 9110 §11.1: the scheme is case-insensitive ("bearer" is "Bearer").
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    right = hmac.compare_digest(given.strip().encode(), expected.encode())
+    if scheme.lower() != "bearer" or not right:
         raise _Refused(401, "missing or wrong bearer token")
 
 
@@ -132,9 +137,15 @@ def _partial(rejections: list[Rejection]) -> str:
 def ingest(
     spans: Iterator[RawSpan], reader: SpanReader, store: IngestStore, now: float
 ) -> list[Rejection]:
-    """Count each span's observation in the store; the rejections, in order."""
+    """Count each span's observation in the store; the rejections, in order.
+
+    All or nothing: every span is decoded and read before the first is counted, so a batch
+    that fails part-way (a body that stops decoding, a bug) counts none of its spans, and the
+    client's retry of it cannot count any twice.
+    """
     rejections: list[Rejection] = []
-    received = accepted = ignored = 0
+    observations: list[Observation] = []
+    received = ignored = 0
     for span in spans:
         received += 1
         result = reader.read(span, now)
@@ -142,12 +153,14 @@ def ingest(
             ignored += 1
         elif isinstance(result, Rejection):
             rejections.append(result)
-            m.SPANS_DROPPED.labels(reason=result.reason).inc()
         else:
-            store.add(result)
-            accepted += 1
+            observations.append(result)
+    for observation in observations:
+        store.add(observation)
+    for rejection in rejections:
+        m.SPANS_DROPPED.labels(reason=rejection.reason).inc()
     m.SPANS_RECEIVED.inc(received)
-    m.SPANS_ACCEPTED.inc(accepted)
+    m.SPANS_ACCEPTED.inc(len(observations))
     m.SPANS_IGNORED.inc(ignored)
     return rejections
 
@@ -166,6 +179,8 @@ class _TracesEndpoint:
         self.store = store
         self.clock = clock
         self.token = token
+        # Body bytes reserved by requests being read or decoded (touched on the loop only).
+        self.in_flight = 0
         self.reader = SpanReader(
             retention_s=settings.retention_s,
             max_clock_skew_s=settings.max_clock_skew_s,
@@ -179,6 +194,8 @@ class _TracesEndpoint:
         reply_type = JSON if media == JSON else PROTOBUF
         try:
             rejections = await self._ingest(request, media)
+        except TooManySpans as exc:
+            return _failure(413, reply_type, str(exc))
         except (_Refused, BodyRefused) as refused:
             # Every refusal answers before the body was read through: a connection holding
             # unread bytes cannot carry another request, and kept open it would let a client
@@ -187,6 +204,12 @@ class _TracesEndpoint:
             return _failure(refused.status, reply_type, refused.message, close=True)
         except OtlpError as exc:
             return _failure(400, reply_type, str(exc))
+        except ClientDisconnect:
+            # A client gone mid-body is its own affair (its exporter retries): one line, no
+            # traceback, and nginx's 499 in the request counter. Nobody reads the reply.
+            log.info("receiver.client_gone")
+            m.OTLP_REQUESTS.labels(code="499").inc()
+            return Response(status_code=499)
         if not rejections:
             return _reply(200, reply_type, ExportTraceServiceResponse(), {})
         message = _partial(rejections)
@@ -207,14 +230,37 @@ class _TracesEndpoint:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
             raise _Refused(415, f"content encoding must be gzip or none, not {encoding!r}")
-        body = await read_body(
-            request.stream(),
-            limit=self.settings.max_body_bytes,
-            timeout_s=self.settings.body_timeout_s,
-            declared=request.headers.get("content-length"),
-            gunzip=encoding == "gzip",
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        # What this body may hold in memory until its spans are counted: its declared size,
+        # or the limit when gunzipped or of unknown length (read_body enforces both).
+        size = limit
+        if encoding != "gzip" and declared is not None and declared.strip().isdigit():
+            size = min(int(declared), limit)
+        if self.in_flight + size > self.settings.max_body_bytes_in_flight:
+            raise _Refused(503, "too many request bytes in flight; retry later")
+        self.in_flight += size
+        try:
+            body = await read_body(
+                request.stream(),
+                limit=limit,
+                timeout_s=self.settings.body_timeout_s,
+                declared=declared,
+                gunzip=encoding == "gzip",
+            )
+            # Decoding and reading tens of MB of spans takes seconds of CPU: in a thread, so
+            # the loop keeps answering (/-/healthy, other exports) meanwhile.
+            return await anyio.to_thread.run_sync(self._count, body, media)
+        finally:
+            self.in_flight -= size
+
+    def _count(self, body: bytes, media: str) -> list[Rejection]:
+        cap = self.settings.max_spans_per_request
+        spans = (
+            decode_json(body, max_spans=cap)
+            if media == JSON
+            else decode_protobuf(body, max_spans=cap)
         )
-        spans = decode_json(body) if media == JSON else decode_protobuf(body)
         return ingest(spans, self.reader, self.store, self.clock())
 
 
@@ -269,14 +315,20 @@ def create_ingest_app(
     and the evaluator's and outbox's counters).
     """
     endpoint = _TracesEndpoint(settings, store, clock, token)
-    windows = CollectorRegistry(auto_describe=False)
-    windows.register(m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock))
-    for collector in collectors:
-        windows.register(collector)
+    # One registry per collector: one that reads Redis and fails leaves out only its own
+    # families, never the in-process counters (which say what is wrong while Redis is down).
+    registries = []
+    for collector in (
+        m.WindowCollector(store, window_s=settings.metrics_window_s, clock=clock),
+        *collectors,
+    ):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        registries.append(registry)
 
     def metrics(request: Request) -> Response:
         """GET /metrics: Prometheus text; sync, so a Redis read runs in the thread pool."""
-        return Response(m.render(windows), media_type=CONTENT_TYPE_LATEST)
+        return Response(m.render(registries), media_type=CONTENT_TYPE_LATEST)
 
     async def healthy(request: Request) -> Response:
         """GET /-/healthy: the process answers."""

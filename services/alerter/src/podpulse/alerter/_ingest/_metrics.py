@@ -14,9 +14,11 @@ Statistics per series (labels ``endpoint``, ``model``; ``model`` is "" when span
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+import redis
+import structlog
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -73,6 +75,8 @@ FLUSH_ERRORS = Counter(
     "Failed writes of window buckets to Redis (retried at the next flush).",
     registry=REGISTRY,
 )
+
+log = structlog.get_logger("podpulse.alerter")
 
 _QUANTILES = (("0.5", 50.0), ("0.95", 95.0), ("0.99", 99.0))
 _LATENCIES: tuple[tuple[WindowMetric, str, str], ...] = (
@@ -133,6 +137,13 @@ class WindowCollector(Collector):
         yield fail_rate
 
 
-def render(windows: CollectorRegistry) -> bytes:
-    """The text exposition of ``REGISTRY`` followed by one app's window statistics."""
-    return generate_latest(REGISTRY) + generate_latest(windows)
+def render(registries: Iterable[CollectorRegistry]) -> bytes:
+    """The text exposition of ``REGISTRY`` followed by one app's *registries* (the window
+    statistics, the alerts); one whose Redis read fails is left out and logged."""
+    parts = [generate_latest(REGISTRY)]
+    for registry in registries:
+        try:
+            parts.append(generate_latest(registry))
+        except redis.RedisError as exc:
+            log.warning("metrics.collector_failed", error=f"{type(exc).__name__}: {exc}")
+    return b"".join(parts)

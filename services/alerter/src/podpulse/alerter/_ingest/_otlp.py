@@ -23,7 +23,15 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-__all__ = ["OTHER", "OtlpError", "RawSpan", "Scalar", "decode_json", "decode_protobuf"]
+__all__ = [
+    "OTHER",
+    "OtlpError",
+    "RawSpan",
+    "Scalar",
+    "TooManySpans",
+    "decode_json",
+    "decode_protobuf",
+]
 
 
 class _Other:
@@ -46,6 +54,13 @@ _SPECIAL_DOUBLES = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": 
 
 class OtlpError(ValueError):
     """The body is not an OTLP ExportTraceServiceRequest; the message says where and why."""
+
+
+class TooManySpans(OtlpError):
+    """More spans in one request than the caller's limit (a 413, not a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} spans in one request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +96,17 @@ def _proto_attributes(kvs: Any) -> dict[str, Scalar]:
     return out
 
 
-def decode_protobuf(body: bytes) -> Iterator[RawSpan]:
-    """The spans of a binary-protobuf ``ExportTraceServiceRequest``."""
+def decode_protobuf(body: bytes, *, max_spans: int | None = None) -> Iterator[RawSpan]:
+    """The spans of a binary-protobuf ``ExportTraceServiceRequest``; TooManySpans past
+    *max_spans* (counted on the message, before any span is read)."""
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, RecursionError, ValueError) as exc:
         raise OtlpError(f"not a protobuf ExportTraceServiceRequest ({exc})") from None
+    if max_spans is not None:
+        count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        if count > max_spans:
+            raise TooManySpans(max_spans)
     return _proto_spans(request)
 
 
@@ -108,11 +128,11 @@ def _proto_spans(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
 # --- JSON -------------------------------------------------------------------------------
 
 
-def decode_json(body: bytes) -> Iterator[RawSpan]:
+def decode_json(body: bytes, *, max_spans: int | None = None) -> Iterator[RawSpan]:
     """The spans of an ``ExportTraceServiceRequest`` in OTLP's JSON mapping.
 
     The whole body is checked before any span is returned, so a bad one rejects the request
-    and counts nothing.
+    and counts nothing; TooManySpans as soon as a span past *max_spans* is seen.
     """
     try:
         data = json.loads(body)
@@ -120,7 +140,12 @@ def decode_json(body: bytes) -> Iterator[RawSpan]:
         raise OtlpError("JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, an int of too many digits
         raise OtlpError(f"not JSON ({exc})") from None
-    return iter(list(_json_spans(data)))
+    spans: list[RawSpan] = []
+    for span in _json_spans(data):
+        if max_spans is not None and len(spans) >= max_spans:
+            raise TooManySpans(max_spans)
+        spans.append(span)
+    return iter(spans)
 
 
 def _obj(value: Any, where: str) -> dict[str, Any]:

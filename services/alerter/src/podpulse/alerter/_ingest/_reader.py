@@ -116,6 +116,11 @@ class SpanReader:
             return reader(span, now)
         except _Bad as bad:
             return Rejection(bad.reason, f"span {_short(span.name)}: {bad.message}")
+        except ArithmeticError as exc:
+            # Arithmetic on one span's numbers that this reader did not foresee: that span is
+            # refused alone, never the whole batch (a 500 makes the client send it all again).
+            message = f"span {_short(span.name)}: its numbers do not compute ({exc})"
+            return Rejection("bad_attribute", message)
 
     def _when(self, span: RawSpan, now: float) -> float:
         if span.end_ns <= 0:
@@ -165,7 +170,15 @@ class SpanReader:
         output_tokens = _number(attrs, "gen_ai.usage.output_tokens")
         tokens_per_s = _number(attrs, "podpulse.tokens_per_second")
         if tokens_per_s is None and output_tokens and exec_ms:
-            tokens_per_s = output_tokens / (exec_ms / 1000.0)
+            # Tokens over seconds as one division: exec_ms / 1000 underflows to 0 for a
+            # subnormal exec_ms (5e-324), and the quotient of a tiny one overflows to inf.
+            tokens_per_s = output_tokens * 1000.0 / exec_ms
+            if not tokens_per_s <= _VALUE_MAX:
+                raise _Bad(
+                    "bad_attribute",
+                    f"gen_ai.usage.output_tokens over runpod.execution_ms is {tokens_per_s:g}"
+                    " tokens/s, past 1e9 (execution_ms too small)",
+                )
         return Observation(
             series=series,
             at=at,

@@ -15,7 +15,15 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .._windows._contract import Metric, SeriesKey, Stat
 from ._templates import Template
@@ -98,6 +106,17 @@ class Rule(_Strict):
     def _name(cls, value: str) -> str:
         if not _LABEL_NAME.match(value):
             raise ValueError("must be letters, digits and '_' (it becomes the alertname)")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _within_retention(cls, value: float, info: ValidationInfo) -> float:
+        limit = (info.context or {}).get("max_window_s")
+        if limit is not None and value > limit:
+            raise ValueError(
+                f"longer than the windows kept (ALERTER_RETENTION_S, {limit:g} s): "
+                "raise the retention or shorten the window"
+            )
         return value
 
     @field_validator("threshold")

@@ -8,23 +8,37 @@ exact to one bucket. Buckets older than ``retention_s`` are dropped as new ones 
 most ``max_series`` series are kept (the least recently fed one is evicted and counted), so
 memory is bounded per series and in the number of series however many spans arrive.
 
+Each time a series is (re-)created it gets a new *generation*: the Redis store writes each
+generation's counts under its own fields, so a series evicted and fed again adds to what its
+earlier generation flushed instead of overwriting it, and the changes an evicted series had
+not flushed yet are still handed to the next flush.
+
 Percentiles are the nearest-rank ones of the shared histogram, so a window's P95 here and a
 prober's P95 over the same jobs agree to the histogram's 1 %.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from podpulse.common.histogram import Histogram
 
 from ._contract import Metric, Observation, SeriesKey, Stat, StatValue
 
-__all__ = ["Bucket", "MemoryWindowStore", "bucket_indexes", "series_order", "stat_of"]
+__all__ = [
+    "Bucket",
+    "DirtyBucket",
+    "MemoryWindowStore",
+    "bucket_indexes",
+    "series_order",
+    "stat_of",
+]
 
 _LATENCY_FIELDS: tuple[tuple[Metric, str], ...] = (
     ("exec_ms", "e"),
@@ -98,6 +112,16 @@ class Bucket:
                     self.hist[metric].add_bucket(int(name[1:]), count)
 
 
+class DirtyBucket(NamedTuple):
+    """A bucket changed since the last flush: its series, index, the series' generation and
+    its whole counts (``Bucket.fields()``)."""
+
+    key: SeriesKey
+    bucket_index: int
+    generation: int
+    fields: dict[str, int]
+
+
 def series_order(key: SeriesKey) -> tuple[str, str]:
     """A sort key for series (a series without a model sorts as model "")."""
     return (key.endpoint, key.model or "")
@@ -135,7 +159,8 @@ def bucket_indexes(bucket_s: float, window_s: float, now: float) -> range:
 
 class MemoryWindowStore:
     """A ``WindowStore`` in this process: the whole truth for one ingesting process, and each
-    one's own part of the Redis-merged store. Thread-safe (one lock)."""
+    one's own part of the Redis-merged store (*flushed*: ``take_dirty()`` is called, and the
+    unflushed changes of an evicted series are kept for it). Thread-safe (one lock)."""
 
     def __init__(
         self,
@@ -145,6 +170,7 @@ class MemoryWindowStore:
         max_series: int,
         clock: Callable[[], float],
         on_evict: Callable[[SeriesKey], None] | None = None,
+        flushed: bool = False,
     ) -> None:
         self.bucket_s = bucket_s
         self.retention_s = retention_s
@@ -152,7 +178,13 @@ class MemoryWindowStore:
         self._clock = clock
         self._on_evict = on_evict
         self._series: OrderedDict[SeriesKey, dict[int, Bucket]] = OrderedDict()
+        self._generation: dict[SeriesKey, int] = {}
+        self._generations = itertools.count()
         self._dirty: set[tuple[SeriesKey, int]] = set()
+        # Changed buckets of series evicted before they were flushed, for the next flush;
+        # kept only when something flushes (*flushed*), or they would pile up unread.
+        self._flushed = flushed
+        self._orphans: list[DirtyBucket] = []
         self._lock = threading.Lock()
 
     def add(self, observation: Observation) -> None:
@@ -164,8 +196,9 @@ class MemoryWindowStore:
             buckets = self._series.get(key)
             if buckets is None:
                 if len(self._series) >= self.max_series:
-                    evicted, _ = self._series.popitem(last=False)
+                    evicted = self._evict_idlest()
                 buckets = self._series[key] = {}
+                self._generation[key] = next(self._generations)
             else:
                 self._series.move_to_end(key)
             bucket = buckets.get(index)
@@ -176,6 +209,16 @@ class MemoryWindowStore:
             self._dirty.add((key, index))
         if evicted is not None and self._on_evict is not None:
             self._on_evict(evicted)
+
+    def _evict_idlest(self) -> SeriesKey:
+        key, buckets = self._series.popitem(last=False)
+        generation = self._generation.pop(key)
+        for index, bucket in buckets.items():
+            if (key, index) in self._dirty:
+                self._dirty.discard((key, index))
+                if self._flushed:
+                    self._orphans.append(DirtyBucket(key, index, generation, bucket.fields()))
+        return key
 
     def _prune(self, buckets: dict[int, Bucket]) -> None:
         oldest = math.floor((self._clock() - self.retention_s) / self.bucket_s)
@@ -209,19 +252,29 @@ class MemoryWindowStore:
     def __len__(self) -> int:
         return len(self._series)
 
-    def take_dirty(self) -> list[tuple[SeriesKey, int, dict[str, int]]]:
-        """The buckets changed since the last call, as whole-bucket fields, and forget them."""
+    def take_dirty(self) -> list[DirtyBucket]:
+        """The buckets changed since the last call, as whole-bucket fields, and forget them
+        (those of series evicted since included)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            out = []
+            out, self._orphans = self._orphans, []
             for key, index in dirty:
                 bucket = self._series.get(key, {}).get(index)
-                if bucket is not None:  # evicted or pruned since: its last flush stands
-                    out.append((key, index, bucket.fields()))
+                if bucket is not None:  # pruned since: its last flush stands
+                    out.append(DirtyBucket(key, index, self._generation[key], bucket.fields()))
             return out
 
+    def give_back(self, items: Iterable[DirtyBucket]) -> None:
+        """Hand these out again at the next ``take_dirty()`` (their write failed)."""
+        with self._lock:
+            for item in items:
+                if self._generation.get(item.key) == item.generation:
+                    self._dirty.add((item.key, item.bucket_index))
+                else:  # evicted meanwhile: its counts as taken are the ones to write
+                    self._orphans.append(item)
+
     def mark_dirty(self, items: Iterable[tuple[SeriesKey, int]]) -> None:
-        """Flush these buckets again next time (their write failed)."""
+        """Flush these buckets again next time."""
         with self._lock:
             self._dirty.update(items)
 

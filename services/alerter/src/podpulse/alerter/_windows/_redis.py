@@ -2,13 +2,15 @@
 
 Each process keeps its own buckets in a ``MemoryWindowStore`` and, every flush interval,
 writes the buckets that changed into one Redis hash per (series, bucket start):
-``<prefix>b:<series>:<index>``, fields ``<writer>:<field>`` holding that writer's (that
-process's) whole count so far (``HSET``, not ``HINCRBY``). A write is therefore idempotent: a
-flush retried after a lost reply, or repeated, never counts a span twice. Each hash expires
-``retention_s`` after its bucket ends. ``stat()`` reads the hashes of the window's buckets
-and adds every writer's fields, so any process (one taking spans, the evaluator, a Celery
-worker) sees the same merged window; a span shows there at most one flush interval after it
-arrived. A sorted set ``<prefix>series`` (score: the last bucket's end) lists the series.
+``<prefix>b:<series>:<index>``, fields ``<writer>.<generation>:<field>`` holding that
+writer's (that process's) whole count so far for that generation of the series (``HSET``,
+not ``HINCRBY``; a series evicted and fed again is a new generation, whose counts add). A
+write is therefore idempotent: a flush retried after a lost reply, or repeated, never counts
+a span twice. Each hash expires ``retention_s`` after its bucket ends. ``stat()`` reads the
+hashes of the window's buckets and adds every writer's fields, so any process (one taking
+spans, the evaluator, a Celery worker) sees the same merged window; a span shows there at
+most one flush interval after it arrived. A sorted set ``<prefix>series`` (score: the last
+bucket's end) lists the series.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class RedisWindowStore:
             max_series=max_series,
             clock=clock,
             on_evict=on_evict,
+            flushed=True,
         )
 
     def _bucket_key(self, key: SeriesKey, index: int) -> str:
@@ -94,11 +97,12 @@ class RedisWindowStore:
         latest: dict[str, float] = {}
         now = self._clock()
         pipe = self._client.pipeline(transaction=False)
-        for key, index, fields in dirty:
+        for key, index, generation, fields in dirty:
             end = (index + 1) * self.bucket_s
             name = self._bucket_key(key, index)
             if fields:
-                pipe.hset(name, mapping={f"{self.writer_id}:{f}": n for f, n in fields.items()})
+                writer = f"{self.writer_id}.{generation}"
+                pipe.hset(name, mapping={f"{writer}:{f}": n for f, n in fields.items()})
                 # Kept until the longest window no longer reaches it (relative, so Redis'
                 # clock and ours need not agree).
                 pipe.expire(name, max(1, math.ceil(end + self.retention_s - now)))
@@ -111,7 +115,7 @@ class RedisWindowStore:
         try:
             pipe.execute()
         except redis.RedisError:
-            self.local.mark_dirty((key, index) for key, index, _ in dirty)
+            self.local.give_back(dirty)
             raise
         return len(dirty)
 
