@@ -199,7 +199,7 @@ def test_a_silence_ending_past_year_9999_is_stored_bounded_and_listed(cli, end) 
 
 
 def test_silences_stored_by_an_older_alerter_are_listed_or_dropped(
-    cli, redis_url: str, prefix: str
+    cli, redis_url: str, key_prefix: str
 ) -> None:
     """A silence stored unchecked (an end in year 10^9, a freezing regex) does not break
     `list`: the first shows bounded, the second is dropped from Redis."""
@@ -208,11 +208,11 @@ def test_silences_stored_by_an_older_alerter_are_listed_or_dropped(
            "starts_at": 1.0, "ends_at": 6e16}  # fmt: skip
     freezing = {"id": "freezing", "starts_at": 1.0, "ends_at": 6e16,
                 "matchers": [{"name": "endpoint", "op": "=~", "value": "(x+x+)+y"}]}  # fmt: skip
-    client.hset(f"{prefix}silences", mapping={"far": json.dumps(far),
+    client.hset(f"{key_prefix}silences", mapping={"far": json.dumps(far),
                                               "freezing": json.dumps(freezing)})  # fmt: skip
     listed = cli("alerts", "silence", "list")
     assert listed.exit_code == 0
     rows = [line.split() for line in listed.stdout.splitlines() if not line.startswith("20")]
     assert [row[:3] for row in rows] == [["far", "until", "9999-01-01T00:00:00Z"]]
     assert "silence.dropped_unreadable" in listed.stdout  # the log line, said once
-    assert client.hkeys(f"{prefix}silences") == [b"far"]
+    assert client.hkeys(f"{key_prefix}silences") == [b"far"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-import re._constants as sre  # type: ignore[import-not-found]
-import re._parser as sre_parse  # type: ignore[import-not-found]
+import re._constants as sre  # type: ignore[import-not-found]  # private to re, typeshed has no stubs
+import re._parser as sre_parse  # type: ignore[import-not-found]  # private to re, typeshed has no stubs
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Self
