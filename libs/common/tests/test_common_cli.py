@@ -18,7 +18,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from podpulse.common.cli import ENTRY_POINT_GROUP, build_app, main
+from podpulse.common.cli import ENTRY_POINT_GROUP, build_app, for_command, main
 
 _PLUGIN = '''
 import typer
@@ -103,6 +103,18 @@ def test_a_name_is_taken_once(plugin_module: str, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.count("a command of that name is already registered") == 2
     assert CliRunner().invoke(app, ["ping"]).output == "pong\n"
+
+
+def test_a_command_loads_only_its_own_plugin(
+    plugin_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`podpulse ping` never imports another command's plugin; `--help` and typos load all."""
+    plugins = [_ep("ping", f"{plugin_module}:ping"), _ep("bad", f"{plugin_module}_broken:x")]
+    app = build_app(for_command(plugins, ["ping", "--verbose"]))
+    assert capsys.readouterr().err == ""  # the broken plugin was never imported
+    assert CliRunner().invoke(app, ["ping"]).output == "pong\n"
+    for args in ([], ["--help"], ["pnig"], ["version"]):
+        assert for_command(plugins, args) == plugins, args
 
 
 def test_version_lists_installed_podpulse_distributions() -> None:

@@ -8,7 +8,7 @@ costs only its own commands: the others still work, and the error is one line on
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from importlib.metadata import EntryPoint
 
@@ -19,7 +19,7 @@ from .logging import configure_logging
 from .settings import CommonSettings, describe_settings_error
 from .settings_doc import SettingsDocError, installed_settings, render
 
-__all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "main"]
+__all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "for_command", "main"]
 
 ENTRY_POINT_GROUP = "podpulse.cli"
 _BUILTIN_COMMANDS = frozenset({"version", "config-doc"})
@@ -69,9 +69,24 @@ def build_app(entry_points: Iterable[EntryPoint]) -> typer.Typer:
     return app
 
 
-def app_from_installed() -> typer.Typer:
-    """The root app built from the entry points of the installed distributions."""
-    return build_app(metadata.entry_points(group=ENTRY_POINT_GROUP))
+def for_command(entry_points: Iterable[EntryPoint], args: Sequence[str]) -> list[EntryPoint]:
+    """The entry points to load for the command line *args* (what follows ``podpulse``).
+
+    When *args* starts with a command some entry point provides, only that command's entry
+    points: importing every service's CLI costs about a second of start-up that ``podpulse
+    release`` or ``podpulse keys rotate`` (run from scripts, hooks and tests) would pay for
+    commands it never shows. Anything else (no command, an option such as ``--help``,
+    ``version``, a typo) takes them all, so the root help lists every command and a typo gets
+    its suggestions.
+    """
+    every = list(entry_points)
+    wanted = args[0] if args else ""
+    return [plugin for plugin in every if plugin.name == wanted] or every
+
+
+def app_from_installed(args: Sequence[str] = ()) -> typer.Typer:
+    """The root app for *args*, from the entry points of the installed distributions."""
+    return build_app(for_command(metadata.entry_points(group=ENTRY_POINT_GROUP), args))
 
 
 def main() -> None:
@@ -83,7 +98,7 @@ def main() -> None:
         print(f"podpulse: invalid settings in the environment: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)
-    app_from_installed()(prog_name="podpulse")
+    app_from_installed(sys.argv[1:])(prog_name="podpulse")
 
 
 def _version() -> None:
