@@ -13,12 +13,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from twin_helpers import calibrated, small
+from twin_helpers import TESTS, calibrated, small
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin, running_twin
-
-TESTS = str(Path(__file__).parent)
 
 
 def back_to_back(api: httpx.Client, jobs: int) -> list[dict[str, Any]]:

@@ -3,33 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import httpx
-from twin_helpers import calibrated, small
+from twin_helpers import TESTS, calibrated, small
 
 from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
 from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
 
 
-def test_queue_delay_scales_up_then_idle_workers_stop() -> None:
+def test_queue_delay_scales_up_then_idle_workers_stop(tmp_path: Path) -> None:
     """QUEUE_DELAY adds workers while requests wait; idle ones stop after idleTimeout."""
+    release = tmp_path / "release"
     with (
         running_twin(
-            small(workers_max=3, scaler_value=0.5, idle_timeout_s=2), calibrated(exec_ms=1500)
+            small(
+                handler="progress_handler:handler",
+                workers_max=3,
+                scaler_value=0.5,
+                idle_timeout_s=2,
+            ),
+            calibrated(),
+            worker_env={"PYTHONPATH": TESTS},
         ) as twin,
         twin.client() as api,
     ):
-        ids = [api.post("/run", json={"input": {}}).json()["id"] for _ in range(6)]
-        wait_until(lambda: len(twin.platform.pool.workers) == 3, 20, "three workers")
-        done = wait_until(
+        # Jobs that hold until released: the queue waits however fast the machine is, so the
+        # scaler must add workers, and three held at once can only be on three workers.
+        ids = [
+            api.post("/run", json={"input": {"release": str(release)}}).json()["id"]
+            for _ in range(6)
+        ]
+
+        def three_held() -> list[dict[str, Any]] | None:
+            bodies = [api.get(f"/status/{i}").json() for i in ids]
+            held = [b for b in bodies if b["status"] == "IN_PROGRESS" and b.get("output") == "25%"]
+            return held if len(held) == 3 else None
+
+        running = wait_until(three_held, 60, "three jobs held at once")
+        assert len({body["workerId"] for body in running}) == 3
+        assert len(twin.platform.pool.workers) == 3
+        release.touch()
+        wait_until(
             lambda: all(api.get(f"/status/{i}").json()["status"] == "COMPLETED" for i in ids),
             60,
             "all six jobs",
         )
-        assert done
-        workers = {api.get(f"/status/{i}").json()["workerId"] for i in ids}
-        assert len(workers) >= 2
         # Back to workersMin once the extra workers have idled for 2 s.
         wait_until(lambda: len(twin.platform.pool.workers) == 1, 30, "scale-down to one")
 
@@ -41,7 +62,8 @@ def test_queue_delay_scales_up_then_idle_workers_stop() -> None:
 
         wait_until(one_serving, 30, "one worker idle or running")
         assert len(twin.platform.pool.workers) == 1
-        assert api.post("/runsync", json={"input": {"exec_ms": 1}}).json()["status"] == "COMPLETED"
+        served = api.post("/runsync", json={"input": {"release": str(release)}}).json()
+        assert served["status"] == "COMPLETED"
 
 
 def test_request_count_scales_from_zero_with_cold_start() -> None:

@@ -6,10 +6,9 @@ import asyncio
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from twin_helpers import calibrated, small
+from twin_helpers import TESTS, calibrated, small
 
 from podpulse.twin import running_twin
 from podpulse.twin.worker import HandlerError, load_handler, runpod_config
@@ -108,10 +107,9 @@ def test_workers_never_inherit_podpulse_secrets(monkeypatch: pytest.MonkeyPatch)
     for name in ("RUNPOD_API_KEY", "SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "RUNPOD_API_KEY_FILE"):
         monkeypatch.setenv(name, "/run/secrets/x" if name.endswith("_FILE") else "secret-value")
     monkeypatch.setenv("PODPULSE_TEST_MARKER", "1")
-    tests = str(Path(__file__).parent)
     with (
         running_twin(
-            small(handler="env_handler:handler"), calibrated(), worker_env={"PYTHONPATH": tests}
+            small(handler="env_handler:handler"), calibrated(), worker_env={"PYTHONPATH": TESTS}
         ) as twin,
         twin.client() as api,
     ):

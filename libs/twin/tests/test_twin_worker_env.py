@@ -13,14 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
-from twin_helpers import calibrated, small
+from twin_helpers import TESTS, calibrated, small
 from typer.testing import CliRunner
 
 from podpulse.common.settings import describe_settings_error
 from podpulse.common.testing import wait_until
 from podpulse.twin import TwinSettings, cli, running_twin
-
-TESTS = str(Path(__file__).parent)
 
 
 def test_a_workers_environment_holds_no_canary_and_no_public_key(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import CalibratedSettings, TwinSettings
+
+# This folder: a worker's PYTHONPATH for the MODULE:FUNC handlers kept beside the tests.
+TESTS = str(Path(__file__).parent)
 
 
 def small(**overrides: Any) -> TwinSettings:

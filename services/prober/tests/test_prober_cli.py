@@ -19,6 +19,7 @@ from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.summary import TargetInfo, parse_summary
+from podpulse.common.testing import sigint_as
 from podpulse.prober import Target
 from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
@@ -212,7 +213,8 @@ def test_ctrl_c_writes_the_partial_summary_and_exits_130(tmp_path: Path):
     endpoint is set) gets SIGINT mid-run: the summary of what finished is written, exit 130."""
     env = _clean_env()
     proc = subprocess.Popen(
-        [PODPULSE, "loadtest", "--runs", "2000", "--run-id", "cut"],
+        # Ctrl-C as at a terminal, whatever the suite was started with.
+        sigint_as(signal.SIG_DFL, [PODPULSE, "loadtest", "--runs", "2000", "--run-id", "cut"]),
         env=env | _FAST_TWIN | {"PROBER_RESULTS_DIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from podpulse.common.request_records import read_records
 from podpulse.common.summary import parse_summary
+from podpulse.common.testing import sigint_as
 from podpulse.prober import Target
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
@@ -37,13 +38,20 @@ def _clean_env() -> dict[str, str]:
 
 
 def _interrupt_mid_run(
-    tmp_path: Path, run_id: str, signum: int, **twin_env: str
+    tmp_path: Path,
+    run_id: str,
+    signum: int,
+    *,
+    sigint: signal.Handlers = signal.SIG_DFL,
+    **twin_env: str,
 ) -> tuple[int, str]:
-    """Start a twin load test (*twin_env* over its TWIN_ settings), send *signum* once rows are
-    written; (rc, stderr), the process given a minute to exit after the signal."""
+    """Start a twin load test (*twin_env* over its TWIN_ settings) with SIGINT set to *sigint*
+    (whatever the suite itself was started with), send *signum* once rows are written;
+    (rc, stderr), the process given a minute to exit after the signal."""
+    argv = [PODPULSE, "loadtest", "--target", "twin", "--runs", "2000", "--concurrency", "2",
+            "--run-id", run_id]  # fmt: skip
     proc = subprocess.Popen(
-        [PODPULSE, "loadtest", "--target", "twin", "--runs", "2000", "--concurrency", "2",
-         "--run-id", run_id],
+        sigint_as(sigint, argv),
         env=_clean_env() | _TWIN | twin_env | {"PROBER_RESULTS_DIR": str(tmp_path)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -68,6 +76,17 @@ def test_sigterm_writes_the_partial_summary_and_exits_130(tmp_path: Path):
     assert summary.interrupted is True
     assert summary.end_reason is None
     assert 3 <= summary.level.requests == len(read_records(tmp_path / "term")) < 2000
+
+
+def test_sigterm_ends_a_run_started_with_ctrl_c_ignored(tmp_path: Path):
+    """A script's background job starts with SIGINT ignored: SIGTERM still ends the run with
+    the partial summary and 130 (turned into an ignored SIGINT, it let the run go on)."""
+    rc, stderr = _interrupt_mid_run(tmp_path, "bg", signal.SIGTERM, sigint=signal.SIG_IGN)
+    assert rc == 130, stderr
+    assert "interrupted: partial summary in" in stderr
+    summary = parse_summary((tmp_path / "bg" / "summary.json").read_text())
+    assert summary.interrupted is True
+    assert 3 <= summary.level.requests == len(read_records(tmp_path / "bg")) < 2000
 
 
 def test_ctrl_c_with_the_embedded_twin_is_quiet_and_prompt(tmp_path: Path):

@@ -37,6 +37,9 @@ import contextlib
 import signal
 from typing import Any
 
+from . import _runpod_import  # noqa: F401  # first: runpod without py-cpuinfo's subprocess
+
+# isort: split
 from runpod.http_client import TooManyRequests
 from runpod.serverless.modules import rp_scale
 from runpod.serverless.modules.rp_logger import RunPodLogger

@@ -18,7 +18,9 @@ Nothing here is used at run time: production code never imports this module.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -45,6 +47,7 @@ __all__ = [
     "redis_client",
     "redis_server",
     "redis_url",
+    "sigint_as",
     "stop_process",
     "wait_until",
 ]
@@ -96,6 +99,18 @@ def _wait_for_ping(
 ) -> str:
     """Empty string once PING answers; otherwise why it never did."""
     return wait_for_ping(url, timeout_s, process=process, logfile=logfile)
+
+
+def sigint_as(disposition: signal.Handlers, argv: list[str]) -> list[str]:
+    """``argv`` started with SIGINT set to ``disposition`` (SIG_DFL or SIG_IGN), whatever the
+    suite itself was started with: a background job's SIGINT is ignored, and children inherit
+    that. A disposition survives exec, so a small launcher sets it and execs ``argv`` in its
+    place (same pid); unlike ``preexec_fn``, that is safe in a process with threads."""
+    code = (
+        f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{disposition.name}); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", code, *argv]
 
 
 def stop_process(process: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:

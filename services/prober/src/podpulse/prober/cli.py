@@ -263,6 +263,10 @@ def _sigterm_as_sigint() -> Iterator[None]:
     """
 
     def as_sigint(_signum: int, _frame: FrameType | None) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # Started with Ctrl-C ignored (a script's background job): a raised SIGINT would be
+            # ignored too and the run would go on to its end, so interrupt it directly.
+            raise KeyboardInterrupt
         signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, as_sigint)
