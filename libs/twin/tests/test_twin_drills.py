@@ -25,6 +25,8 @@ from podpulse.common.net import free_port
 from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 
+pytestmark = pytest.mark.slow
+
 # Pings every second and dead after three silent ones: short enough for a drill, and the
 # shortest the settings allow for that interval.
 QUICK = {"ping_interval_ms": 1000, "heartbeat_timeout_s": 3}

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from twin_helpers import calibrated, small, start_job
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
+
+pytestmark = pytest.mark.slow
 
 
 def test_worker_killed_mid_job_fails_the_job_and_is_replaced() -> None:

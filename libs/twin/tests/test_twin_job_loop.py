@@ -18,6 +18,8 @@ from twin_helpers import TESTS, calibrated, small
 from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin, running_twin
 
+pytestmark = pytest.mark.slow
+
 
 def back_to_back(api: httpx.Client, jobs: int) -> list[dict[str, Any]]:
     """``jobs`` /runsync requests, each sent the moment the previous one answered."""

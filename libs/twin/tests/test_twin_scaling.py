@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from twin_helpers import TESTS, calibrated, small
 
 from podpulse.common.runpod import EndpointConfig, ManagementClient, ScalerType
 from podpulse.common.testing import wait_until
 from podpulse.twin import running_twin
+
+pytestmark = pytest.mark.slow
 
 
 def test_queue_delay_scales_up_then_idle_workers_stop(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from podpulse.common.testing import sigint_as
 from podpulse.prober import Target
 from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 
+pytestmark = pytest.mark.slow
+
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 _APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
 # A small, quick embedded twin for the real-process test: one warm worker, 30 ms jobs.

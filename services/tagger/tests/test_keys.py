@@ -20,6 +20,8 @@ from podpulse.common.testing import free_port, wait_until
 from podpulse.tagger.endpoint._keys import KeyFileError, read_key_file, swap_key_file
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 
+pytestmark = pytest.mark.slow
+
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 OLD = "rpa_OLDKEYCANARY" + "0" * 28
 NEW = "rpa_NEWKEYCANARY" + "1" * 28

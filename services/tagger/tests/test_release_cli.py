@@ -7,11 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import redis
 from release_helpers import ENDPOINT_ID, GitRepo, RunCli
 
 from podpulse.common.events import ReleaseRecorded, parse_event
 from podpulse.tagger.releases._records import read_records
+
+pytestmark = pytest.mark.slow
 
 TAG = "v1.0-production"
 

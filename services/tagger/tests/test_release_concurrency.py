@@ -10,9 +10,12 @@ import sys
 import textwrap
 from collections import Counter
 
+import pytest
 from release_helpers import PODPULSE, GitRepo, RunCli
 
 from podpulse.tagger.releases._records import read_records
+
+pytestmark = pytest.mark.slow
 
 TAG = "v1.0-production"
 

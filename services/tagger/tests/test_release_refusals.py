@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from release_helpers import ENDPOINT_ID, GitRepo, RunCli
 
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.tagger.endpoint._history import HistoryRecord, append_record, changing
+
+pytestmark = pytest.mark.slow
 
 TAG = "v1.0-production"
 

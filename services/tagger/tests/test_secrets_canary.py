@@ -17,6 +17,8 @@ from pydantic import SecretStr
 from podpulse.common.testing import redis_server
 from podpulse.twin import RunningTwin, TwinSettings, running_twin
 
+pytestmark = pytest.mark.slow
+
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 OLD = "rpa_CANARYOLD" + "0" * 32
 NEW = "rpa_CANARYNEW" + "1" * 32

@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from podpulse.worker.tiny import TINY_MODEL_NAME, ensure_tiny_model
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -237,3 +237,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"hypothesis profile {name!r}: podpulse has {FAST!r} and {DEEP!r}")
     _profile["name"] = name
     settings.load_profile(name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (modules that start real processes) run first.
+
+    ``make test`` hands out whole files (``--dist loadfile``, in collection order with
+    ``--no-loadscope-reorder``): a long file handed out last keeps one test worker busy after
+    the others are done, so the long ones go out first and the quick ones fill in the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: files stay whole
