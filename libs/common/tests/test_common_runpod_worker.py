@@ -7,11 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from runpod import serverless
-from runpod.serverless.modules import rp_scale
 
+# First: podpulse imports runpod without the second Python that py-cpuinfo starts for it.
 from podpulse.common import runpod_worker
 from podpulse.common.runpod_worker import SDK_VERIFIED, FastJobScaler, sdk_drift, serve
+
+# isort: split
+from runpod import serverless
+from runpod.serverless.modules import rp_scale
 
 
 def test_the_installed_runpod_sdk_is_the_one_the_fast_loop_was_verified_on() -> None:
