@@ -132,6 +132,7 @@ def _spans_accepted(port: int) -> float:
 def loop(tmp_path: Path) -> Iterator[Loop]:
     repo = deployment_repo(tmp_path / "deploy-repo", ENDPOINT)
     (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "receiver-token").write_text("stack-loop-token\n")
     twin_port, otlp_port = free_port(), free_port()
     with receiver() as slack, receiver() as webhook:
         env = {
@@ -158,6 +159,8 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
             "ALERTER_BUCKET_S": "2",
             "SLACK_WEBHOOK_URL": slack.url,
             "ALERT_WEBHOOK_URL": webhook.url,
+            # Its OTLP receiver wants a token: the prober's spans must carry it.
+            "ALERTER_RECEIVER_TOKEN_FILE": str(tmp_path / "receiver-token"),
             # The tagger: auto-release into the temporary repository.
             "TAGGER_RELEASE_AUTO": "true",
             "TAGGER_RELEASE_REPO": str(repo),
@@ -214,6 +217,10 @@ def test_probe_spans_alert_resolve_and_release_through_the_stack(loop: Loop) -> 
     assert json.loads(smoke.read_text())["passed"] is True
     wait_until(lambda: _spans_accepted(loop.otlp_port) >= 4, timeout_s=30,
                what="the smoke's spans at the alerter")  # fmt: skip
+    # They carried the token, which the alerter requires: without it a POST is refused.
+    anonymous = httpx.post(f"http://127.0.0.1:{loop.otlp_port}/v1/traces", content=b"{}",
+                           headers={"Content-Type": "application/json"}, timeout=10)  # fmt: skip
+    assert anonymous.status_code == 401
     assert _exec_alerts(loop.slack, slack=True) == []
 
     # 2. A slow handler: exec P95 breaches, Slack and the webhook get the CRITICAL alert.

@@ -12,6 +12,7 @@ import pytest
 from podpulse.common.retry import Backoff
 from podpulse.common.settings import (
     ALERT_WEBHOOK_URL,
+    ALERTER_RECEIVER_TOKEN,
     RUNPOD_API_KEY,
     SLACK_WEBHOOK_URL,
     settings_variable,
@@ -93,9 +94,14 @@ def test_children_get_only_the_secrets_their_row_lists(tmp_path: Path) -> None:
     assert alerter["SLACK_WEBHOOK_URL"] == ENVIRON["SLACK_WEBHOOK_URL"]
     assert alerter["ALERT_WEBHOOK_URL_FILE"] == "/run/secrets/hook"
     assert "RUNPOD_API_KEY" not in alerter
-    assert rows["alerter"].secrets == (SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL)
+    assert rows["alerter"].secrets == (SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL, ALERTER_RECEIVER_TOKEN)
     hosted = {r.name: r for r in service_table(_plan(tmp_path, twin=False), ENVIRON)}
-    assert hosted["prober-worker"].secrets == (RUNPOD_API_KEY,)
+    assert hosted["prober-worker"].secrets == (RUNPOD_API_KEY, ALERTER_RECEIVER_TOKEN)
+    # The receiver's token: the alerter requires it, the prober's spans carry it; no one else.
+    with_token = {**ENVIRON, "ALERTER_RECEIVER_TOKEN_FILE": "/run/secrets/token"}
+    envs = {name: service_env(row, with_token) for name, row in rows.items()}
+    holders = {name for name, env in envs.items() if "ALERTER_RECEIVER_TOKEN_FILE" in env}
+    assert holders == {"alerter", "prober-worker", "prober-beat"}
     assert "twin-key" not in repr(rows["twin"])
 
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -224,6 +225,31 @@ def test_otlp_http_export_reaches_a_real_server(
     assert received.path == "/v1/traces"
     assert received.headers["content-type"] == "application/x-protobuf"
     assert received.headers["x-podpulse-canary"] == "yes"
+
+
+@pytest.mark.parametrize("configured", [None, "Authorization=Basic%20dXNlcg=="])
+def test_the_alerters_token_goes_as_the_bearer_unless_headers_name_one(
+    collector: _Collector,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    configured: str | None,
+) -> None:
+    """ALERTER_RECEIVER_TOKEN (here its file) is sent as ``Authorization: Bearer``, beside
+    the configured headers; an authorization in OTEL_EXPORTER_OTLP_HEADERS is the user's own
+    and wins."""
+    (tmp_path / "token").write_text("receiver-token\n")
+    monkeypatch.delenv("ALERTER_RECEIVER_TOKEN", raising=False)
+    monkeypatch.setenv("ALERTER_RECEIVER_TOKEN_FILE", str(tmp_path / "token"))
+    headers = "x-podpulse-canary=yes" + (f",{configured}" if configured else "")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers)
+    configure_telemetry("prober", settings=_settings())
+    with trace.get_tracer("t").start_as_current_span("runpod.job"):
+        pass
+    shutdown_telemetry()
+    (received,) = collector.received
+    assert received.headers["x-podpulse-canary"] == "yes"
+    expected = "Basic dXNlcg==" if configured else "Bearer receiver-token"
+    assert received.headers["authorization"] == expected
 
 
 def test_exporter_none_sends_nothing(collector: _Collector) -> None:

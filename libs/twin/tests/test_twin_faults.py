@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from structlog.testing import capture_logs
 from twin_helpers import calibrated, small, start_job
 
 from podpulse.common.testing import wait_until
@@ -138,3 +139,34 @@ def test_a_worker_that_cannot_start_is_retried_with_backoff_and_jobs_wait() -> N
         wait_until(lambda: len(list(twin.settings.log_dir.glob("twin-*.log"))) == 2, 30)
         assert time.monotonic() - failed_at >= 1.5
         assert api.get(f"/status/{job}").json()["status"] == "IN_QUEUE"
+
+
+def test_a_failed_start_puts_its_last_lines_on_the_console_and_a_ready_worker_says_so() -> None:
+    """The cause of a failed start is in the twin's own log line, not only in the worker's log
+    file; a worker that calls in is announced as ready."""
+    with (
+        capture_logs() as events,
+        running_twin(small(handler="no_such_module:handler"), wait_ready=False),
+    ):
+        failed = wait_until(
+            lambda: next((e for e in events if e["event"] == "worker failed to start"), None),
+            30,
+            "the failed start",
+        )
+    assert "cannot be loaded" in failed["last_output"], failed
+    with capture_logs() as events, running_twin(small(), calibrated()) as twin:
+        (ready,) = [e for e in events if e["event"] == "worker ready"]
+        assert ready["worker_id"] in twin.platform.pool.workers
+
+
+def test_a_bare_python_worker_command_is_the_twins_own_interpreter() -> None:
+    """--worker-command "python -m ..." runs in podpulse's interpreter even where the workers'
+    PATH finds no python, or another one (no activated virtual environment)."""
+    settings = small(worker_command="python -m podpulse.twin.worker")
+    assert settings.worker_command == [sys.executable, "-m", "podpulse.twin.worker"]
+    assert small(worker_command=["python3", "-V"]).worker_command == [sys.executable, "-V"]
+    with (
+        running_twin(settings, calibrated(), worker_env={"PATH": "/nonexistent"}) as twin,
+        twin.client() as api,
+    ):
+        assert api.post("/runsync", json={"input": {}}).json()["status"] == "COMPLETED"

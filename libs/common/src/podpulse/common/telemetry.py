@@ -30,9 +30,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.util.re import parse_env_headers
 from opentelemetry.util.types import Attributes
 
-from podpulse.common.settings import TelemetrySettings
+from podpulse.common.settings import ALERTER_RECEIVER_TOKEN, SecretError, TelemetrySettings
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -258,12 +259,30 @@ def _retire(pipeline: _Pipeline) -> None:
     pipeline.provider.shutdown()
 
 
+def _alerter_authorization() -> dict[str, str] | None:
+    """``Authorization: Bearer <ALERTER_RECEIVER_TOKEN>`` when that token (or its file) is set,
+    so spans reach podpulse's alerter where it asks for one, unless the OTLP headers
+    variables already carry an authorization of the user's own."""
+    configured = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
+    if "authorization" in {key.lower() for key in parse_env_headers(configured, liberal=True)}:
+        return None
+    try:
+        token = ALERTER_RECEIVER_TOKEN.get()
+    except SecretError as exc:
+        # Tracing must not stop the process it traces; the alerter's 401s will show it too.
+        _log.warning("spans are exported without the alerter's token: %s", exc)
+        return None
+    return {"authorization": f"Bearer {token}"} if token else None
+
+
 def _exporters(settings: TelemetrySettings, console_out: TextIO | None) -> Iterator[SpanExporter]:
     for name in settings.traces_exporter:
         if name == "otlp":
-            # No arguments: the exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS,
-            # _TIMEOUT and _COMPRESSION itself, per the spec.
-            yield OTLPSpanExporter()
+            # The exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT and
+            # _COMPRESSION itself, per the spec; headers given here are added to those.
+            yield OTLPSpanExporter(headers=_alerter_authorization())
         elif name == "console":
             yield (
                 ConsoleSpanExporter()

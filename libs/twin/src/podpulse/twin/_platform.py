@@ -18,7 +18,7 @@ from podpulse.common.settings import settings_variable
 from ._jobs import JobQueue, JobStatus
 from ._scaler import Snapshot, workers_to_add
 from ._worker_env import applied
-from ._workers import Liveness, WorkerPool, WorkerRecord, WorkerState
+from ._workers import Liveness, WorkerPool, WorkerRecord, WorkerState, log_tail
 from .settings import TwinSettings
 
 __all__ = ["Platform"]
@@ -187,9 +187,15 @@ class Platform:
         """Note a worker call (a heartbeat when ``ping``) and return its record."""
         token = self.worker_token(worker_id)
         assert token is not None, "the worker API authenticates before it calls this"
+        known = self.pool.workers.get(worker_id)
+        first_call = known is None or known.called_in is None
         record = self.pool.seen(worker_id, token, ping=ping)
         if record.spawned:
             self._failed_starts = 0
+        if first_call:
+            started = record.process_started or record.spawned_at
+            log.info("worker ready", worker_id=record.id,
+                     took_s=round(time.monotonic() - started, 2))  # fmt: skip
         return record
 
     def request_stop(self, worker_id: str, job_id: str) -> None:
@@ -295,7 +301,8 @@ class Platform:
                 delay = min(2.0**self._failed_starts, 60.0)
                 self._spawn_after = time.monotonic() + delay
                 log.error("worker failed to start", worker_id=record.id, reason=reason,
-                          log=str(record.log_path), retry_in_s=delay)  # fmt: skip
+                          last_output=log_tail(record.log_path), log=str(record.log_path),
+                          retry_in_s=delay)  # fmt: skip
             # Its job-stop poll may still be parked (a killed worker's connection is not seen
             # to close): answer it now, or shutdown would wait out the poll's hold.
             wakeup = self._stop_wakeups.pop(record.id, None)
@@ -307,9 +314,9 @@ class Platform:
             for job in lost:
                 self.queue.fail(job, f"worker {record.id} died while running the job: {reason}")
             if lost or record.state is not WorkerState.STOPPING:
-                log.warning(
-                    "worker gone", worker_id=record.id, reason=reason, jobs_failed=len(lost)
-                )
+                tail = log_tail(record.log_path)
+                log.warning("worker gone", worker_id=record.id, reason=reason,
+                            jobs_failed=len(lost), last_output=tail)  # fmt: skip
 
     def _snapshot(self) -> Snapshot:
         workers = self.pool.workers.values()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from podpulse.common.settings import KNOWN_SECRETS, known_secret_values
 
-__all__ = ["Liveness", "WorkerPool", "WorkerRecord", "WorkerState"]
+__all__ = ["Liveness", "WorkerPool", "WorkerRecord", "WorkerState", "log_tail"]
 
 # Defaults the caller's environment may override: a local worker exports spans only when the
 # user points OTEL_* at a collector; otherwise every export would fail against localhost:4318.
@@ -269,6 +269,22 @@ def _inherited_env(names: Collection[str], values: Collection[str]) -> dict[str,
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+def log_tail(path: Path | None, lines: int = 5, limit: int = 4096) -> str:
+    """The last ``lines`` non-blank lines of a worker's log (from its last ``limit`` bytes),
+    joined with " | ": the cause of a failed start on the twin's console, where the log file's
+    path alone hid it."""
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - limit))
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
 
 
 def _describe_exit(code: int) -> str:

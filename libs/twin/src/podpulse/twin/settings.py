@@ -40,6 +40,10 @@ Distribution = Literal["fixed", "uniform", "normal", "lognormal"]
 RunPodLogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR"]
 
 
+# Worker commands that mean "the twin's own interpreter".
+_BARE_PYTHONS = frozenset({"python", "python3"})
+
+
 def default_worker_command() -> list[str]:
     """The twin's own SDK worker, run by the interpreter running the twin."""
     return [sys.executable, "-m", "podpulse.twin.worker"]
@@ -121,7 +125,8 @@ class TwinSettings(BaseSettings):
         default_factory=default_worker_command,
         min_length=1,
         description="The command each worker process runs (default: this Python running "
-        "podpulse.twin.worker). 'python -m podpulse.worker' runs the model worker instead.",
+        "podpulse.twin.worker). 'python -m podpulse.worker' runs the model worker instead; "
+        "a bare 'python' or 'python3' is the twin's own interpreter.",
         json_schema_extra={
             "env_type": "a command line, split as a shell would",
             "env_default": "python -m podpulse.twin.worker",
@@ -236,6 +241,15 @@ class TwinSettings(BaseSettings):
                 return shlex.split(value)
             except ValueError as exc:  # an unbalanced quote
                 raise ValueError(f"cannot split the command line: {exc}") from None
+        return value
+
+    @field_validator("worker_command")
+    @classmethod
+    def _own_python(cls, value: list[str]) -> list[str]:
+        # A bare "python" is the twin's own interpreter, as in the default command: the one
+        # podpulse is installed in, whether or not its virtual environment is activated.
+        if value[0] in _BARE_PYTHONS:
+            return [sys.executable, *value[1:]]
         return value
 
     @model_validator(mode="before")

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podpulse.common.redis_process import redis_server_argv
-from podpulse.common.settings import ALERT_WEBHOOK_URL, RUNPOD_API_KEY, SLACK_WEBHOOK_URL
+from podpulse.common.settings import (
+    ALERT_WEBHOOK_URL,
+    ALERTER_RECEIVER_TOKEN,
+    RUNPOD_API_KEY,
+    SLACK_WEBHOOK_URL,
+)
 
 from ._spec import HttpProbe, LogLine, ServiceSpec, TcpProbe
 from .settings import StackSettings
@@ -158,7 +163,10 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
         )
         endpoint = ("twin",)
     prober = {**base, **_prober_env(plan)}
-    hosted_key = (RUNPOD_API_KEY,) if plan.twin is None else ()
+    # The prober's spans carry the alerter's token where the user set one (its telemetry
+    # sends it as the bearer), and the alerter requires it of them.
+    token = (ALERTER_RECEIVER_TOKEN,)
+    prober_secrets = ((RUNPOD_API_KEY,) if plan.twin is None else ()) + token
     worker_name = "podpulse-up-{}@%h"
     rows += [
         ServiceSpec(
@@ -178,7 +186,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
                 worker_name.format("prober"),
             ),
             env=prober,
-            secrets=hosted_key,
+            secrets=prober_secrets,
             ready=_CELERY_READY,
             after=bus + endpoint,
         ),
@@ -186,7 +194,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
             name="prober-beat",
             argv=(plan.python, "-m", "podpulse.prober", "beat", "-l", "INFO"),
             env=prober,
-            secrets=hosted_key,
+            secrets=prober_secrets,
             ready=_BEAT_READY,
             after=bus,
         ),
@@ -207,7 +215,7 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
                 str(settings.otlp_port),
             ),
             env=alerter_env,
-            secrets=notify,
+            secrets=notify + token,
             ready=TcpProbe(LOCALHOST, settings.otlp_port),
             after=bus,
             needs_command="alerter",
