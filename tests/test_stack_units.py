@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from podpulse.alerter import default_rules
 from podpulse.common.retry import Backoff
 from podpulse.common.settings import (
     ALERT_WEBHOOK_URL,
@@ -70,12 +71,25 @@ def test_the_prober_rows_use_variables_the_prober_reads(tmp_path: Path) -> None:
     prober = next(r for r in rows if r.name == "prober-beat").env
     known = {settings_variable(ProberSettings, f) for f in ProberSettings.model_fields}
     assert {k for k in prober if k.startswith("PROBER_")} <= known
-    assert prober["PROBER_SMOKE_EVERY_S"] == "60"
+    assert prober["PROBER_SMOKE_EVERY_S"] == "15"
     assert prober["PROBER_SMOKE_FIRST_AFTER_S"] == "15"
     assert prober["RUNPOD_ENDPOINT_BASE_URL"] == "http://127.0.0.1:18765/v2"
     hosted = service_table(_plan(tmp_path, twin=False), ENVIRON)
     assert "twin" not in {r.name for r in hosted}
     assert "PROBER_SMOKE_EVERY_S" not in next(r for r in hosted if r.name == "prober-beat").env
+
+
+def test_the_smoke_probes_alone_give_every_default_rule_its_samples(tmp_path: Path) -> None:
+    """With the twin, the stack's smoke probes put at least min_samples spans in every default
+    rule's window, however slow the handler: a probe sends its requests at once, so all its
+    spans land within one job's time. So the README's drill fires on a fresh `podpulse up`."""
+    prober = next(r for r in service_table(_plan(tmp_path), ENVIRON) if r.name == "prober-beat")
+    every_s = float(prober.env["PROBER_SMOKE_EVERY_S"])
+    runs = ProberSettings().smoke_runs
+    assert int(prober.env["PROBER_SMOKE_CONCURRENCY"]) >= runs
+    for rule in default_rules().rules:
+        probes_in_window = int(rule.window // every_s)
+        assert probes_in_window * runs >= rule.min_samples, rule.name
 
 
 def test_children_get_only_the_secrets_their_row_lists(tmp_path: Path) -> None:

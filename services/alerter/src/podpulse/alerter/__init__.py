@@ -6,11 +6,13 @@ evaluates into alerts that ``_notify`` groups and delivers to its receivers (Sla
 Alertmanager). ``_pipeline`` wires the stages together for ``podpulse alerter serve``
 (``_serve``) and the Celery tasks (``app``, ``tasks``).
 
-The public names are what an embedder needs to feed spans in and read windows out.
+The public names are what an embedder needs to feed spans in and read windows out, and the
+default rules (what other services' defaults are sized for).
 """
 
 from ._ingest._http import create_ingest_app
 from ._ingest._metrics import REGISTRY
+from ._rules._yaml import default_rules
 from ._windows._contract import (
     METRICS,
     STATS,
@@ -37,4 +39,5 @@ __all__ = [
     "StatValue",
     "WindowStore",
     "create_ingest_app",
+    "default_rules",
 ]

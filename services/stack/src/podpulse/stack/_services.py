@@ -98,6 +98,7 @@ def _prober_env(plan: StackPlan) -> dict[str, str]:
             "RUNPOD_ENDPOINT_BASE_URL": plan.twin.base_url,
             "RUNPOD_API_KEY": plan.twin.api_key,
             "PROBER_SMOKE_EVERY_S": f"{settings.smoke_every_s:g}",
+            "PROBER_SMOKE_CONCURRENCY": str(settings.smoke_concurrency),
             "PROBER_SMOKE_FIRST_AFTER_S": f"{settings.smoke_first_after_s:g}",
         }
     return env

@@ -41,10 +41,18 @@ class StackSettings(BaseSettings):
         "there (OTEL_EXPORTER_OTLP_ENDPOINT) when the alerter is installed.",
     )
     smoke_every_s: float = Field(
-        default=60,
+        default=15,
         gt=0,
         description="With the twin: seconds between smoke probes (PROBER_SMOKE_EVERY_S). "
         "Against a hosted endpoint the prober's own schedule stands: probes cost money.",
+    )
+    smoke_concurrency: int = Field(
+        default=5,
+        ge=1,
+        description="With the twin: requests a smoke probe sends at once "
+        "(PROBER_SMOKE_CONCURRENCY). With 15 s between probes of 5 requests that is 20 spans "
+        "a minute, so the default rules (10 samples in a 1-minute window) judge a slow "
+        "handler within a minute, even one of 6 s a job.",
     )
     smoke_first_after_s: float = Field(
         default=15,
