@@ -54,6 +54,8 @@ async def test_breach_fires_once_and_resolves_with_v4_payload(redis_client, key_
     assert firing["commonAnnotations"]["summary"] == "exec P95 9000 ms on ep1"
     assert resolved["status"] == "resolved"
     assert resolved["alerts"][0]["endsAt"] != ("0001-01-01T00:00:00Z")
+    # Resolved with data: the value is the one measured now, under the threshold.
+    assert resolved["alerts"][0]["annotations"]["summary"] == "exec P95 100 ms on ep1"
     keys = rec.keys()
     assert len(set(keys)) == 2
     assert keys[0] == firing["idempotencyKey"]
@@ -62,6 +64,30 @@ async def test_breach_fires_once_and_resolves_with_v4_payload(redis_client, key_
         ("ExecP95High", "resolved", "CRITICAL"),
     ]
     assert metrics.sent.labels(receiver="webhook")._value.get() == 2
+
+
+async def test_a_resolution_for_want_of_data_does_not_show_the_breach_as_current(
+    redis_client, key_prefix
+) -> None:
+    """The spans stop mid-incident: the resolution's summary has no value (n/a) rather than the
+    breaching one, and its resolution annotation says there was no data and what was last."""
+    clock = FakeClock()
+    with recorder() as rec:
+        async with httpx.AsyncClient() as http:
+            hook = WebhookReceiver(http, lambda: rec.url)
+            store, evaluator, notifier, _, _ = pipeline(
+                redis_client, key_prefix, rules_yaml(), clock, [hook]
+            )
+            await cycle(store, evaluator, notifier, clock, 20, slow=True)
+            for _ in range(60):  # no spans at all: the window empties
+                clock.now += 2
+                await notifier.tick(evaluator.evaluate(clock.now).alerts, clock.now)
+    firing, resolved = rec.bodies()
+    assert firing["alerts"][0]["annotations"]["summary"] == "exec P95 9000 ms on ep1"
+    annotations = resolved["alerts"][0]["annotations"]
+    assert annotations["summary"] == "exec P95 n/a ms on ep1"
+    assert annotations["resolution"].startswith("no data: under")
+    assert annotations["resolution"].endswith("the last p95 measured was 9000")
 
 
 async def test_restart_mid_incident_neither_refires_nor_forgets(redis_client, key_prefix) -> None:

@@ -131,10 +131,21 @@ class Evaluator:
             else:
                 continue
             labels = alert_labels(rule, series)
+            # Resolved because the data went away, the last value is the breaching one: it is
+            # not rendered as if current ({{ value }} is n/a), and the resolution says why.
+            no_data = ends_at is not None and state.phase == "no_data"
+            value = None if no_data else state.value
             annotations = {
-                key: template.render(value=state.value, threshold=rule.threshold, labels=labels)
+                key: template.render(value=value, threshold=rule.threshold, labels=labels)
                 for key, template in rule.annotations.items()
             }
+            if no_data:
+                last = "n/a" if state.value is None else f"{state.value:.6g}"
+                annotations.setdefault(
+                    "resolution",
+                    f"no data: under {rule.min_samples} samples in the window; "
+                    f"the last {rule.stat} measured was {last}",
+                )
             alerts.append(
                 Alert(
                     labels=labels,
