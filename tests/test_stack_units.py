@@ -23,8 +23,11 @@ from podpulse.prober.settings import ProberSettings
 from podpulse.stack import LogLine, Restart, ServiceSpec, State, Supervisor, SupervisorTimings
 from podpulse.stack._env import service_env
 from podpulse.stack._services import OwnRedis, StackPlan, TwinPlan, enabled, service_table
-from podpulse.stack._status import firing_alerts
+from podpulse.stack._status import firing_alerts, last_probe
 from podpulse.stack.settings import StackSettings
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "libs/common/tests"))
+import summary_examples  # common's example summaries, found through the path above
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 ENVIRON = {
@@ -131,6 +134,25 @@ def test_firing_alerts_are_read_from_prometheus_alerts_series() -> None:
     ])  # fmt: skip
     alerts = firing_alerts(text)
     assert [(a.name, a.severity) for a in alerts] == [("ExecP95", "CRITICAL")]
+
+
+def test_a_failed_probe_on_the_status_view_names_the_slo_line_that_failed(tmp_path: Path) -> None:
+    """The last probe's line says FAILED and which SLO line failed with its value; a passing
+    one names none."""
+    for run_id, total_p95 in (("passed", 3150.0), ("failed", 9000.0)):
+        summary = summary_examples.load_summary(run_id, total_p95=total_p95)
+        results = tmp_path / f"results-{run_id}"  # one run each: no mtime order to rely on
+        (results / run_id).mkdir(parents=True)
+        (results / run_id / "summary.json").write_text(summary.model_dump_json())
+        probe = last_probe(results)
+        assert probe is not None
+        assert probe.run_id == run_id
+        if run_id == "passed":
+            assert "PASSED" in probe.line()
+            assert "failed" not in probe.line()
+        else:
+            assert "FAILED" in probe.line()
+            assert probe.line().endswith("; failed Total P95 9000 ms (≤ 8000 ms)"), probe.line()
 
 
 def test_supervisor_starts_in_order_and_backs_off_restarts(tmp_path: Path) -> None:

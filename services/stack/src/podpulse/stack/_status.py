@@ -36,6 +36,7 @@ class LastProbe:
     requests: int
     total_p50_ms: float | None
     problem: str = ""
+    failed_rows: tuple[str, ...] = ()  # the SLO lines that failed, as "Exec P95 6012 ms (≤ 5000 ms)"
 
     def line(self) -> str:
         """One line for the status view."""
@@ -44,10 +45,13 @@ class LastProbe:
             return f"{self.kind} {self.run_id} at {when}: unreadable summary ({self.problem})"
         verdict = "PASSED" if self.passed else "FAILED"
         p50 = "-" if self.total_p50_ms is None else f"{self.total_p50_ms:.0f} ms"
-        return (
+        line = (
             f"{self.kind} {self.run_id} at {when}: {verdict}, {self.ok}/{self.requests} ok, "
             f"total P50 {p50}"
         )
+        if self.failed_rows:
+            line += f"; failed {', '.join(self.failed_rows)}"
+        return line
 
 
 def last_probe(results_dir: Path) -> LastProbe | None:
@@ -83,7 +87,21 @@ def last_probe(results_dir: Path) -> LastProbe | None:
         ok=ok,
         requests=requests,
         total_p50_ms=summary.levels[-1].latency_ms.total.p50,
+        failed_rows=_failed_rows(summary),
     )
+
+
+def _failed_rows(summary: RunSummary) -> tuple[str, ...]:
+    """Each failed SLO line, with its level where the run had several."""
+    rows = []
+    for level in summary.levels:
+        where = f"c={level.concurrency} " if len(summary.levels) > 1 else ""
+        for row in level.slo.rows:
+            if row.status != "PASS":
+                unit = " ms" if row.unit == "ms" else " %"
+                actual = "no value" if row.actual is None else f"{row.actual:.0f}{unit}"
+                rows.append(f"{where}{row.metric} {actual} ({row.slo})")
+    return tuple(rows)
 
 
 @dataclass(frozen=True)
