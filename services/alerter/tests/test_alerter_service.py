@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from podpulse.alerter._pipeline import Alerter
 from podpulse.alerter._rules._state import AlertsCollector, AlertState, StateStore
 from podpulse.alerter._rules._yaml import default_rules
 from podpulse.alerter._windows._contract import Observation, SeriesKey
+from podpulse.alerter.cli import _status_lines
 from podpulse.alerter.settings import AlerterSettings
 from podpulse.common.events import ProbeRunCompleted
 from podpulse.stack._status import firing_alerts
@@ -90,6 +92,37 @@ async def test_bus_events_failing_run_notified_passing_and_malformed_not(
         assert alerter.on_event({"type": "probe_run_completed"}, 1.0) == "invalid"
         assert alerter.on_event({"type": "nonsense"}, 1.0) == "invalid"
         assert outbox.pending() == 1
+
+
+async def test_a_failed_run_fires_on_alerts_and_status_until_a_later_run_passes(
+    redis_client, key_prefix
+) -> None:
+    """A failed probe run's alert shows in ALERTS (so on podpulse up's view) and in
+    `alerts status` as firing; a pass from before it leaves it, a later pass ends it."""
+    async with httpx.AsyncClient() as http:
+        alerter = _alerter(redis_client, key_prefix, http)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AlertsCollector(alerter.states, default_rules(), alerter.event_alerts))
+        failing = ProbeRunCompleted.of(
+            summary_examples.load_summary("run-9", total_p95=9000.0), results_path="r/9"
+        )
+        at = failing.occurred_at
+        assert alerter.on_event(failing.model_dump(mode="json"), at.timestamp()) == "notified"
+        firing = firing_alerts(generate_latest(registry).decode())
+        assert [(a.name, a.severity) for a in firing] == [("ProbeRunFailedSlo", "critical")]
+        lines = _status_lines(
+            default_rules(), {}, at.timestamp() + 5, alerter.event_alerts.firing(at.timestamp())
+        )
+        assert lines[-1].startswith("FIRING CRITICAL ProbeRunFailedSlo on ")
+        assert "load run run-9 failed its SLO since" in lines[-1]
+        earlier = ProbeRunCompleted.of(summary_examples.load_summary("run-8"), results_path="r/8")
+        earlier = earlier.model_copy(update={"occurred_at": at - timedelta(seconds=30)})
+        assert alerter.on_event(earlier.model_dump(mode="json"), at.timestamp()) == "passed"
+        assert firing_alerts(generate_latest(registry).decode()) != []
+        later = ProbeRunCompleted.of(summary_examples.load_summary("run-10"), results_path="r/10")
+        later = later.model_copy(update={"occurred_at": at + timedelta(seconds=30)})
+        assert alerter.on_event(later.model_dump(mode="json"), at.timestamp()) == "passed"
+        assert firing_alerts(generate_latest(registry).decode()) == []
 
 
 async def test_an_evaluation_a_little_early_counts_at_its_slot(redis_client, key_prefix) -> None:

@@ -45,6 +45,7 @@ from ._notify._outbox import DeliveryMetrics, Outbox, Receiver
 from ._notify._receivers import AlertmanagerReceiver, SlackReceiver, WebhookReceiver
 from ._notify._silences import SilenceStore
 from ._rules._evaluator import Evaluator, EvaluatorMetrics
+from ._rules._event_alerts import EventAlertStore
 from ._rules._model import RulesConfig
 from ._rules._state import StateStore
 from ._windows._redis import RedisWindowStore
@@ -102,6 +103,7 @@ class Alerter:
     silences: SilenceStore
     evaluator: Evaluator
     notifier: Notifier
+    event_alerts: EventAlertStore
 
     @classmethod
     def build(
@@ -151,7 +153,10 @@ class Alerter:
             alertmanager_receiver=am,
             resend_s=settings.alertmanager_resend_s,
         )
-        return cls(client, settings, config, store, states, silences, evaluator, notifier)
+        event_alerts = EventAlertStore(client, prefix)
+        return cls(
+            client, settings, config, store, states, silences, evaluator, notifier, event_alerts
+        )
 
     def _lock(self, what: str, timeout_s: int) -> Any:
         # thread_local=False: the delivery takes and releases its lock in different threads
@@ -199,6 +204,9 @@ class Alerter:
             log.error("alerter.event_invalid", reason=str(exc))  # noqa: TRY400 (no traceback)
             return "invalid"
         if isinstance(event, ProbeRunCompleted):
+            # Kept first: the failed run shows as firing (ALERTS, alerts status) until a
+            # later run of its kind passes, whatever happens to its notification.
+            self.event_alerts.record(event)
             notification = probe_run_notification(event, external_url=self.settings.external_url)
             if notification is None:
                 return "passed"

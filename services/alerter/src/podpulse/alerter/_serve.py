@@ -31,6 +31,7 @@ from ._ingest._http import create_ingest_app
 from ._notify._outbox import DeliveryMetrics
 from ._pipeline import Alerter, configured_receivers, window_store
 from ._rules._evaluator import EvaluatorMetrics
+from ._rules._event_alerts import EventAlertStore
 from ._rules._model import RulesConfig
 from ._rules._state import AlertsCollector, StateStore
 from .settings import AlerterSettings
@@ -106,7 +107,8 @@ def create_serving_app(
     delivery_metrics = DeliveryMetrics(counters)
     store = window_store(client, settings)
     states = StateStore(client, settings.state_prefix)
-    app = create_ingest_app(settings, store, collectors=[AlertsCollector(states, config), counters])
+    alerts = AlertsCollector(states, config, EventAlertStore(client, settings.state_prefix))
+    app = create_ingest_app(settings, store, collectors=[alerts, counters])
     ingesting = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -26,6 +26,7 @@ from ._notify._events import sample_notification
 from ._notify._outbox import DeliveryError, PermanentDeliveryError
 from ._notify._silences import Silence, SilenceStore, parse_matcher
 from ._pipeline import configured_receivers
+from ._rules._event_alerts import EventAlert, EventAlertStore
 from ._rules._model import RulesConfig, parse_duration
 from ._rules._state import AlertState, StateKey, StateStore
 from ._rules._yaml import RulesError, default_rules, default_rules_text, load_rules
@@ -137,7 +138,9 @@ def status_command(rules: RulesOption = None) -> None:
     config = _rules(rules, settings)
     client = _redis(common)
     states = StateStore(client, settings.state_prefix).load()
-    for line in _status_lines(config, states, time.time()):
+    now = time.time()
+    events = EventAlertStore(client, settings.state_prefix).firing(now)
+    for line in _status_lines(config, states, now, events):
         typer.echo(line)
 
 
@@ -149,9 +152,13 @@ def _ago(at: float | None, now: float) -> str:
 
 
 def _status_lines(
-    config: RulesConfig, states: Mapping[StateKey, AlertState], now: float
+    config: RulesConfig,
+    states: Mapping[StateKey, AlertState],
+    now: float,
+    events: Sequence[EventAlert] = (),
 ) -> list[str]:
-    """One line per rule x series kept in Redis, then the firing alerts."""
+    """One line per rule x series kept in Redis, then the firing alerts, those of events
+    (a failed probe run) included."""
     rules = {rule.name: rule for rule in config.rules}
     rows = [("RULE", "ENDPOINT", "MODEL", "STATE", "VALUE", "SAMPLES", "SINCE")]
     firing = []
@@ -175,8 +182,16 @@ def _status_lines(
                 f"FIRING {rule.severity.upper()} {name} on {series.endpoint}: {value} "
                 f"{rule.op} {rule.threshold:g} since {_ago(state.fired_at, now)}"
             )
-    if len(rows) == 1:
+    for event in events:
+        labels = event.labels
+        firing.append(
+            f"FIRING {labels.get('severity', '').upper()} {labels.get('alertname', '')} on "
+            f"{labels.get('endpoint', '')}: {event.summary} since {_ago(event.since, now)}"
+        )
+    if len(rows) == 1 and not firing:
         return [f"no alert states yet ({len(config.rules)} rules; nothing evaluated or all quiet)"]
+    if len(rows) == 1:
+        return firing
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

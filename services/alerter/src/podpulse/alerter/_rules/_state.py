@@ -24,7 +24,8 @@ view and a Grafana panel read this series as they would Prometheus's).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -34,6 +35,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from .._windows._contract import SeriesKey, StatValue
+from ._event_alerts import EventAlertStore
 from ._model import Rule, RulesConfig, alert_labels
 
 __all__ = [
@@ -166,9 +168,17 @@ class StateStore:
 class AlertsCollector(Collector):
     """The pending and firing alerts of *config*'s rules, as Prometheus's ``ALERTS``."""
 
-    def __init__(self, states: StateStore, config: RulesConfig) -> None:
+    def __init__(
+        self,
+        states: StateStore,
+        config: RulesConfig,
+        events: EventAlertStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._states = states
         self._rules = {rule.name: rule for rule in config.rules}
+        self._events = events
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         """One gauge family; its samples' label sets differ, as an alert's labels do."""
@@ -185,4 +195,13 @@ class AlertsCollector(Collector):
                 continue
             labels = alert_labels(rule, series) | {"alertstate": state.phase}
             family.add_sample("ALERTS", labels, 1.0)
+        if self._events is not None:
+            # A failed probe run's alert, on show until it is answered (or expires).
+            try:
+                events = self._events.firing(self._clock())
+            except redis.RedisError as exc:
+                log.warning("metrics.event_alerts_unreadable", error=str(exc))
+                events = []
+            for event in events:
+                family.add_sample("ALERTS", event.labels | {"alertstate": "firing"}, 1.0)
         yield family
