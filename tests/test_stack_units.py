@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,14 @@ from podpulse.common.testing import free_port, wait_until
 from podpulse.prober.settings import ProberSettings
 from podpulse.stack import LogLine, Restart, ServiceSpec, State, Supervisor, SupervisorTimings
 from podpulse.stack._env import service_env
-from podpulse.stack._services import OwnRedis, StackPlan, TwinPlan, enabled, service_table
+from podpulse.stack._services import (
+    OwnRedis,
+    StackPlan,
+    TwinPlan,
+    enabled,
+    joined,
+    service_table,
+)
 from podpulse.stack._status import firing_alerts, last_probe
 from podpulse.stack.settings import StackSettings
 
@@ -93,6 +101,25 @@ def test_the_smoke_probes_alone_give_every_default_rule_its_samples(tmp_path: Pa
     for rule in default_rules().rules:
         probes_in_window = int(rule.window // every_s)
         assert probes_in_window * runs >= rule.min_samples, rule.name
+
+
+def test_the_banner_says_which_redis_twin_and_alerter_the_stack_uses(tmp_path: Path) -> None:
+    """Started or joined Redis with its URL (never its password), the twin's and the
+    alerter's URLs."""
+    started = joined(_plan(tmp_path, installed=frozenset({"alerter"})))
+    assert started == [
+        f"redis: started at redis://127.0.0.1:16379/0 (data in {tmp_path / 'redis'})",
+        "twin: endpoint podpulse-twin at http://127.0.0.1:18765/v2",
+        "alerter: spans to http://127.0.0.1:4318/v1/traces, "
+        "alerts on http://127.0.0.1:4318/metrics",
+    ]
+    shared = replace(
+        _plan(tmp_path, twin=False), own_redis=None, redis_url="redis://:pw@127.0.0.1:6379/2"
+    )
+    assert joined(shared) == [
+        "redis: joined the one answering at redis://127.0.0.1:6379/2",
+        "endpoint: the hosted one RUNPOD_ENDPOINT_ID names",
+    ]
 
 
 def test_children_get_only_the_secrets_their_row_lists(tmp_path: Path) -> None:

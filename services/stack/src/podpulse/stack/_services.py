@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from podpulse.common.redis_process import redis_server_argv
 from podpulse.common.settings import (
@@ -74,6 +75,27 @@ class StackPlan:
     def alerter_installed(self) -> bool:
         """Whether the alerter's command is installed."""
         return "alerter" in self.installed_commands
+
+
+def joined(plan: StackPlan) -> list[str]:
+    """What the stack uses, one line each, for its banner: the Redis (started or joined), the
+    endpoint (the twin's URL, or the hosted one's id) and the alerter's URLs."""
+    parts = urlsplit(plan.redis_url)
+    # Host, port and database only: the URL may hold a password.
+    redis_at = f"redis://{parts.hostname}:{parts.port or 6379}{parts.path}"
+    lines = [
+        f"redis: started at {redis_at} (data in {plan.own_redis.data_dir})"
+        if plan.own_redis is not None
+        else f"redis: joined the one answering at {redis_at}"
+    ]
+    if plan.twin is not None:
+        lines.append(f"twin: endpoint {plan.twin.endpoint_id} at {plan.twin.base_url}")
+    else:
+        lines.append("endpoint: the hosted one RUNPOD_ENDPOINT_ID names")
+    if plan.alerter_installed:
+        alerter = f"http://{LOCALHOST}:{plan.settings.otlp_port}"
+        lines.append(f"alerter: spans to {alerter}/v1/traces, alerts on {alerter}/metrics")
+    return lines
 
 
 def _otel_env(plan: StackPlan, environ: Mapping[str, str]) -> dict[str, str]:

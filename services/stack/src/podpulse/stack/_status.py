@@ -36,7 +36,8 @@ class LastProbe:
     requests: int
     total_p50_ms: float | None
     problem: str = ""
-    failed_rows: tuple[str, ...] = ()  # the SLO lines that failed, as "Exec P95 6012 ms (≤ 5000 ms)"
+    # The SLO lines that failed, as "Exec P95 6012 ms (≤ 5000 ms)".
+    failed_rows: tuple[str, ...] = ()
 
     def line(self) -> str:
         """One line for the status view."""

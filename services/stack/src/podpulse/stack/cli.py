@@ -38,7 +38,15 @@ from podpulse.common.settings import (
 from podpulse.twin.settings import TwinSettings
 
 from ._env import service_env
-from ._services import LOCALHOST, OwnRedis, StackPlan, TwinPlan, enabled, service_table
+from ._services import (
+    LOCALHOST,
+    OwnRedis,
+    StackPlan,
+    TwinPlan,
+    enabled,
+    joined,
+    service_table,
+)
 from ._supervisor import Supervisor, SupervisorTimings
 from ._view import StatusView
 from .settings import StackSettings
@@ -227,6 +235,8 @@ def run_stack(plan: StackPlan, console: Console) -> int:
             f"podpulse up: {', '.join(r.name for r in rows)} against {target}; "
             f"logs in {settings.log_dir}; Ctrl-C stops everything"
         )
+        for line in joined(plan):
+            view.event(line)
         up_reported = False
         try:
             while not signals.stop.wait(_TICK_S):
