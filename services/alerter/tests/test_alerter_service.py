@@ -94,6 +94,35 @@ async def test_bus_events_failing_run_notified_passing_and_malformed_not(
         assert outbox.pending() == 1
 
 
+async def test_an_event_older_than_its_max_age_is_not_news(redis_client, key_prefix) -> None:
+    """A release or failed run read an hour after it happened (queued across a restart, or
+    published by another stack on a shared Redis) is logged, not notified, not shown."""
+    async with httpx.AsyncClient() as http:
+        alerter = _alerter(redis_client, key_prefix, http)
+        failing = ProbeRunCompleted.of(
+            summary_examples.load_summary(total_p95=9000.0), results_path="r/old"
+        )
+        an_hour_later = failing.occurred_at.timestamp() + 3600
+        assert alerter.on_event(failing.model_dump(mode="json"), an_hour_later) == "stale"
+        assert alerter.notifier.outbox.pending() == 0
+        assert alerter.event_alerts.firing(an_hour_later) == []
+        in_time = failing.occurred_at.timestamp() + 60
+        assert alerter.on_event(failing.model_dump(mode="json"), in_time) == "notified"
+
+
+def test_status_numbers_are_written_out_not_in_scientific_notation() -> None:
+    """`alerts status` shows 11020 and 0.0123 as such (it showed 1.102e+04)."""
+    states = {
+        ("TotalP95High", SeriesKey("ep1")): AlertState(phase="firing", value=11020.4, samples=9),
+        ("FailRateHigh", SeriesKey("ep1")): AlertState(phase="firing", value=0.0123, samples=40),
+    }
+    text = "\n".join(_status_lines(default_rules(), states, 100.0))
+    assert "11020" in text
+    assert "0.0123" in text
+    assert "e+" not in text
+    assert "e-" not in text
+
+
 async def test_a_failed_run_fires_on_alerts_and_status_until_a_later_run_passes(
     redis_client, key_prefix
 ) -> None:

@@ -203,6 +203,13 @@ class Alerter:
             # Dropped: a redelivery would fail the same way.
             log.error("alerter.event_invalid", reason=str(exc))  # noqa: TRY400 (no traceback)
             return "invalid"
+        age = now - event.occurred_at.timestamp()
+        if age > self.settings.event_max_age_s and isinstance(
+            event, ProbeRunCompleted | ReleaseRecorded
+        ):
+            log.info("alerter.event_stale", type=event.type, event_id=event.event_id,
+                     age_s=round(age), max_age_s=self.settings.event_max_age_s)  # fmt: skip
+            return "stale"
         if isinstance(event, ProbeRunCompleted):
             # Kept first: the failed run shows as firing (ALERTS, alerts status) until a
             # later run of its kind passes, whatever happens to its notification.

@@ -151,6 +151,14 @@ def _ago(at: float | None, now: float) -> str:
     return f"{when} ({max(0.0, now - at):.0f} s ago)"
 
 
+def _plain(value: float) -> str:
+    """A number as people write it: 11020, 0.0123; never 1.102e+04."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
 def _status_lines(
     config: RulesConfig,
     states: Mapping[StateKey, AlertState],
@@ -164,7 +172,7 @@ def _status_lines(
     firing = []
     for (name, series), state in sorted(states.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         rule = rules.get(name)
-        value = "-" if state.value is None else f"{state.value:.4g}"
+        value = "-" if state.value is None else _plain(state.value)
         since = state.resolved_at if state.phase in ("resolved", "no_data") else state.active_at
         rows.append(
             (

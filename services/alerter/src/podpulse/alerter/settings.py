@@ -148,6 +148,13 @@ class AlerterSettings(BaseSettings):
         "is dropped (counted as failed and logged); until then it is kept in Redis and "
         "retried with backoff.",
     )
+    event_max_age_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A bus event (a probe run, a release) older than this when the alerter "
+        "reads it is logged and not notified: queued events outlive restarts, and a release "
+        "recorded an hour ago is not news.",
+    )
 
     @model_validator(mode="after")
     def _buckets_fit(self) -> AlerterSettings:
