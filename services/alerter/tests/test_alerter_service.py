@@ -89,6 +89,14 @@ async def test_bus_events_failing_run_notified_passing_and_malformed_not(
         )
         assert alerter.on_event(failing.model_dump(mode="json"), 1.0) == "notified"
         assert outbox.pending() == 1
+        # The same event redelivered is notified again (its idempotency key is the same); a
+        # second failed run while the first one's alert fires renews it, unsent.
+        assert alerter.on_event(failing.model_dump(mode="json"), 1.0) == "notified"
+        again = ProbeRunCompleted.of(
+            summary_examples.load_summary("run-2", total_p95=9000.0), results_path="r/3"
+        )
+        assert alerter.on_event(again.model_dump(mode="json"), 1.0) == "renewed"
+        assert outbox.pending() == 1
         assert alerter.on_event({"type": "probe_run_completed"}, 1.0) == "invalid"
         assert alerter.on_event({"type": "nonsense"}, 1.0) == "invalid"
         assert outbox.pending() == 1

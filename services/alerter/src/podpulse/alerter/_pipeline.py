@@ -211,19 +211,26 @@ class Alerter:
                      age_s=round(age), max_age_s=self.settings.event_max_age_s)  # fmt: skip
             return "stale"
         if isinstance(event, ProbeRunCompleted):
-            # Kept first: the failed run shows as firing (ALERTS, alerts status) until a
-            # later run of its kind passes, whatever happens to its notification.
-            self.event_alerts.record(event)
-            notification = probe_run_notification(event, external_url=self.settings.external_url)
-            if notification is None:
-                return "passed"
-            self.notifier.notify_event(notification, now)
-            return "notified"
+            return self._on_probe_run(event, now)
         if isinstance(event, ReleaseRecorded):
             self.notifier.notify_event(release_announcement(event), now)
             return "announced"
         log.info("alerter.event_seen", type=event.type, event_id=event.event_id)
         return "ignored"
+
+    def _on_probe_run(self, event: ProbeRunCompleted, now: float) -> str:
+        # Kept first: the failed run shows as firing (ALERTS, alerts status) until a later
+        # run of its kind passes, whatever happens to its notification.
+        started = self.event_alerts.record(event)
+        notification = probe_run_notification(event, external_url=self.settings.external_url)
+        if notification is None:
+            return "passed"
+        if not started:
+            # Its alert already fires (an earlier failed run): renewed, not re-sent, as a
+            # firing rule's alert is not re-sent before its repeat_interval.
+            return "renewed"
+        self.notifier.notify_event(notification, now)
+        return "notified"
 
 
 def _release(lock: Any) -> None:

@@ -3,8 +3,10 @@
 A rule's alert lives in the state store; a ``ProbeRunFailedSlo`` is one notification of an
 event, and without this it showed nowhere once sent (the ``up`` view said "none firing"
 while the webhook had it). Here it is kept in one Redis hash, a field per endpoint and probe
-kind, until a later run of that kind on that endpoint passes, or for an hour: ``ALERTS`` on
-``/metrics`` and ``podpulse alerts status`` show it firing meanwhile.
+kind, until a later run of that kind on that endpoint passes, or for an hour after its last
+failed run: ``ALERTS`` on ``/metrics`` and ``podpulse alerts status`` show it firing
+meanwhile. Like a rule's alert, it is notified when it starts firing; further failed runs
+while it fires renew it (their run is the one shown) without another notification.
 """
 
 from __future__ import annotations
@@ -42,11 +44,18 @@ class EventAlertStore:
         self._client = client
         self._key = f"{prefix}event_alerts"
 
-    def record(self, event: ProbeRunCompleted) -> None:
-        """A failed run starts (or renews) its alert; a passing one ends an older one."""
+    def record(self, event: ProbeRunCompleted) -> bool:
+        """A failed run starts or renews its alert; a passing one ends an older one. True when
+        this event started an alert (the one to notify)."""
         field = f"{event.endpoint_id}\x1f{event.kind}"
         at = event.occurred_at.timestamp()
+        kept = self._client.hget(self._key, field)
         if not event.slo_passed:
+            firing = kept is not None and at - _time(kept, "last") <= EVENT_ALERT_S
+            if firing and _field(kept, "event_id") == event.event_id:
+                # The same event again (a redelivery, perhaps after a crash before its
+                # notification was queued): notified again, under the same idempotency key.
+                return True
             alert = {
                 "labels": {
                     "alertname": "ProbeRunFailedSlo",
@@ -55,14 +64,16 @@ class EventAlertStore:
                     "probe_kind": event.kind,
                 },
                 "summary": f"{event.kind} run {event.run_id} failed its SLO",
-                "since": at,
+                "since": min(at, _time(kept, "since")) if firing and kept is not None else at,
+                "last": at,
+                "event_id": event.event_id,
             }
             self._client.hset(self._key, field, json.dumps(alert))
-            return
-        kept = self._client.hget(self._key, field)
+            return not firing
         # A pass answers only a failure before it: events may arrive out of order.
-        if kept is not None and _since(kept) <= at:
+        if kept is not None and _time(kept, "last") <= at:
             self._client.hdel(self._key, field)
+        return False
 
     def firing(self, now: float) -> list[EventAlert]:
         """The alerts still on show at *now*, oldest first; expired ones are dropped."""
@@ -71,12 +82,13 @@ class EventAlertStore:
             try:
                 data = json.loads(raw)
                 alert = EventAlert(dict(data["labels"]), str(data["summary"]), float(data["since"]))
+                last = float(data["last"])
             except (ValueError, KeyError, TypeError):
                 # Written by another version, or damaged: it cannot be shown, so it goes.
                 log.warning("alerter.event_alert_unreadable", field=str(field))
                 expired.append(field)
                 continue
-            if now - alert.since > EVENT_ALERT_S:
+            if now - last > EVENT_ALERT_S:
                 expired.append(field)
             else:
                 alerts.append(alert)
@@ -85,8 +97,16 @@ class EventAlertStore:
         return sorted(alerts, key=lambda a: a.since)
 
 
-def _since(raw: Any) -> float:
+def _field(raw: Any, name: str) -> object:
     try:
-        return float(json.loads(raw)["since"])
+        return json.loads(raw).get(name)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _time(raw: Any, name: str) -> float:
+    # 0 for a damaged entry: anything newer replaces it.
+    try:
+        return float(json.loads(raw)[name])
     except (ValueError, KeyError, TypeError):
         return 0.0
