@@ -51,13 +51,14 @@ def test_serve_flags_override_the_environment_which_overrides_defaults(
     [(settings, worker_env)] = served
     assert (settings.workers_min, settings.workers_max) == (3, 7)
     assert settings.scaling().scaler_type == "REQUEST_COUNT"
-    assert settings.worker_command == ["python", "-m", "podpulse.worker"]
+    # A bare python is the twin's own interpreter (no virtual environment to activate).
+    assert settings.worker_command == [sys.executable, "-m", "podpulse.worker"]
     assert settings.worker_concurrency == 4
     assert settings.idle_timeout_s == 180
     assert settings.api_key.get_secret_value() == "from-the-environment"
     assert "from-the-environment" not in result.output
     assert CalibratedSettings(exec_ms=5, jitter=0.5).worker_env() == worker_env
-    assert "python -m podpulse.worker" in result.output
+    assert f"{sys.executable} -m podpulse.worker" in result.output
 
 
 def test_job_loop_defaults_to_fast_and_reaches_every_worker_as_worker_job_loop(
