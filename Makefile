@@ -38,3 +38,4 @@ lint: setup
 bench: setup
 	$(VENV)/python benchmarks/twin.py
 	$(VENV)/python benchmarks/job_loop.py
+	$(VENV)/python benchmarks/runpod_import.py
