@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def test_restartable_redis_keeps_its_port_and_data_across_a_restart(tmp_path: Pa
         server.close()
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(server.url, socket_connect_timeout=0.5).ping()
+
+
+def test_the_logger_registry_can_be_walked_while_a_logger_is_added() -> None:
+    """pytest walks every logger around each test phase; a logger a test's thread creates
+    meanwhile must not break that walk (it failed a test in CI with "dictionary changed size
+    during iteration")."""
+    walked = 0
+    for _ in logging.Logger.manager.loggerDict.values():
+        if walked == 0:
+            logging.getLogger(f"podpulse.test.{uuid.uuid4().hex}")  # a new one, mid-walk
+        walked += 1
+    assert walked >= 1

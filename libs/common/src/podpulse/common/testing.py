@@ -17,6 +17,7 @@ Nothing here is used at run time: production code never imports this module.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -230,8 +231,25 @@ def cases(full: int) -> int:
     return min(full, max(_FAST_FLOOR, full // _FAST_SHARE))
 
 
+class _SnapshotLoggerDict(dict[str, Any]):
+    """The logging manager's registry, whose ``values()`` is a copy taken at once.
+
+    pytest attaches its capture handler around every test phase by iterating
+    ``loggerDict.values()``; a twin or Celery worker thread of the test creating its first
+    logger meanwhile made that iteration fail ("dictionary changed size during iteration",
+    a failed test in CI). Copying the values is one step the other thread cannot split.
+    """
+
+    def values(self) -> list[Any]:  # type: ignore[override]  # a list: a snapshot, not a view
+        return list(super().values())
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Load the profile named by ``--hypothesis-profile`` or the environment (fast if none)."""
+    """Load the profile named by ``--hypothesis-profile`` or the environment (fast if none);
+    make the logging registry safe for pytest to walk while test threads add to it."""
+    manager = logging.Logger.manager
+    if not isinstance(manager.loggerDict, _SnapshotLoggerDict):
+        manager.loggerDict = _SnapshotLoggerDict(manager.loggerDict)
     name = config.getoption("hypothesis_profile", None) or os.environ.get(PROFILE_ENV, FAST)
     if name not in (FAST, DEEP):
         raise pytest.UsageError(f"hypothesis profile {name!r}: podpulse has {FAST!r} and {DEEP!r}")
