@@ -56,6 +56,8 @@ class EventAlertStore:
                 # The same event again (a redelivery, perhaps after a crash before its
                 # notification was queued): notified again, under the same idempotency key.
                 return True
+            if firing and kept is not None and _time(kept, "last") > at:
+                return False  # an older failed run, read late: the newer one stays shown
             alert = {
                 "labels": {
                     "alertname": "ProbeRunFailedSlo",
