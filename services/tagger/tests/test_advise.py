@@ -1,4 +1,4 @@
-"""The scaler model and podpulse advise."""
+"""The scaler model, podpulse advise, and advise and cost agreeing through one model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from cost_helpers import job, write_run
+from release_helpers import PODPULSE_TOML, soak_summary
 from typer.testing import CliRunner
 
 from podpulse.common.cli import app_from_installed
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.tagger.cost._advise import MIN_RATE_RPS
+from podpulse.tagger.cost._month import MIN_RUN_REQUESTS, MIN_RUN_S, run_warnings
 from podpulse.tagger.cost._scaler_model import Workload, simulate
 
 
@@ -68,6 +70,16 @@ def test_idle_workers_beyond_workers_min_stop_after_the_idle_timeout() -> None:
     long = simulate(_config(0, 1, idle=180), _fixed([0.0, 100.0], 1.0), cold_start_s=2)
     assert (short.cold_starts, long.cold_starts) == (2, 1)
     assert short.flex_worker_s < long.flex_worker_s
+
+
+def test_every_request_queued_through_a_cold_start_counts_as_waiting_for_it() -> None:
+    """Four requests queued while the one flex worker starts all waited for its cold start
+    (counted once each); on a warm worker the same four wait for none."""
+    burst = _fixed([0.0, 0.0, 0.0, 0.0], 1.0)
+    cold = simulate(_config(0, 1), burst, cold_start_s=30)
+    warm = simulate(_config(1, 1), burst, cold_start_s=30)
+    assert (cold.cold_starts, cold.cold_start_waits) == (1, 4)
+    assert (warm.cold_starts, warm.cold_start_waits) == (0, 0)
 
 
 @pytest.fixture
@@ -163,3 +175,105 @@ def test_bad_advise_flags_exit_2_with_one_line(cli, args: list[str], expected: s
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def _two_a_second(results: Path, run_id: str, seconds: float) -> None:
+    """A closed-loop-like run: two requests a second of ~1 s jobs for ``seconds``."""
+    count = int(seconds * 2)
+    write_run(results, run_id, [job(i, i * 0.5, 900 + 40 * (i % 5)) for i in range(count)])
+
+
+def test_cost_and_advise_price_the_same_config_at_the_same_rate_alike(cli, tmp_path: Path) -> None:
+    """One model: on the same run, cost (at the measured rate) and advise (without --rate,
+    and with that rate given) price podpulse.toml's 2/5 the same, cold starts included."""
+    (tmp_path / "podpulse.toml").write_text(PODPULSE_TOML)
+    _two_a_second(tmp_path / "results", "soak", 60)
+    cost = cli("cost", "--from", "soak", "--json")
+    assert cost.exit_code == 0, cost.output
+    report = json.loads(cost.output)
+    current = report["options"][0]
+    rate = report["assumptions"]["rate_rps"]
+    assert rate == pytest.approx(2.0, rel=0.01)
+    for given in ([], ["--rate", repr(rate)]):
+        result = cli("advise", "--from", "soak", "--max-workers", "1", *given, "--json")
+        assert result.exit_code in (0, 1), result.output
+        advice = json.loads(result.output)
+        assert advice["assumptions"] == report["assumptions"] | (
+            {"rate_source": "--rate", "warnings": advice["assumptions"]["warnings"]}
+            if given
+            else {}
+        )
+        mine = advice["current"]
+        assert mine["config"] == current["config"]
+        assert mine["monthly_usd"] == current["monthly_usd"]
+        assert mine["cold_starts_per_month"] == current["cold_starts_per_month"]
+        assert mine["cold_start_share_pct"] == current["cold_start_share_pct"]
+
+
+def test_both_commands_print_their_assumptions_and_warn_on_a_run_too_short(
+    cli, tmp_path: Path
+) -> None:
+    """60 s at 2 req/s (the issue's soak): each command says the rate and where it came
+    from, the exec P50/P95, the prices and the month, and warns the run is too short."""
+    (tmp_path / "podpulse.toml").write_text(PODPULSE_TOML)
+    _two_a_second(tmp_path / "results", "soak", 60)
+    for command in (["cost"], ["advise", "--max-workers", "1"]):
+        result = cli(*command, "--from", "soak")
+        assert result.exit_code in (0, 1), result.output
+        out = result.output
+        assert "assumes: 2 req/s (measured: 120 requests over 60 s of soak)" in out
+        assert "exec P50 980 ms, P95 1,060 ms (120 requests of soak)" in out
+        assert "always-on $0.7560/h a worker, flex $0.00031/s; a month is 720 h" in out
+        assert (
+            "warning: soak: 120 requests over 60 s is too short to extrapolate to a month "
+            "(at least 100 requests and 10 minutes)"
+        ) in out
+
+
+def test_a_run_of_ten_minutes_is_not_warned_and_a_given_rate_needs_only_requests(
+    cli, tmp_path: Path
+) -> None:
+    """12 minutes at 2 req/s supports a month: no warning. With --rate the run supplies only
+    execution times, so 60 s of 120 requests is enough."""
+    (tmp_path / "podpulse.toml").write_text(PODPULSE_TOML)
+    _two_a_second(tmp_path / "results", "long", 720)
+    _two_a_second(tmp_path / "results", "short", 60)
+    long = cli("cost", "--from", "long")
+    assert long.exit_code == 0, long.output
+    assert "warning" not in long.output
+    given = cli("cost", "--from", "short", "--rate", "0.5")
+    assert given.exit_code == 0, given.output
+    assert "assumes: 0.5 req/s (--rate)" in given.output
+    assert "warning" not in given.output
+
+
+def test_the_short_run_thresholds_are_100_requests_and_10_minutes() -> None:
+    """At the thresholds a run supports a month; a request or a second less does not."""
+
+    def warned(requests: int, run_s: float, *, measured: bool = True) -> bool:
+        return bool(
+            run_warnings(["r"], requests=requests, run_s=run_s, rate_measured=measured,
+                         closed_loop=None)
+        )  # fmt: skip
+
+    assert not warned(MIN_RUN_REQUESTS, MIN_RUN_S)
+    assert warned(MIN_RUN_REQUESTS - 1, MIN_RUN_S)
+    assert warned(MIN_RUN_REQUESTS, MIN_RUN_S - 1)
+    assert not warned(MIN_RUN_REQUESTS, 60, measured=False)
+
+
+def test_a_closed_loop_run_warns_that_its_rate_is_the_clients_not_the_traffic(
+    cli, tmp_path: Path
+) -> None:
+    """A soak's summary.json says closed loop at concurrency 2: a rate measured from it is
+    flagged (Poisson arrivals at it queue more); with --rate it is not."""
+    _two_a_second(tmp_path / "results", "soak-1", 720)
+    (tmp_path / "results" / "soak-1" / "summary.json").write_text(
+        soak_summary("soak-1").model_dump_json()
+    )
+    measured = cli("cost", "--workers-min", "2", "--gpu", "4090 PRO", "--from", "soak-1")
+    assert measured.exit_code == 0, measured.output
+    assert "warning: soak-1 was a closed loop at concurrency 2" in measured.output
+    given = cli("cost", "--workers-min", "2", "--gpu", "4090 PRO", "--from", "soak-1",
+                "--rate", "2")  # fmt: skip
+    assert "closed loop" not in given.output

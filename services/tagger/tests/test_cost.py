@@ -1,4 +1,4 @@
-"""podpulse cost: prices, the traffic replay and the command."""
+"""podpulse cost: prices, the monthly model and the command."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from release_helpers import PODPULSE_TOML as _GOOD_TOML
 from typer.testing import CliRunner, Result
 
 from podpulse.common.cli import app_from_installed
-from podpulse.tagger.cost._estimate import Traffic, bill
+from podpulse.common.runpod import EndpointConfig, ScalerType
+from podpulse.tagger.cost._month import MONTH_S, estimate_month
 from podpulse.tagger.cost._prices import PriceError, PriceTable
+from podpulse.tagger.cost._scaler_model import Workload
 
 
 @pytest.fixture
@@ -46,46 +48,74 @@ def test_two_always_on_workers_at_forty_cents_cost_576_a_month(cli) -> None:
     assert "pass --from RUN_ID" in result.output
 
 
-def test_sparse_traffic_prices_busy_seconds_idle_tails_and_cold_starts() -> None:
-    """Two 10 s jobs 1,000 s apart on flex: 2 cold starts, 20 s busy, two full idle tails."""
-    traffic = Traffic.from_records(["r"], [job(0, 0, 10_000), job(1, 1000, 10_000)])
-    billing = bill(traffic, warm=0, idle_timeout_s=180, cold_start_s=30, max_workers=5)
-    assert (billing.cold_starts, billing.cold_start_waits) == (2, 2)
-    assert billing.flex_busy_s == pytest.approx(20)
-    assert billing.flex_idle_s == pytest.approx(360)
-    assert billing.flex_cold_s == pytest.approx(60)
+def _fixed(arrivals: list[float], exec_s: float) -> Workload:
+    return Workload(
+        arrivals_s=tuple(arrivals),
+        exec_s=(exec_s,) * len(arrivals),
+        overhead_s=(0.0,) * len(arrivals),
+    )
 
 
-def test_a_job_inside_the_idle_timeout_reuses_the_worker_and_bills_the_gap() -> None:
-    """A second job 100 s after the first (timeout 180 s) pays the 90 s gap, not a cold start."""
-    traffic = Traffic.from_records(["r"], [job(0, 0, 10_000), job(1, 100, 10_000)])
-    billing = bill(traffic, warm=0, idle_timeout_s=180, cold_start_s=30, max_workers=5)
-    assert billing.cold_starts == 1
-    # 40 s: the first job ends at 30 (cold) + 10; the gap to 100 is 60 s, then a final 180 s.
-    assert billing.flex_idle_s == pytest.approx(60 + 180)
+def _config(mn: int, mx: int, idle: int = 180) -> EndpointConfig:
+    return EndpointConfig(
+        workers_min=mn,
+        workers_max=mx,
+        idle_timeout_s=idle,
+        scaler_type=ScalerType.QUEUE_DELAY,
+        scaler_value=1,
+    )
+
+
+_4090 = PriceTable().lookup("4090 PRO")
+
+
+def test_sparse_flex_traffic_bills_a_cold_start_each_and_every_request_waits_for_one() -> None:
+    """Jobs 1,000 s apart with a 180 s idle timeout: a cold start per job, all of them
+    waited for, and cold starts scaled from the simulated horizon to the month."""
+    workload = _fixed([i * 1000.0 for i in range(4)], 10.0)
+    month = estimate_month(_config(0, 5), workload, price=_4090, cold_start_s=30, job_loop="fast")
+    assert month.prediction.cold_starts == 4
+    assert month.cold_start_wait_pct == 100.0
+    assert month.cold_starts == pytest.approx(4 * MONTH_S / month.prediction.horizon_s)
+    # Each worker: its cold start, its job, then the 180 s idle timeout it waits out.
+    assert month.prediction.flex_worker_s == pytest.approx(4 * (30 + 10 + 180))
+    assert month.flex_usd == pytest.approx(
+        month.prediction.flex_worker_s * MONTH_S / month.prediction.horizon_s * 0.00031
+    )
 
 
 def test_always_on_workers_absorb_traffic_up_to_their_number() -> None:
-    """Two overlapping jobs on two warm workers bill no flex second and no cold start."""
-    traffic = Traffic.from_records(["r"], [job(0, 0, 5_000), job(1, 1, 5_000)])
-    billing = bill(traffic, warm=2, idle_timeout_s=180, cold_start_s=30, max_workers=5)
-    assert (billing.flex_s, billing.cold_starts) == (0, 0)
+    """Two overlapping jobs on two warm workers bill no flex second and no cold start: the
+    month is the two active workers alone."""
+    month = estimate_month(
+        _config(2, 5), _fixed([0.0, 1.0], 5.0), price=_4090, cold_start_s=30, job_loop="fast"
+    )
+    assert (month.flex_usd, month.cold_starts, month.cold_start_wait_pct) == (0, 0, 0)
+    assert month.monthly_usd == round(2 * 0.00021 * MONTH_S, 2)
 
 
-def test_cost_from_a_run_compares_always_on_with_flex_in_json(cli, tmp_path: Path) -> None:
-    """--from a real requests.csv: both options, the flex one with busy time and cold starts."""
+def test_cost_from_a_run_prices_the_config_and_flex_at_the_measured_rate(
+    cli, tmp_path: Path
+) -> None:
+    """--from a requests.csv: the rate is measured from it (5 gaps over 3,000 s), both
+    options priced by the model; six requests earn the too-short warning."""
     write_run(tmp_path / "results", "sparse", [job(i, i * 600.0, 2_000) for i in range(6)])
     result = cli("cost", "--workers-min", "1", "--gpu", "4090 PRO", "--from", "sparse", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    always_on, flex = report["options"]
-    assert always_on["always_on_usd"] == pytest.approx(0.00021 * 3600 * 720, abs=0.01)
-    assert flex["workers_min"] == 0
-    assert flex["cold_start_share_pct"] == 100.0
-    assert report["busy_s"] == pytest.approx(12.0)
-    # 6 cold starts (45 s) + 12 s busy + 6 idle tails (180 s) over 3,000 + 2 + 180 s.
-    billed = 6 * 45 + 12 + 6 * 180
-    assert flex["flex_usd"] == pytest.approx(billed * 0.00031 * 2_592_000 / 3182, rel=1e-3)
+    assumptions = report["assumptions"]
+    assert assumptions["rate_rps"] == pytest.approx(5 / 3000)
+    assert assumptions["rate_source"] == "measured: 6 requests over 3,000 s of sparse"
+    assert assumptions["exec_p50_ms"] == 2000
+    assert "too short to extrapolate" in assumptions["warnings"][0]
+    current, flex = report["options"]
+    assert current["config"]["workers_min"] == 1
+    assert current["always_on_usd"] == pytest.approx(0.00021 * 3600 * 720, abs=0.01)
+    assert flex["config"]["workers_min"] == 0
+    assert flex["always_on_usd"] == 0
+    # A request every 10 minutes on average, a 180 s idle timeout: most wait a cold start.
+    assert flex["cold_start_share_pct"] > 50
+    assert flex["monthly_usd"] < current["monthly_usd"]
 
 
 def test_podpulse_toml_supplies_gpu_workers_and_price_overrides(cli, tmp_path: Path) -> None:
@@ -108,6 +138,9 @@ def test_podpulse_toml_supplies_gpu_workers_and_price_overrides(cli, tmp_path: P
         (["--workers-min", "1", "--gpu", "A100", "--price-per-hour", "nan"], None, "(0, 1000]"),
         (["--workers-min", "1", "--gpu", "A100", "--from", "nope"], None, "no run 'nope'"),
         (["--workers-min", "1", "--gpu", "A100", "--from", "../x"], None, "--from '../x'"),
+        (["--workers-min", "3", "--workers-max", "2", "--gpu", "A100"], None, "below workersMin 3"),
+        (["--workers-min", "1", "--gpu", "A100", "--rate", "0"], None, "--rate takes requests"),
+        (["--workers-min", "1", "--gpu", "A100", "--rate", "1"], None, "to draw execution times"),
         ([], "[endpoint]\nid = 3\n", "endpoint.id (line 2)"),
         ([], '[prices."x"]\nflex_per_s = -1\n', "prices.x.flex_per_s (line 2)"),
         # tomllib recurses once per nesting level: deep enough, and it runs out of stack.
@@ -135,3 +168,15 @@ def test_a_damaged_requests_csv_is_refused_naming_file_and_line(cli, tmp_path: P
     result = cli("cost", "--workers-min", "0", "--gpu", "A100", "--from", "bad")
     assert result.exit_code == 2, result.output
     assert "requests.csv, line 2: exec_ms: not a number" in result.output
+
+
+def test_a_run_of_one_request_has_no_rate_and_asks_for_one(cli, tmp_path: Path) -> None:
+    """One request measures no rate: exit 2 asking for --rate; with --rate it is priced."""
+    write_run(tmp_path / "results", "one", [job(0, 0, 1_000)])
+    args = ["cost", "--workers-min", "1", "--gpu", "A100", "--from", "one"]
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        "error: one sent too few requests to measure a rate: pass --rate"
+    )
+    assert cli(*args, "--rate", "0.1").exit_code == 0

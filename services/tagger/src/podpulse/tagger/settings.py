@@ -95,13 +95,15 @@ class CostSettings(BaseSettings):
         default=2000,
         ge=100,
         le=100_000,
-        description="Requests the advisor simulates for each candidate configuration.",
+        description="Requests cost and advise simulate for each configuration they price (the "
+        "same draws in both, so they agree).",
     )
     advise_max_workers: int = Field(
         default=5, ge=1, le=20, description="The largest workersMax the advisor tries."
     )
     advise_seed: int = Field(
-        default=0, description="Seed of the advisor's draws (the same for every candidate)."
+        default=0,
+        description="Seed of cost's and advise's draws (the same for every configuration).",
     )
 
 

@@ -1,12 +1,12 @@
 """``podpulse advise``: the cheapest endpoint configuration that meets the SLO at a rate.
 
-Every candidate (workersMin, workersMax, scaler, idle timeout) is run through the scaler model
-(``_scaler_model``) on the same draws from a measured run's execution times; each prediction
-is judged on the SLO's latency lines (exec and total P50/P95: the model does not invent
-failures, so the success line is the run's own) and priced: workersMin at the active rate
-for the whole month, every other worker-second at the flex rate, scaled from the simulated
-horizon to the month. The recommendation is the cheapest passing candidate (fewer workers,
-then lower total P95, on a tie); each alternative shows why it was not chosen.
+Every candidate (workersMin, workersMax, scaler, idle timeout) is run through the one model
+``cost`` prices with too (``_month``: the scaler model and RunPod's billing) on the same
+draws from a measured run's execution times; each prediction is judged on the SLO's latency
+lines (exec and total P50/P95: the model does not invent failures, so the success line is
+the run's own) and priced by that model. The recommendation is the cheapest passing
+candidate (fewer workers, then lower total P95, on a tie); each alternative shows why it was
+not chosen.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.summary import Slo
 
-from ._estimate import MONTH_S
+from ._month import MONTH_S, Month, estimate_month
 from ._prices import GpuPrice
-from ._scaler_model import JobLoop, Prediction, Workload, simulate
+from ._scaler_model import JobLoop, Prediction, Workload
 
 __all__ = ["MIN_RATE_RPS", "Advice", "Judged", "advise", "candidates"]
 
@@ -40,11 +40,20 @@ _SCALERS: tuple[tuple[ScalerType, float], ...] = (
 
 @dataclass(frozen=True)
 class Judged:
-    """One candidate's prediction, monthly cost and SLO problems (empty: it passes)."""
+    """One candidate's month (prediction and bill) and SLO problems (empty: it passes)."""
 
-    prediction: Prediction
-    monthly_usd: float
+    month: Month
     problems: tuple[str, ...]
+
+    @property
+    def prediction(self) -> Prediction:
+        """What the scaler model predicts for it."""
+        return self.month.prediction
+
+    @property
+    def monthly_usd(self) -> float:
+        """Its monthly bill, to the cent."""
+        return self.month.monthly_usd
 
     @property
     def config(self) -> EndpointConfig:
@@ -120,7 +129,10 @@ def advise(
 ) -> Advice:
     """Judge every configuration on ``workload``; the cheapest passing one is chosen."""
     judged = [
-        _judge(simulate(c, workload, cold_start_s=cold_start_s, job_loop=job_loop), slo, price)
+        _judge(
+            estimate_month(c, workload, price=price, cold_start_s=cold_start_s, job_loop=job_loop),
+            slo,
+        )
         for c in configs
     ]
     judged.sort(key=lambda j: (j.monthly_usd, j.config.workers_max, j.prediction.total_p95_ms))
@@ -129,7 +141,8 @@ def advise(
     return Advice(chosen=chosen, judged=tuple(judged), current=mine)
 
 
-def _judge(prediction: Prediction, slo: Slo, price: GpuPrice) -> Judged:
+def _judge(month: Month, slo: Slo) -> Judged:
+    prediction = month.prediction
     lines = (
         ("exec P50", prediction.exec_p50_ms, slo.exec_p50_ms),
         ("exec P95", prediction.exec_p95_ms, slo.exec_p95_ms),
@@ -139,9 +152,4 @@ def _judge(prediction: Prediction, slo: Slo, price: GpuPrice) -> Judged:
     problems = tuple(
         f"{name} {value:,.0f} ms > {limit:,.0f} ms" for name, value, limit in lines if value > limit
     )
-    scale = MONTH_S / prediction.horizon_s if prediction.horizon_s > 0 else 0.0
-    monthly = (
-        prediction.config.workers_min * MONTH_S * price.active_per_s
-        + prediction.flex_worker_s * scale * price.flex_per_s
-    )
-    return Judged(prediction=prediction, monthly_usd=round(monthly, 2), problems=problems)
+    return Judged(month=month, problems=problems)

@@ -10,7 +10,8 @@ numbers are the platform's own rules:
   covered by a starting one, once the oldest has waited longer than ``scalerValue`` seconds;
   REQUEST_COUNT keeps ceil((inQueue + inProgress) / ``scalerValue``) workers; both keep
   ``workersMin`` and never exceed ``workersMax``;
-- **cold start**: a started worker takes jobs ``cold_start_s`` later;
+- **cold start**: a started worker takes jobs ``cold_start_s`` later; requests still queued
+  when it is ready waited for a cold start (``cold_start_waits``);
 - **idle timeout**: a worker beyond ``workersMin`` idle for ``idleTimeout`` seconds stops;
 - **job loop** (one job at a time per worker): ``fast`` (podpulse's) takes the next job as
   the last ends; ``sdk`` (the runpod 1.12 stock loop) sleeps 1 s whenever it is at its
@@ -101,6 +102,7 @@ class Prediction:
     total_p50_ms: float
     total_p95_ms: float
     cold_starts: int
+    cold_start_waits: int  # requests still queued when a new worker's cold start ended
     peak_workers: int
     horizon_s: float
     active_worker_s: float  # the workersMin workers, every second of the horizon
@@ -128,6 +130,8 @@ class _Sim:
     idle: deque[int] = field(default_factory=deque)  # longest idle first
     seq: int = 0
     tick_pending: bool = False
+    cold_start_waits: int = 0
+    cold_waited_upto: int = -1  # the last request counted in cold_start_waits
     # Kept as counts, not by scanning ``workers``: at a low rate nearly every request starts a
     # worker, and a scan per tick made the run quadratic in the requests.
     active: int = 0
@@ -192,6 +196,8 @@ def simulate(
             if ref + 1 < len(arrivals):
                 sim.push(arrivals[ref + 1], _ARRIVAL, ref + 1)
         elif kind in (_READY, _FREE):
+            if kind == _READY and sim.queue:
+                _count_cold_waits(sim)
             sim.make_idle(ref, now)
         elif kind == _IDLE_CHECK:
             worker = sim.workers[ref]
@@ -225,12 +231,22 @@ def simulate(
         total_p50_ms=_p(totals, 50),
         total_p95_ms=_p(totals, 95),
         cold_starts=len(sim.workers) - config.workers_min,
+        cold_start_waits=sim.cold_start_waits,
         peak_workers=peak,
         horizon_s=horizon,
         active_worker_s=active_s,
         flex_worker_s=max(0.0, billed - active_s),
         events=events,
     )
+
+
+def _count_cold_waits(sim: _Sim) -> None:
+    """Count, once each, the queued requests a new worker's cold start has just ended for:
+    they waited while it started. The queue holds consecutive requests (they arrive in order
+    and leave from the front), so the new ones are those after the last counted."""
+    first = max(sim.queue[0], sim.cold_waited_upto + 1)
+    sim.cold_start_waits += max(0, sim.queue[-1] - first + 1)
+    sim.cold_waited_upto = max(sim.cold_waited_upto, sim.queue[-1])
 
 
 def _dispatch(sim: _Sim, now: float, exec_s: Sequence[float], taken_at: list[float]) -> float:

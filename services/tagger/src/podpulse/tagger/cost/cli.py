@@ -1,10 +1,13 @@
 """``podpulse cost`` and ``podpulse advise``.
 
 Both read podpulse.toml when there is one (GPU, workers, idle timeout, ``[prices]``); flags
-override it. Run data comes from ``--from RUN_ID`` (repeatable) or, without it, the newest
-run in the results folder. Exit codes: 0 with an answer, 1 when ``advise`` finds no
-configuration that meets the SLO, 2 for bad flags, settings, podpulse.toml or run data (one
-line on stderr, no traceback).
+override it. Run data comes from ``--from RUN_ID`` (repeatable for ``cost``) or, without it,
+the newest run in the results folder. Both price through one model (``_month``) on the same
+workload (:func:`_scenario`: the run's rate unless ``--rate`` gives one), print the
+assumptions behind the answer, and warn when the run is too short to support a month.
+
+Exit codes: 0 with an answer, 1 when ``advise`` finds no configuration that meets the SLO, 2
+for bad flags, settings, podpulse.toml or run data (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -12,18 +15,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from podpulse.common.runpod import EndpointConfig
+from podpulse.common.histogram import percentile
+from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.settings import describe_settings_error
-from podpulse.common.summary import Slo, SummaryError, read_summary
 
 from .._deployment_file import (
     DEFAULT_FILE,
@@ -34,9 +37,10 @@ from .._deployment_file import (
 from ..settings import CostSettings
 from ._advise import MIN_RATE_RPS, Advice, Judged, candidates
 from ._advise import advise as run_advisor
-from ._estimate import CostError, CostReport, estimate_cost, read_run, read_traffic
+from ._estimate import CostError, CostReport, Measured, always_on_report, cost_report, measure
+from ._month import Assumptions, draw_workload, estimate_month, run_warnings
 from ._prices import GpuPrice, PriceError, PriceTable
-from ._scaler_model import Workload
+from ._scaler_model import JobLoop, Workload
 
 __all__ = ["advise", "cost"]
 
@@ -87,8 +91,7 @@ def _deployment(path: Path | None) -> DeploymentFile | None:
 @dataclass(frozen=True)
 class _Pricing:
     gpu: str
-    price: GpuPrice
-    always_on_per_hour: float
+    price: GpuPrice  # --price-per-hour already in its active rate
 
 
 def _pricing(
@@ -104,7 +107,84 @@ def _pricing(
         price = table.lookup(name)
     except PriceError as exc:
         raise _usage(str(exc)) from None
-    return _Pricing(name, price, per_hour if per_hour is not None else price.active_per_hour)
+    if per_hour is not None:
+        price = replace(price, active_per_s=per_hour / 3600)
+    return _Pricing(name, price)
+
+
+def _check_rate(rate: float | None, source: str) -> None:
+    # The floor: below one request in the month the model prices, there is nothing to plan
+    # for (and the simulated arrivals, thousands of months apart, would lose their precision).
+    if rate is not None and not (math.isfinite(rate) and MIN_RATE_RPS <= rate <= 1000):
+        raise _usage(
+            f"{source} takes requests per second from {MIN_RATE_RPS:.8f} (one a month) to "
+            f"1000, got {rate}"
+        )
+
+
+def _measure(folder: Path, runs: Sequence[str]) -> Measured:
+    try:
+        return measure(folder, runs)
+    except CostError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _scenario(
+    settings: CostSettings,
+    measured: Measured,
+    *,
+    rate: float | None,
+    pricing: _Pricing,
+    cold_start_s: float,
+    job_loop: JobLoop,
+) -> tuple[Workload, Assumptions]:
+    """The workload both commands price, and the assumptions they print with the answer."""
+    named = ", ".join(measured.runs)
+    rate_measured = rate is None
+    if rate is None:
+        rate = measured.rate_rps
+        if rate is None:
+            raise _usage(f"{named} sent too few requests to measure a rate: pass --rate")
+        _check_rate(rate, f"the rate measured from {named}")
+        source = f"measured: {measured.requests} requests over {measured.run_s:,.0f} s of {named}"
+    else:
+        source = "--rate"
+    exec_ms = measured.exec_ms
+    workload = draw_workload(
+        rate_rps=rate,
+        exec_ms=exec_ms,
+        overhead_ms=measured.overhead_ms,
+        requests=settings.advise_requests,
+        seed=settings.advise_seed,
+    )
+    assumptions = Assumptions(
+        rate_rps=rate,
+        rate_source=source,
+        runs=measured.runs,
+        run_requests=measured.requests,
+        run_s=round(measured.run_s, 3),
+        exec_p50_ms=percentile(exec_ms, 50) or 0.0,
+        exec_p95_ms=percentile(exec_ms, 95) or 0.0,
+        exec_samples=len(exec_ms),
+        cold_start_s=cold_start_s,
+        job_loop=job_loop,
+        gpu=pricing.gpu,
+        pool=pricing.price.pool,
+        active_per_hour=pricing.price.active_per_hour,
+        flex_per_s=pricing.price.flex_per_s,
+        simulated_requests=settings.advise_requests,
+        seed=settings.advise_seed,
+        warnings=tuple(
+            run_warnings(
+                measured.runs,
+                requests=measured.requests,
+                run_s=measured.run_s,
+                rate_measured=rate_measured,
+                closed_loop=measured.closed_loop,
+            )
+        ),
+    )
+    return workload, assumptions
 
 
 def _newest_run(results_dir: Path) -> str | None:
@@ -151,12 +231,32 @@ ResultsOption = Annotated[
     Path | None, typer.Option(help="Where runs are read (TAGGER_COST_RESULTS_DIR).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+RateOption = Annotated[
+    float | None,
+    typer.Option(help="Requests per second to plan for (default: the run's measured rate)."),
+]
+JobLoopOption = Annotated[
+    str, typer.Option(help="The workers' job loop: fast (podpulse's) or sdk (stock runpod).")
+]
+
+
+def _job_loop(value: str) -> JobLoop:
+    if value not in ("fast", "sdk"):
+        raise _usage(f"--job-loop must be fast or sdk, got {value[:40]!r}")
+    return "fast" if value == "fast" else "sdk"
 
 
 def cost(
     workers_min: Annotated[
         int | None, typer.Option(min=0, max=1000, help="Always-on workers (podpulse.toml's).")
     ] = None,
+    workers_max: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Most workers (podpulse.toml's, else 5 or --workers-min)."
+        ),
+    ] = None,
+    rate: RateOption = None,
     price_per_hour: PriceOption = None,
     gpu: GpuOption = None,
     from_runs: FromOption = None,
@@ -164,66 +264,96 @@ def cost(
         int | None, typer.Option(min=1, max=3600, help="Flex idle timeout, seconds.")
     ] = None,
     cold_start: ColdOption = None,
+    job_loop: JobLoopOption = "fast",
     file: FileOption = None,
     results_dir: ResultsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Monthly cost of always-on workers and of flex workers for the observed traffic."""
+    """Monthly cost of the configuration in force and of flex workers alone, at the run's rate."""
     settings = _settings()
+    _check_rate(rate, "--rate")
+    loop = _job_loop(job_loop)
     deployment = _deployment(file)
     pricing = _pricing(deployment, gpu, price_per_hour)
-    workers = deployment.endpoint.workers if deployment else None
-    minimum = workers_min if workers_min is not None else (workers.min if workers else None)
-    if minimum is None:
-        raise _usage("no podpulse.toml here: pass --workers-min N")
-    idle = idle_timeout or (workers.idle_timeout_s if workers else 180)
+    config = _cost_config(deployment, workers_min, workers_max, idle_timeout)
     folder = results_dir or settings.cost_results_dir
     runs = _runs(from_runs, folder)
-    try:
-        traffic = read_traffic(folder, runs) if runs else None
-    except CostError as exc:
-        raise _usage(str(exc)) from None
-    report = estimate_cost(
-        gpu=pricing.gpu,
-        price=pricing.price,
-        always_on_per_hour=pricing.always_on_per_hour,
-        workers_min=minimum,
-        workers_max=max(minimum, workers.max if workers else 1000),
-        idle_timeout_s=idle,
-        cold_start_s=_positive(cold_start, "--cold-start", 3600) or settings.cost_cold_start_s,
-        traffic=traffic,
-    )
+    if not runs:
+        if rate is not None:
+            raise _usage(f"no run in {folder} to draw execution times from: pass --from RUN_ID")
+        report = always_on_report(pricing.gpu, pricing.price, config)
+    else:
+        cold_start_s = _positive(cold_start, "--cold-start", 3600) or settings.cost_cold_start_s
+        workload, assumptions = _scenario(
+            settings,
+            _measure(folder, runs),
+            rate=rate,
+            pricing=pricing,
+            cold_start_s=cold_start_s,
+            job_loop=loop,
+        )
+        configs = [config]
+        if config.workers_min > 0:
+            configs.append(config.model_copy(update={"workers_min": 0}))
+        months = [
+            estimate_month(
+                c, workload, price=pricing.price, cold_start_s=cold_start_s, job_loop=loop
+            )
+            for c in configs
+        ]
+        report = cost_report(pricing.gpu, assumptions, months)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
     _show_cost(report)
 
 
-def _show_cost(report: CostReport) -> None:
-    typer.echo(
-        f"GPU {report.gpu} (pool {report.pool}): always-on "
-        f"${report.always_on_per_hour:.4f}/h a worker, flex ${report.flex_per_s:.5f}/s "
-        f"(${report.flex_per_s * 3600:.3f}/h); a month is 720 h"
+def _cost_config(
+    deployment: DeploymentFile | None,
+    workers_min: int | None,
+    workers_max: int | None,
+    idle_timeout: int | None,
+) -> EndpointConfig:
+    """podpulse.toml's configuration with the flags over it; without the file, QUEUE_DELAY
+    1 s (the seed's) and at most 5 workers, as ``advise`` tries by default."""
+    current = deployment.endpoint.config() if deployment else None
+    minimum = workers_min if workers_min is not None else (current.workers_min if current else None)
+    if minimum is None:
+        raise _usage("no podpulse.toml here: pass --workers-min N")
+    if workers_max is not None and workers_max < minimum:
+        raise _usage(f"--workers-max {workers_max} is below workersMin {minimum}")
+    maximum = workers_max or max(minimum, current.workers_max if current else 5)
+    return EndpointConfig(
+        workers_min=minimum,
+        workers_max=maximum,
+        idle_timeout_s=idle_timeout or (current.idle_timeout_s if current else 180),
+        scaler_type=current.scaler_type if current else ScalerType.QUEUE_DELAY,
+        scaler_value=current.scaler_value if current else 1,
     )
-    if report.window_s is None:
+
+
+def _show_cost(report: CostReport) -> None:
+    if report.assumptions is None:
+        typer.echo(
+            f"GPU {report.gpu} (pool {report.pool}): always-on "
+            f"${report.always_on_per_hour:.4f}/h a worker; a month is 720 h"
+        )
         typer.echo("no run data: pass --from RUN_ID to price flex workers for real traffic")
     else:
-        typer.echo(
-            f"traffic: {report.requests} jobs from {', '.join(report.runs)}, "
-            f"{report.busy_s:,.1f} s busy in a {report.window_s:,.1f} s window, "
-            f"replayed as if every stretch of the month looked like it"
-        )
+        for line in report.assumptions.lines():
+            typer.echo(line)
     rows = []
     for option in report.options:
         risk = (
             "-"
-            if option.cold_start_share_pct is None
-            else f"{option.cold_start_share_pct:.2f}% wait up to {option.cold_start_s:g} s"
+            if option.cold_start_share_pct is None or report.assumptions is None
+            else f"{option.cold_start_share_pct:.2f}% wait up to "
+            f"{report.assumptions.cold_start_s:g} s"
         )
         rows.append(
             [
                 option.name,
-                str(option.workers_min),
+                _label(option.config),
                 f"${option.always_on_usd:,.2f}",
                 "-" if option.flex_usd is None else f"${option.flex_usd:,.2f}",
                 "-" if option.flex_worker_hours is None else f"{option.flex_worker_hours:,.1f}",
@@ -232,24 +362,23 @@ def _show_cost(report: CostReport) -> None:
                 if option.cold_starts_per_month is None
                 else f"{option.cold_starts_per_month:,.0f}",
                 risk,
+                "-" if option.queue_p95_ms is None else f"{option.queue_p95_ms:,.0f}",
             ]
         )
-    headers = ["option", "workersMin", "always-on/mo", "flex/mo", "flex h/mo", "total/mo",
-               "cold starts/mo", "cold-start risk"]  # fmt: skip
+    headers = ["option", "min/max scaler idle", "always-on/mo", "flex/mo", "flex h/mo",
+               "total/mo", "cold starts/mo", "cold-start risk", "queue P95 ms"]  # fmt: skip
     typer.echo(_table(headers, rows))
 
 
 def advise(
-    rate: Annotated[float, typer.Option(help="Requests per second to plan for.")],
+    rate: RateOption = None,
     from_run: Annotated[
         str | None, typer.Option("--from", help="The run whose execution times to model.")
     ] = None,
     gpu: GpuOption = None,
     price_per_hour: PriceOption = None,
     cold_start: ColdOption = None,
-    job_loop: Annotated[
-        str, typer.Option(help="The workers' job loop: fast (podpulse's) or sdk (stock runpod).")
-    ] = "fast",
+    job_loop: JobLoopOption = "fast",
     max_workers: Annotated[
         int | None, typer.Option(min=1, max=20, help="Largest workersMax to try.")
     ] = None,
@@ -260,70 +389,36 @@ def advise(
 ) -> None:
     """Recommend workersMin/workersMax/scaler meeting the SLO at --rate for the least money."""
     settings = _settings()
-    # The floor: below one request in the month the advice prices, there is nothing to plan
-    # for (and the simulated arrivals, thousands of months apart, would lose their precision).
-    if not (math.isfinite(rate) and MIN_RATE_RPS <= rate <= 1000):
-        raise _usage(
-            f"--rate takes requests per second from {MIN_RATE_RPS:.8f} (one a month) to 1000, "
-            f"got {rate}"
-        )
-    if job_loop not in ("fast", "sdk"):
-        raise _usage(f"--job-loop must be fast or sdk, got {job_loop[:40]!r}")
-    loop: Literal["fast", "sdk"] = "fast" if job_loop == "fast" else "sdk"
+    _check_rate(rate, "--rate")
+    loop = _job_loop(job_loop)
     deployment = _deployment(file)
     pricing = _pricing(deployment, gpu, price_per_hour)
     folder = results_dir or settings.cost_results_dir
     runs = _runs([from_run] if from_run else None, folder)
     if not runs:
         raise _usage(f"no run in {folder} to model: pass --from RUN_ID (a load test's run)")
-    exec_ms, overhead_ms, slo = _measured(folder, runs[0])
-    workload = Workload.draw(
-        rate_rps=rate,
-        requests=settings.advise_requests,
-        exec_ms=exec_ms,
-        overhead_ms=overhead_ms,
-        seed=settings.advise_seed,
+    measured = _measure(folder, runs[:1])
+    cold_start_s = _positive(cold_start, "--cold-start", 3600) or settings.cost_cold_start_s
+    workload, assumptions = _scenario(
+        settings, measured, rate=rate, pricing=pricing, cold_start_s=cold_start_s, job_loop=loop
     )
     current = deployment.endpoint.config() if deployment else None
     idles = {5, 60, 180} | ({current.idle_timeout_s} if current else set())
-    price = pricing.price
-    if price_per_hour is not None:
-        price = GpuPrice(price.pool, price.memory_gb, price.flex_per_s, price_per_hour / 3600)
     result = run_advisor(
         candidates(max_workers or settings.advise_max_workers, idles, [current] if current else []),
         workload,
-        slo=slo,
-        price=price,
-        cold_start_s=_positive(cold_start, "--cold-start", 3600) or settings.cost_cold_start_s,
+        slo=measured.slo,
+        price=pricing.price,
+        cold_start_s=cold_start_s,
         job_loop=loop,
         current=current,
     )
     if as_json:
-        typer.echo(json.dumps(_advice_json(result, runs[0], rate, len(exec_ms)), indent=2))
+        typer.echo(json.dumps(_advice_json(result, assumptions), indent=2))
     else:
-        _show_advice(result, runs[0], rate, len(exec_ms), show_all=show_all)
+        _show_advice(result, assumptions, show_all=show_all)
     if result.chosen is None:
         raise typer.Exit(_EXIT_NO_ADVICE)
-
-
-def _measured(folder: Path, run_id: str) -> tuple[list[float], list[float], Slo]:
-    """The run's execution times and overheads (successful requests) and its SLO."""
-    try:
-        records = read_run(folder, run_id)
-    except CostError as exc:
-        raise _usage(str(exc)) from None
-    ok = [r for r in records if r.ok and r.exec_ms is not None]
-    if not ok:
-        raise _usage(f"run {run_id!r} has no successful request with an execution time")
-    overheads = [o for r in ok if (o := r.overhead_ms) is not None and o >= 0]
-    slo = Slo()
-    summary = folder / run_id / "summary.json"
-    if summary.exists():
-        try:
-            slo = read_summary(summary).level.slo.thresholds
-        except (SummaryError, OSError) as exc:
-            raise _usage(str(exc)) from None
-    return [r.exec_ms for r in ok if r.exec_ms is not None], overheads, slo
 
 
 def _label(config: EndpointConfig) -> str:
@@ -343,11 +438,13 @@ def _shown(advice: Advice, show_all: bool) -> list[Judged]:
     return rows
 
 
-def _show_advice(advice: Advice, run_id: str, rate: float, samples: int, *, show_all: bool) -> None:
+def _show_advice(advice: Advice, assumptions: Assumptions, *, show_all: bool) -> None:
     typer.echo(
-        f"{len(advice.judged)} configurations at {rate:g} req/s, execution times from run "
-        f"{run_id} ({samples} requests); predicted queue (delayTime) and total in ms"
+        f"{len(advice.judged)} configurations at {assumptions.rate_rps:,.4g} req/s; predicted "
+        "queue (delayTime) and total in ms"
     )
+    for line in assumptions.lines():
+        typer.echo(line)
     rows = []
     for judged in _shown(advice, show_all):
         p = judged.prediction
@@ -360,13 +457,13 @@ def _show_advice(advice: Advice, run_id: str, rate: float, samples: int, *, show
                 f"{p.delay_p95_ms:,.0f}",
                 f"{p.total_p50_ms:,.0f}",
                 f"{p.total_p95_ms:,.0f}",
-                str(p.cold_starts),
+                f"{judged.month.cold_starts:,.0f}",
                 f"${judged.monthly_usd:,.2f}",
                 advice.why_not(judged),
             ]
         )
     headers = ["", "min/max scaler idle", "queue P50", "queue P95", "total P50", "total P95",
-               "cold starts", "cost/mo", "why (not)"]  # fmt: skip
+               "cold starts/mo", "cost/mo", "why (not)"]  # fmt: skip
     typer.echo(_table(headers, rows))
     if advice.chosen is None:
         typer.echo("no configuration up to the largest workersMax meets the SLO at this rate")
@@ -374,7 +471,7 @@ def _show_advice(advice: Advice, run_id: str, rate: float, samples: int, *, show
         typer.echo(f"recommended: {_label(advice.chosen.config)}")
 
 
-def _advice_json(advice: Advice, run_id: str, rate: float, samples: int) -> dict[str, Any]:
+def _advice_json(advice: Advice, assumptions: Assumptions) -> dict[str, Any]:
     def one(judged: Judged) -> dict[str, Any]:
         p = judged.prediction
         return {
@@ -385,15 +482,17 @@ def _advice_json(advice: Advice, run_id: str, rate: float, samples: int) -> dict
             "exec_p95_ms": p.exec_p95_ms,
             "total_p50_ms": p.total_p50_ms,
             "total_p95_ms": p.total_p95_ms,
-            "cold_starts": p.cold_starts,
+            "cold_starts_per_month": round(judged.month.cold_starts, 1),
+            "cold_start_share_pct": round(judged.month.cold_start_wait_pct, 3),
             "monthly_usd": judged.monthly_usd,
             "verdict": advice.why_not(judged),
         }
 
     return {
-        "run_id": run_id,
-        "rate_rps": rate,
-        "samples": samples,
+        "run_id": assumptions.runs[0],
+        "rate_rps": assumptions.rate_rps,
+        "samples": assumptions.exec_samples,
+        "assumptions": assumptions.model_dump(mode="json"),
         "chosen": None if advice.chosen is None else one(advice.chosen),
         "current": None if advice.current is None else one(advice.current),
         "candidates": [one(j) for j in advice.judged],
