@@ -277,3 +277,14 @@ def test_a_closed_loop_run_warns_that_its_rate_is_the_clients_not_the_traffic(
     given = cli("cost", "--workers-min", "2", "--gpu", "4090 PRO", "--from", "soak-1",
                 "--rate", "2")  # fmt: skip
     assert "closed loop" not in given.output
+
+
+def test_a_cold_start_of_zero_is_taken_as_given(cli, tmp_path: Path) -> None:
+    """--cold-start 0 (workers that start at once) is priced as 0 s, not as the 45 s default
+    that `or` made of it."""
+    (tmp_path / "podpulse.toml").write_text(PODPULSE_TOML)
+    _two_a_second(tmp_path / "results", "soak", 60)
+    for command in (["cost"], ["advise", "--max-workers", "1"]):
+        result = cli(*command, "--from", "soak", "--cold-start", "0", "--json")
+        assert result.exit_code in (0, 1), result.output
+        assert json.loads(result.output)["assumptions"]["cold_start_s"] == 0
