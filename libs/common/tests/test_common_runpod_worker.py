@@ -4,17 +4,25 @@ which scaler ``serve`` runs. The loop's timing is tested on the twin with real w
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 import pytest
 
 # First: podpulse imports runpod without the second Python that py-cpuinfo starts for it.
 from podpulse.common import runpod_worker
-from podpulse.common.runpod_worker import SDK_VERIFIED, FastJobScaler, sdk_drift, serve
+from podpulse.common.runpod_worker import (
+    SDK_VERIFIED,
+    FastJobScaler,
+    GatedPingMirror,
+    sdk_drift,
+    serve,
+)
 
 # isort: split
 from runpod import serverless
-from runpod.serverless.modules import rp_scale
+from runpod.serverless.modules import rp_scale, worker_state
 
 
 def test_the_installed_runpod_sdk_is_the_one_the_fast_loop_was_verified_on() -> None:
@@ -46,30 +54,97 @@ def test_the_fast_scaler_overrides_the_sdks_sleeping_methods() -> None:
 
 
 @pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[type[Any]]:
-    """The scaler class the SDK's run_worker would build, for each serverless.start call."""
-    seen: list[type[Any]] = []
-    monkeypatch.setattr(serverless, "start", lambda _config: seen.append(rp_scale.JobScaler))
+def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """What the SDK's run_worker would build, for each serverless.start call: the scaler (a
+    class, or a partial of one) and the mirror it hands the heartbeat process."""
+    seen: list[tuple[Any, Any]] = []
+
+    def start(_config: dict[str, Any]) -> None:
+        seen.append((rp_scale.JobScaler, worker_state.PingJobMirror()))
+
+    monkeypatch.setattr(serverless, "start", start)
     # The stand-in for start is not the verified start, which is not what these tests are about.
     monkeypatch.setattr(runpod_worker, "sdk_drift", list)
     return seen
 
 
 def test_serve_runs_the_fast_scaler_for_fast_and_the_stock_one_for_sdk(
-    started: list[type[Any]],
+    started: list[tuple[Any, Any]],
 ) -> None:
-    """fast: FastJobScaler for the length of the call, the SDK's own class again after it."""
-    stock = rp_scale.JobScaler
+    """fast: FastJobScaler beating the gate the heartbeat reads, for the length of the call;
+    the SDK's own scaler and mirror again after it, and for sdk."""
+    stock, stock_mirror = rp_scale.JobScaler, worker_state.PingJobMirror
     serve({"handler": print}, "fast")
     serve({"handler": print}, "sdk")
-    assert started == [FastJobScaler, stock]
-    assert rp_scale.JobScaler is stock
+    (fast, gate), (sdk, sdk_mirror) = started
+    assert isinstance(fast, functools.partial)
+    assert fast.func is FastJobScaler
+    assert isinstance(gate, GatedPingMirror)
+    assert fast.keywords == {"gate": gate}
+    assert (sdk, type(sdk_mirror)) == (stock, stock_mirror)
+    assert (rp_scale.JobScaler, worker_state.PingJobMirror) == (stock, stock_mirror)
 
 
 def test_serve_falls_back_to_the_stock_loop_on_an_sdk_it_was_not_verified_on(
-    started: list[type[Any]], monkeypatch: pytest.MonkeyPatch
+    started: list[tuple[Any, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An installed SDK whose code differs runs the stock loop rather than an unverified one."""
     monkeypatch.setattr(runpod_worker, "sdk_drift", lambda: ["runpod.serverless:start"])
     serve({"handler": print}, "fast")
-    assert started == [rp_scale.JobScaler]
+    assert [(scaler, type(mirror)) for scaler, mirror in started] == [
+        (rp_scale.JobScaler, worker_state.PingJobMirror)
+    ]
+
+
+class _Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_heartbeat_is_withheld_while_the_job_loop_is_stalled() -> None:
+    """The heartbeat process's read of the job ids (made before every ping) answers at once
+    while the loop beats, and waits, sending no ping, from a stall until the next beat."""
+    clock = _Clock()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+        if len(waits) == 3:
+            gate.beat()  # the loop runs again (SIGCONT, or the blocking call returned)
+
+    gate = GatedPingMirror(stall_limit_s=1.0, clock=clock, sleep=sleep)
+    gate.set("job-1")
+    clock.now += 1.0
+    assert gate.get() == "job-1"
+    assert waits == []
+    clock.now += 0.5  # 1.5 s since the last beat
+    assert gate.stalled()
+    assert gate.get() == "job-1"
+    assert len(waits) == 3
+    assert not gate.stalled()
+
+
+async def test_the_fast_loop_beats_the_gate_while_its_event_loop_runs() -> None:
+    """The scaler's beat task beats over and over (a quarter of the stall limit apart) for as
+    long as its event loop runs it."""
+    beaten = asyncio.Event()
+    beats = 0
+    gate = GatedPingMirror(stall_limit_s=0.004)
+
+    def beat() -> None:
+        nonlocal beats
+        beats += 1
+        if beats == 3:
+            beaten.set()
+
+    gate.beat = beat  # type: ignore[method-assign]  # counts the beats instead
+    task = asyncio.create_task(FastJobScaler._keep_beating(gate))
+    await asyncio.wait_for(beaten.wait(), 10)
+    task.cancel()
+    assert beats >= 3

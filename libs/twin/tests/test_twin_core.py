@@ -9,7 +9,13 @@ import pytest
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.twin._jobs import JobQueue, JobStatus, Policy
 from podpulse.twin._scaler import Snapshot, workers_to_add
-from podpulse.twin._workers import _describe_exit
+from podpulse.twin._workers import (
+    Liveness,
+    WorkerRecord,
+    WorkerState,
+    _describe_exit,
+    _silence,
+)
 
 
 class Clock:
@@ -146,3 +152,22 @@ def test_a_worker_exit_is_described_by_code_or_signal_even_an_unnamed_one() -> N
     assert _describe_exit(17) == "worker process exited with code 17"
     assert _describe_exit(-9) == "worker process was killed by SIGKILL"
     assert _describe_exit(-200) == "worker process was killed by signal 200"
+
+
+def test_a_busy_worker_that_pings_while_its_job_loop_is_silent_is_frozen() -> None:
+    """Pings keep an idle worker alive; a busy one whose job loop made no call (nor was handed
+    a job) for the heartbeat timeout while pings kept coming is dead, named as frozen; pings
+    that stop too are missed heartbeats."""
+    liveness = Liveness(heartbeat_timeout_s=3, start_timeout_s=60)
+    record = WorkerRecord(id="w1", state=WorkerState.READY, spawned_at=0.0, called_in=0.0,
+                          last_loop_call=10.0, last_ping=14.0)  # fmt: skip
+    assert _silence(record, liveness, now=14.5) is None
+    frozen = _silence(record, liveness, now=14.5, busy_since=9.0)
+    assert frozen is not None
+    assert "job loop was silent for 3 s mid-job while its heartbeat went on" in frozen
+    # Handed a job 2.5 s before its last ping, or a call 2.5 s before it: alive.
+    assert _silence(record, liveness, now=14.5, busy_since=11.5) is None
+    record.last_loop_call = 11.5
+    assert _silence(record, liveness, now=14.5, busy_since=9.0) is None
+    # Its heartbeat silent as well: the older rule, and its reason.
+    assert _silence(record, liveness, now=17.5, busy_since=9.0) == "missed heartbeats for 3 s"

@@ -140,6 +140,41 @@ def test_drill_sigstop_mid_job_is_a_missed_heartbeat(record_property: Record) ->
         _serves_again(api, worker_id)
 
 
+@pytest.mark.parametrize(
+    ("job_loop", "reason"),
+    [
+        # podpulse's loop beats for its heartbeat: frozen, it stops the pings.
+        ("fast", "missed heartbeats for 3 s"),
+        # The stock SDK's heartbeat pings on; the twin sees the job loop silent mid-job.
+        ("sdk", "job loop was silent for 3 s mid-job while its heartbeat went on"),
+    ],
+    ids=["fast", "sdk"],
+)
+def test_drill_sigstop_of_the_main_process_alone_mid_job(
+    record_property: Record, job_loop: str, reason: str
+) -> None:
+    """Only the main process frozen (its heartbeat process pinging on): the job FAILS within
+    the heartbeat timeout saying why, not at its execution timeout, and a new worker serves."""
+    settings = small(**QUICK, job_loop=job_loop)
+    with running_twin(settings, calibrated()) as twin, twin.client() as api:
+        job_id, worker_id, pid = _start_job(twin, api)
+        process = twin.platform.pool.workers[worker_id].process
+        assert process is not None
+        fault_at = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            body, elapsed = _failed_after(api, job_id, fault_at)
+        finally:
+            if process.poll() is None:
+                os.killpg(pid, signal.SIGKILL)
+        _report(record_property, f"sigstop_main_{job_loop}", elapsed)
+        assert worker_id in body["error"]
+        assert reason in body["error"]
+        wait_until(lambda: process.poll() is not None, 10, "the frozen worker to be killed")
+        assert process.returncode == -signal.SIGKILL
+        _serves_again(api, worker_id)
+
+
 def test_drill_unnamed_signal_mid_job(record_property: Record) -> None:
     """kill -35 (a real-time signal Python has no name for) ends the job FAILED, naming it."""
     with running_twin(small(**QUICK), calibrated()) as twin, twin.client() as api:

@@ -20,6 +20,15 @@ the heartbeat, the fitness checks and local test mode. Results go over the scale
 aiohttp session, as the SDK's do; the ``RetryClient`` the SDK wraps around it per result
 shares its connections and costs about 2 microseconds, so it stays.
 
+Its heartbeat proves the job loop is alive. The SDK pings from a child process, so a worker
+whose main process is frozen (stopped, deadlocked, stuck in native code, or a sync handler
+blocking the event loop) would go on looking alive until its job's execution timeout. The
+heartbeat process reads the job ids it reports from a shared mirror before every ping;
+:class:`GatedPingMirror` adds the time the loop last beat (a task on the main process's event
+loop, several times a ping interval) and holds that read while the beat is older than one
+ping interval. A frozen loop thus stops the pings, and the platform (hosted RunPod or the
+twin) sees the worker as dead; the pings resume the moment the loop runs again.
+
 Hosted RunPod runs whatever loop the worker image runs, so this changes what a podpulse
 worker shows there too. ``WORKER_JOB_LOOP=sdk`` (``podpulse twin serve --job-loop sdk``)
 runs the stock loop instead, which is also what workers built on the plain SDK show.
@@ -34,21 +43,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import multiprocessing
 import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _runpod_import  # noqa: F401  # first: runpod without py-cpuinfo's subprocess
 
 # isort: split
 from runpod.http_client import TooManyRequests
-from runpod.serverless.modules import rp_scale
+from runpod.serverless.modules import rp_scale, worker_state
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from .process import JobLoop
 from .retry import Backoff
 from .source_drift import drift
 
-__all__ = ["SDK_VERIFIED", "FastJobScaler", "JobLoop", "sdk_drift", "serve"]
+__all__ = ["SDK_VERIFIED", "FastJobScaler", "GatedPingMirror", "JobLoop", "sdk_drift", "serve"]
 
 log = RunPodLogger()
 
@@ -57,6 +70,10 @@ log = RunPodLogger()
 FALLBACK_WAKE_S = 1.0
 # The SDK's answer to a 429 from job-take: wait five seconds (rp_scale.py).
 TOO_MANY_REQUESTS_S = 5.0
+# The loop beats this many times per stall limit: one late beat never withholds a ping.
+BEATS_PER_LIMIT = 4
+# How often a withheld ping looks again whether the loop has beaten.
+GATE_POLL_S = 0.1
 
 # sha256 (first 16 hex digits) of inspect.getsource() of every SDK function or method the fast
 # loop calls, inherits or replaces, as verified on runpod 1.12.0. A change to any of them
@@ -84,6 +101,17 @@ SDK_VERIFIED: dict[str, str] = {
     "runpod.serverless.modules.rp_http:_transmit": "fc9d60458af96c8a",
     "runpod.serverless.modules.worker_state:JobsProgress.add": "2a970b6aec9d2f83",
     "runpod.serverless.modules.worker_state:JobsProgress.remove": "f2a765aa94f48e19",
+    # The heartbeat gate: run_worker builds worker_state.PingJobMirror and hands it to the ping
+    # process, which reads it (get) before each ping and reads its interval in __init__.
+    "runpod.serverless.modules.worker_state:JobsProgress.set_mirror": "9addcc48a49bcc51",
+    "runpod.serverless.modules.worker_state:PingJobMirror.__init__": "6dea33508cae8e51",
+    "runpod.serverless.modules.worker_state:PingJobMirror.set": "a87b76b6a6a258ee",
+    "runpod.serverless.modules.worker_state:PingJobMirror.get": "c05957cd0508d95a",
+    "runpod.serverless.modules.rp_ping:Heartbeat.__init__": "6c6e3fc078a5362c",
+    "runpod.serverless.modules.rp_ping:Heartbeat.start_ping": "a8ca44bfd5514a09",
+    "runpod.serverless.modules.rp_ping:Heartbeat.process_loop": "f54db565723eff22",
+    "runpod.serverless.modules.rp_ping:Heartbeat.ping_loop": "7904a80e2bfec1d8",
+    "runpod.serverless.modules.rp_ping:Heartbeat._send_ping": "9dea1914ce060da6",
 }
 
 
@@ -97,6 +125,47 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
         await asyncio.wait_for(event.wait(), timeout_s)
 
 
+class GatedPingMirror(worker_state.PingJobMirror):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's job-id mirror to the heartbeat process, read only while the job loop beats.
+
+    The heartbeat process calls :meth:`get` before every ping (``Heartbeat._send_ping``), so
+    holding that call while the loop's last :meth:`beat` is older than ``stall_limit_s``
+    withholds the ping without replacing the SDK's heartbeat. The beat is a shared double of
+    ``time.monotonic()``, a clock every process on the machine shares. Built in the main
+    process before the heartbeat process starts, so that process gets the same shared memory
+    (the SDK's own mirror is shared the same way).
+    """
+
+    def __init__(
+        self,
+        stall_limit_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.stall_limit_s = stall_limit_s
+        self._clock = clock
+        self._sleep = sleep
+        self._beat = multiprocessing.Value("d", clock())
+
+    def beat(self) -> None:
+        """Record that the job loop ran just now."""
+        self._beat.value = self._clock()
+
+    def stalled(self) -> bool:
+        """Whether the loop has not beaten for longer than the stall limit."""
+        last: float = self._beat.value
+        return self._clock() - last > self.stall_limit_s
+
+    def get(self) -> str | None:
+        """The in-progress job ids for the next ping, once the loop beats again."""
+        while self.stalled():
+            self._sleep(GATE_POLL_S)
+        ids: str | None = super().get()
+        return ids
+
+
 class FastJobScaler(rp_scale.JobScaler):  # type: ignore[misc]  # the SDK is untyped (Any)
     """The SDK's ``JobScaler`` with its sleeps replaced by events; see the module docstring."""
 
@@ -104,8 +173,9 @@ class FastJobScaler(rp_scale.JobScaler):  # type: ignore[misc]  # the SDK is unt
     current_concurrency: int
     jobs_queue: asyncio.Queue[dict[str, Any]]
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], gate: GatedPingMirror | None = None) -> None:
         super().__init__(config)
+        self._gate = gate  # beaten while the loop runs, so the heartbeat pings (serve)
         self._slot_freed = asyncio.Event()
         self._queued = asyncio.Event()
         self._taking = False  # a job-take is in flight: what it returns must still run
@@ -115,7 +185,8 @@ class FastJobScaler(rp_scale.JobScaler):  # type: ignore[misc]  # the SDK is unt
 
     # --- the SDK's hooks, woken instead of polled ------------------------------------------
     async def run(self) -> None:
-        """The SDK's loops, with SIGTERM/SIGINT handled by the event loop, which they wake."""
+        """The SDK's loops, with SIGTERM/SIGINT handled by the event loop, which they wake,
+        and the beat its heartbeat gate waits for."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             # A plain signal handler (the SDK's) sets the shutdown flag but does not wake a
@@ -123,7 +194,23 @@ class FastJobScaler(rp_scale.JobScaler):  # type: ignore[misc]  # the SDK is unt
             # SDK's handler stays, and the fallback wake-up notices the flag within a second.
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.add_signal_handler(signum, self.kill_worker)
-        await super().run()
+        beating = (
+            None if self._gate is None else asyncio.create_task(self._keep_beating(self._gate))
+        )
+        try:
+            await super().run()
+        finally:
+            # Only now: the jobs still draining after SIGTERM keep the heartbeat going.
+            if beating is not None:
+                beating.cancel()
+
+    @staticmethod
+    async def _keep_beating(gate: GatedPingMirror) -> None:
+        """Beat while this event loop runs: whatever stalls it (the process stopped, a sync
+        handler or native code blocking it, a deadlock) stalls the beat and so the pings."""
+        while True:
+            gate.beat()
+            await asyncio.sleep(gate.stall_limit_s / BEATS_PER_LIMIT)
 
     def kill_worker(self) -> None:
         """Stop taking jobs (SIGTERM, refresh_worker) and wake every wait to notice."""
@@ -214,10 +301,14 @@ class FastJobScaler(rp_scale.JobScaler):  # type: ignore[misc]  # the SDK is unt
 def serve(config: dict[str, Any], job_loop: JobLoop) -> None:
     """``runpod.serverless.start(config)``, running ``job_loop``'s scaler on hosted workers.
 
-    ``fast`` swaps :class:`FastJobScaler` in for the one name the SDK's ``run_worker`` looks
-    up (``rp_scale.JobScaler``) for this call; everything else ``start`` does is the SDK's.
+    ``fast`` swaps :class:`FastJobScaler` in for the name the SDK's ``run_worker`` looks up
+    (``rp_scale.JobScaler``) for this call, and a :class:`GatedPingMirror` that it beats for
+    the mirror ``run_worker`` hands the heartbeat (``worker_state.PingJobMirror``); everything
+    else ``start`` does is the SDK's. The stall limit is the ping interval the SDK's heartbeat
+    read (``RUNPOD_PING_INTERVAL``): a ping vouches for the interval before it.
     """
     from runpod import serverless
+    from runpod.serverless import worker
 
     if job_loop == "sdk":
         serverless.start(config)
@@ -229,9 +320,12 @@ def serve(config: dict[str, Any], job_loop: JobLoop) -> None:
         )
         serverless.start(config)
         return
-    stock = rp_scale.JobScaler
-    rp_scale.JobScaler = FastJobScaler
+    interval_s: int = worker.heartbeat.PING_INTERVAL
+    gate = GatedPingMirror(stall_limit_s=max(1.0, interval_s))
+    stock, stock_mirror = rp_scale.JobScaler, worker_state.PingJobMirror
+    rp_scale.JobScaler = functools.partial(FastJobScaler, gate=gate)
+    worker_state.PingJobMirror = lambda: gate
     try:
         serverless.start(config)
     finally:
-        rp_scale.JobScaler = stock
+        rp_scale.JobScaler, worker_state.PingJobMirror = stock, stock_mirror

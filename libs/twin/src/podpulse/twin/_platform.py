@@ -231,8 +231,12 @@ class Platform:
         if not record.pending_stops and not signalled and not self.closing:
             event = self._stop_event(worker_id)
             event.clear()
+            # A busy worker's job loop proves it is alive by polling again (_workers._silence);
+            # after an empty answer the SDK pauses a second first, so a quarter of the
+            # heartbeat timeout leaves room for that pause and a slow machine.
+            hold_s = min(self.settings.stop_hold_s, self.settings.heartbeat_timeout_s / 4)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), self.settings.stop_hold_s)
+                await asyncio.wait_for(event.wait(), hold_s)
             signalled = record.process is not None and record.stop_sent_at is not None
         stops, record.pending_stops = record.pending_stops, []
         if signalled and not stops:
@@ -292,7 +296,11 @@ class Platform:
         self._scale_down()
 
     def _reap(self) -> None:
-        gone = self.pool.reap(self._liveness)
+        busy_since: dict[str, float] = {}
+        for job in self.queue.in_progress():
+            if job.worker_id is not None and job.started_at is not None:
+                busy_since[job.worker_id] = max(busy_since.get(job.worker_id, 0.0), job.started_at)
+        gone = self.pool.reap(self._liveness, busy_since)
         for record, reason in gone:
             if record.spawned and record.state is WorkerState.INITIALIZING:
                 # It died before asking for work (bad handler, model that cannot load): back

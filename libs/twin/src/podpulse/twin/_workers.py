@@ -8,7 +8,10 @@ that would outlive a worker killed with SIGKILL; stopping a worker signals the w
 
 A worker is alive while its heartbeat is: one whose pings stop (frozen, wedged, or unable to
 reach the twin) is declared dead, its group is killed (SIGKILL ends stopped processes too) and
-its jobs fail with the reason. Each worker gets its own token for the worker-facing API, and
+its jobs fail with the reason. The heartbeat is a child process, though, so it goes on when
+only the main process is frozen; a busy worker is dead too when its pings go on while its job
+loop (every call but the ping: job-take, job-stop, results, streams, progress) is silent for
+the heartbeat timeout. Each worker gets its own token for the worker-facing API, and
 none of the twin's own secrets.
 """
 
@@ -64,6 +67,7 @@ class WorkerRecord:
     process_started: float | None = None  # monotonic time its process was started
     called_in: float | None = None  # its first call of any kind
     last_ping: float | None = None  # its SDK's last heartbeat
+    last_loop_call: float | None = None  # its job loop's last call (any but a ping)
     env_revision: int = 0  # the pool's env_revision when its process started
 
 
@@ -71,7 +75,8 @@ class WorkerRecord:
 class Liveness:
     """When a worker counts as dead."""
 
-    heartbeat_timeout_s: float  # no ping for this long, once it has called in
+    # No ping for this long, once it has called in; or, running a job, no call but pings.
+    heartbeat_timeout_s: float
     start_timeout_s: float  # no call at all for this long after its process started
 
 
@@ -180,6 +185,8 @@ class WorkerPool:
             record.called_in = now
         if ping:
             record.last_ping = now
+        else:
+            record.last_loop_call = now
         if record.state is WorkerState.INITIALIZING:
             record.state = WorkerState.READY
         return record
@@ -191,8 +198,14 @@ class WorkerPool:
         if record.process is not None and record.process.poll() is None:
             _signal_group(record.process, signal.SIGTERM)
 
-    def reap(self, liveness: Liveness) -> list[tuple[WorkerRecord, str]]:
-        """Forget workers that are gone or dead (killing those), each with the reason."""
+    def reap(
+        self, liveness: Liveness, busy_since: Mapping[str, float] | None = None
+    ) -> list[tuple[WorkerRecord, str]]:
+        """Forget workers that are gone or dead (killing those), each with the reason.
+
+        ``busy_since``: for each worker running a job, when the latest of its jobs was handed
+        to it."""
+        busy_since = busy_since or {}
         gone: list[tuple[WorkerRecord, str]] = []
         now = time.monotonic()
         self._dying = [proc for proc in self._dying if proc.poll() is None]
@@ -204,7 +217,9 @@ class WorkerPool:
                     # The heartbeat child may outlive its parent; end the whole group.
                     _signal_group(record.process, signal.SIGKILL)
                     reason = _describe_exit(code)
-                elif (reason := _silence(record, liveness, now)) is not None:
+                elif (
+                    reason := _silence(record, liveness, now, busy_since.get(record.id))
+                ) is not None:
                     # SIGKILL, not SIGTERM: a frozen (SIGSTOP) process acts on nothing else.
                     _signal_group(record.process, signal.SIGKILL)
                     self._dying.append(record.process)
@@ -240,16 +255,32 @@ class WorkerPool:
         self.workers.clear()
 
 
-def _silence(record: WorkerRecord, liveness: Liveness, now: float) -> str | None:
+def _silence(
+    record: WorkerRecord, liveness: Liveness, now: float, busy_since: float | None = None
+) -> str | None:
     """Why a spawned worker whose process still runs counts as dead, or None while it lives.
 
     Only pings count once it has called in: a worker whose job loop still takes jobs but
-    whose heartbeat never arrives is as lost to the platform as a frozen one.
+    whose heartbeat never arrives is as lost to the platform as a frozen one. And pings alone
+    do not do for a worker running a job (``busy_since``: when its latest job was handed to
+    it): they come from the SDK's heartbeat process, which goes on while the main process is
+    frozen. A live job loop calls in at least every job-stop hold (Platform.wait_stops keeps
+    that well under the timeout); one that has been silent for the timeout while pings kept
+    arriving is frozen. Pings that stop as well are the missed heartbeats, named as such.
     """
+    timeout_s = liveness.heartbeat_timeout_s
     heard = record.last_ping if record.last_ping is not None else record.called_in
     if heard is not None:
-        if now - heard > liveness.heartbeat_timeout_s:
-            return f"missed heartbeats for {liveness.heartbeat_timeout_s:g} s"
+        if now - heard > timeout_s:
+            return f"missed heartbeats for {timeout_s:g} s"
+        if busy_since is not None and record.last_ping is not None:
+            loop_heard = max(busy_since, record.last_loop_call or busy_since)
+            if record.last_ping - loop_heard > timeout_s:
+                return (
+                    f"its job loop was silent for {timeout_s:g} s mid-job while its heartbeat "
+                    "went on (its main process is frozen: stopped, deadlocked, or a handler "
+                    "blocking its event loop)"
+                )
     elif (
         record.process_started is not None
         and now - record.process_started > liveness.start_timeout_s

@@ -160,7 +160,10 @@ class TwinSettings(BaseSettings):
         description="How long a worker's job-take long-poll is held (at most 60 s).",
     )
     stop_hold_s: float = Field(
-        default=20.0, gt=0, description="How long a worker's job-stop long-poll is held."
+        default=20.0,
+        gt=0,
+        description="How long a worker's job-stop long-poll is held; at most a quarter of "
+        "heartbeat_timeout_s, since a busy worker's job loop shows it is alive by polling again.",
     )
     stop_grace_s: float = Field(
         default=1.5,
@@ -183,8 +186,9 @@ class TwinSettings(BaseSettings):
         gt=0,
         le=3600,
         description="A worker whose heartbeat (the SDK's ping) is silent this long is dead: "
-        "its jobs fail, its processes are killed and the scaler replaces it. At least three "
-        "ping intervals.",
+        "its jobs fail, its processes are killed and the scaler replaces it. So is a busy one "
+        "whose job loop makes no call this long while it pings (its main process frozen). At "
+        "least three ping intervals.",
     )
     start_timeout_s: float = Field(
         default=600.0,
