@@ -1,4 +1,5 @@
-"""Test helpers for the evaluator half: an in-memory WindowStore, a fake clock, a recorder."""
+"""Test helpers for the evaluator half: an in-memory WindowStore, a fake clock, a recorder, and
+loopback receivers that misbehave (one dripping its answer, one answering a fixed status)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import math
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiohttp import web
@@ -150,6 +152,90 @@ def recorder(port: int | None = None) -> Iterator[Recorder]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@dataclass
+class Misbehaving:
+    """A loopback receiver that misbehaves on purpose; how many POSTs it was sent."""
+
+    port: int
+    posts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@contextmanager
+def _serving(
+    answer: Callable[[BaseHTTPRequestHandler, threading.Event], None],
+) -> Iterator[Misbehaving]:
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                box.posts += 1
+            try:
+                answer(self, stop)
+            except OSError:  # the client hung up mid-answer (as it should, on its timeout)
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    box = Misbehaving(port=server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield box
+    finally:
+        stop.set()  # a drip still going ends now
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextmanager
+def dripping(every_s: float = 0.1, length: int = 40) -> Iterator[Misbehaving]:
+    """A receiver that answers 200 at once, then its body one byte every *every_s*: no single
+    read waits long, the whole answer takes *length* x *every_s*."""
+
+    def answer(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(length))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.flush()
+        for _ in range(length):
+            if stop.wait(every_s):
+                return
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+
+    with _serving(answer) as box:
+        yield box
+
+
+@contextmanager
+def answering(status: int, headers: Mapping[str, str] | None = None) -> Iterator[Misbehaving]:
+    """A receiver that answers every POST with *status* and *headers*, no body."""
+
+    def answer(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
+        handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    with _serving(answer) as box:
+        yield box
 
 
 def rules_yaml(**route: str) -> str:

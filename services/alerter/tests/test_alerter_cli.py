@@ -147,6 +147,42 @@ def test_test_sends_a_sample_to_every_receiver_and_reports_each(cli, monkeypatch
     assert bodies[0]["version"] == "4"
 
 
+def test_a_malformed_receiver_url_is_refused_at_start_naming_its_variable(
+    cli, monkeypatch, tmp_path: Path, capsys
+) -> None:
+    """A receiver URL httpx cannot send to stops `alerts test`, `alerter serve` and the Celery
+    entry point before anything is sent: exit 2, one line naming the variable (its _FILE when
+    read from one), never the value, no traceback."""
+    from podpulse.alerter.__main__ import main
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing to reach
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "http://[::1/x")
+    said = "error: invalid settings in the environment: ALERT_WEBHOOK_URL: not a URL\n"
+    for args in (("alerts", "test"), ("alerter", "serve", "--port", str(free_port()))):
+        result = cli(*args)
+        assert (result.exit_code, result.stderr) == (2, said), args
+        assert "[::1/x" not in result.stdout
+    assert main(["worker", "--help"]) == 2
+    assert capsys.readouterr().err == said.removeprefix("error: ")
+    monkeypatch.delenv("ALERT_WEBHOOK_URL")
+    mounted = tmp_path / "slack-url"
+    mounted.write_text("hooks.slack.com/services/T0/B0/x\n")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL_FILE", str(mounted))
+    result = cli("alerts", "test")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "SLACK_WEBHOOK_URL_FILE: must be an http:// or https:// URL with a host\n"
+    )
+    assert "hooks.slack.com" not in result.stderr
+    monkeypatch.delenv("SLACK_WEBHOOK_URL_FILE")
+    monkeypatch.setenv("ALERTMANAGER_URL", "http://alertmanager:port/")  # urlsplit takes it
+    result = cli("alerts", "test")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        said.replace("ALERT_WEBHOOK_URL", "ALERTMANAGER_URL"),
+    )
+
+
 def test_serve_refuses_a_bad_rules_file_and_an_unreachable_redis(
     cli, tmp_path, monkeypatch
 ) -> None:

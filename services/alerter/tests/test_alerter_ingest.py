@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
@@ -513,5 +514,26 @@ def test_the_loop_answers_while_redis_hangs() -> None:
             wait_until(lambda: len(silent.accepted) >= 2, timeout_s=30, what="two Redis calls")
             assert httpx.get(f"{url}/-/healthy", timeout=30).status_code == 200
             silent.close()  # the hanging calls fail at once, so the server can stop
+    finally:
+        silent.close()
+
+
+async def test_the_outbox_waits_for_a_hanging_redis_off_the_loop() -> None:
+    """The outbox's Redis calls run in a thread: while Redis takes the connection and never
+    answers, the event loop goes on; the pass fails once Redis goes away."""
+    from podpulse.alerter._notify._outbox import DeliveryMetrics, Outbox
+    from podpulse.common.retry import Backoff
+
+    silent = _SilentRedis()
+    client = redis.Redis(port=silent.port, socket_timeout=10, retry=Retry(NoBackoff(), 0))
+    outbox = Outbox(client, "podpulse:test:", [], metrics=DeliveryMetrics(), backoff=Backoff())
+    try:
+        delivering = asyncio.create_task(outbox.deliver_due(NOW))
+        while not silent.accepted:  # this coroutine gets its turns: the loop is not held
+            await asyncio.sleep(0.01)
+        assert not delivering.done()
+        silent.close()
+        with pytest.raises(redis.RedisError):
+            await delivering
     finally:
         silent.close()

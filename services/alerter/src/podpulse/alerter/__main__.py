@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from podpulse.common.logging import configure_logging
 from podpulse.common.settings import CommonSettings, describe_settings_error
 
+from ._pipeline import receiver_url_problems
 from ._rules._yaml import RulesError, default_rules, load_rules
 from .app import create_app
 from .settings import AlerterSettings
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = AlerterSettings()
     except ValidationError as exc:
         sys.stderr.write(f"invalid settings in the environment: {describe_settings_error(exc)}\n")
+        return _EXIT_USAGE
+    problems = receiver_url_problems()
+    if problems:
+        sys.stderr.write(f"invalid settings in the environment: {'; '.join(problems)}\n")
         return _EXIT_USAGE
     try:
         path = settings.rules_file

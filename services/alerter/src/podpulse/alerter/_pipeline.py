@@ -35,7 +35,7 @@ from podpulse.common.events import (
     parse_event,
 )
 from podpulse.common.retry import Backoff
-from podpulse.common.settings import ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL
+from podpulse.common.settings import ALERT_WEBHOOK_URL, SLACK_WEBHOOK_URL, SecretError
 
 from ._ingest._metrics import SERIES_EVICTED
 from ._notify._dispatch import Dispatcher
@@ -44,6 +44,7 @@ from ._notify._notifier import Notifier
 from ._notify._outbox import DeliveryMetrics, Outbox, Receiver
 from ._notify._receivers import AlertmanagerReceiver, SlackReceiver, WebhookReceiver
 from ._notify._silences import SilenceStore
+from ._notify._url import url_problem
 from ._rules._evaluator import Evaluator, EvaluatorMetrics
 from ._rules._event_alerts import EventAlertStore
 from ._rules._model import RulesConfig
@@ -51,12 +52,13 @@ from ._rules._state import StateStore
 from ._windows._redis import RedisWindowStore
 from .settings import AlerterSettings
 
-__all__ = ["Alerter", "configured_receivers", "window_store"]
+__all__ = ["Alerter", "configured_receivers", "receiver_url_problems", "window_store"]
 
 log = structlog.get_logger("podpulse.alerter")
 
 # A lock outlives a holder killed mid-step by this much at most; an evaluation takes
-# milliseconds, a delivery pass a few quick retries of notify_timeout_s per receiver.
+# milliseconds, a delivery pass a few quick retries of notify_timeout_s per notification
+# (the receivers side by side).
 _EVALUATE_LOCK_S = 15
 _DELIVER_LOCK_S = 60
 
@@ -79,16 +81,44 @@ def window_store(
 def configured_receivers(settings: AlerterSettings, http: httpx.AsyncClient) -> list[Receiver]:
     """Slack, the webhook and Alertmanager, each when its URL is configured (now)."""
     receivers: list[Receiver] = []
+    timeout_s = settings.notify_timeout_s
     if SLACK_WEBHOOK_URL.origin() is not None:
-        receivers.append(SlackReceiver(http, SLACK_WEBHOOK_URL))
+        receivers.append(SlackReceiver(http, SLACK_WEBHOOK_URL, timeout_s=timeout_s))
     if ALERT_WEBHOOK_URL.origin() is not None:
         receivers.append(
-            WebhookReceiver(http, ALERT_WEBHOOK_URL, external_url=settings.external_url)
+            WebhookReceiver(
+                http, ALERT_WEBHOOK_URL, external_url=settings.external_url, timeout_s=timeout_s
+            )
         )
     if settings.alertmanager_url is not None:
         url = settings.alertmanager_url
-        receivers.append(AlertmanagerReceiver(http, lambda: url))
+        receivers.append(AlertmanagerReceiver(http, lambda: url, timeout_s=timeout_s))
     return receivers
+
+
+def receiver_url_problems() -> list[str]:
+    """What is wrong with the Slack and webhook URLs as set now, one line each naming the
+    variable (never the value); empty when each can be sent to. For the entry points, which
+    refuse to start on any (``ALERTMANAGER_URL`` is one of the settings, checked with them).
+
+    A rotated secret is read again on every send: one that turns bad later fails only its
+    own receiver's sends (retried), never the others'.
+    """
+    problems: list[str] = []
+    for secret in (SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL):
+        origin = secret.origin()
+        if origin is None:
+            continue
+        try:
+            value = secret.get()
+        except SecretError as exc:  # *_FILE cannot be read; the message names it
+            problems.append(str(exc))
+            continue
+        problem = url_problem(value) if value else None
+        if problem is not None:
+            variable = secret.name if origin == "environment" else secret.file_variable
+            problems.append(f"{variable}: {problem}")
+    return problems
 
 
 @dataclass

@@ -12,12 +12,13 @@ restart, and never logged.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from podpulse.common.settings import env_settings
+
+from ._notify._url import url_problem
 
 __all__ = ["AlerterSettings"]
 
@@ -139,7 +140,11 @@ class AlerterSettings(BaseSettings):
         "states, groups, the notification log, silences, the outbox).",
     )
     notify_timeout_s: float = Field(
-        default=10.0, gt=0, description="Timeout of one HTTP delivery attempt."
+        default=10.0,
+        gt=0,
+        description="Most seconds one HTTP delivery attempt may take in all (connecting, "
+        "sending, and the whole answer, however slowly it trickles in); a slower one counts "
+        "as failed and is retried.",
     )
     notify_give_up_s: float = Field(
         default=86400.0,
@@ -172,11 +177,7 @@ class AlerterSettings(BaseSettings):
         # Never echoes the value: a URL can carry basic-auth credentials.
         if value is None or not value.strip():
             return None
-        try:
-            parts = urlsplit(value)
-            host = parts.hostname
-        except ValueError:
-            raise ValueError("not a URL") from None
-        if parts.scheme not in ("http", "https") or not host:
-            raise ValueError("must be an http:// or https:// URL with a host")
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value.rstrip("/")

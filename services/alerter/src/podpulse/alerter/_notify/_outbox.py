@@ -1,19 +1,25 @@
 """At-least-once delivery: every notification waits in Redis until its receiver took it.
 
 A notification is enqueued once per receiver (one hash entry and one score in a due-time
-sorted set); :meth:`Outbox.deliver_due` sends what is due, oldest first per receiver, with a
-few quick retries (``podpulse.common.retry``) inside the attempt. What still fails stays,
-due again after a backoff (or the ``Retry-After`` asked for), so a receiver down for minutes
-gets everything once it is back, in order: a receiver whose oldest notification failed is
-not sent the newer ones in the same pass. Duplicates can only happen after a send whose
-answer was lost, and they carry the same idempotency key.
+sorted set); :meth:`Outbox.deliver_due` sends what is due, with a few quick retries
+(``podpulse.common.retry``) inside the attempt. What still fails stays, due again after a
+backoff (or the ``Retry-After`` asked for), so a receiver down for minutes gets everything
+once it is back. Duplicates can only happen after a send whose answer was lost, and they carry
+the same idempotency key.
+
+Each receiver's notifications go in the order they were queued: one not yet due again (a
+failed send backing off) holds back every later one to that receiver, so a resolution never
+overtakes its firing, and a receiver that asked to wait (a 429's ``Retry-After``) is not sent
+anything else meanwhile. Receivers are served side by side, one task each: a slow or hanging
+one (each try bounded by the receiver's timeout) never delays another's notifications. The
+outbox's Redis calls run in threads, off the event loop ``alerter serve`` answers HTTP on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -108,6 +114,8 @@ class Outbox:
         give_up_s: float = 86400.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if any(":" in r.name for r in receivers):
+            raise ValueError("a receiver's name must not hold ':' (it is part of entry ids)")
         self._client = client
         self._hash = f"{prefix}outbox"
         self._due = f"{prefix}outbox:due"
@@ -164,32 +172,62 @@ class Outbox:
         return int(self._client.hlen(self._hash))
 
     async def deliver_due(self, now: float) -> int:
-        """Try every delivery due at *now*; how many succeeded."""
-        due: list[bytes] = self._client.zrangebyscore(self._due, "-inf", now)  # type: ignore[assignment]  # decode_responses off: bytes
-        raw: Mapping[str, bytes | None] = {}
-        if due:
-            values = self._client.hmget(self._hash, due)
-            raw = {k.decode(): v for k, v in zip(due, values, strict=True)}  # type: ignore[misc]  # decode_responses off: bytes
-        blocked: set[str] = set()
-        delivered = 0
+        """Try every delivery due at *now*, each receiver's in its own task; how many
+        succeeded.
+
+        Every receiver's tries run to their end before this returns, even when another's
+        raised (a Redis error): cancelling a send in flight would only send it again later.
+        """
+        queues = await asyncio.to_thread(self._due_queues, now)
+        results = await asyncio.gather(
+            *(self._deliver_queue(entries, now) for entries in queues.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
+
+    def _due_queues(self, now: float) -> dict[str, list[tuple[str, bytes | None]]]:
+        """Per receiver, its entries (id, value) that may be tried now, oldest first: those
+        queued before the first one that is not due."""
+        scored: list[tuple[bytes, float]] = self._client.zrange(self._due, 0, -1, withscores=True)  # type: ignore[assignment]  # decode_responses off: bytes
+        heads: dict[str, list[str]] = {}
+        held: set[str] = set()
         # Entry ids start with the enqueue time, so sorting keeps each receiver's order.
-        for entry_id in sorted(raw):
-            value = raw[entry_id]
-            if value is None:
-                self._client.zrem(self._due, entry_id)
+        for raw_id, due_at in sorted(scored):
+            entry_id = raw_id.decode()
+            receiver = _receiver_of(entry_id)
+            if receiver in held:
+                continue
+            if due_at > now:
+                held.add(receiver)
+                continue
+            heads.setdefault(receiver, []).append(entry_id)
+        wanted = [entry_id for ids in heads.values() for entry_id in ids]
+        if not wanted:
+            return {}
+        values: list[bytes | None] = self._client.hmget(self._hash, wanted)  # type: ignore[assignment]  # decode_responses off: bytes
+        found = dict(zip(wanted, values, strict=True))
+        return {name: [(i, found[i]) for i in ids] for name, ids in heads.items()}
+
+    async def _deliver_queue(self, entries: Sequence[tuple[str, bytes | None]], now: float) -> int:
+        delivered = 0
+        for entry_id, value in entries:
+            if value is None:  # its hash entry went with a delivery whose zrem was lost
+                await asyncio.to_thread(self._client.zrem, self._due, entry_id)
                 continue
             entry = _Entry.model_validate_json(value)
-            if entry.receiver in blocked:
-                continue
             receiver = self._receivers.get(entry.receiver)
             if receiver is None or now - entry.enqueued_at > self._give_up_s:
-                self._drop(entry_id, entry, "no such receiver" if receiver is None else "too old")
+                why = "no such receiver" if receiver is None else "too old"
+                await asyncio.to_thread(self._drop, entry_id, entry, why)
                 continue
             outcome = await self._attempt(entry_id, entry, receiver, now)
             if outcome == "sent":
                 delivered += 1
             elif outcome == "later":
-                blocked.add(entry.receiver)
+                break  # what follows waits for it
         return delivered
 
     async def _attempt(
@@ -208,34 +246,44 @@ class Outbox:
             await self._retry.acall(
                 lambda: receiver.send(entry.notification), sleep=self._sleep, on_retry=on_retry
             )
-        except DeliveryError as error:
+        except PermanentDeliveryError as error:
+            self._metrics.failed.labels(receiver=name).inc()
+            await asyncio.to_thread(self._drop, entry_id, entry, str(error))
+            return "dropped"  # refused for good: what follows may still be accepted
+        except Exception as exc:  # a receiver's bug too: it must not stop the others
+            failure = exc if isinstance(exc, DeliveryError) else DeliveryError(type(exc).__name__)
             self._metrics.failed.labels(receiver=name).inc()
             attempts = entry.attempts + 1
             wait = self._backoff.delay(attempts)
-            if error.retry_after is not None:
-                wait = min(error.retry_after, self._backoff.retry_after_cap_s)
-            log.warning("notify %s failed (%s); kept, next try in %.1f s", name, error, wait)
+            if failure.retry_after is not None:
+                wait = min(failure.retry_after, self._backoff.retry_after_cap_s)
+            # Only DeliveryError's text is ours; another's could quote the URL.
+            log.warning("notify %s failed (%s); kept, next try in %.1f s", name, failure, wait)
             later = entry.model_copy(update={"attempts": attempts})
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(self._hash, entry_id, later.model_dump_json())
-            pipe.zadd(self._due, {entry_id: now + wait})
-            pipe.execute()
+            await asyncio.to_thread(self._reschedule, entry_id, later, now + wait)
             return "later"
-        except PermanentDeliveryError as error:
-            self._metrics.failed.labels(receiver=name).inc()
-            self._drop(entry_id, entry, str(error))
-            return "dropped"  # refused for good: what follows may still be accepted
         self._metrics.sent.labels(receiver=name).inc()
+        await asyncio.to_thread(self._remove, entry_id)
+        return "sent"
+
+    def _reschedule(self, entry_id: str, entry: _Entry, due_at: float) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(self._hash, entry_id, entry.model_dump_json())
+        pipe.zadd(self._due, {entry_id: due_at})
+        pipe.execute()
+
+    def _remove(self, entry_id: str) -> None:
         pipe = self._client.pipeline(transaction=True)
         pipe.hdel(self._hash, entry_id)
         pipe.zrem(self._due, entry_id)
         pipe.execute()
-        return "sent"
 
     def _drop(self, entry_id: str, entry: _Entry, why: str) -> None:
         self._metrics.dropped.labels(receiver=entry.receiver).inc()
         log.error("notification %s to %s dropped: %s", entry.notification.key, entry.receiver, why)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hdel(self._hash, entry_id)
-        pipe.zrem(self._due, entry_id)
-        pipe.execute()
+        self._remove(entry_id)
+
+
+def _receiver_of(entry_id: str) -> str:
+    # "<enqueued at>:<n>:<receiver>:<key>" (Outbox.stage); receiver names hold no colon.
+    return entry_id.split(":", 3)[2]
