@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -260,3 +262,12 @@ def test_summary_of_no_requests_fails_cleanly():
     assert summary.slo.passed is False
     assert all(r.actual is None for r in summary.slo.rows)
     assert summary.breakdown_pct == Breakdown(execution=None, queue=None, overhead=None)
+
+
+def test_soak_trend_evidence_reads_without_scientific_notation():
+    """A steep P95 trend's slope and 95% CI are plain numbers (+12000, not +1.2e+04)."""
+    stats = _soak([[1500 + 2000 * w + i for i in range(20)] for w in range(8)])
+    verdict = soak_verdict(stats, p95_threshold_ms=100_000, min_change_pct=10)
+    detail = next(c.detail for c in verdict.checks if c.check == "no P95 degradation")
+    assert "e+" not in detail
+    assert re.match(r"slope \+\d{5} ms/min, 95% CI \[\+\d{5}, \+\d{5}\]", detail), detail

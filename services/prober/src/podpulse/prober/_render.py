@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from podpulse.common.output import console, plain
 from podpulse.common.summary import LevelSummary, RunSummary, SoakVerdict, SweepResult
 
 __all__ = ["show_summary"]
@@ -22,7 +23,7 @@ def show_summary(summary: RunSummary, *, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
         return
-    out = Console()
+    out = console()
     target = summary.target
     out.print(
         f"target: {target.kind} {escape(target.endpoint_id)} at {escape(target.base_url)}",
@@ -124,14 +125,14 @@ def _sweep_table(out: Console, summary: RunSummary, sweep: SweepResult) -> None:
 
 
 def _soak_tables(out: Console, soak: SoakVerdict) -> None:
-    windows = Table(title=f"soak windows ({soak.window_s:g} s)")
+    windows = Table(title=f"soak windows ({plain(soak.window_s, digits=6)} s)")
     for column in ("Window", "Start", "Length", "Requests", "Failures", "P50", "P95", "req/s"):
         windows.add_column(column, justify="right")
     for w in soak.windows:
         windows.add_row(
             f"{w.index} (partial)" if w.partial else str(w.index),
-            f"{w.start_s:g} s",
-            f"{w.covered_s:g} s",
+            f"{plain(w.start_s, digits=6)} s",
+            f"{plain(w.covered_s, digits=6)} s",
             str(w.requests),
             str(w.failures),
             _ms(w.p50_ms),
@@ -153,4 +154,4 @@ def _soak_tables(out: Console, soak: SoakVerdict) -> None:
 
 def _or_na(value: float | None) -> str:
     # A run whose endpoint reports no token counts has no decode speed to show.
-    return "n/a" if value is None else f"{value:g}"
+    return "n/a" if value is None else plain(value, digits=6)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 
+from podpulse.common.output import plain
 from podpulse.common.summary import (
     LevelSummary,
     SoakCheck,
@@ -222,7 +223,8 @@ def _describe(trend: Trend | None, unit: str) -> str:
     if trend is None:
         return "not enough windows"
     return (
-        f"slope {trend.slope:+.3g} {unit}, 95% CI [{trend.ci_low:+.3g}, {trend.ci_high:+.3g}], "
+        f"slope {plain(trend.slope, sign=True)} {unit}, 95% CI "
+        f"[{plain(trend.ci_low, sign=True)}, {plain(trend.ci_high, sign=True)}], "
         f"fitted change {trend.change_pct:+.1f}% over {trend.span_min:.1f} min"
     )
 
