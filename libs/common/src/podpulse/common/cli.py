@@ -15,11 +15,19 @@ from importlib.metadata import EntryPoint
 import typer
 from pydantic import ValidationError
 
+from ._help import env_default, podpulse_classes
 from .logging import configure_logging
 from .settings import CommonSettings, describe_settings_error
 from .settings_doc import SettingsDocError, installed_settings, render
 
-__all__ = ["ENTRY_POINT_GROUP", "app_from_installed", "build_app", "for_command", "main"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "app_from_installed",
+    "build_app",
+    "env_default",
+    "for_command",
+    "main",
+]
 
 ENTRY_POINT_GROUP = "podpulse.cli"
 _BUILTIN_COMMANDS = frozenset({"version", "config-doc"})
@@ -66,7 +74,8 @@ def build_app(entry_points: Iterable[EntryPoint]) -> typer.Typer:
             _report(plugin, f"expected a typer.Typer or a function, got {type(target).__name__}")
             continue
         seen.add(plugin.name)
-    return app
+    # Every command's help in one style, whichever service wrote it (see _help).
+    return podpulse_classes(app)
 
 
 def for_command(entry_points: Iterable[EntryPoint], args: Sequence[str]) -> list[EntryPoint]:

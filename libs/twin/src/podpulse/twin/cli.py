@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from podpulse.common.cli import env_default
+from podpulse.common.output import console
 from podpulse.common.runpod import Job, RunPodClient
 from podpulse.common.settings import describe_settings_error
 
@@ -30,7 +31,6 @@ from .settings import CalibratedSettings, TwinSettings
 __all__ = ["app"]
 
 app = typer.Typer(help="The local twin of RunPod serverless.", no_args_is_help=True)
-console = Console()
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -51,64 +51,109 @@ def _build(
 
 @app.command("serve")
 def serve_command(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [TWIN_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [TWIN_PORT].")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on.", show_default=env_default(TwinSettings, "host")),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on.", show_default=env_default(TwinSettings, "port")),
+    ] = None,
     endpoint_id: Annotated[
-        str | None, typer.Option(help="Endpoint id in client URLs [TWIN_ENDPOINT_ID].")
+        str | None,
+        typer.Option(
+            help="Endpoint id in client URLs.",
+            show_default=env_default(TwinSettings, "endpoint_id"),
+        ),
     ] = None,
     workers_min: Annotated[
-        int | None, typer.Option(help="workersMin [TWIN_WORKERS_MIN, 2].")
+        int | None,
+        typer.Option(help="workersMin.", show_default=env_default(TwinSettings, "workers_min")),
     ] = None,
     workers_max: Annotated[
-        int | None, typer.Option(help="workersMax [TWIN_WORKERS_MAX, 5].")
+        int | None,
+        typer.Option(help="workersMax.", show_default=env_default(TwinSettings, "workers_max")),
     ] = None,
     scaler_type: Annotated[
-        str | None, typer.Option(help="QUEUE_DELAY or REQUEST_COUNT [TWIN_SCALER_TYPE].")
+        str | None,
+        typer.Option(
+            metavar="<QUEUE_DELAY|REQUEST_COUNT>",
+            help="How the twin scales.",
+            show_default=env_default(TwinSettings, "scaler_type"),
+        ),
     ] = None,
     scaler_value: Annotated[
         float | None,
         typer.Option(
-            help="QUEUE_DELAY seconds (>= 0.5) or requests per worker [TWIN_SCALER_VALUE]."
+            help="QUEUE_DELAY seconds (>= 0.5) or requests per worker.",
+            show_default=env_default(TwinSettings, "scaler_value"),
         ),
     ] = None,
     idle_timeout: Annotated[
         int | None,
-        typer.Option(help="Seconds idle before a worker stops [TWIN_IDLE_TIMEOUT_S, 180]."),
+        typer.Option(
+            help="Seconds idle before a worker stops.",
+            show_default=env_default(TwinSettings, "idle_timeout_s"),
+        ),
     ] = None,
     handler: Annotated[
         str | None,
-        typer.Option(help="calibrated, calibrated-stream, or MODULE:FUNC [TWIN_HANDLER]."),
+        typer.Option(
+            metavar="<handler>",
+            help="calibrated, calibrated-stream, or MODULE:FUNC.",
+            show_default=env_default(TwinSettings, "handler"),
+        ),
     ] = None,
     worker_command: Annotated[
         str | None,
         typer.Option(
             help="Command each worker runs, split as a shell would, e.g. "
-            "'python -m podpulse.worker' for the model [TWIN_WORKER_COMMAND]."
+            "'python -m podpulse.worker' for the model.",
+            show_default="TWIN_WORKER_COMMAND, else python -m podpulse.twin.worker",
         ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(help="Jobs one twin worker runs at once [TWIN_WORKER_CONCURRENCY, 1]."),
+        typer.Option(
+            help="Jobs one twin worker runs at once.",
+            show_default=env_default(TwinSettings, "worker_concurrency"),
+        ),
     ] = None,
     exec_ms: Annotated[
         float | None,
-        typer.Option(help="Calibrated median execution time, ms [TWIN_CALIBRATED_EXEC_MS]."),
+        typer.Option(
+            help="Calibrated median execution time, ms.",
+            show_default=env_default(CalibratedSettings, "exec_ms"),
+        ),
     ] = None,
     job_loop: Annotated[
         str | None,
         typer.Option(
+            metavar="<fast|sdk>",
             help="Workers' job loop: fast (podpulse's) or sdk (the runpod SDK's stock loop, "
-            "1 s pauses at the concurrency limit) [TWIN_JOB_LOOP, fast]."
+            "1 s pauses at the concurrency limit).",
+            show_default=env_default(TwinSettings, "job_loop"),
         ),
     ] = None,
     dispatch_ms: Annotated[
-        float | None, typer.Option(help="Extra dispatch latency, ms [TWIN_DISPATCH_MS].")
+        float | None,
+        typer.Option(
+            help="Extra dispatch latency, ms.",
+            show_default=env_default(TwinSettings, "dispatch_ms"),
+        ),
     ] = None,
     cold_start_ms: Annotated[
-        float | None, typer.Option(help="Extra cold-start delay, ms [TWIN_COLD_START_MS].")
+        float | None,
+        typer.Option(
+            help="Extra cold-start delay, ms.",
+            show_default=env_default(TwinSettings, "cold_start_ms"),
+        ),
     ] = None,
     log_dir: Annotated[
-        Path | None, typer.Option(help="Where worker logs go [TWIN_LOG_DIR].")
+        Path | None,
+        typer.Option(
+            help="Where worker logs go.", show_default=env_default(TwinSettings, "log_dir")
+        ),
     ] = None,
     api_key: Annotated[
         str | None, typer.Option("--api-key", hidden=True, help="Refused: see TWIN_API_KEY.")
@@ -153,7 +198,7 @@ def serve_command(
         ),
         _given(exec_ms=exec_ms),
     )
-    console.print(
+    console().print(
         f"twin serving endpoint [bold]{settings.endpoint_id}[/] at {settings.base_url} "
         f"(workers {settings.workers_min}..{settings.workers_max}, "
         f"worker {shlex.join(settings.worker_command)}, handler {settings.handler}, "
@@ -169,10 +214,14 @@ def env_command(
         list[str] | None, typer.Argument(help="NAME=VALUE to set in every worker.")
     ] = None,
     unset: Annotated[
-        list[str] | None, typer.Option(help="Drop a change made before (repeatable).")
+        list[str] | None,
+        typer.Option(
+            metavar="<name>", help="Drop a change made before (repeatable).", show_default="none"
+        ),
     ] = None,
     url: Annotated[
-        str | None, typer.Option(help="The twin's address (default http://TWIN_HOST:TWIN_PORT).")
+        str | None,
+        typer.Option(help="The twin's address.", show_default="http://TWIN_HOST:TWIN_PORT"),
     ] = None,
 ) -> None:
     """Change a running twin's worker environment and roll its workers onto it.
@@ -195,7 +244,7 @@ def env_command(
         print(f"podpulse twin env: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     names = ", ".join(answer.get("env") or []) or "none"
-    console.print(
+    console().print(
         f"worker env changes: {names}; revision {answer.get('revision')}; "
         f"workers to roll: {answer.get('workersToRoll')}",
         highlight=False,
@@ -215,7 +264,7 @@ def demo_command(
     )
     started = time.perf_counter()
     with running_twin(settings, calibrated) as twin:
-        console.print(
+        console().print(
             f"twin up at {twin.endpoint_url} with {workers} warm workers "
             f"in {time.perf_counter() - started:.1f} s; sending {jobs} jobs"
         )
@@ -232,7 +281,7 @@ def demo_command(
             str(job.execution_time_ms),
             f"{total_ms:.0f}",
         )
-    console.print(table)
+    console().print(table)
     if any(job.status.value != "COMPLETED" for job, _ in results):
         raise typer.Exit(1)
 

@@ -58,7 +58,10 @@ silence = typer.Typer(
 alerts.add_typer(silence, name="silence")
 
 RulesOption = Annotated[
-    Path | None, typer.Option("--rules", help="YAML rules file [ALERT_RULES_FILE; defaults].")
+    Path | None,
+    typer.Option(
+        "--rules", help="YAML rules file.", show_default="ALERT_RULES_FILE, else the shipped rules"
+    ),
 ]
 
 
@@ -264,10 +267,22 @@ def _when(at: float) -> str:
 @silence.command("add")
 def silence_add(
     matchers: Annotated[list[str], typer.Argument(help='Label matchers: name=v, !=, =~"re", !~.')],
-    duration: Annotated[str | None, typer.Option(help="How long: 30m, 2h, 1d.")] = None,
-    until: Annotated[str | None, typer.Option(help="End time, ISO 8601 with an offset.")] = None,
-    comment: Annotated[str, typer.Option(help="Why.")] = "",
-    author: Annotated[str, typer.Option(help="Who.")] = "",
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<duration>", help="How long: 30m, 2h, 1d.", show_default="none: --until"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<time>",
+            help="End time, ISO 8601 with an offset.",
+            show_default="none: --duration",
+        ),
+    ] = None,
+    comment: Annotated[str, typer.Option(help="Why.", show_default="none")] = "",
+    author: Annotated[str, typer.Option(help="Who.", show_default="none")] = "",
 ) -> None:
     """Silence every alert all MATCHERS match, from now for --duration or --until a time."""
     now = time.time()

@@ -35,6 +35,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from podpulse.common.cli import env_default
+from podpulse.common.output import console
 from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import RequestRecord, ResultsError, read_records
 from podpulse.common.settings import CommonSettings, TelemetrySettings, describe_settings_error
@@ -201,7 +203,7 @@ def _run(
         raise _usage(
             f"run {spec.run_id!r} already exists in {folder.parent}; choose another --run-id"
         )
-    err = Console(stderr=True)
+    err = console(stderr=True)
     # Spans only when asked for: a one-off run on a laptop has no collector, and the SDK's
     # default OTLP exporter would retry against localhost:4318 and hold the exit for seconds.
     telemetry = _from_env(TelemetrySettings)
@@ -296,20 +298,51 @@ class _RunOptions:
     as_json: bool
 
 
-# Options loadtest and soak share.
-WarmupOption = Annotated[int | None, typer.Option(min=0, help="Unmeasured warm-up requests.")]
-TimeoutOption = Annotated[
-    float | None, typer.Option(min=0.001, help="Per-request timeout in seconds.")
+# Options loadtest and soak share. The choices are checked in the command (one line on a bad
+# value); the metavar lists them.
+WarmupOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Unmeasured warm-up requests.",
+        show_default=env_default(ProberSettings, "warmup"),
+    ),
 ]
-PromptsOption = Annotated[Path | None, typer.Option(help="Prompt-set JSONL file.")]
-ResultsDirOption = Annotated[Path | None, typer.Option(help="Where runs are written.")]
-RunIdOption = Annotated[str | None, typer.Option(help="Name of the run's folder.")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.001,
+        help="Per-request timeout in seconds.",
+        show_default=env_default(ProberSettings, "timeout_s"),
+    ),
+]
+PromptsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Prompt-set JSONL file.",
+        show_default="PROBER_PROMPTS_PATH, else the career questions shipped with podpulse",
+    ),
+]
+ResultsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where runs are written.", show_default=env_default(ProberSettings, "results_dir")
+    ),
+]
+RunIdOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Name of the run's folder.",
+        show_default="a new one, like 20260115T030000Z-load-1a2b3c",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print summary.json only.")]
 TargetOption = Annotated[
     str | None,
     typer.Option(
-        help="hosted (RUNPOD_ENDPOINT_ID with RUNPOD_API_KEY) or twin (a local twin for the "
-        "run). Default: hosted when RUNPOD_ENDPOINT_ID is set, else twin."
+        metavar="<hosted|twin>",
+        help="hosted (RUNPOD_ENDPOINT_ID with RUNPOD_API_KEY) or twin (a local twin for the run).",
+        show_default="hosted when RUNPOD_ENDPOINT_ID is set, else twin",
     ),
 ]
 
@@ -318,19 +351,40 @@ def loadtest(
     concurrency: Annotated[
         str | None,
         typer.Option(
-            help="Concurrency, or levels for a sweep: 1,2,3,4 (default 1). Open loop: the cap "
-            "on requests in flight (default none)."
+            metavar="<levels>",
+            help="Concurrency, or levels for a sweep: 1,2,3,4. Open loop: the cap on requests "
+            "in flight.",
+            show_default="1; open loop: no cap",
         ),
     ] = None,
-    runs: Annotated[int | None, typer.Option(min=1, help="Measured requests per level.")] = None,
+    runs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Measured requests per level.", show_default="30, or none with --duration"
+        ),
+    ] = None,
     duration: Annotated[
-        str | None, typer.Option(help="Length of each level: 90, 90s, 5m, 1h.")
+        str | None,
+        typer.Option(
+            metavar="<duration>",
+            help="Length of each level: 90, 90s, 5m, 1h.",
+            show_default="none: --runs requests",
+        ),
     ] = None,
     arrival: Annotated[
-        str, typer.Option(help="closed (fixed concurrency), constant or poisson (open loop).")
+        str,
+        typer.Option(
+            metavar="<closed|constant|poisson>",
+            help="closed (fixed concurrency), constant or poisson (open loop).",
+        ),
     ] = "closed",
     rate: Annotated[
-        float | None, typer.Option(min=0.001, help="Open loop: requests per second.")
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Open loop: requests per second (needed by constant and poisson).",
+            show_default="none",
+        ),
     ] = None,
     warmup: WarmupOption = None,
     timeout: TimeoutOption = None,
@@ -373,12 +427,32 @@ def loadtest(
 
 
 def soak(
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Concurrency (2).")] = None,
-    duration: Annotated[
-        str | None, typer.Option(help="Length: 30m, 1h, 1800 (default from settings).")
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Concurrency.", show_default=env_default(ProberSettings, "soak_concurrency")
+        ),
     ] = None,
-    runs: Annotated[int | None, typer.Option(min=1, help="Stop after this many requests.")] = None,
-    window: Annotated[str | None, typer.Option(help="Window length: 60s, 5m.")] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<duration>",
+            help="Length: 30m, 1h, 1800 (seconds).",
+            show_default=f"{env_default(ProberSettings, 'soak_duration_s')} s, or none with --runs",
+        ),
+    ] = None,
+    runs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many requests.", show_default="none"),
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<duration>",
+            help="Window length: 60s, 5m.",
+            show_default=f"{env_default(ProberSettings, 'soak_window_s')} s",
+        ),
+    ] = None,
     warmup: WarmupOption = None,
     timeout: TimeoutOption = None,
     prompts: PromptsOption = None,
@@ -410,8 +484,8 @@ def soak(
 
 def report(
     run_id: Annotated[str, typer.Argument(help="The run's folder name under the results dir.")],
-    results_dir: Annotated[Path | None, typer.Option(help="Where runs are written.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json only.")] = False,
+    results_dir: ResultsDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a run's summary; rebuilt from requests.csv when the run died before writing one.
 

@@ -25,7 +25,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from podpulse.common.cli import ENTRY_POINT_GROUP
+from podpulse.common.cli import ENTRY_POINT_GROUP, env_default
+from podpulse.common.output import console as output_console
 from podpulse.common.redis_process import find_redis_server, wait_for_ping
 from podpulse.common.retry import Backoff
 from podpulse.common.settings import (
@@ -66,26 +67,44 @@ class UsageError(Exception):
 def up(
     redis_url: Annotated[
         str | None,
-        typer.Option(help="Redis to use [REDIS_URL]; started here when none answers on loopback."),
+        typer.Option(
+            help="Redis to use; started here when none answers on loopback.",
+            show_default=env_default(CommonSettings, "redis_url"),
+        ),
     ] = None,
     twin_port: Annotated[
-        int | None, typer.Option(help="Port of the local twin [STACK_TWIN_PORT, 8765].")
+        int | None,
+        typer.Option(
+            help="Port of the local twin.", show_default=env_default(StackSettings, "twin_port")
+        ),
     ] = None,
     otlp_port: Annotated[
         int | None,
-        typer.Option(help="Port of the alerter's OTLP/HTTP receiver [STACK_OTLP_PORT, 4318]."),
+        typer.Option(
+            help="Port of the alerter's OTLP/HTTP receiver.",
+            show_default=env_default(StackSettings, "otlp_port"),
+        ),
     ] = None,
     log_dir: Annotated[
         Path | None,
-        typer.Option(help="Per-service logs and status.json [STACK_LOG_DIR, .podpulse/logs]."),
+        typer.Option(
+            help="Per-service logs and status.json.",
+            show_default=env_default(StackSettings, "log_dir"),
+        ),
     ] = None,
     results_dir: Annotated[
-        Path | None, typer.Option(help="The prober's results [STACK_RESULTS_DIR, results].")
+        Path | None,
+        typer.Option(
+            help="The prober's results.", show_default=env_default(StackSettings, "results_dir")
+        ),
     ] = None,
 ) -> None:
-    """Run the stack on this machine (Redis, the twin or a hosted endpoint, the prober's
-    worker and beat, the alerter and tagger when installed) until Ctrl-C."""
-    console = Console()
+    """Run the stack on this machine until Ctrl-C.
+
+    Redis, the twin or a hosted endpoint, the prober's worker and beat, and the alerter and
+    tagger when installed.
+    """
+    console = output_console()
     try:
         plan = _plan(redis_url, twin_port, otlp_port, log_dir, results_dir)
     except UsageError as exc:

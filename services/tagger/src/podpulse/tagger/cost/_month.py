@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from podpulse.common.output import plain
 from podpulse.common.runpod import EndpointConfig
 
 from ._prices import HOURS_PER_MONTH, GpuPrice
@@ -133,10 +134,11 @@ class Assumptions(BaseModel):
     def lines(self) -> list[str]:
         """The assumptions as a reader sees them, warnings last."""
         return [
-            f"assumes: {self.rate_rps:,.4g} req/s ({self.rate_source}), Poisson, all month; "
+            f"assumes: {plain(self.rate_rps, digits=4)} req/s ({self.rate_source}), Poisson, "
+            "all month; "
             f"exec P50 {self.exec_p50_ms:,.0f} ms, P95 {self.exec_p95_ms:,.0f} ms "
             f"({self.exec_samples} requests of {', '.join(self.runs)}); cold start "
-            f"{self.cold_start_s:g} s; job loop {self.job_loop}",
+            f"{plain(self.cold_start_s, digits=6)} s; job loop {self.job_loop}",
             f"prices: GPU {self.gpu} (pool {self.pool}): always-on "
             f"${self.active_per_hour:.4f}/h a worker, flex ${self.flex_per_s:.5f}/s; a month "
             f"is {self.hours_per_month} h; {self.simulated_requests} requests simulated "

@@ -24,7 +24,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from podpulse.common.cli import env_default
 from podpulse.common.histogram import percentile
+from podpulse.common.output import plain
 from podpulse.common.runpod import EndpointConfig, ScalerType
 from podpulse.common.settings import describe_settings_error
 
@@ -217,31 +219,52 @@ def _or_default(value: float | None, default: float) -> float:
 
 
 FileOption = Annotated[
-    Path | None, typer.Option("--file", help="The deployment file (default ./podpulse.toml).")
+    Path | None,
+    typer.Option("--file", help="The deployment file.", show_default="./podpulse.toml if any"),
 ]
 FromOption = Annotated[
     list[str] | None,
-    typer.Option("--from", help="A run whose requests to use (repeatable; default: the newest)."),
+    typer.Option(
+        "--from",
+        metavar="<run id>",
+        help="A run whose requests to use (repeatable).",
+        show_default="the newest run",
+    ),
 ]
 GpuOption = Annotated[
-    str | None, typer.Option(help="GPU or RunPod pool name (default: podpulse.toml's gpu).")
+    str | None,
+    typer.Option(help="GPU or RunPod pool name.", show_default="podpulse.toml's gpu"),
 ]
 PriceOption = Annotated[
-    float | None, typer.Option(help="USD per always-on worker-hour (default: the price table).")
+    float | None,
+    typer.Option(help="USD per always-on worker-hour.", show_default="the price table's"),
 ]
 ColdOption = Annotated[
-    float | None, typer.Option("--cold-start", help="Seconds a new worker takes to start.")
+    float | None,
+    typer.Option(
+        "--cold-start",
+        help="Seconds a new worker takes to start.",
+        show_default=env_default(CostSettings, "cost_cold_start_s"),
+    ),
 ]
 ResultsOption = Annotated[
-    Path | None, typer.Option(help="Where runs are read (TAGGER_COST_RESULTS_DIR).")
+    Path | None,
+    typer.Option(
+        help="Where runs are read.", show_default=env_default(CostSettings, "cost_results_dir")
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 RateOption = Annotated[
     float | None,
-    typer.Option(help="Requests per second to plan for (default: the run's measured rate)."),
+    typer.Option(help="Requests per second to plan for.", show_default="the run's measured rate"),
 ]
+# The command checks the choice (one line on a bad value); the metavar lists it.
 JobLoopOption = Annotated[
-    str, typer.Option(help="The workers' job loop: fast (podpulse's) or sdk (stock runpod).")
+    str,
+    typer.Option(
+        metavar="<fast|sdk>",
+        help="The workers' job loop: fast (podpulse's) or sdk (stock runpod).",
+    ),
 ]
 
 
@@ -253,12 +276,18 @@ def _job_loop(value: str) -> JobLoop:
 
 def cost(
     workers_min: Annotated[
-        int | None, typer.Option(min=0, max=1000, help="Always-on workers (podpulse.toml's).")
+        int | None,
+        typer.Option(
+            min=0, max=1000, help="Always-on workers.", show_default="podpulse.toml's workers.min"
+        ),
     ] = None,
     workers_max: Annotated[
         int | None,
         typer.Option(
-            min=1, max=1000, help="Most workers (podpulse.toml's, else 5 or --workers-min)."
+            min=1,
+            max=1000,
+            help="Most workers.",
+            show_default="podpulse.toml's workers.max, else 5 or --workers-min",
         ),
     ] = None,
     rate: RateOption = None,
@@ -266,7 +295,13 @@ def cost(
     gpu: GpuOption = None,
     from_runs: FromOption = None,
     idle_timeout: Annotated[
-        int | None, typer.Option(min=1, max=3600, help="Flex idle timeout, seconds.")
+        int | None,
+        typer.Option(
+            min=1,
+            max=3600,
+            help="Flex idle timeout, seconds.",
+            show_default="podpulse.toml's, else 180",
+        ),
     ] = None,
     cold_start: ColdOption = None,
     job_loop: JobLoopOption = "fast",
@@ -355,7 +390,7 @@ def _show_cost(report: CostReport) -> None:
             "-"
             if option.cold_start_share_pct is None or report.assumptions is None
             else f"{option.cold_start_share_pct:.2f}% wait up to "
-            f"{report.assumptions.cold_start_s:g} s"
+            f"{plain(report.assumptions.cold_start_s, digits=6)} s"
         )
         rows.append(
             [
@@ -380,14 +415,26 @@ def _show_cost(report: CostReport) -> None:
 def advise(
     rate: RateOption = None,
     from_run: Annotated[
-        str | None, typer.Option("--from", help="The run whose execution times to model.")
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="<run id>",
+            help="The run whose execution times to model.",
+            show_default="the newest run",
+        ),
     ] = None,
     gpu: GpuOption = None,
     price_per_hour: PriceOption = None,
     cold_start: ColdOption = None,
     job_loop: JobLoopOption = "fast",
     max_workers: Annotated[
-        int | None, typer.Option(min=1, max=20, help="Largest workersMax to try.")
+        int | None,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Largest workersMax to try.",
+            show_default=env_default(CostSettings, "advise_max_workers"),
+        ),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Show every candidate.")] = False,
     file: FileOption = None,
@@ -433,7 +480,7 @@ def advise(
 def _label(config: EndpointConfig) -> str:
     return (
         f"{config.workers_min}/{config.workers_max} {config.scaler_type.value} "
-        f"{config.scaler_value:g} idle {config.idle_timeout_s}s"
+        f"{plain(config.scaler_value, digits=6)} idle {config.idle_timeout_s}s"
     )
 
 
@@ -449,7 +496,8 @@ def _shown(advice: Advice, show_all: bool) -> list[Judged]:
 
 def _show_advice(advice: Advice, assumptions: Assumptions, *, show_all: bool) -> None:
     typer.echo(
-        f"{len(advice.judged)} configurations at {assumptions.rate_rps:,.4g} req/s; predicted "
+        f"{len(advice.judged)} configurations at {plain(assumptions.rate_rps, digits=4)} req/s; "
+        "predicted "
         "queue (delayTime) and total in ms"
     )
     for line in assumptions.lines():

@@ -89,8 +89,12 @@ endpoint_app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-_ENDPOINT_HELP = "Endpoint id (default: RUNPOD_ENDPOINT_ID, else ./podpulse.toml's)."
-_FILE_HELP = "The deployment file (default ./podpulse.toml)."
+_ENDPOINT_HELP = "Endpoint id."
+_ENDPOINT_DEFAULT = "RUNPOD_ENDPOINT_ID, else ./podpulse.toml's"
+_FILE_HELP = "The deployment file."
+# Each flag of `endpoint update` is read as text and parsed by read_update_flags, which names
+# the flag on a bad value; the metavar says what it takes.
+_UNCHANGED = "unchanged"
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -183,7 +187,10 @@ def _echo_diff(endpoint_id: str, base_url: str, changes: tuple[FieldChange, ...]
 
 @endpoint_app.command("show")
 def show(
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help=_ENDPOINT_HELP)] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help=_ENDPOINT_HELP, show_default=_ENDPOINT_DEFAULT),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Print the live endpoint's workers and scaling."""
@@ -304,20 +311,48 @@ def apply(
 def update(
     *,
     workers_min: Annotated[
-        str | None, typer.Option("--workers-min", help="Workers kept warm.")
+        str | None,
+        typer.Option(
+            "--workers-min", metavar="<integer>", help="Workers kept warm.", show_default=_UNCHANGED
+        ),
     ] = None,
-    workers_max: Annotated[str | None, typer.Option("--workers-max", help="Most workers.")] = None,
+    workers_max: Annotated[
+        str | None,
+        typer.Option(
+            "--workers-max", metavar="<integer>", help="Most workers.", show_default=_UNCHANGED
+        ),
+    ] = None,
     idle_timeout: Annotated[
-        str | None, typer.Option("--idle-timeout", help="Seconds an idle worker is kept.")
+        str | None,
+        typer.Option(
+            "--idle-timeout",
+            metavar="<integer>",
+            help="Seconds an idle worker is kept.",
+            show_default=_UNCHANGED,
+        ),
     ] = None,
     scaler_type: Annotated[
-        str | None, typer.Option("--scaler-type", help="QUEUE_DELAY or REQUEST_COUNT.")
+        str | None,
+        typer.Option(
+            "--scaler-type",
+            metavar="<QUEUE_DELAY|REQUEST_COUNT>",
+            help="How the endpoint scales.",
+            show_default=_UNCHANGED,
+        ),
     ] = None,
     scaler_value: Annotated[
         str | None,
-        typer.Option("--scaler-value", help="QUEUE_DELAY: seconds (>= 0.5); REQUEST_COUNT: n."),
+        typer.Option(
+            "--scaler-value",
+            metavar="<number>",
+            help="QUEUE_DELAY: seconds (>= 0.5); REQUEST_COUNT: requests per worker.",
+            show_default=_UNCHANGED,
+        ),
     ] = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help=_ENDPOINT_HELP)] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help=_ENDPOINT_HELP, show_default=_ENDPOINT_DEFAULT),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Apply the change shown.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show it, send nothing.")] = False,
 ) -> None:
@@ -337,7 +372,10 @@ def update(
 
 @endpoint_app.command("history")
 def history(
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Only this endpoint.")] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help="Only this endpoint.", show_default="every endpoint"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List the endpoint config changes podpulse applied, oldest first."""
@@ -372,10 +410,17 @@ def rotate(
     ],
     key_file: Annotated[
         Path | None,
-        typer.Option("--key-file", help="The key file to replace (default RUNPOD_API_KEY_FILE)."),
+        typer.Option(
+            "--key-file", help="The key file to replace.", show_default="RUNPOD_API_KEY_FILE"
+        ),
     ] = None,
     endpoint: Annotated[
-        str | None, typer.Option("--endpoint", help="Endpoint the key is verified against.")
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="Endpoint the key is verified against.",
+            show_default=_ENDPOINT_DEFAULT,
+        ),
     ] = None,
 ) -> None:
     """Verify the new key against RunPod's APIs, then swap it into the key file atomically."""

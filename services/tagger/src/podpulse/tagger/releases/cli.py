@@ -59,7 +59,8 @@ def _repository() -> Repository:
 
 def release(
     tag: Annotated[
-        str | None, typer.Option(help="The tag to create; default: the next v<X>.<Y>-production.")
+        str | None,
+        typer.Option(help="The tag to create.", show_default="the next vX.Y-production"),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")
@@ -68,14 +69,20 @@ def release(
         bool, typer.Option("--force", help="Release without a passing soak (needs --reason).")
     ] = False,
     reason: Annotated[
-        str | None, typer.Option(help="Why --force overrides the gate; it is recorded.")
+        str | None,
+        typer.Option(help="Why --force overrides the gate; it is recorded.", show_default="none"),
     ] = None,
     push: Annotated[
-        str | None, typer.Option(metavar="REMOTE", help="Push the tag to this git remote.")
+        str | None,
+        typer.Option(
+            metavar="<remote>", help="Push the tag to this git remote.", show_default="no push"
+        ),
     ] = None,
     evidence: Annotated[
         str | None,
-        typer.Option(metavar="RUN_ID", help="The soak to rest on; default: the latest one."),
+        typer.Option(
+            metavar="<run id>", help="The soak to rest on.", show_default="the latest soak"
+        ),
     ] = None,
 ) -> None:
     """Tag HEAD as a production release and record it in DEPLOYMENT.md, behind the soak gate."""
