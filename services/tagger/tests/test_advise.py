@@ -158,6 +158,17 @@ def test_advise_at_a_low_rate_answers_and_below_one_request_a_month_refuses(
     )
 
 
+def test_advise_writes_a_tiny_rate_out_without_an_exponent(cli, tmp_path: Path) -> None:
+    """A rate of a few requests a day reads 0.00005 req/s in the table's heading and the
+    assumptions, not 5e-05."""
+    write_run(tmp_path / "results", "calib", [job(i, i * 4.0, 2800) for i in range(20)])
+    result = cli("advise", "--rate", "0.00005", "--gpu", "4090 PRO", "--from", "calib")
+    assert result.exit_code in (0, 1), result.output
+    assert "configurations at 0.00005 req/s" in result.output
+    assert "assumes: 0.00005 req/s" in result.output
+    assert "e-0" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
