@@ -20,6 +20,7 @@ import redis
 import typer
 from pydantic import ValidationError
 
+from podpulse.common.output import plain
 from podpulse.common.settings import CommonSettings, describe_settings_error
 
 from ._notify._events import sample_notification
@@ -161,14 +162,6 @@ def _ago(at: float | None, now: float) -> str:
     return f"{when} ({max(0.0, now - at):.0f} s ago)"
 
 
-def _plain(value: float) -> str:
-    """A number as people write it: 11020, 0.0123; never 1.102e+04."""
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    text = f"{value:.4f}".rstrip("0").rstrip(".")
-    return text if text not in ("", "-0") else "0"
-
-
 def _status_lines(
     config: RulesConfig,
     states: Mapping[StateKey, AlertState],
@@ -182,7 +175,7 @@ def _status_lines(
     firing = []
     for (name, series), state in sorted(states.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         rule = rules.get(name)
-        value = "-" if state.value is None else _plain(state.value)
+        value = "-" if state.value is None else plain(state.value, digits=4)
         since = state.resolved_at if state.phase in ("resolved", "no_data") else state.active_at
         rows.append(
             (
@@ -198,7 +191,7 @@ def _status_lines(
         if state.phase == "firing" and rule is not None:
             firing.append(
                 f"FIRING {rule.severity.upper()} {name} on {series.endpoint}: {value} "
-                f"{rule.op} {rule.threshold:g} since {_ago(state.fired_at, now)}"
+                f"{rule.op} {plain(rule.threshold, digits=4)} since {_ago(state.fired_at, now)}"
             )
     for event in events:
         labels = event.labels
