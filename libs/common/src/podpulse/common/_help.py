@@ -121,8 +121,10 @@ def _reclass(params: list[Any]) -> None:
             param.__class__ = _Argument
 
 
-class PodpulseCommand(TyperCommand):
-    """A typer command whose parameters (``--help`` included) show in podpulse's style."""
+class _PodpulseStyle:
+    """What a command and a group share: unwrapped help text, parameters in podpulse's style."""
+
+    help: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -131,22 +133,17 @@ class PodpulseCommand(TyperCommand):
     def get_params(self, ctx: Any) -> list[Any]:
         # Here rather than in __init__: typer adds --help (and the root its completion
         # options) after building the command; help, usage and errors all come through here.
-        params = super().get_params(ctx)
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]  # a mixin: click's Command
         _reclass(params)
         return params
 
 
-class PodpulseGroup(TyperGroup):
+class PodpulseCommand(_PodpulseStyle, TyperCommand):
+    """A typer command whose parameters (``--help`` included) show in podpulse's style."""
+
+
+class PodpulseGroup(_PodpulseStyle, TyperGroup):
     """A typer group whose options (``--help`` included) show in podpulse's style."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.help = _unwrapped(self.help)
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        _reclass(params)
-        return params
 
 
 def podpulse_classes(app: typer.Typer) -> typer.Typer:
