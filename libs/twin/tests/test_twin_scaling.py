@@ -69,6 +69,18 @@ def test_queue_delay_scales_up_then_idle_workers_stop(tmp_path: Path) -> None:
         assert served["status"] == "COMPLETED"
 
 
+def test_the_first_workers_start_warm_and_those_added_later_pay_the_cold_start() -> None:
+    """The always-on workers are up as the twin starts, however long its cold start (an hour
+    here); a worker the scaler adds later waits the cold start out."""
+    settings = small(workers_min=1, workers_max=2, scaler_type="REQUEST_COUNT", scaler_value=1,
+                     cold_start_ms=3_600_000)  # fmt: skip
+    with running_twin(settings, calibrated()) as twin, twin.client() as api:
+        for _ in range(2):
+            api.post("/run", json={"input": {"exec_ms": 5000}})
+        wait_until(lambda: len(twin.platform.pool.workers) == 2, 10, "a second worker")
+        assert api.get("/health").json()["workers"]["initializing"] == 1
+
+
 def test_request_count_scales_from_zero_with_cold_start() -> None:
     """REQUEST_COUNT starts ceil(jobs / n) workers from zero; cold start shows in delayTime."""
     with (

@@ -296,3 +296,15 @@ def test_a_run_id_is_never_reused(tmp_path: Path):
     ResultsWriter(folder).close()
     with pytest.raises(FileExistsError, match="run ids name one run"):
         ResultsWriter(folder)
+
+
+def test_an_embedded_twin_whose_workers_cannot_start_is_one_line_and_exit_2(cli) -> None:
+    """The twin target with a handler that cannot load: exit 2 with one line saying why (the
+    worker's own last lines), not a traceback after a minute's wait."""
+    done = cli("loadtest", "--target", "twin", "--runs", "1",
+               TWIN_HANDLER="no_such_module:handler", TWIN_WORKERS_MIN="1")  # fmt: skip
+    assert done.exit_code == 2, done.output
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: the embedded twin did not start: twin workers fail to start")
+    assert "no_such_module" in line
+    assert "Traceback" not in done.output

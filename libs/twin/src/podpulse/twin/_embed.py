@@ -20,6 +20,7 @@ from podpulse.common.net import free_port
 
 from ._app import serve_in_thread
 from ._platform import Platform
+from ._workers import log_tail
 from .settings import CalibratedSettings, TwinSettings
 
 __all__ = ["RunningTwin", "running_twin"]
@@ -69,12 +70,29 @@ class RunningTwin:
         """
         deadline = time.monotonic() + timeout_s
         while self.platform.queue.waiting_takers() < workers:
+            failure = self.platform.last_start_failure
+            if self.platform.failed_starts >= _FAILED_STARTS and failure is not None:
+                # The same fault twice (a handler that cannot load, a command that is not
+                # there): waiting out the timeout would only hide it.
+                raise TimeoutError(f"twin workers fail to start: {failure}")
             if time.monotonic() > deadline:
+                # Their last lines too: an embedded twin's log folder goes with it. A copy of
+                # the records: the twin's own thread adds and removes them.
+                tails = [
+                    f"{record.id}: {tail}"
+                    for record in list(self.platform.pool.workers.values())
+                    if (tail := log_tail(record.log_path, lines=2))
+                ]
                 raise TimeoutError(
-                    f"{workers} twin worker(s) did not ask for jobs within {timeout_s} s; "
+                    f"{workers} twin worker(s) did not ask for jobs within {timeout_s:g} s; "
                     f"their logs are in {self.settings.log_dir}"
+                    + (f"; last lines: {'; '.join(tails)}" if tails else "")
                 )
             time.sleep(_READY_POLL_S)
+
+
+# Workers in a row that died before asking for work, after which waiting for one stops.
+_FAILED_STARTS = 2
 
 
 @contextlib.contextmanager

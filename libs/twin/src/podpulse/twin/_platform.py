@@ -66,7 +66,11 @@ class Platform:
         self._loop_task: asyncio.Task[None] | None = None
         self.closing = False
         self._failed_starts = 0  # consecutive workers that died before their first job-take
+        self.last_start_failure: str | None = None  # why the latest of those died, its last lines
         self._spawn_after = 0.0
+        # The endpoint's always-on workers are up when the twin starts, as a warm endpoint's
+        # are: the cold start (cold_start_ms) is for the workers the scaler adds after them.
+        self._warm_left = settings.workers_min
 
     # --- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -177,6 +181,11 @@ class Platform:
             return record.token
         # A spawned worker that was declared dead is not let back in under its old id.
         return self._external_tokens.get(worker_id)
+
+    @property
+    def failed_starts(self) -> int:
+        """Workers in a row that died before asking for work (0 once one does)."""
+        return self._failed_starts
 
     def external_worker_env(self, worker_id: str) -> dict[str, str]:
         """The platform environment for an SDK worker the twin did not start, with its token."""
@@ -308,8 +317,10 @@ class Platform:
                 self._failed_starts += 1
                 delay = min(2.0**self._failed_starts, 60.0)
                 self._spawn_after = time.monotonic() + delay
+                tail = log_tail(record.log_path)
+                self.last_start_failure = f"{reason}: {tail}" if tail else reason
                 log.error("worker failed to start", worker_id=record.id, reason=reason,
-                          last_output=log_tail(record.log_path), log=str(record.log_path),
+                          last_output=tail, log=str(record.log_path),
                           retry_in_s=delay)  # fmt: skip
             # Its job-stop poll may still be parked (a killed worker's connection is not seen
             # to close): answer it now, or shutdown would wait out the poll's hold.
@@ -340,7 +351,9 @@ class Platform:
         if time.monotonic() < self._spawn_after:
             return
         for _ in range(workers_to_add(self.scaling, self._snapshot())):
-            record = self.pool.spawn({}, cold_start_s=self.settings.cold_start_ms / 1000)
+            cold_start_s = 0.0 if self._warm_left > 0 else self.settings.cold_start_ms / 1000
+            self._warm_left = max(0, self._warm_left - 1)
+            record = self.pool.spawn({}, cold_start_s=cold_start_s)
             log.info("worker starting", worker_id=record.id)
 
     def _scale_down(self) -> None:

@@ -150,7 +150,10 @@ class TwinSettings(BaseSettings):
         default=0.0, ge=0, description="Extra latency before a taken job reaches its worker."
     )
     cold_start_ms: float = Field(
-        default=0.0, ge=0, description="Extra delay before a new worker process starts."
+        default=0.0,
+        ge=0,
+        description="Extra delay before a new worker process starts. The first workersMin "
+        "workers start at once, as a warm endpoint's always-on workers are already up.",
     )
     take_hold_s: float = Field(
         default=20.0,

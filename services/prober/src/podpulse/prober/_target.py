@@ -130,13 +130,21 @@ def embedded_twin(twin: EmbeddedTwin) -> Iterator[Target]:
     """Start a twin with calibrated workers for the block; yield it as a Target."""
     from podpulse.twin import running_twin
 
-    with running_twin(twin.settings, twin.calibrated) as running:
-        yield Target(
-            endpoint_id=running.endpoint_id,
-            base_url=running.base_url,
-            api_key=running.api_key,
-            kind="twin",
-        )
+    started = False
+    try:
+        with running_twin(twin.settings, twin.calibrated) as running:
+            started = True
+            yield Target(
+                endpoint_id=running.endpoint_id,
+                base_url=running.base_url,
+                api_key=running.api_key,
+                kind="twin",
+            )
+    except TimeoutError as exc:
+        if started:
+            raise  # the run's own, not the twin's start
+        # Its workers never came up: one line naming why, not a traceback.
+        raise TargetError(f"the embedded twin did not start: {exc}") from None
 
 
 @contextlib.contextmanager
