@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -26,8 +25,8 @@ def twin() -> Iterator[RunningTwin]:
         yield running
 
 
-def _stall(twin: RunningTwin, method: str, path: str) -> tuple[float, bytes]:
-    """Send headers declaring 100 bytes and only 10 of them; return (seconds, all it read)."""
+def _stall(twin: RunningTwin, method: str, path: str) -> bytes:
+    """Send headers declaring 100 bytes and only 10 of them; return all it read."""
     head = (
         f"{method} {path} HTTP/1.1\r\nHost: twin\r\nAuthorization: Bearer {twin.api_key}\r\n"
         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
@@ -35,14 +34,13 @@ def _stall(twin: RunningTwin, method: str, path: str) -> tuple[float, bytes]:
     with socket.create_connection((twin.settings.host, twin.settings.port)) as sock:
         sock.settimeout(BOUND_S)
         sock.sendall(head.encode() + b'{"input": ')
-        started = time.monotonic()
         received = b""
         try:
             while chunk := sock.recv(65536):  # until the twin closes the connection
                 received += chunk
         except TimeoutError:
             pass
-        return time.monotonic() - started, received
+        return received
 
 
 def test_short_bodies_are_answered_408_and_closed_within_a_bound(twin: RunningTwin) -> None:
@@ -59,14 +57,14 @@ def test_short_bodies_are_answered_408_and_closed_within_a_bound(twin: RunningTw
         config = http.get(config_url).json()
         with concurrent.futures.ThreadPoolExecutor(len(stalls)) as pool:
             results = list(pool.map(lambda stall: _stall(twin, *stall), stalls))
-        for elapsed, received in results:
+        for received in results:
             assert received.startswith(b"HTTP/1.1 408 "), received[:200]
             assert b"connection: close" in received.lower()
-            assert b"request body incomplete after" in received
+            # The twin's own word that its body timeout ran out, not a clock reading here; the
+            # close is the stream's end (BOUND_S only keeps a stuck twin from hanging the test).
+            timed_out = f"request body incomplete after {BODY_READ_TIMEOUT_S:g} s".encode()
+            assert timed_out in received
             assert b"(10 of 100 bytes received)" in received
-            # Not before the body timeout; the close itself is proven by the 408 and the end
-            # of the stream (the socket's BOUND_S timeout only keeps a stuck twin from hanging).
-            assert elapsed >= BODY_READ_TIMEOUT_S * 0.9
         assert http.get(config_url).json() == config
     with twin.client() as api:
         assert api.post("/runsync", json={"input": {}}).json()["status"] == "COMPLETED"
