@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -102,6 +103,28 @@ def test_a_busy_worker_that_pings_outlives_the_heartbeat_timeout() -> None:
         assert body["workerId"] in twin.platform.pool.workers
 
 
+def _frozen_mid_job(
+    twin: RunningTwin, api: httpx.Client, *, whole_group: bool
+) -> tuple[dict[str, Any], float, str, subprocess.Popen[bytes]]:
+    """SIGSTOP a busy worker (its whole group, or its main process alone) and wait for its job
+    to fail: (the job's body, seconds from the fault, the worker's id, its process)."""
+    job_id, worker_id, pid = _start_job(twin, api)
+    process = twin.platform.pool.workers[worker_id].process
+    assert process is not None
+    fault_at = time.monotonic()
+    if whole_group:
+        os.killpg(pid, signal.SIGSTOP)
+    else:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        body, elapsed = _failed_after(api, job_id, fault_at)
+    finally:
+        # Only if the twin failed to: a stopped group would outlive the test.
+        if process.poll() is None:
+            os.killpg(pid, signal.SIGKILL)
+    return body, elapsed, worker_id, process
+
+
 def test_drill_sigkill_mid_job(record_property: Record) -> None:
     """SIGKILL on a busy worker: the job FAILS naming the signal, a new worker serves."""
     with running_twin(small(**QUICK), calibrated()) as twin, twin.client() as api:
@@ -119,17 +142,7 @@ def test_drill_sigstop_mid_job_is_a_missed_heartbeat(record_property: Record) ->
     """A frozen worker (its whole group SIGSTOPped) is dead once its heartbeat is silent for
     the timeout: the job FAILS saying so, the frozen processes are killed, a new one serves."""
     with running_twin(small(**QUICK), calibrated()) as twin, twin.client() as api:
-        job_id, worker_id, pid = _start_job(twin, api)
-        process = twin.platform.pool.workers[worker_id].process
-        assert process is not None
-        fault_at = time.monotonic()
-        os.killpg(pid, signal.SIGSTOP)
-        try:
-            body, elapsed = _failed_after(api, job_id, fault_at)
-        finally:
-            # Only if the twin failed to: a stopped group would outlive the test.
-            if process.poll() is None:
-                os.killpg(pid, signal.SIGKILL)
+        body, elapsed, worker_id, process = _frozen_mid_job(twin, api, whole_group=True)
         _report(record_property, "sigstop", elapsed)
         assert worker_id in body["error"]
         # The twin's own verdict from its clock, not a reading of ours: silent for the timeout.
@@ -156,16 +169,7 @@ def test_drill_sigstop_of_the_main_process_alone_mid_job(
     the heartbeat timeout saying why, not at its execution timeout, and a new worker serves."""
     settings = small(**QUICK, job_loop=job_loop)
     with running_twin(settings, calibrated()) as twin, twin.client() as api:
-        job_id, worker_id, pid = _start_job(twin, api)
-        process = twin.platform.pool.workers[worker_id].process
-        assert process is not None
-        fault_at = time.monotonic()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            body, elapsed = _failed_after(api, job_id, fault_at)
-        finally:
-            if process.poll() is None:
-                os.killpg(pid, signal.SIGKILL)
+        body, elapsed, worker_id, process = _frozen_mid_job(twin, api, whole_group=False)
         _report(record_property, f"sigstop_main_{job_loop}", elapsed)
         assert worker_id in body["error"]
         assert reason in body["error"]

@@ -49,14 +49,15 @@ class EventAlertStore:
         this event started an alert (the one to notify)."""
         field = f"{event.endpoint_id}\x1f{event.kind}"
         at = event.occurred_at.timestamp()
-        kept = self._client.hget(self._key, field)
+        kept = _parsed(self._client.hget(self._key, field))
+        last = _time(kept, "last")
         if not event.slo_passed:
-            firing = kept is not None and at - _time(kept, "last") <= EVENT_ALERT_S
-            if firing and _field(kept, "event_id") == event.event_id:
+            firing = kept is not None and at - last <= EVENT_ALERT_S
+            if firing and (kept or {}).get("event_id") == event.event_id:
                 # The same event again (a redelivery, perhaps after a crash before its
                 # notification was queued): notified again, under the same idempotency key.
                 return True
-            if firing and kept is not None and _time(kept, "last") > at:
+            if firing and last > at:
                 return False  # an older failed run, read late: the newer one stays shown
             alert = {
                 "labels": {
@@ -66,14 +67,14 @@ class EventAlertStore:
                     "probe_kind": event.kind,
                 },
                 "summary": f"{event.kind} run {event.run_id} failed its SLO",
-                "since": min(at, _time(kept, "since")) if firing and kept is not None else at,
+                "since": min(at, _time(kept, "since")) if firing else at,
                 "last": at,
                 "event_id": event.event_id,
             }
             self._client.hset(self._key, field, json.dumps(alert))
             return not firing
         # A pass answers only a failure before it: events may arrive out of order.
-        if kept is not None and _time(kept, "last") <= at:
+        if kept is not None and last <= at:
             self._client.hdel(self._key, field)
         return False
 
@@ -99,16 +100,20 @@ class EventAlertStore:
         return sorted(alerts, key=lambda a: a.since)
 
 
-def _field(raw: Any, name: str) -> object:
-    try:
-        return json.loads(raw).get(name)
-    except (ValueError, AttributeError):
+def _parsed(raw: Any) -> dict[str, Any] | None:
+    """A kept alert as a dict; None when there is none. A damaged one reads as empty, so
+    that anything newer replaces it."""
+    if raw is None:
         return None
-
-
-def _time(raw: Any, name: str) -> float:
-    # 0 for a damaged entry: anything newer replaces it.
     try:
-        return float(json.loads(raw)[name])
-    except (ValueError, KeyError, TypeError):
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _time(kept: dict[str, Any] | None, name: str) -> float:
+    try:
+        return float((kept or {})[name])
+    except (KeyError, TypeError, ValueError):
         return 0.0

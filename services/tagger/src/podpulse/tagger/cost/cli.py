@@ -213,9 +213,11 @@ def _positive(value: float | None, flag: str, high: float) -> float | None:
     return value
 
 
-def _or_default(value: float | None, default: float) -> float:
-    # Not `value or default`: 0 is a value (--cold-start 0: workers that start at once).
-    return default if value is None else value
+def _cold_start_s(given: float | None, settings: CostSettings) -> float:
+    """--cold-start when given, else the setting. Not `given or default`: 0 is a value
+    (workers that start at once)."""
+    checked = _positive(given, "--cold-start", 3600)
+    return settings.cost_cold_start_s if checked is None else checked
 
 
 FileOption = Annotated[
@@ -323,9 +325,7 @@ def cost(
             raise _usage(f"no run in {folder} to draw execution times from: pass --from RUN_ID")
         report = always_on_report(pricing.gpu, pricing.price, config)
     else:
-        cold_start_s = _or_default(
-            _positive(cold_start, "--cold-start", 3600), settings.cost_cold_start_s
-        )
+        cold_start_s = _cold_start_s(cold_start, settings)
         workload, assumptions = _scenario(
             settings,
             _measure(folder, runs),
@@ -452,9 +452,7 @@ def advise(
     if not runs:
         raise _usage(f"no run in {folder} to model: pass --from RUN_ID (a load test's run)")
     measured = _measure(folder, runs[:1])
-    cold_start_s = _or_default(
-        _positive(cold_start, "--cold-start", 3600), settings.cost_cold_start_s
-    )
+    cold_start_s = _cold_start_s(cold_start, settings)
     workload, assumptions = _scenario(
         settings, measured, rate=rate, pricing=pricing, cold_start_s=cold_start_s, job_loop=loop
     )
