@@ -127,3 +127,19 @@ def test_command_help_has_no_hard_line_breaks() -> None:
     assert "Exits 1 when the SLO fails (a sweep: when no level can be recommended). Set OTEL_" in (
         loadtest
     )
+
+
+def test_help_written_to_a_file_is_not_wrapped() -> None:
+    """Piped or redirected with no width asked for, help is click's plain layout with every
+    option and its whole help on one line, not rich's boxes cut at 80 columns."""
+    result = CliRunner().invoke(
+        _APP, ["loadtest", "--help"], env={"COLUMNS": None, "TERMINAL_WIDTH": None}
+    )
+    assert result.exit_code == 0, result.output
+    rows = [
+        line for line in result.output.splitlines() if line.lstrip().startswith("--concurrency")
+    ]
+    assert len(rows) == 1, result.output
+    assert rows[0].rstrip().endswith("[default: 1; open loop: no cap]"), rows
+    assert max(len(line) for line in result.output.splitlines()) > 80
+    assert "╭" not in result.output

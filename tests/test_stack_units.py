@@ -122,6 +122,20 @@ def test_the_banner_says_which_redis_twin_and_alerter_the_stack_uses(tmp_path: P
     ]
 
 
+def test_the_stacks_alerter_takes_only_its_own_new_events(tmp_path: Path) -> None:
+    """The alerter's worker (which reads the bus) is told the stack's start and endpoint, so
+    a joined Redis's older events and another deployment's are not delivered as new."""
+    plan = replace(_plan(tmp_path, installed=frozenset({"alerter"})), started_at=1_800_000_000.5)
+    rows = {r.name: r for r in service_table(plan, ENVIRON)}
+    for name in ("alerter", "alerter-worker"):
+        assert rows[name].env["ALERTER_EVENTS_SINCE"] == "1800000000.500"
+        assert rows[name].env["ALERTER_ENDPOINT_IDS"] == "podpulse-twin"
+    hosted = {r.name: r for r in service_table(
+        replace(_plan(tmp_path, twin=False), installed_commands=frozenset({"alerter"})),
+        {**ENVIRON, "RUNPOD_ENDPOINT_ID": "ep-hosted"})}  # fmt: skip
+    assert hosted["alerter-worker"].env["ALERTER_ENDPOINT_IDS"] == "ep-hosted"
+
+
 def test_children_get_only_the_secrets_their_row_lists(tmp_path: Path) -> None:
     """A secret is withheld by name, by *_FILE name and by value unless the row lists it; the
     twin's key reaches the prober as its RUNPOD_API_KEY, never the user's."""

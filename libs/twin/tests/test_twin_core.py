@@ -112,6 +112,38 @@ async def test_a_parked_take_gets_the_next_job_and_an_empty_hold_gets_nothing() 
     assert queue.waiting_takers() == 0
 
 
+async def test_routing_runs_from_job_queued_and_worker_free_not_from_the_ask() -> None:
+    """The platform's routing (0.7 s here) overlaps the SDK's pause after a job: a job queued
+    while its worker was busy is routed from the worker's job-done, one queued after from its
+    own arrival, one for a worker that was already waiting from its arrival too."""
+    clock = Clock()
+    queue = JobQueue(clock)
+    routing = 0.7
+    first = queue.submit({}, Policy(), sync=False)
+    assert await queue.take("w1", 1, hold_s=0.01) == [first]
+    assert queue.routing_left_s([first], routing) == pytest.approx(routing)  # a new worker
+    waiting = queue.submit({}, Policy(), sync=False)  # queued behind the busy worker
+    clock.now += 2.8
+    queue.complete(first, {}, None)  # w1 free at t=2.8
+    clock.now += 0.2  # the SDK's pause: w1 asks again at t=3.0
+    assert await queue.take("w1", 1, hold_s=0.01) == [waiting]
+    assert queue.routing_left_s([waiting], routing) == pytest.approx(0.5)
+    clock.now += 2.8
+    queue.complete(waiting, {}, None)  # free at t=5.8
+    clock.now += 0.1
+    late = queue.submit({}, Policy(), sync=False)  # queued at t=5.9, after w1 was free
+    clock.now += 0.1
+    assert await queue.take("w1", 1, hold_s=0.01) == [late]
+    assert queue.routing_left_s([late], routing) == pytest.approx(0.6)
+    clock.now += 5.0  # long past: the routing is over, nothing left to wait
+    assert queue.routing_left_s([late], routing) == 0.0
+    parked = asyncio.ensure_future(queue.take("w2", 1, hold_s=5))
+    await asyncio.sleep(0)
+    arrived = queue.submit({}, Policy(), sync=False)
+    assert await parked == [arrived]
+    assert queue.routing_left_s([arrived], routing) == pytest.approx(routing)
+
+
 def _config(kind: ScalerType, value: float, lo: int = 0, hi: int = 5) -> EndpointConfig:
     return EndpointConfig(
         workers_min=lo, workers_max=hi, idle_timeout_s=5, scaler_type=kind, scaler_value=value

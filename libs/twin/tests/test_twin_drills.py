@@ -231,7 +231,9 @@ def test_drill_a_worker_that_never_calls_in(record_property: Record) -> None:
         wait_until(lambda: first.id not in twin.platform.pool.workers, BOUND_S, "its death")
         elapsed = time.monotonic() - first.process_started
         _report(record_property, "never_calls_in", elapsed, "start_to_declared_dead")
-        # Dead for the reason the start timeout gives, as the twin's clock measured it.
+        # Dead for the reason the start timeout gives, as the twin's clock measured it. Waited
+        # for: the twin's thread records it just after dropping the worker from its pool.
+        wait_until(lambda: twin.platform.last_start_failure, 10, "the start failure's reason")
         assert "did not call in within 2 s of starting" in (twin.platform.last_start_failure or "")
         wait_until(lambda: process.poll() is not None, 10, "the silent process to end")
         assert api.get("/health").json()["workers"]["unhealthy"] == 1

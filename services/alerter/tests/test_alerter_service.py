@@ -118,6 +118,42 @@ async def test_an_event_older_than_its_max_age_is_not_news(redis_client, key_pre
         assert alerter.on_event(failing.model_dump(mode="json"), in_time) == "notified"
 
 
+async def test_events_from_before_the_stack_or_of_another_endpoint_are_not_news(
+    redis_client, key_prefix
+) -> None:
+    """With ALERTER_EVENTS_SINCE and ALERTER_ENDPOINT_IDS (podpulse up sets both), a failed
+    run from before the stack started, or of an endpoint another deployment probes on the
+    same Redis, is logged, not notified and not shown; this endpoint's new one is."""
+    failing = ProbeRunCompleted.of(
+        summary_examples.load_summary(total_p95=9000.0), results_path="r/x"
+    )
+    at = failing.occurred_at.timestamp()
+    ours = failing.endpoint_id
+    async with httpx.AsyncClient() as http:
+        alerter = _alerter(redis_client, key_prefix, http)
+        alerter.settings = alerter.settings.model_copy(
+            update={"events_since": at + 1, "endpoint_ids": (ours,)}
+        )
+        assert alerter.on_event(failing.model_dump(mode="json"), at + 5) == "stale"
+        summary = summary_examples.load_summary("theirs", total_p95=9000.0)
+        summary = summary.model_copy(
+            update={"target": summary.target.model_copy(update={"endpoint_id": "someone-elses"})}
+        )
+        theirs = ProbeRunCompleted.of(summary, results_path="r/y")
+        alerter.settings = alerter.settings.model_copy(update={"events_since": at})
+        assert alerter.on_event(theirs.model_dump(mode="json"), at + 5) == "foreign"
+        assert alerter.notifier.outbox.pending() == 0
+        assert alerter.event_alerts.firing(at + 5) == []
+        assert alerter.on_event(failing.model_dump(mode="json"), at + 5) == "notified"
+
+
+def test_endpoint_ids_are_read_comma_separated(monkeypatch) -> None:
+    monkeypatch.setenv("ALERTER_ENDPOINT_IDS", " ep-a, ep-b ,")
+    assert AlerterSettings().endpoint_ids == ("ep-a", "ep-b")
+    monkeypatch.setenv("ALERTER_ENDPOINT_IDS", "")
+    assert AlerterSettings().endpoint_ids == ()
+
+
 def test_status_numbers_are_written_out_not_in_scientific_notation() -> None:
     """`alerts status` shows 11020 and 0.0123 as such (it showed 1.102e+04)."""
     states = {

@@ -14,12 +14,15 @@ tree a command class whose parameters are re-classed to subclasses that show ins
 * a default: ``[default: X]``, typer's own style, for a default that lives in the code and for
   one the command resolves at run time (``show_default="STACK_TWIN_PORT, else 8765"``, see
   :func:`env_default`), without the parentheses typer puts around the latter;
-* a command's help: each paragraph one line, which the terminal wraps at its width.
+* a command's help: each paragraph one line, which the terminal wraps at its width;
+* help piped or redirected (no terminal, no COLUMNS): click's plain layout, never wrapped.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from typing import Any
 
 import typer
@@ -121,14 +124,41 @@ def _reclass(params: list[Any]) -> None:
             param.__class__ = _Argument
 
 
+# Wider than any help line: click wraps text at the formatter's width.
+_NO_WRAP = 100_000
+
+
+def _to_a_file() -> bool:
+    """Help is going to a pipe or file and no width was asked for (COLUMNS, TERMINAL_WIDTH)."""
+    if os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH"):
+        return False
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by something file-like, or closed
+        return True
+
+
 class _PodpulseStyle:
     """What a command and a group share: unwrapped help text, parameters in podpulse's style."""
 
     help: str | None
+    rich_markup_mode: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.help = _unwrapped(self.help)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if not _to_a_file():
+            return super().format_help(ctx, formatter)  # type: ignore[misc, no-any-return]  # a mixin: click's Command
+        # Piped or redirected: click's plain layout at no width, so each option stays one
+        # line (rich would box it at 80 columns and wrap every row).
+        formatter.width = _NO_WRAP
+        markup, self.rich_markup_mode = self.rich_markup_mode, None
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]  # a mixin: click's Command
+        finally:
+            self.rich_markup_mode = markup
 
     def get_params(self, ctx: Any) -> list[Any]:
         # Here rather than in __init__: typer adds --help (and the root its completion

@@ -59,6 +59,7 @@ class Job:
     progress: Any = None  # the latest progress update; /status shows it while IN_PROGRESS
     stream: list[Any] = field(default_factory=list)
     stream_read: int = 0  # how many stream chunks /stream has already handed out
+    routed_at: float | None = None  # when routing to its worker began: queued and worker free
     retries: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -122,6 +123,8 @@ class JobQueue:
         self._low: deque[Job] = deque()
         # Workers parked in a job-take long-poll: (worker id, wanted count, future).
         self._takers: deque[tuple[str, int, asyncio.Future[list[Job]]]] = deque()
+        # When each worker's last running job ended, until it takes the next one.
+        self._free_since: dict[str, float] = {}
         self.counters = Counters()
         self._ids = itertools.count(1)
         self.on_queued: Callable[[], None] = lambda: None
@@ -228,6 +231,20 @@ class JobQueue:
             (self._low if job.policy.low_priority else self._queued).appendleft(job)
         self._dispatch()
         self.on_queued()
+
+    def routing_left_s(self, jobs: Iterable[Job], routing_s: float) -> float:
+        """How much of the platform's routing time ``jobs`` still have to wait, now.
+
+        Routing begins once a job is queued and its worker is free (its last job done), not
+        when the worker asks: it runs alongside the SDK's pause between asking, as RunPod's
+        scheduler routes on the job-done it has already seen.
+        """
+        began = max((job.routed_at or 0.0 for job in jobs), default=0.0)
+        return max(0.0, began + routing_s - self._clock())
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop what the queue keeps of a worker that is gone."""
+        self._free_since.pop(worker_id, None)
 
     def restamp_start(self, jobs: Iterable[Job]) -> None:
         """Move the take time of running jobs to now (after simulated dispatch latency)."""
@@ -338,9 +355,11 @@ class JobQueue:
 
     def _start(self, jobs: list[Job], worker_id: str) -> None:
         now = self._clock()
+        free = self._free_since.pop(worker_id, now)
         for job in jobs:
             job.status = JobStatus.IN_PROGRESS
             job.started_at = now
+            job.routed_at = max(job.created_at, free)
             job.worker_id = worker_id
             self._running[job.id] = job
             job.changed.set()
@@ -351,8 +370,15 @@ class JobQueue:
                 queue.remove(job)
 
     def _finish(self, job: Job, status: JobStatus) -> None:
+        was_running = self._running.pop(job.id, None) is not None
         job.status = status
-        self._running.pop(job.id, None)
+        worker = job.worker_id
+        if (
+            was_running
+            and worker
+            and not any(j.worker_id == worker for j in self._running.values())
+        ):
+            self._free_since[worker] = self._clock()
         # A job that never started gets no executionTime (started_at stays None), but its
         # retention still runs from the moment it ended.
         job.finished_at = self._clock()

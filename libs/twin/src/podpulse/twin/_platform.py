@@ -332,6 +332,7 @@ class Platform:
             lost = [j for j in self.queue.in_progress() if j.worker_id == record.id]
             for job in lost:
                 self.queue.fail(job, f"worker {record.id} died while running the job: {reason}")
+            self.queue.forget_worker(record.id)
             if lost or record.state is not WorkerState.STOPPING:
                 tail = log_tail(record.log_path)
                 log.warning("worker gone", worker_id=record.id, reason=reason,

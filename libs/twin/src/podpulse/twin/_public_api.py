@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._http import ApiError, check_bearer, parse_count, read_json
@@ -151,13 +152,35 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(_platform(request).health())
 
 
+def _far(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` a network away: ``api_latency_ms`` passes before the twin reads a request
+    and again before its answer (or error) leaves, as between a client and hosted RunPod."""
+
+    async def far_endpoint(request: Request) -> Response:
+        latency = request.app.state.platform.settings.api_latency_ms / 1000
+        if latency <= 0:
+            return await endpoint(request)
+        await asyncio.sleep(latency)
+        try:
+            response = await endpoint(request)
+        except ApiError:
+            await asyncio.sleep(latency)
+            raise
+        await asyncio.sleep(latency)
+        return response
+
+    return far_endpoint
+
+
 public_routes = [
-    Route("/v2/{endpoint_id}/run", run, methods=["POST"]),
-    Route("/v2/{endpoint_id}/runsync", runsync, methods=["POST"]),
-    Route("/v2/{endpoint_id}/status/{job_id}", status, methods=["GET", "POST"]),
-    Route("/v2/{endpoint_id}/stream/{job_id}", stream, methods=["GET", "POST"]),
-    Route("/v2/{endpoint_id}/cancel/{job_id}", cancel, methods=["POST"]),
-    Route("/v2/{endpoint_id}/retry/{job_id}", retry, methods=["POST"]),
-    Route("/v2/{endpoint_id}/purge-queue", purge_queue, methods=["POST"]),
-    Route("/v2/{endpoint_id}/health", health, methods=["GET"]),
+    Route("/v2/{endpoint_id}/run", _far(run), methods=["POST"]),
+    Route("/v2/{endpoint_id}/runsync", _far(runsync), methods=["POST"]),
+    Route("/v2/{endpoint_id}/status/{job_id}", _far(status), methods=["GET", "POST"]),
+    Route("/v2/{endpoint_id}/stream/{job_id}", _far(stream), methods=["GET", "POST"]),
+    Route("/v2/{endpoint_id}/cancel/{job_id}", _far(cancel), methods=["POST"]),
+    Route("/v2/{endpoint_id}/retry/{job_id}", _far(retry), methods=["POST"]),
+    Route("/v2/{endpoint_id}/purge-queue", _far(purge_queue), methods=["POST"]),
+    Route("/v2/{endpoint_id}/health", _far(health), methods=["GET"]),
 ]

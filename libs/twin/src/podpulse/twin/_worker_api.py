@@ -58,9 +58,12 @@ async def _take(request: Request, *, batch: bool) -> Response:
         platform.queue.requeue(jobs)
         return Response(status_code=204)
     if platform.settings.dispatch_ms > 0:
-        # Simulated platform dispatch latency. RunPod counts its own dispatch as queue
-        # time, so the take is re-stamped after the wait and delayTime includes it.
-        await asyncio.sleep(platform.settings.dispatch_ms / 1000)
+        # Simulated platform routing latency, counted from when the job was queued and the
+        # worker free, so it overlaps the SDK's pause before asking again. RunPod counts its
+        # own routing as queue time: the take is re-stamped after the wait.
+        await asyncio.sleep(
+            platform.queue.routing_left_s(jobs, platform.settings.dispatch_ms / 1000)
+        )
         platform.queue.restamp_start(jobs)
     try:
         return JSONResponse([job.for_worker() for job in jobs] if batch else jobs[0].for_worker())

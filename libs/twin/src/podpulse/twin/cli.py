@@ -138,8 +138,15 @@ def serve_command(
     dispatch_ms: Annotated[
         float | None,
         typer.Option(
-            help="Extra dispatch latency, ms.",
+            help="Routing time from a job queued and a worker free to the job reaching it, ms.",
             show_default=env_default(TwinSettings, "dispatch_ms"),
+        ),
+    ] = None,
+    api_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="One-way network latency of the public API, ms.",
+            show_default=env_default(TwinSettings, "api_latency_ms"),
         ),
     ] = None,
     cold_start_ms: Annotated[
@@ -193,6 +200,7 @@ def serve_command(
             worker_concurrency=concurrency,
             job_loop=job_loop,
             dispatch_ms=dispatch_ms,
+            api_latency_ms=api_latency_ms,
             cold_start_ms=cold_start_ms,
             log_dir=log_dir,
         ),

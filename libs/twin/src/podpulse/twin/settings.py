@@ -147,7 +147,20 @@ class TwinSettings(BaseSettings):
         "hosted RunPod).",
     )
     dispatch_ms: float = Field(
-        default=0.0, ge=0, description="Extra latency before a taken job reaches its worker."
+        default=0.0,
+        ge=0,
+        le=600_000,
+        description="The platform's routing time: a job reaches a worker this long after it "
+        "is queued and the worker is free (overlapping the SDK's pause between asks), counted "
+        "as queue time.",
+    )
+    api_latency_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=60_000,
+        description="One-way network latency of the public API: each request waits this long "
+        "before the twin reads it and again before it answers, as a hosted endpoint a network "
+        "away does.",
     )
     cold_start_ms: float = Field(
         default=0.0,

@@ -233,13 +233,10 @@ class Alerter:
             # Dropped: a redelivery would fail the same way.
             log.error("alerter.event_invalid", reason=str(exc))  # noqa: TRY400 (no traceback)
             return "invalid"
-        age = now - event.occurred_at.timestamp()
-        if age > self.settings.event_max_age_s and isinstance(
-            event, ProbeRunCompleted | ReleaseRecorded
-        ):
-            log.info("alerter.event_stale", type=event.type, event_id=event.event_id,
-                     age_s=round(age), max_age_s=self.settings.event_max_age_s)  # fmt: skip
-            return "stale"
+        if isinstance(event, ProbeRunCompleted | ReleaseRecorded):
+            not_news = self._not_news(event, now)
+            if not_news is not None:
+                return not_news
         if isinstance(event, ProbeRunCompleted):
             return self._on_probe_run(event, now)
         if isinstance(event, ReleaseRecorded):
@@ -247,6 +244,21 @@ class Alerter:
             return "announced"
         log.info("alerter.event_seen", type=event.type, event_id=event.event_id)
         return "ignored"
+
+    def _not_news(self, event: ProbeRunCompleted | ReleaseRecorded, now: float) -> str | None:
+        """Why an event is not notified ("stale", "foreign"), logged; None when it is news."""
+        settings = self.settings
+        at = event.occurred_at.timestamp()
+        if now - at > settings.event_max_age_s or at < settings.events_since:
+            log.info("alerter.event_stale", type=event.type, event_id=event.event_id,
+                     age_s=round(now - at), max_age_s=settings.event_max_age_s,
+                     since=settings.events_since or None)  # fmt: skip
+            return "stale"
+        if settings.endpoint_ids and event.endpoint_id not in settings.endpoint_ids:
+            log.info("alerter.event_foreign", type=event.type, event_id=event.event_id,
+                     endpoint=event.endpoint_id, watched=list(settings.endpoint_ids))  # fmt: skip
+            return "foreign"
+        return None
 
     def _on_probe_run(self, event: ProbeRunCompleted, now: float) -> str:
         # Kept first: the failed run shows as firing (ALERTS, alerts status) until a later

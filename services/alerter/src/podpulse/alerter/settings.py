@@ -12,9 +12,10 @@ restart, and never logged.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 
 from podpulse.common.settings import env_settings
 
@@ -160,6 +161,28 @@ class AlerterSettings(BaseSettings):
         "reads it is logged and not notified: queued events outlive restarts, and a release "
         "recorded an hour ago is not news.",
     )
+    events_since: float = Field(
+        default=0.0,
+        ge=0,
+        description="Unix time: a bus event that happened before it is logged and not "
+        "notified. podpulse up sets it to the stack's start, so what a joined Redis still "
+        "holds from before is not news.",
+    )
+    # NoDecode: pydantic-settings would parse a tuple from JSON; the validator splits commas.
+    endpoint_ids: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated endpoint ids whose bus events (probe runs, releases) are "
+        "notified; empty: every endpoint's. podpulse up sets its own, so another deployment "
+        "sharing the Redis is not announced here.",
+        json_schema_extra={"env_type": "comma-separated strings", "env_default": "(every)"},
+    )
+
+    @field_validator("endpoint_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return tuple(part.strip() for part in value.split(",") if part.strip())
 
     @model_validator(mode="after")
     def _buckets_fit(self) -> AlerterSettings:

@@ -70,6 +70,7 @@ class StackPlan:
     python: str
     podpulse: str  # the podpulse console script
     installed_commands: frozenset[str]
+    started_at: float = 0.0  # Unix time; bus events from before it are not news to this stack
 
     @property
     def alerter_installed(self) -> bool:
@@ -124,6 +125,11 @@ def _prober_env(plan: StackPlan) -> dict[str, str]:
             "PROBER_SMOKE_FIRST_AFTER_S": f"{settings.smoke_first_after_s:g}",
         }
     return env
+
+
+def _watched(plan: StackPlan, environ: Mapping[str, str]) -> dict[str, str]:
+    endpoint = plan.twin.endpoint_id if plan.twin is not None else environ.get("RUNPOD_ENDPOINT_ID")
+    return {"ALERTER_ENDPOINT_IDS": endpoint} if endpoint else {}
 
 
 def _tagger_env(plan: StackPlan, base: dict[str, str]) -> dict[str, str]:
@@ -222,7 +228,13 @@ def service_table(plan: StackPlan, environ: Mapping[str, str]) -> tuple[ServiceS
             after=bus,
         ),
     ]
-    alerter_env = {**base, "OTEL_TRACES_EXPORTER": "none"}  # its own spans must not feed it
+    alerter_env = {
+        **base,
+        "OTEL_TRACES_EXPORTER": "none",  # its own spans must not feed it
+        # A joined Redis may hold other deployments' events, or this one's from before.
+        "ALERTER_EVENTS_SINCE": f"{plan.started_at:.3f}",
+        **_watched(plan, environ),
+    }
     notify = (SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL)
     rows += [
         # The whole alerter (receive, evaluate, notify) in one command.

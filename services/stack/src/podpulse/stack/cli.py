@@ -144,6 +144,7 @@ def _plan(
         python=sys.executable,
         podpulse=_podpulse_script(),
         installed_commands=installed,
+        started_at=time.time(),
     )
     ports = [("the twin", settings.twin_port)] if twin is not None else []
     if plan.alerter_installed:
