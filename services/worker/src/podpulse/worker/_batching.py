@@ -28,7 +28,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -151,12 +151,19 @@ class BatchGenerator:
         """What the static lane allocated and captured; None on the eager path."""
         return None if self._static is None else self._static.report
 
-    def _enqueue(self, request: GenerationRequest) -> Row:
+    @property
+    def active(self) -> int:
+        """Rows in the lanes now: the batch slots taken (read from any thread, for tests)."""
+        return self._live()
+
+    def _enqueue(
+        self, request: GenerationRequest, on_step: Callable[[list[int]], None] | None = None
+    ) -> Row:
         if self._dead is not None:
             raise RuntimeError("the generation thread has stopped") from self._dead
         seed = request.seed if request.seed is not None else random.getrandbits(63)
         future: concurrent.futures.Future[GenerationResult] = concurrent.futures.Future()
-        row = Row(request, future, time.perf_counter(), seed)
+        row = Row(request, future, time.perf_counter(), seed, on_step=on_step)
         self._queue.put(row)
         return row
 
@@ -173,22 +180,63 @@ class BatchGenerator:
             self.expected -= 1
         future = asyncio.wrap_future(row.future)
         try:
-            if self.stall_s <= 0:
-                return await future
             while True:
-                done, _ = await asyncio.wait(
-                    {future}, timeout=min(_STALL_CHECK_S, self.stall_s / 2)
-                )
+                done, _ = await asyncio.wait({future}, timeout=self._stall_check_s())
                 if done:
                     return future.result()
-                stalled = self.stalled_for()
-                if stalled > self.stall_s:
-                    row.cancelled = True
-                    raise GenerationStalled(stalled, self.stall_s)
+                self._raise_if_stalled(row)
         except asyncio.CancelledError:
             # The thread drops the row at its next step instead of decoding for nobody.
             row.cancelled = True
             raise
+
+    async def stream(
+        self, request: GenerationRequest, *, announced: bool = False
+    ) -> AsyncIterator[list[int] | GenerationResult]:
+        """Submit a job; yield the token ids each step adds to it, as the step ends, then its
+        result (or raise what ended it). ``announced`` as for :meth:`generate`.
+
+        Leaving early (the task cancelled, the consumer gone: ``aclose``) drops the row at the
+        loop's next step, so its batch slot frees at once.
+        """
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[list[int] | None] = asyncio.Queue()
+
+        def hand_over(ids: list[int] | None) -> None:
+            # Runs in the generation thread; the queue belongs to the event loop.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is reading
+                loop.call_soon_threadsafe(steps.put_nowait, ids)
+
+        row = self._enqueue(request, on_step=hand_over)
+        # After the last step's ids: both are handed over from the generation thread, in order.
+        row.future.add_done_callback(lambda _: hand_over(None))
+        if announced:
+            self.expected -= 1
+        finished = False
+        try:
+            while True:
+                try:
+                    ids = await asyncio.wait_for(steps.get(), self._stall_check_s())
+                except TimeoutError:
+                    self._raise_if_stalled(row)
+                    continue
+                if ids is None:
+                    finished = True
+                    yield row.future.result()
+                    return
+                yield ids
+        finally:
+            if not finished:
+                row.cancelled = True
+
+    def _stall_check_s(self) -> float | None:
+        return None if self.stall_s <= 0 else min(_STALL_CHECK_S, self.stall_s / 2)
+
+    def _raise_if_stalled(self, row: Row) -> None:
+        stalled = self.stalled_for()
+        if self.stall_s > 0 and stalled > self.stall_s:
+            row.cancelled = True
+            raise GenerationStalled(stalled, self.stall_s)
 
     def stalled_for(self) -> float:
         """How long the step in progress has run (0 between steps and while idle)."""
@@ -331,6 +379,8 @@ class BatchGenerator:
                 row.finish_reason = FINISH_STOP
                 continue
             row.tokens.append(token)
+            if row.on_step is not None:
+                row.on_step([token])
             if request.stop and self._hit_stop(row):
                 row.finish_reason = FINISH_STOP
             elif len(row.tokens) >= request.max_new_tokens:

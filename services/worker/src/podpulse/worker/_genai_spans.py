@@ -30,8 +30,13 @@ def generation_span(
     temperature: float,
     top_p: float,
     seed: int | None,
+    activate: bool = True,
 ) -> Iterator[Span]:
-    """A ``chat {model}`` span around a job's generation; exceptions mark it ERROR."""
+    """A ``chat {model}`` span around a job's generation; exceptions mark it ERROR.
+
+    ``activate=False`` leaves it out of the current context: a streamed job's generator
+    yields inside it, and the consumer that runs in between must not find it current.
+    """
     # A ProxyTracer when no provider is installed yet: it follows the one installed later.
     tracer = tracer or _DEFAULT_TRACER
     attributes: dict[str, Any] = {
@@ -47,19 +52,20 @@ def generation_span(
     if job_id:
         attributes["runpod.job.id"] = job_id
     # INTERNAL: the model runs in this process; there is no remote inference service to call.
-    with tracer.start_as_current_span(
-        f"{_OPERATION} {model}",
-        kind=SpanKind.INTERNAL,
-        attributes=attributes,
-        record_exception=False,  # an exception's message may quote the input
-        set_status_on_exception=False,
-    ) as span:
-        try:
+    span = tracer.start_span(f"{_OPERATION} {model}", kind=SpanKind.INTERNAL, attributes=attributes)
+    try:
+        if activate:
+            # record_exception off: an exception's message may quote the input.
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                yield span
+        else:
             yield span
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+    except BaseException as exc:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        span.end()
 
 
 def record_usage(
@@ -71,17 +77,28 @@ def record_usage(
     finish_reason: str,
     tokens_per_second: float,
     first_token_ms: float,
+    end_ms: float,
     batch_size: int,
     attempts: int,
     validation_passed: bool,
 ) -> None:
-    """Usage and outcome attributes once the answer is known."""
+    """Usage and outcome attributes once the answer is known.
+
+    ``first_token_ms`` and ``end_ms`` count from the job's submission. The pace follows the
+    GenAI server metrics (seconds): time to first token, and time per output token after the
+    first, (end - first token) / (output tokens - 1), as vLLM's benchmark defines TPOT; a job
+    of fewer than two tokens has no pace.
+    """
     span.set_attribute("gen_ai.response.model", model)
     span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
     span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
     span.set_attribute("podpulse.tokens_per_second", round(tokens_per_second, 3))
     span.set_attribute("podpulse.first_token_ms", round(first_token_ms, 3))
+    span.set_attribute("gen_ai.server.time_to_first_token", first_token_ms / 1000.0)
+    if output_tokens > 1:
+        per_token_s = (end_ms - first_token_ms) / 1000.0 / (output_tokens - 1)
+        span.set_attribute("gen_ai.server.time_per_output_token", per_token_s)
     span.set_attribute("podpulse.batch_size", batch_size)
     span.set_attribute("podpulse.attempts", attempts)
     span.set_attribute("podpulse.validation.passed", validation_passed)

@@ -72,6 +72,8 @@ class JobInput(BaseModel):
         | Annotated[str, StringConstraints(min_length=1, max_length=32)]
         | None
     ) = None
+    # Answer as an async stream of chunks (one per decoded step) instead of one whole object.
+    stream: bool = False
 
     @field_validator("max_new_tokens")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,9 @@ class Row:
     # Set from the event loop when the awaiting task is cancelled (e.g. RunPod's job-stop);
     # a plain bool is enough: the thread only reads it, and a stale read costs one step.
     cancelled: bool = False
+    # Called from the generation thread with the token ids a step added to this row (streamed
+    # jobs); it must only hand them over (loop.call_soon_threadsafe), never do the work there.
+    on_step: Callable[[list[int]], None] | None = None
 
     @property
     def next_position(self) -> int:

@@ -12,8 +12,11 @@ runpod itself is never imported here: the SDK calls us, not the other way round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -25,8 +28,19 @@ from ._batching import BatchGenerator, GenerationRequest, GenerationResult, Gene
 from ._genai_spans import generation_span, record_usage
 from ._job_input import MAX_SEED, JobInput, Message, Profile, describe_input_error
 from ._model import LoadedModel, ModelLoadError, load_model
+from ._openai import (
+    CHAT_ROUTE,
+    MODELS_ROUTE,
+    ChatStream,
+    OpenAIInputError,
+    chat_completion,
+    error_body,
+    model_list,
+    read_chat,
+)
 from ._prompt import BuiltPrompt, PromptBuilder, PromptTooLongError
 from ._static_decode import StaticCacheError
+from ._text_stream import Piece, TextStream
 from ._validation import ValidationResult, ValidationThresholds, validate_answer
 from .settings import WorkerSettings
 
@@ -64,30 +78,70 @@ class ModelHandler:
         self.regeneration_temperature = regeneration_temperature
         self._tracer = tracer
         self._log_content = log_content
+        # When the model was loaded: the ``created`` of the OpenAI model list.
+        self.created = int(time.time())
+        # ``runpod.serverless.start``'s config, once runpod_config has built it. The SDK reads
+        # ``refresh_worker`` from a returned dict only, never from what a generator yields, but
+        # it reads the config's flag after every job: a fault that needs a new worker sets it.
+        self.platform_config: dict[str, Any] | None = None
 
-    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Run one RunPod job; always returns a dict, with ``error`` when the job failed."""
+    async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+        """RunPod's handler: an async generator, so the SDK posts each output to job-stream as
+        it comes and, with ``return_aggregate_stream``, answers the job with the list of them.
+
+        A native job yields its whole answer once (:meth:`answer`), or with ``"stream": true``
+        a chunk per decoded step and a final chunk; an OpenAI-route job yields what that route
+        answers. A fault yields ``{"error": ...}`` last, which fails the job.
+        """
+        job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
+        raw = job.get("input") if isinstance(job, dict) else None
+        if isinstance(raw, dict) and "openai_route" in raw:
+            outputs: AsyncIterator[Any] = self._openai(raw, job_id)
+        elif isinstance(raw, dict) and raw.get("stream") is True:
+            outputs = self._streamed(raw, job_id)
+        else:
+            yield await self.answer(job)
+            return
+        try:
+            # aclosing: a consumer that stops (the SDK cancelling the job) closes the inner
+            # generators at once, and with them the batcher's row.
+            async with contextlib.aclosing(outputs):
+                async for output in outputs:
+                    yield output
+        except Exception as exc:  # the worker must outlive any one job
+            yield self._failure(exc, job_id)
+
+    async def answer(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Run one job whole; always returns a dict, with ``error`` when the job failed."""
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         try:
             return await self._handle(job, job_id)
-        except GenerationStalled as exc:
-            log.error("job.stalled", job_id=job_id, stalled_s=round(exc.stalled_s, 1))  # noqa: TRY400 - nothing to trace
+        except Exception as exc:  # the worker must outlive any one job
+            return self._failure(exc, job_id)
+
+    def _failure(self, exc: Exception, job_id: str) -> dict[str, Any]:
+        """The job's answer to a fault, logged without any of its text."""
+        if isinstance(exc, GenerationStalled):
+            log.error("job.stalled", job_id=job_id, stalled_s=round(exc.stalled_s, 1))
             # The thread is stuck in the device and will not come back: every job sent here
             # would wait for it. RunPod replaces the worker after this job.
-            return {"error": f"generation stalled: {exc}; the worker will restart",
-                    "refresh_worker": True}  # fmt: skip
-        except torch.OutOfMemoryError:
-            log.error("job.oom", job_id=job_id)  # noqa: TRY400 - no traceback: it may quote input
+            return self._refresh(f"generation stalled: {exc}; the worker will restart")
+        if isinstance(exc, torch.OutOfMemoryError):
+            log.error("job.oom", job_id=job_id)  # no traceback: it may quote input
             # The allocator may be fragmented beyond repair; RunPod restarts the worker after
             # this job, and the other jobs of the batch get the same answer.
-            return {"error": "CUDA out of memory; the worker will restart", "refresh_worker": True}
-        except Exception as exc:  # the worker must outlive any one job
-            if self._log_content:
-                log.exception("job.failed", job_id=job_id, error_type=type(exc).__name__)
-            else:
-                # No traceback by default: its frames and messages may quote the prompt.
-                log.error("job.failed", job_id=job_id, error_type=type(exc).__name__)  # noqa: TRY400
-            return {"error": f"generation failed: {type(exc).__name__}"}
+            return self._refresh("CUDA out of memory; the worker will restart")
+        if self._log_content:
+            log.error("job.failed", job_id=job_id, error_type=type(exc).__name__, exc_info=exc)
+        else:
+            # No traceback by default: its frames and messages may quote the prompt.
+            log.error("job.failed", job_id=job_id, error_type=type(exc).__name__)
+        return {"error": f"generation failed: {type(exc).__name__}"}
+
+    def _refresh(self, message: str) -> dict[str, Any]:
+        if self.platform_config is not None:
+            self.platform_config["refresh_worker"] = True
+        return {"error": message, "refresh_worker": True}
 
     async def _handle(self, job: Any, job_id: str) -> dict[str, Any]:
         # Announce the job so that an idle generation loop waits for it to join a batch; it is
@@ -95,7 +149,8 @@ class ModelHandler:
         self.generator.expected += 1
         submitted = False
         try:
-            request, prompt, error = await self._prepare(job, job_id)
+            raw = job.get("input") if isinstance(job, dict) else None
+            request, prompt, error = await self._prepare(raw, job_id)
             if error is not None:
                 return error
             assert request is not None  # no error means both are set
@@ -106,10 +161,86 @@ class ModelHandler:
             if not submitted:
                 self.generator.expected -= 1
 
+    async def _streamed(self, raw: dict[str, Any], job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A ``"stream": true`` job: ``{"text", "tokens"}`` per decoded step, then the final
+        chunk (the whole answer's fields, its text already sent, and ``"done": true``)."""
+        self.generator.expected += 1  # as in _handle
+        submitted = False
+        try:
+            request, prompt, error = await self._prepare(raw, job_id)
+            if error is not None:
+                yield error
+                return
+            assert request is not None  # no error means both are set
+            assert prompt is not None
+            submitted = True
+            async for item in self._pieces(request, prompt, job_id):
+                if isinstance(item, Piece):
+                    yield {"text": item.text, "tokens": item.tokens}
+                else:
+                    rest = {key: value for key, value in item.items() if key != "text"}
+                    yield {"text": "", "tokens": 0, **rest, "done": True}
+        finally:
+            if not submitted:
+                self.generator.expected -= 1
+
+    async def _openai(self, raw: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+        """RunPod's OpenAI route: the models list, or a chat completion (SSE strings when
+        streamed, one ``chat.completion`` otherwise); a bad request yields OpenAI's error."""
+        route = raw.get("openai_route")
+        if route == MODELS_ROUTE:
+            yield model_list(self.model_name, self.created)
+            return
+        if route != CHAT_ROUTE:
+            message = f"this worker serves {CHAT_ROUTE} and {MODELS_ROUTE} only"
+            log.info("job.rejected", job_id=job_id, reason=message)
+            yield error_body(message, param="openai_route", code="unknown_route")
+            return
+        self.generator.expected += 1  # as in _handle
+        submitted = False
+        try:
+            try:
+                chat, request = read_chat(
+                    raw.get("openai_input"), max_new_tokens_limit=self.max_new_tokens_limit
+                )
+                prompt = await self._build(request)
+            except OpenAIInputError as exc:
+                log.info("job.rejected", job_id=job_id, reason=str(exc))
+                yield exc.body
+                return
+            except PromptTooLongError as exc:
+                log.info("job.rejected", job_id=job_id, reason=str(exc))
+                yield error_body(str(exc), param="messages", code="context_length_exceeded")
+                return
+            except (UnicodeError, TypeError):
+                yield error_body("the text cannot be tokenized", param="messages")
+                return
+            completion_id = f"chatcmpl-{job_id or uuid.uuid4().hex}"
+            created = int(time.time())
+            submitted = True
+            if not chat.stream:
+                answer = await self._generate(request, prompt, job_id)
+                yield chat_completion(completion_id, created, answer)
+                return
+            events = ChatStream(
+                completion_id, created, self.model_name, include_usage=chat.include_usage
+            )
+            async for item in self._pieces(request, prompt, job_id):
+                if isinstance(item, Piece):
+                    if item.text:  # a count without text is in the usage at the end
+                        yield events.text(item.text)
+                else:
+                    usage = item["usage"]
+                    yield events.end(
+                        item["finish_reason"], usage["input_tokens"], usage["output_tokens"]
+                    )
+        finally:
+            if not submitted:
+                self.generator.expected -= 1
+
     async def _prepare(
-        self, job: Any, job_id: str
+        self, raw: object, job_id: str
     ) -> tuple[JobInput | None, BuiltPrompt | None, dict[str, Any] | None]:
-        raw = job.get("input") if isinstance(job, dict) else None
         if not isinstance(raw, dict):
             return None, None, self._reject(job_id, "invalid input: 'input' must be a JSON object")
         try:
@@ -143,11 +274,8 @@ class ModelHandler:
             return self.builder.build(chat, request.max_new_tokens)
         return await asyncio.to_thread(self.builder.build, chat, request.max_new_tokens)
 
-    async def _generate(
-        self, request: JobInput, prompt: BuiltPrompt, job_id: str
-    ) -> dict[str, Any]:
-        base_seed = request.seed if request.seed is not None else random.getrandbits(62)
-        with generation_span(
+    def _span(self, request: JobInput, job_id: str, *, activate: bool = True) -> Any:
+        return generation_span(
             self._tracer,
             model=self.model_name,
             job_id=job_id,
@@ -155,51 +283,122 @@ class ModelHandler:
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
-        ) as span:
+            activate=activate,
+        )
+
+    @staticmethod
+    def _generation(
+        request: JobInput, prompt: BuiltPrompt, seed: int, temperature: float
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            input_ids=prompt.input_ids,
+            max_new_tokens=request.max_new_tokens,
+            temperature=temperature,
+            top_p=request.top_p,
+            seed=seed % MAX_SEED,
+            stop=request.stop_strings,
+        )
+
+    def _validate(self, result: GenerationResult, prompt: BuiltPrompt) -> ValidationResult:
+        return validate_answer(
+            result.text,
+            finish_reason=result.finish_reason,
+            thresholds=self.thresholds,
+            system_prompt=prompt.system_prompt,
+            user_text=prompt.user_text,
+        )
+
+    async def _generate(
+        self, request: JobInput, prompt: BuiltPrompt, job_id: str
+    ) -> dict[str, Any]:
+        base_seed = request.seed if request.seed is not None else random.getrandbits(62)
+        with self._span(request, job_id) as span:
             attempts: list[tuple[GenerationResult, ValidationResult]] = []
             for attempt in range(1 + self.max_regenerations):
                 temperature = request.temperature
                 if attempt and temperature == 0:
                     temperature = self.regeneration_temperature
                 result = await self.generator.generate(
-                    GenerationRequest(
-                        input_ids=prompt.input_ids,
-                        max_new_tokens=request.max_new_tokens,
-                        temperature=temperature,
-                        top_p=request.top_p,
-                        seed=(base_seed + attempt) % MAX_SEED,
-                        stop=request.stop_strings,
-                    ),
+                    self._generation(request, prompt, base_seed + attempt, temperature),
                     announced=attempt == 0,
                 )
-                verdict = validate_answer(
-                    result.text,
-                    finish_reason=result.finish_reason,
-                    thresholds=self.thresholds,
-                    system_prompt=prompt.system_prompt,
-                    user_text=prompt.user_text,
-                )
+                verdict = self._validate(result, prompt)
                 attempts.append((result, verdict))
                 if verdict.passed:
                     break
             # Fewest failed checks wins; on a tie the earlier attempt (the one the client's
             # own parameters produced).
             best_index = min(range(len(attempts)), key=lambda i: len(attempts[i][1].failures))
-            best, verdict = attempts[best_index]
-            seconds = best.generate_ms / 1000.0
-            tps = len(best.token_ids) / seconds if seconds > 0 else 0.0
-            record_usage(
-                span,
-                model=self.model_name,
-                input_tokens=len(prompt.input_ids),
-                output_tokens=len(best.token_ids),
-                finish_reason=best.finish_reason,
-                tokens_per_second=tps,
-                first_token_ms=best.first_token_ms,
-                batch_size=best.batch_size,
-                attempts=len(attempts),
-                validation_passed=verdict.passed,
+            self._record(span, prompt, attempts[best_index], len(attempts))
+        return self._answer(prompt, attempts, best_index, job_id, streamed=False)
+
+    async def _pieces(
+        self, request: JobInput, prompt: BuiltPrompt, job_id: str
+    ) -> AsyncIterator[Piece | dict[str, Any]]:
+        """A streamed job's text pieces as the batcher decodes them, then its whole answer.
+
+        No regeneration here, whatever the settings say: the text is out as it is made, so a
+        failed check can only be reported (in the validation's ``regeneration``), not undone.
+        """
+        seed = request.seed if request.seed is not None else random.getrandbits(62)
+        text = TextStream(self.loaded.tokenizer, request.stop_strings)
+        result: GenerationResult | None = None
+        # Not the current span: the consumer runs between our yields, in the same context.
+        with self._span(request, job_id, activate=False) as span:
+            steps = self.generator.stream(
+                self._generation(request, prompt, seed, request.temperature), announced=True
             )
+            async with contextlib.aclosing(steps):
+                async for step in steps:
+                    if isinstance(step, GenerationResult):
+                        result = step
+                    elif (piece := text.push(step)) is not None:
+                        yield piece
+            assert result is not None  # the stream ends with its result or raises
+            if (last := text.finish(result.text)) is not None:
+                yield last
+            verdict = self._validate(result, prompt)
+            self._record(span, prompt, (result, verdict), 1)
+        answer = self._answer(prompt, [(result, verdict)], 0, job_id, streamed=True)
+        answer["validation"]["regeneration"] = "none: a streamed answer is sent as it is made"
+        yield answer
+
+    def _record(
+        self,
+        span: Any,
+        prompt: BuiltPrompt,
+        best: tuple[GenerationResult, ValidationResult],
+        attempts: int,
+    ) -> None:
+        result, verdict = best
+        seconds = result.generate_ms / 1000.0
+        record_usage(
+            span,
+            model=self.model_name,
+            input_tokens=len(prompt.input_ids),
+            output_tokens=len(result.token_ids),
+            finish_reason=result.finish_reason,
+            tokens_per_second=len(result.token_ids) / seconds if seconds > 0 else 0.0,
+            first_token_ms=result.first_token_ms,
+            end_ms=result.queue_ms + result.generate_ms,
+            batch_size=result.batch_size,
+            attempts=attempts,
+            validation_passed=verdict.passed,
+        )
+
+    def _answer(
+        self,
+        prompt: BuiltPrompt,
+        attempts: list[tuple[GenerationResult, ValidationResult]],
+        best_index: int,
+        job_id: str,
+        *,
+        streamed: bool,
+    ) -> dict[str, Any]:
+        """The whole answer's output fields, and the job's one log line."""
+        best, verdict = attempts[best_index]
+        seconds = best.generate_ms / 1000.0
+        tps = len(best.token_ids) / seconds if seconds > 0 else 0.0
         validation = verdict.to_dict()
         validation["attempts"] = [
             {"seed": r.seed, "passed": v.passed, "checks": [f.check for f in v.failures]}
@@ -209,6 +408,7 @@ class ModelHandler:
         log.info(
             "job.done",
             job_id=job_id,
+            stream=streamed,
             input_tokens=len(prompt.input_ids),
             output_tokens=len(best.token_ids),
             generate_ms=round(best.generate_ms, 2),
@@ -228,7 +428,7 @@ class ModelHandler:
             "timings": {
                 "generate_ms": round(best.generate_ms, 3),
                 "queue_ms": round(best.queue_ms, 3),
-                # Queue wait plus prefill: what a streaming client would wait for a first word.
+                # Queue wait plus prefill: what a streaming client waits for a first word.
                 "first_token_ms": round(best.first_token_ms, 3),
                 "tokens_per_second": round(tps, 3),
             },
@@ -239,7 +439,6 @@ class ModelHandler:
             # Most jobs that shared a forward pass with this one (1: it ran alone).
             "batch_size": best.batch_size,
         }
-
 
 def build_handler(
     settings: WorkerSettings, loaded: LoadedModel, *, model_name: str, tracer: Tracer | None = None
@@ -362,4 +561,11 @@ def runpod_config(settings: WorkerSettings) -> dict[str, Any]:
         max_concurrency=settings.max_concurrency,
     )
     log_decode(handler.generator)
-    return {"handler": handler.handle, "concurrency_modifier": settings.concurrency_modifier()}
+    config = {
+        "handler": handler.handle,
+        "concurrency_modifier": settings.concurrency_modifier(),
+        # /runsync and /status answer with the list of every output the job yielded.
+        "return_aggregate_stream": True,
+    }
+    handler.platform_config = config
+    return config
