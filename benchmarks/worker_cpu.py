@@ -45,7 +45,7 @@ async def _main(args: argparse.Namespace) -> None:
                            model_name=name)  # fmt: skip
     question = "I have five years as a data analyst. How do I move into machine learning?"
     # The EOS token may end a job early; measure both paths on the count the handler produced.
-    warm = await single.handle(_job(question, args.tokens))
+    warm = await single.answer(_job(question, args.tokens))
     n_out = warm["usage"]["output_tokens"]
     prompt = single.builder.build(single.builder.messages_for_question(question), args.tokens)
     ids = torch.tensor([prompt.input_ids])
@@ -65,7 +65,7 @@ async def _main(args: argparse.Namespace) -> None:
         tokens = raw()
         raw_ms.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        out = await single.handle(_job(question, args.tokens))
+        out = await single.answer(_job(question, args.tokens))
         wall = (time.perf_counter() - t) * 1000
         handler_ms.append(wall)
         outside_ms.append(wall - out["timings"]["generate_ms"])
@@ -91,15 +91,15 @@ async def _concurrency(
     questions = [f"{question} (variant {i})" for i in range(4)]
     c4_tokens = args.tokens * 2
     for h in (batched, single):  # warm both paths
-        await h.handle(_job(questions[0], 4))
+        await h.answer(_job(questions[0], 4))
     in_turn, together = [], []
     for _ in range(max(3, args.repeats // 3)):
         t = time.perf_counter()
         for q in questions:
-            await single.handle(_job(q, c4_tokens))
+            await single.answer(_job(q, c4_tokens))
         in_turn.append(time.perf_counter() - t)
         t = time.perf_counter()
-        outs = await asyncio.gather(*(batched.handle(_job(q, c4_tokens)) for q in questions))
+        outs = await asyncio.gather(*(batched.answer(_job(q, c4_tokens)) for q in questions))
         together.append(time.perf_counter() - t)
     batch_sizes = sorted({o["batch_size"] for o in outs})
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from generation_helpers import reference
 
+from podpulse.common.testing import wait_until
 from podpulse.worker._batching import BatchGenerator, GenerationRequest
 from podpulse.worker._model import LoadedModel
 
@@ -185,3 +186,25 @@ async def test_cancelled_job_leaves_the_batch(prompts, make) -> None:
     # close() waits for the rows in flight: had the cancelled row stayed, that is 400 steps.
     await asyncio.to_thread(gen.close)
     assert gen.stats.forward_calls < 100
+
+
+async def test_stream_hands_over_each_step_and_closing_early_frees_the_slot(
+    loaded, prompts, make
+) -> None:
+    """stream() yields one token per step, in order, then the result whose tokens they are;
+    closing it after two steps drops the row, so the slot is free before its max_new_tokens."""
+    gen = make(max_batch=1)
+    items = [item async for item in gen.stream(GenerationRequest(prompts[0], N))]
+    *steps, result = items
+    assert [len(ids) for ids in steps] == [1] * N
+    assert [i for ids in steps for i in ids] == result.token_ids == reference(loaded, prompts[0], N)
+    calls = gen.stats.forward_calls
+    early = gen.stream(GenerationRequest(prompts[1], 400))
+    await anext(early)
+    await anext(early)
+    await early.aclose()
+    # The one slot frees for the next job, which runs its N steps; 400 would have come first.
+    assert len((await gen.generate(GenerationRequest(prompts[2], N))).token_ids) == N
+    # The finished row leaves its lane just after its result is out.
+    wait_until(lambda: gen.active == 0, 30, "the batch to empty")
+    assert gen.stats.forward_calls - calls < 100

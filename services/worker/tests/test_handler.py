@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import subprocess
 import sys
@@ -62,7 +63,7 @@ async def test_question_job_returns_text_usage_timings_validation_model(make) ->
     """A valid job answers every documented output field, consistently filled."""
     payload = {"question": "How do I become a data analyst?", "profile": {"skills": ["Excel"]},
                "max_new_tokens": 8, "seed": 3}  # fmt: skip
-    out = await make().handle(job(**payload))
+    out = await make().answer(job(**payload))
     assert "error" not in out
     assert isinstance(out["text"], str)
     assert out["usage"]["output_tokens"] <= 8
@@ -84,7 +85,7 @@ async def test_messages_job_and_seed_reproducibility(make) -> None:
     handler = make()
     payload = {"messages": [{"role": "user", "content": "Hello"}], "max_new_tokens": 6,
                "temperature": 0.9, "seed": 11}  # fmt: skip
-    first, second = await handler.handle(job(**payload)), await handler.handle(job(**payload))
+    first, second = await handler.answer(job(**payload)), await handler.answer(job(**payload))
     assert "error" not in first
     assert first["text"] == second["text"]
     assert first["seed"] == 11
@@ -115,7 +116,7 @@ async def test_messages_job_and_seed_reproducibility(make) -> None:
 async def test_bad_input_is_an_error_naming_the_field(make, payload, fragment) -> None:
     """Each malformed input returns only {'error': ...} mentioning what was wrong."""
     handler = make()
-    out = await handler.handle(job(**payload))
+    out = await handler.answer(job(**payload))
     assert set(out) == {"error"}
     assert fragment in out["error"]
     assert handler.generator.expected == 0  # a rejected job is no longer awaited for batching
@@ -124,16 +125,16 @@ async def test_bad_input_is_an_error_naming_the_field(make, payload, fragment) -
 @pytest.mark.parametrize("bad_job", [{"id": "x", "input": "text"}, {"id": "x"}, {"input": [1]}])
 async def test_input_that_is_not_an_object_is_an_error(make, bad_job) -> None:
     """A non-object input (or none) fails the job with a clear message."""
-    out = await make().handle(bad_job)
+    out = await make().answer(bad_job)
     assert out == {"error": "invalid input: 'input' must be a JSON object"}
 
 
 async def test_prompt_over_the_context_is_a_clear_error(make) -> None:
     """A prompt that does not fit the context fails with the token counts, not a crash."""
     handler = make(max_new_tokens=2000)
-    out = await handler.handle(job(question="word " * 1500, max_new_tokens=2000))
+    out = await handler.answer(job(question="word " * 1500, max_new_tokens=2000))
     assert "exceeds the model's context of 2048 tokens" in out["error"]
-    assert "error" not in await handler.handle(job(question="ok", max_new_tokens=2))
+    assert "error" not in await handler.answer(job(question="ok", max_new_tokens=2))
 
 
 async def test_cuda_oom_fails_the_job_and_asks_for_a_worker_refresh(make, loaded, monkeypatch):
@@ -144,7 +145,7 @@ async def test_cuda_oom_fails_the_job_and_asks_for_a_worker_refresh(make, loaded
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(loaded.model, "forward", oom)
-    out = await handler.handle(job(question="hi", max_new_tokens=2))
+    out = await handler.answer(job(question="hi", max_new_tokens=2))
     assert out == {"error": "CUDA out of memory; the worker will restart", "refresh_worker": True}
 
 
@@ -172,7 +173,7 @@ async def test_event_loop_keeps_running_while_the_model_generates(
 
     monkeypatch.setattr(loaded.model, "forward", recording_forward)
     task = asyncio.create_task(ticker())
-    await handler.handle(job(question="hi", max_new_tokens=150, temperature=0))
+    await handler.answer(job(question="hi", max_new_tokens=150, temperature=0))
     done.set()
     await task
     assert len(forwards) > 2
@@ -185,9 +186,9 @@ async def test_concurrent_jobs_share_forward_passes(make) -> None:
     handler = make()
     questions = ("a", "data science?", "move to Berlin", "salary talk")
     payloads = [{"question": q, "max_new_tokens": 10, "temperature": 0} for q in questions]
-    alone = [await handler.handle(job(**p)) for p in payloads]
+    alone = [await handler.answer(job(**p)) for p in payloads]
     calls = handler.generator.stats.forward_calls
-    together = await asyncio.gather(*(handler.handle(job(**p)) for p in payloads))
+    together = await asyncio.gather(*(handler.answer(job(**p)) for p in payloads))
     assert [t["text"] for t in together] == [a["text"] for a in alone]
     # 10 tokens each: 10 shared passes (11 if one job joined a step late), not 4 x 10 in turn.
     assert handler.generator.stats.forward_calls - calls <= 11
@@ -197,10 +198,10 @@ async def test_concurrent_jobs_share_forward_passes(make) -> None:
 async def test_regeneration_is_off_by_default_and_returns_best_attempt_when_on(make) -> None:
     """Default: one attempt; max_regenerations=2 and an unmeetable check: 3 attempts, listed."""
     payload = {"question": "hi", "max_new_tokens": 4, "temperature": 0, "seed": 5}
-    once = await make(validation_min_words=1000).handle(job(**payload))
+    once = await make(validation_min_words=1000).answer(job(**payload))
     assert len(once["validation"]["attempts"]) == 1
     assert once["validation"]["passed"] is False
-    retried = await make(validation_min_words=1000, max_regenerations=2).handle(job(**payload))
+    retried = await make(validation_min_words=1000, max_regenerations=2).answer(job(**payload))
     attempts = retried["validation"]["attempts"]
     assert [a["seed"] for a in attempts] == [5, 6, 7]
     assert all("too_short" in a["checks"] for a in attempts)
@@ -213,8 +214,8 @@ async def test_no_prompt_or_answer_text_in_logs_or_spans(make, spans) -> None:
     """Logs and spans carry ids, counts and timings but never the question or the answer."""
     handler = make()
     with structlog.testing.capture_logs() as logs:
-        out = await handler.handle(job(question=SECRET_QUESTION, max_new_tokens=12, seed=1))
-        await handler.handle(job(question=SECRET_QUESTION, temperature=9))
+        out = await handler.answer(job(question=SECRET_QUESTION, max_new_tokens=12, seed=1))
+        await handler.answer(job(question=SECRET_QUESTION, temperature=9))
     dumped = json.dumps(logs, default=str) + json.dumps(
         [dict(s.attributes or {}) for s in spans.get_finished_spans()], default=str
     )
@@ -227,7 +228,7 @@ async def test_no_prompt_or_answer_text_in_logs_or_spans(make, spans) -> None:
 
 async def test_generation_span_follows_genai_conventions(make, spans) -> None:
     """One 'chat tiny' span per job with the gen_ai request and usage attributes."""
-    out = await make().handle(job(question="hi", max_new_tokens=5, temperature=0.5, seed=9))
+    out = await make().answer(job(question="hi", max_new_tokens=5, temperature=0.5, seed=9))
     (span,) = spans.get_finished_spans()
     attrs = dict(span.attributes or {})
     assert span.name == "chat tiny"
@@ -242,7 +243,8 @@ async def test_generation_span_follows_genai_conventions(make, spans) -> None:
 
 
 def test_runpod_config_loads_the_tiny_model_by_default(cache_dir) -> None:
-    """Unset WORKER_MODEL_ID: the tiny model; an async handler and the configured concurrency."""
+    """Unset WORKER_MODEL_ID: the tiny model; an async-generator handler whose outputs the SDK
+    aggregates, and the configured concurrency."""
     settings = WorkerSettings(cache_dir=cache_dir, max_concurrency=3)
     with structlog.testing.capture_logs() as logs:
         config = runpod_config(settings)
@@ -250,10 +252,15 @@ def test_runpod_config_loads_the_tiny_model_by_default(cache_dir) -> None:
     assert loaded["model"] == TINY_MODEL_NAME
     assert loaded["startup_s"] > 0  # the worker's share of a cold start is logged
     try:
-        assert asyncio.iscoroutinefunction(config["handler"])
+        assert inspect.isasyncgenfunction(config["handler"])
+        assert config["return_aggregate_stream"] is True
         assert config["concurrency_modifier"](1) == 3
         payload = {"question": "hi", "max_new_tokens": 2}
-        out = asyncio.run(config["handler"]({"id": "j", "input": payload}))
+
+        async def outputs() -> list:
+            return [out async for out in config["handler"]({"id": "j", "input": payload})]
+
+        (out,) = asyncio.run(outputs())
         assert out["model"] == TINY_MODEL_NAME
     finally:
         config["handler"].__self__.generator.close()
@@ -285,7 +292,7 @@ async def test_a_lone_job_does_not_wait_for_companions(make) -> None:
     handler = make(batch_wait_ms=500)
     handler.generator._batch_wait = 3600.0  # longer than the settings allow, to make it plain
     # The timeout only keeps a broken loop from hanging the suite.
-    out = await asyncio.wait_for(handler.handle(job(question="hi", max_new_tokens=2)), 120)
+    out = await asyncio.wait_for(handler.answer(job(question="hi", max_new_tokens=2)), 120)
     assert "error" not in out, out
     assert out["timings"]["queue_ms"] < 3_600_000
     assert handler.generator.expected == 0
@@ -293,7 +300,7 @@ async def test_a_lone_job_does_not_wait_for_companions(make) -> None:
 
 async def test_default_max_new_tokens_respects_the_worker_cap(make) -> None:
     """Without max_new_tokens a job gets min(256, WORKER_MAX_NEW_TOKENS), never more."""
-    out = await make(max_new_tokens=5).handle(job(question="hi", temperature=0))
+    out = await make(max_new_tokens=5).answer(job(question="hi", temperature=0))
     assert out["usage"]["output_tokens"] <= 5
 
 
@@ -306,7 +313,7 @@ async def test_a_step_that_never_returns_fails_its_jobs_and_asks_for_a_new_worke
     handler.generator.step_hook = lambda _rows: release.wait(60)  # the pass that hangs
     try:
         outs = await asyncio.gather(*(
-            handler.handle(job(question=f"q{i}", max_new_tokens=4)) for i in range(2)
+            handler.answer(job(question=f"q{i}", max_new_tokens=4)) for i in range(2)
         ))  # fmt: skip
         # Answered by the stall check, not by the step: it is still in progress, past the limit.
         assert handler.generator.stalled_for() > 0.3
@@ -322,5 +329,5 @@ async def test_a_step_that_never_returns_fails_its_jobs_and_asks_for_a_new_worke
     wait_until(lambda: handler.generator.stalled_for() == 0.0, 30, "the hung step to end")
     # A normal step on a loaded machine may itself outlast 0.3 s: the limit has done its part.
     handler.generator.stall_s = 60.0
-    again = await handler.handle(job(question="after", max_new_tokens=2))
+    again = await handler.answer(job(question="after", max_new_tokens=2))
     assert "error" not in again, again

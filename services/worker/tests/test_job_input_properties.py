@@ -186,7 +186,7 @@ def _assert_names_fields_only(message: str) -> None:
 
 
 def _refused_by_handler(handler: ModelHandler, raw: Any) -> dict[str, Any]:
-    reply = asyncio.run(handler.handle({"id": "job-p", "input": raw}))
+    reply = asyncio.run(handler.answer({"id": "job-p", "input": raw}))
     assert handler.generator.expected == 0  # a refused job is not awaited by the batcher
     return reply
 

@@ -164,7 +164,7 @@ async def test_handler_answers_the_same_on_the_static_path(loaded) -> None:
         handler = build_handler(settings, loaded, model_name="tiny")
         try:
             assert handler.generator.decode == decode
-            answers[decode] = await handler.handle(job)
+            answers[decode] = await handler.answer(job)
         finally:
             handler.generator.close()
     assert "error" not in answers["static"]

@@ -103,8 +103,9 @@ class ModelHandler:
             yield await self.answer(job)
             return
         try:
-            # aclosing: a consumer that stops (the SDK cancelling the job) closes the inner
-            # generators at once, and with them the batcher's row.
+            # aclosing, here and below: a consumer that stops closes every inner generator at
+            # once, down to the batcher's, which drops the job's row (an async generator left
+            # to the garbage collector would keep decoding for nobody until then).
             async with contextlib.aclosing(outputs):
                 async for output in outputs:
                     yield output
@@ -174,12 +175,13 @@ class ModelHandler:
             assert request is not None  # no error means both are set
             assert prompt is not None
             submitted = True
-            async for item in self._pieces(request, prompt, job_id):
-                if isinstance(item, Piece):
-                    yield {"text": item.text, "tokens": item.tokens}
-                else:
-                    rest = {key: value for key, value in item.items() if key != "text"}
-                    yield {"text": "", "tokens": 0, **rest, "done": True}
+            async with contextlib.aclosing(self._pieces(request, prompt, job_id)) as pieces:
+                async for item in pieces:
+                    if isinstance(item, Piece):
+                        yield {"text": item.text, "tokens": item.tokens}
+                    else:
+                        rest = {key: value for key, value in item.items() if key != "text"}
+                        yield {"text": "", "tokens": 0, **rest, "done": True}
         finally:
             if not submitted:
                 self.generator.expected -= 1
@@ -225,15 +227,16 @@ class ModelHandler:
             events = ChatStream(
                 completion_id, created, self.model_name, include_usage=chat.include_usage
             )
-            async for item in self._pieces(request, prompt, job_id):
-                if isinstance(item, Piece):
-                    if item.text:  # a count without text is in the usage at the end
-                        yield events.text(item.text)
-                else:
-                    usage = item["usage"]
-                    yield events.end(
-                        item["finish_reason"], usage["input_tokens"], usage["output_tokens"]
-                    )
+            async with contextlib.aclosing(self._pieces(request, prompt, job_id)) as pieces:
+                async for item in pieces:
+                    if isinstance(item, Piece):
+                        if item.text:  # a count without text is in the usage at the end
+                            yield events.text(item.text)
+                    else:
+                        usage = item["usage"]
+                        yield events.end(
+                            item["finish_reason"], usage["input_tokens"], usage["output_tokens"]
+                        )
         finally:
             if not submitted:
                 self.generator.expected -= 1
