@@ -105,7 +105,7 @@ async def test_streamed_text_and_tokens_add_up_to_the_whole_answer(handler, stop
     assert "".join(c["text"] for c in steps) == whole["text"]
     assert sum(c["tokens"] for c in steps) == whole["usage"]["output_tokens"]
     assert all(set(c) == {"text", "tokens"} and c["tokens"] >= 0 for c in steps)
-    assert final["text"] == "" and final["tokens"] == 0 and final["done"] is True
+    assert (final["text"], final["tokens"], final["done"]) == ("", 0, True)
     assert final["usage"] == whole["usage"]
     assert final["finish_reason"] == whole["finish_reason"]
     assert set(final["timings"]) == TIMINGS
@@ -232,8 +232,9 @@ async def test_every_job_span_carries_time_to_first_token_and_per_output_token(
 
 # -- RunPod's OpenAI route --------------------------------------------------------------------
 
+# A developer message and content parts: both are read into the worker's plain messages.
 CHAT = {"messages": [{"role": "developer", "content": "Be brief."},
-                     {"role": "user", "content": [{"type": "text", "text": "Which jobs suit me?"}]}],
+                     {"role": "user", "content": [{"type": "text", "text": "Which jobs?"}]}],
         "model": "whatever", "max_tokens": 10, "temperature": 0.8, "seed": 9}  # fmt: skip
 
 
@@ -254,7 +255,7 @@ async def test_openai_chat_streams_events_that_add_up_to_the_completion(handler)
     *chunks, usage_chunk, done = events(strings)
     assert done == "[DONE]"
     assert strings[-1].endswith("data: [DONE]\n\n")
-    assert usage_chunk["choices"] == [] and usage_chunk["usage"] == usage
+    assert (usage_chunk["choices"], usage_chunk["usage"]) == ([], usage)
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert len({c["id"] for c in [*chunks, usage_chunk]}) == 1
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -273,7 +274,7 @@ async def test_openai_stream_without_usage_and_the_models_list(handler) -> None:
     (models,) = await outputs(handler, openai("/v1/models"))
     assert models["object"] == "list"
     (model,) = models["data"]
-    assert model["id"] == "tiny" and model["object"] == "model"
+    assert (model["id"], model["object"]) == ("tiny", "model")
     assert set(model) == {"id", "object", "created", "owned_by"}
 
 
@@ -284,15 +285,31 @@ async def test_openai_stream_without_usage_and_the_models_list(handler) -> None:
         ("/v1/chat/completions", {"model": "x"}, "messages", "Field required"),
         ("/v1/chat/completions", {**CHAT, "temperature": "hot"}, "temperature", "valid number"),
         ("/v1/chat/completions", {**CHAT, "max_tokens": 5000}, "max_tokens", "at most 64"),
-        ("/v1/chat/completions", {**CHAT, "max_tokens": None, "max_completion_tokens": 0},
-         "max_completion_tokens", "greater than or equal to 1"),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "max_tokens": None, "max_completion_tokens": 0},
+            "max_completion_tokens",
+            "greater than or equal to 1",
+        ),
         ("/v1/chat/completions", {**CHAT, "tools": []}, "tools", "Extra inputs"),
-        ("/v1/chat/completions", {**CHAT, "stream_options": {"include_usage": True}},
-         "stream_options", "only allowed when stream is true"),
-        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "robot", "content": "x"}]},
-         "messages.0.role", "Input should be"),
-        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "assistant", "content": "x"}]},
-         None, "end with a user message"),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "stream_options": {"include_usage": True}},
+            "stream_options",
+            "only allowed when stream is true",
+        ),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "messages": [{"role": "robot", "content": "x"}]},
+            "messages.0.role",
+            "Input should be",
+        ),
+        (
+            "/v1/chat/completions",
+            {**CHAT, "messages": [{"role": "assistant", "content": "x"}]},
+            None,
+            "end with a user message",
+        ),
         ("/v1/chat/completions", {**CHAT, "n": 2}, "n", "Input should be 1"),
         ("/v1/completions", {"prompt": "x"}, "openai_route", "serves /v1/chat/completions"),
     ],

@@ -28,7 +28,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -192,7 +192,7 @@ class BatchGenerator:
 
     async def stream(
         self, request: GenerationRequest, *, announced: bool = False
-    ) -> AsyncIterator[list[int] | GenerationResult]:
+    ) -> AsyncGenerator[list[int] | GenerationResult, None]:
         """Submit a job; yield the token ids each step adds to it, as the step ends, then its
         result (or raise what ended it). ``announced`` as for :meth:`generate`.
 

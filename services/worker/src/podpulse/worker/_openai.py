@@ -37,7 +37,9 @@ _OWNER = "podpulse"
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
-def error_body(message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error object for a request the client must fix (the platform answers 400)."""
     return {
         "error": {
@@ -180,9 +182,7 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
     }
 
 
-def chat_completion(
-    completion_id: str, created: int, answer: dict[str, Any]
-) -> dict[str, Any]:
+def chat_completion(completion_id: str, created: int, answer: dict[str, Any]) -> dict[str, Any]:
     """The ``chat.completion`` object for a whole answer (the handler's output dict)."""
     return {
         "id": completion_id,
@@ -235,9 +235,7 @@ class ChatStream:
         self._first = False
         return _event(self._chunk(delta, None))
 
-    def end(
-        self, finish_reason: str, input_tokens: int, output_tokens: int, text: str = ""
-    ) -> str:
+    def end(self, finish_reason: str, input_tokens: int, output_tokens: int, text: str = "") -> str:
         """The finishing event (with any last text), the usage event if asked, and [DONE]."""
         delta = {"content": text} if text else {}
         if self._first:

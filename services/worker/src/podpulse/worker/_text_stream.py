@@ -7,8 +7,9 @@ and gives out only what the window added (the way text-generation-inference does
 window ends inside a character (the decode ends in U+FFFD), nothing goes out yet.
 
 Text that could be the start of a stop string is held back too: the batcher cuts the answer
-at the stop string, which must never have been sent. Nothing else waits. At the end, :meth:`TextStream.finish` compares with the batcher's whole text and gives out what
-is left, so the pieces always join into exactly the non-streamed answer.
+at the stop string, which must never have been sent. Nothing else waits. At the end,
+:meth:`TextStream.finish` compares with the batcher's whole text and gives out what is left,
+so the pieces always join into exactly the non-streamed answer.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import structlog
@@ -85,7 +85,7 @@ class ModelHandler:
         # it reads the config's flag after every job: a fault that needs a new worker sets it.
         self.platform_config: dict[str, Any] | None = None
 
-    async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+    async def handle(self, job: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """RunPod's handler: an async generator, so the SDK posts each output to job-stream as
         it comes and, with ``return_aggregate_stream``, answers the job with the list of them.
 
@@ -96,7 +96,7 @@ class ModelHandler:
         job_id = str(job.get("id", "")) if isinstance(job, dict) else ""
         raw = job.get("input") if isinstance(job, dict) else None
         if isinstance(raw, dict) and "openai_route" in raw:
-            outputs: AsyncIterator[Any] = self._openai(raw, job_id)
+            outputs: AsyncGenerator[Any, None] = self._openai(raw, job_id)
         elif isinstance(raw, dict) and raw.get("stream") is True:
             outputs = self._streamed(raw, job_id)
         else:
@@ -162,7 +162,9 @@ class ModelHandler:
             if not submitted:
                 self.generator.expected -= 1
 
-    async def _streamed(self, raw: dict[str, Any], job_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def _streamed(
+        self, raw: dict[str, Any], job_id: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """A ``"stream": true`` job: ``{"text", "tokens"}`` per decoded step, then the final
         chunk (the whole answer's fields, its text already sent, and ``"done": true``)."""
         self.generator.expected += 1  # as in _handle
@@ -186,7 +188,7 @@ class ModelHandler:
             if not submitted:
                 self.generator.expected -= 1
 
-    async def _openai(self, raw: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+    async def _openai(self, raw: dict[str, Any], job_id: str) -> AsyncGenerator[Any, None]:
         """RunPod's OpenAI route: the models list, or a chat completion (SSE strings when
         streamed, one ``chat.completion`` otherwise); a bad request yields OpenAI's error."""
         route = raw.get("openai_route")
@@ -337,7 +339,7 @@ class ModelHandler:
 
     async def _pieces(
         self, request: JobInput, prompt: BuiltPrompt, job_id: str
-    ) -> AsyncIterator[Piece | dict[str, Any]]:
+    ) -> AsyncGenerator[Piece | dict[str, Any], None]:
         """A streamed job's text pieces as the batcher decodes them, then its whole answer.
 
         No regeneration here, whatever the settings say: the text is out as it is made, so a
@@ -442,6 +444,7 @@ class ModelHandler:
             # Most jobs that shared a forward pass with this one (1: it ran alone).
             "batch_size": best.batch_size,
         }
+
 
 def build_handler(
     settings: WorkerSettings, loaded: LoadedModel, *, model_name: str, tracer: Tracer | None = None
