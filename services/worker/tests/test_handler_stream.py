@@ -134,7 +134,7 @@ async def test_multibyte_text_streams_whole_characters(handler, loaded) -> None:
 
 async def test_a_job_without_stream_yields_exactly_its_whole_answer(handler) -> None:
     """No stream flag: one output, the whole answer with every field it always had."""
-    payload = {"question": QUESTION, "max_new_tokens": 6, "seed": 3}
+    payload: dict[str, Any] = {"question": QUESTION, "max_new_tokens": 6, "seed": 3}
     (out,) = await outputs(handler, job(**payload))
     assert set(out) == {"text", "usage", "timings", "validation", "model", "finish_reason",
                         "seed", "batch_size"}  # fmt: skip
