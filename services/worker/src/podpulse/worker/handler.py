@@ -24,8 +24,9 @@ import torch
 from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
+from ._answer import Attempt, answer_fields, record_answer
 from ._batching import BatchGenerator, GenerationRequest, GenerationResult, GenerationStalled
-from ._genai_spans import generation_span, record_usage
+from ._genai_spans import generation_span
 from ._job_input import MAX_SEED, JobInput, Message, Profile, describe_input_error
 from ._model import LoadedModel, ModelLoadError, load_model
 from ._openai import (
@@ -318,7 +319,7 @@ class ModelHandler:
     ) -> dict[str, Any]:
         base_seed = request.seed if request.seed is not None else random.getrandbits(62)
         with self._span(request, job_id) as span:
-            attempts: list[tuple[GenerationResult, ValidationResult]] = []
+            attempts: list[Attempt] = []
             for attempt in range(1 + self.max_regenerations):
                 temperature = request.temperature
                 if attempt and temperature == 0:
@@ -368,33 +369,15 @@ class ModelHandler:
         answer["validation"]["regeneration"] = "none: a streamed answer is sent as it is made"
         yield answer
 
-    def _record(
-        self,
-        span: Any,
-        prompt: BuiltPrompt,
-        best: tuple[GenerationResult, ValidationResult],
-        attempts: int,
-    ) -> None:
-        result, verdict = best
-        seconds = result.generate_ms / 1000.0
-        record_usage(
-            span,
-            model=self.model_name,
-            input_tokens=len(prompt.input_ids),
-            output_tokens=len(result.token_ids),
-            finish_reason=result.finish_reason,
-            tokens_per_second=len(result.token_ids) / seconds if seconds > 0 else 0.0,
-            first_token_ms=result.first_token_ms,
-            end_ms=result.queue_ms + result.generate_ms,
-            batch_size=result.batch_size,
-            attempts=attempts,
-            validation_passed=verdict.passed,
+    def _record(self, span: Any, prompt: BuiltPrompt, best: Attempt, attempts: int) -> None:
+        record_answer(
+            span, best, attempts=attempts, input_tokens=len(prompt.input_ids), model=self.model_name
         )
 
     def _answer(
         self,
         prompt: BuiltPrompt,
-        attempts: list[tuple[GenerationResult, ValidationResult]],
+        attempts: list[Attempt],
         best_index: int,
         job_id: str,
         *,
@@ -402,14 +385,6 @@ class ModelHandler:
     ) -> dict[str, Any]:
         """The whole answer's output fields, and the job's one log line."""
         best, verdict = attempts[best_index]
-        seconds = best.generate_ms / 1000.0
-        tps = len(best.token_ids) / seconds if seconds > 0 else 0.0
-        validation = verdict.to_dict()
-        validation["attempts"] = [
-            {"seed": r.seed, "passed": v.passed, "checks": [f.check for f in v.failures]}
-            for r, v in attempts
-        ]
-        validation["returned_attempt"] = best_index
         log.info(
             "job.done",
             job_id=job_id,
@@ -427,23 +402,9 @@ class ModelHandler:
         )
         if self._log_content:
             log.debug("job.content", job_id=job_id, prompt=prompt.text, answer=best.text)
-        return {
-            "text": best.text,
-            "usage": {"input_tokens": len(prompt.input_ids), "output_tokens": len(best.token_ids)},
-            "timings": {
-                "generate_ms": round(best.generate_ms, 3),
-                "queue_ms": round(best.queue_ms, 3),
-                # Queue wait plus prefill: what a streaming client waits for a first word.
-                "first_token_ms": round(best.first_token_ms, 3),
-                "tokens_per_second": round(tps, 3),
-            },
-            "validation": validation,
-            "model": self.model_name,
-            "finish_reason": best.finish_reason,
-            "seed": best.seed,
-            # Most jobs that shared a forward pass with this one (1: it ran alone).
-            "batch_size": best.batch_size,
-        }
+        return answer_fields(
+            attempts, best_index, input_tokens=len(prompt.input_ids), model=self.model_name
+        )
 
 
 def build_handler(
