@@ -6,6 +6,12 @@ by the shared continuous-batching loop off the event loop, validated, and answer
 usage, timings, validation and model. Every bad input and every fault becomes
 ``{"error": ...}`` so the worker keeps serving; a CUDA OOM also asks RunPod to restart it.
 
+The handler is an async generator (as runpod-workers/worker-vllm's), and the config asks the
+SDK for ``return_aggregate_stream``: a plain job yields its whole answer once; a job with
+``"stream": true`` yields a chunk per decoded step, then a final chunk with the whole answer's
+fields; a job on RunPod's OpenAI route (``openai_route``, ``openai_input``) yields what that
+route answers (``_openai``).
+
 runpod itself is never imported here: the SDK calls us, not the other way round.
 """
 
