@@ -193,8 +193,9 @@ class BatchGenerator:
     async def stream(
         self, request: GenerationRequest, *, announced: bool = False
     ) -> AsyncGenerator[list[int] | GenerationResult, None]:
-        """Submit a job; yield the token ids each step adds to it, as the step ends, then its
-        result (or raise what ended it). ``announced`` as for :meth:`generate`.
+        """Submit a job; yield the token ids each step adds to it, as the step ends (the
+        steps since the last yield, when the consumer was busy), then its result (or raise
+        what ended it). ``announced`` as for :meth:`generate`.
 
         Leaving early (the task cancelled, the consumer gone: ``aclose``) drops the row at the
         loop's next step, so its batch slot frees at once.
@@ -220,11 +221,20 @@ class BatchGenerator:
                 except TimeoutError:
                     self._raise_if_stalled(row)
                     continue
+                # Steps that came while the consumer was busy go out together: they are late
+                # already, and one hand-over each would only make them later.
+                new: list[int] = []
+                while ids is not None:
+                    new.extend(ids)
+                    if steps.empty():
+                        break
+                    ids = steps.get_nowait()
+                if new:
+                    yield new
                 if ids is None:
                     finished = True
                     yield row.future.result()
                     return
-                yield ids
         finally:
             if not finished:
                 row.cancelled = True
