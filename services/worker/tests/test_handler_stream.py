@@ -208,6 +208,27 @@ async def test_a_fault_mid_stream_fails_the_job_and_asks_for_a_new_worker(
     assert config == {"refresh_worker": True}
 
 
+async def test_a_stalled_step_fails_a_streamed_job_while_the_step_still_hangs(handler) -> None:
+    """A step stuck past the stall limit: the streamed job gets the stall error (and the SDK
+    config's refresh_worker) while the step hangs, not when it returns."""
+    gen, handler.platform_config = handler.generator, {}
+    release = threading.Event()
+    limit, gen.stall_s = gen.stall_s, 0.3
+    gen.step_hook = lambda _rows: release.wait(60) if gen.stats.forward_calls - start > 2 else None
+    start = gen.stats.forward_calls
+    try:
+        chunks = await outputs(handler, job(question="hi", max_new_tokens=20, stream=True))
+        assert gen.stalled_for() > 0.3  # answered by the stall check: the step still hangs
+    finally:
+        release.set()
+        gen.step_hook = None
+        config, handler.platform_config = handler.platform_config, None
+    assert chunks[-1]["error"].startswith("generation stalled: one generation step has run")
+    assert config == {"refresh_worker": True}
+    wait_until(lambda: gen.stalled_for() == 0.0, 30, "the hung step to end")
+    gen.stall_s = limit
+
+
 async def test_every_job_span_carries_time_to_first_token_and_per_output_token(
     handler, spans
 ) -> None:

@@ -57,6 +57,8 @@ __all__ = [
 _POLL_S = 0.0005
 # How often a waiting job looks at the step's age (at most; shorter for a short stall limit).
 _STALL_CHECK_S = 1.0
+# What a streamed job's timer puts in its queue to have the step's age looked at (by identity).
+_LOOK: list[int] = []
 
 
 class GenerationStalled(RuntimeError):
@@ -213,19 +215,30 @@ class BatchGenerator:
         row.future.add_done_callback(lambda _: hand_over(None))
         if announced:
             self.expected -= 1
+        # The stall check comes as a marker in the queue from a timer, rather than as a
+        # timeout on every get: that would cost a task per step.
+        interval = self._stall_check_s()
+        timer: asyncio.TimerHandle | None = None
+
+        def look() -> None:
+            nonlocal timer
+            steps.put_nowait(_LOOK)
+            timer = loop.call_later(interval or 0.0, look)
+
+        if interval is not None:
+            timer = loop.call_later(interval, look)
         finished = False
         try:
             while True:
-                try:
-                    ids = await asyncio.wait_for(steps.get(), self._stall_check_s())
-                except TimeoutError:
-                    self._raise_if_stalled(row)
-                    continue
+                ids = await steps.get()
                 # Steps that came while the consumer was busy go out together: they are late
                 # already, and one hand-over each would only make them later.
                 new: list[int] = []
                 while ids is not None:
-                    new.extend(ids)
+                    if ids is _LOOK:
+                        self._raise_if_stalled(row)
+                    else:
+                        new.extend(ids)
                     if steps.empty():
                         break
                     ids = steps.get_nowait()
@@ -236,6 +249,8 @@ class BatchGenerator:
                     yield row.future.result()
                     return
         finally:
+            if timer is not None:
+                timer.cancel()
             if not finished:
                 row.cancelled = True
 
