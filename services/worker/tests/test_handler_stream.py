@@ -214,8 +214,8 @@ async def test_a_stalled_step_fails_a_streamed_job_while_the_step_still_hangs(ha
     gen, handler.platform_config = handler.generator, {}
     release = threading.Event()
     limit, gen.stall_s = gen.stall_s, 0.3
-    gen.step_hook = lambda _rows: release.wait(60) if gen.stats.forward_calls - start > 2 else None
     start = gen.stats.forward_calls
+    gen.step_hook = lambda _rows: release.wait(60) if gen.stats.forward_calls - start > 2 else None
     try:
         chunks = await outputs(handler, job(question="hi", max_new_tokens=20, stream=True))
         assert gen.stalled_for() > 0.3  # answered by the stall check: the step still hangs
