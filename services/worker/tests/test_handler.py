@@ -254,6 +254,8 @@ def test_runpod_config_loads_the_tiny_model_by_default(cache_dir) -> None:
     try:
         assert inspect.isasyncgenfunction(config["handler"])
         assert config["return_aggregate_stream"] is True
+        # The dict the SDK reads refresh_worker from after every job (see _refresh).
+        assert config["handler"].__self__.platform_config is config
         assert config["concurrency_modifier"](1) == 3
         payload = {"question": "hi", "max_new_tokens": 2}
 
