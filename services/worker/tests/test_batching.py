@@ -191,24 +191,33 @@ async def test_cancelled_job_leaves_the_batch(prompts, make) -> None:
 async def test_stream_hands_over_each_step_and_closing_early_frees_the_slot(
     loaded, prompts, make
 ) -> None:
-    """stream() yields each step's token as it comes (steps that came while the consumer was
-    busy together), then the result whose tokens they are; closing it then drops
-    the row, so the slot is free before its max_new_tokens."""
+    """stream() yields each step's token as it comes (the steps since the last yield when the
+    consumer was busy), then the result whose tokens they are; closing it drops the row at the
+    next step, so the one slot is free long before the closed job's 400 tokens."""
     gen = make(max_batch=1)
     items = [item async for item in gen.stream(GenerationRequest(prompts[0], N))]
     *steps, result = items
     assert all(len(ids) >= 1 for ids in steps)
     assert [i for ids in steps for i in ids] == result.token_ids == reference(loaded, prompts[0], N)
+    # From here the test lets the generation thread run one step per release.
+    allowed = threading.Semaphore(0)
+
+    def hook(_rows: int) -> None:
+        allowed.acquire(timeout=30)
+
+    gen.step_hook = hook
     calls = gen.stats.forward_calls
     early = gen.stream(GenerationRequest(prompts[1], 400))
-    await anext(early)
-    # Not reading while three more steps run: the next yield holds every step since.
-    start = gen.stats.forward_calls
-    await asyncio.to_thread(wait_until, lambda: gen.stats.forward_calls >= start + 3, 30, "steps")
-    assert len(await anext(early)) >= 2
+    allowed.release()  # the prefill
+    assert len(await anext(early)) == 1
+    allowed.release(3)  # three decode steps while nobody reads; the fifth pass then waits
+    await asyncio.to_thread(
+        wait_until, lambda: gen.stats.forward_calls - calls == 5, 30, "three more steps"
+    )
+    assert len(await anext(early)) == 3
     await early.aclose()
-    # The one slot frees for the next job, which runs its N steps; 400 would have come first.
+    gen.step_hook = None
+    allowed.release()  # the fifth pass ends, and the closed row leaves with it
     assert len((await gen.generate(GenerationRequest(prompts[2], N))).token_ids) == N
-    # The finished row leaves its lane just after its result is out.
-    wait_until(lambda: gen.active == 0, 30, "the batch to empty")
-    assert gen.stats.forward_calls - calls < 100
+    # Five passes for the closed job, then the next job's N: none decoded for nobody.
+    assert gen.stats.forward_calls - calls == 5 + N

@@ -144,27 +144,45 @@ async def test_a_job_without_stream_yields_exactly_its_whole_answer(handler) -> 
     ]
 
 
+def hold_after(handler: ModelHandler, passes: int) -> threading.Event:
+    """Hold the generation thread at its ``passes``-th pass from now until the event is set,
+    so that a job cannot run on while the test stops it."""
+    gen = handler.generator
+    go = threading.Event()
+    start = gen.stats.forward_calls
+
+    def hook(_rows: int) -> None:
+        if gen.stats.forward_calls - start >= passes:
+            go.wait(30)
+
+    gen.step_hook = hook
+    return go
+
+
 async def test_a_consumer_that_stops_frees_the_batch_slot_at_once(handler) -> None:
-    """Closing a stream after its first chunk drops the row; the next job does not wait for
-    the closed one's max_new_tokens."""
+    """Closing a stream after its first chunk drops the row at the next step; the next job
+    does not wait for the closed one's max_new_tokens."""
     gen = handler.generator
     calls = gen.stats.forward_calls
+    go = hold_after(handler, 8)
     stream = handler.handle(job(question=QUESTION, max_new_tokens=64, temperature=0.9, seed=1,
                                 stream=True))  # fmt: skip
     first = await anext(stream)
     assert first["tokens"] >= 1
     await stream.aclose()
-    wait_until(lambda: gen.active == 0, 30, "the closed job's row to leave the batch")
+    go.set()
     (after,) = await outputs(handler, job(question="hi", max_new_tokens=2))
     assert "error" not in after
-    # Had the closed row stayed, the batcher would have run its 64 steps.
-    assert gen.stats.forward_calls - calls < 40
+    # At most 8 passes and the one it was dropped in, then the next job's 2; not 64.
+    assert gen.stats.forward_calls - calls <= 8 + 1 + 2
+    wait_until(lambda: gen.active == 0, 30, "the batch to empty")
 
 
 async def test_a_cancelled_streamed_job_frees_its_slot(handler) -> None:
     """The SDK cancels the handler's task on job-stop: the row leaves at the next step."""
     gen = handler.generator
     calls = gen.stats.forward_calls
+    go = hold_after(handler, 8)
     got_one = asyncio.Event()
 
     async def consume() -> None:
@@ -177,8 +195,9 @@ async def test_a_cancelled_streamed_job_frees_its_slot(handler) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    go.set()
     wait_until(lambda: gen.active == 0, 30, "the cancelled job's row to leave the batch")
-    assert gen.stats.forward_calls - calls < 40
+    assert gen.stats.forward_calls - calls <= 8 + 1
     assert gen.expected == 0
 
 
