@@ -253,7 +253,7 @@ def env_command(
         raise typer.Exit(1) from None
     names = ", ".join(answer.get("env") or []) or "none"
     console().print(
-        f"worker env changes: {names}; revision {answer.get('revision')}; "
+        f"worker env overrides in force: {names}; revision {answer.get('revision')}; "
         f"workers to roll: {answer.get('workersToRoll')}",
         highlight=False,
     )
