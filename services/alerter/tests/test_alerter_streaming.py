@@ -149,7 +149,11 @@ _GENAI = {"name": "chat qwen", "resource": {"runpod.endpoint.id": "ep1"}}
             f"{TPOT} must be a finite number of seconds in [0, 1e6], got 2000000.0",
         ),
         # 700 "s" to first token in a job of 4 s in all: milliseconds sent as seconds.
-        (_streamed(700.0, 0.02), {}, f"{TTFT} is 700 s, longer than the job's total 4000 ms"),
+        (
+            _streamed(700.0, 0.02),
+            {},
+            f"{TTFT} is 700 s, longer than the job's podpulse.total_ms 4000 ms",
+        ),
         ({**_generation(0.3, 0.01), TPOT: -1.0}, _GENAI, f"{TPOT} must be a finite number"),
         ({**_generation(0.3, 0.01), TTFT: True}, _GENAI, f"{TTFT} must be a number, got bool"),
     ],
@@ -190,6 +194,26 @@ async def test_a_bad_time_to_first_or_per_token_refuses_that_span_alone(
         assert ttft.value == pytest.approx(600.0, rel=0.01)
         assert store.stat(EP1, "tpot_ms", "min", 60, NOW).value == pytest.approx(20.0, rel=0.01)
         assert store.stat(EP1, "exec_ms", "p50", 60, NOW).samples == 2  # the bad one: not at all
+
+
+async def test_a_first_token_past_the_span_duration_counts_without_a_measured_total() -> None:
+    """Without podpulse.total_ms the span's duration is the total, but it starts at the real
+    send and the prober's TTFT at the intended one (earlier under load): a TTFT longer than the
+    duration is counted, not refused."""
+    attrs = {**_streamed(2.0, 0.02), "runpod.execution_ms": 500.0}
+    del attrs["podpulse.total_ms"]
+    store = MemoryWindowStore(bucket_s=10, retention_s=3600, max_series=10, clock=lambda: NOW)
+    app = create_ingest_app(settings(), store, clock=lambda: NOW,
+                            token=Secret("ALERTER_TEST_TOKEN"))  # fmt: skip
+    body = proto_request([SpanSpec(attrs, duration_s=1.5)]).SerializeToString()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://r"
+    ) as client:
+        reply = await client.post("/v1/traces", content=body, headers=PB)
+    assert reply.status_code == 200
+    assert not ExportTraceServiceResponse.FromString(reply.content).HasField("partial_success")
+    assert store.stat(EP1, "ttft_ms", "max", 60, NOW).value == pytest.approx(2000.0, rel=0.01)
+    assert store.stat(EP1, "total_ms", "max", 60, NOW).value == pytest.approx(1500.0, rel=0.01)
 
 
 def test_the_shipped_rules_alert_on_ttft_and_tpot_p95_like_the_others() -> None:
