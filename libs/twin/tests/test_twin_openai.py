@@ -16,7 +16,8 @@ from twin_helpers import calibrated, small
 
 from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin, running_twin
-from podpulse.twin._openai_api import _worker_error
+from podpulse.twin._jobs import Job, JobStatus, Policy
+from podpulse.twin._openai_api import _relay, _worker_error
 from podpulse.twin.calibrated import _plan
 
 FIRST_TOKEN_MS = 150.0
@@ -289,3 +290,24 @@ def test_an_error_object_the_sdk_turned_into_text_is_read_back() -> None:
         "message": "m", "type": "t", "param": None, "code": None}  # fmt: skip
     assert _worker_error("handler: boom") is None
     assert _worker_error("__import__('os')") is None
+
+
+async def test_a_relayed_chunk_leaves_a_network_latency_after_it_arrived() -> None:
+    """With TWIN_API_LATENCY_MS each streamed string is written that long after it reached
+    the twin (not after the one before it); a stream without [DONE] gets an error and [DONE]."""
+    latency_s = 0.1
+    job = Job(id="j", input={}, policy=Policy(), sync=True, status=JobStatus.IN_PROGRESS)
+    clock = asyncio.get_running_loop().time
+    job.stream.append({"output": "data: {}\n\n"})
+    job.stream_at.append(clock())
+    relay = _relay(job, latency_s, clock)
+    started = clock()
+    assert await anext(relay) == "data: {}\n\n"
+    assert clock() - started >= latency_s - 0.001  # the loop's clock resolution
+    job.status = JobStatus.FAILED
+    job.error = "worker died"
+    ending = [text async for text in relay]
+    assert ending == [
+        'data: {"error": {"message": "worker died", "type": "server_error", "param": null, '
+        '"code": null}}\n\ndata: [DONE]\n\n'
+    ]
