@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from twin_helpers import calibrated, small
 
 from podpulse.common.testing import wait_until
@@ -23,7 +24,9 @@ from podpulse.twin.calibrated import _plan
 FIRST_TOKEN_MS = 150.0
 TOKEN_MS = 20.0
 TOKENS = 6
-HELLO = [{"role": "user", "content": "Which career suits a patient tinkerer?"}]
+HELLO: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Which career suits a patient tinkerer?"}
+]
 # The calibrated-stream answer's words: token i is "t{i} ".
 WHOLE = "".join(f"t{i} " for i in range(TOKENS))
 
