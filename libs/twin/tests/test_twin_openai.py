@@ -18,7 +18,7 @@ from twin_helpers import calibrated, small
 from podpulse.common.testing import wait_until
 from podpulse.twin import RunningTwin, running_twin
 from podpulse.twin._jobs import Job, JobStatus, Policy
-from podpulse.twin._openai_api import _relay, _worker_error
+from podpulse.twin._openai_api import _Relay, _worker_error
 from podpulse.twin.calibrated import _plan
 
 FIRST_TOKEN_MS = 150.0
@@ -303,7 +303,7 @@ async def test_a_relayed_chunk_leaves_a_network_latency_after_it_arrived() -> No
     clock = asyncio.get_running_loop().time
     job.stream.append({"output": "data: {}\n\n"})
     job.stream_at.append(clock())
-    relay = _relay(job, latency_s, clock)
+    relay = aiter(_Relay(job, latency_s, clock))
     started = clock()
     assert await anext(relay) == "data: {}\n\n"
     assert clock() - started >= latency_s - 0.001  # the loop's clock resolution

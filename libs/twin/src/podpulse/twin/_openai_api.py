@@ -138,28 +138,35 @@ async def _wait(job: Job, ready: Callable[[], bool], request: Request, timeout_s
     return "ready"
 
 
-async def _relay(job: Job, latency_s: float, clock: Callable[[], float]) -> AsyncIterator[str]:
-    """The job's streamed strings as they arrive, each ``latency_s`` after it reached the
-    twin (the network's one way); an error event and [DONE] when the worker sent no [DONE]."""
-    cursor, done = 0, False
-    while True:
-        if cursor < len(job.stream):
-            text = _event_text(job.stream[cursor].get("output"))
-            if latency_s > 0:
-                await asyncio.sleep(job.stream_at[cursor] + latency_s - clock())
-            cursor += 1
-            done = done or _DONE in text
-            yield text
-        elif job.status in FINAL:
-            break
-        else:
-            job.changed.clear()
-            await job.changed.wait()
-    if not done:
-        error = _failure(job) if job.status is not JobStatus.COMPLETED else {
-            "message": "the worker's stream ended without data: [DONE]",
-            "type": "server_error", "param": None, "code": None}  # fmt: skip
-        yield f"data: {json.dumps({'error': error})}\n\n{_DONE}\n\n"
+class _Relay:
+    """A job's streamed strings as they arrive, each ``latency_s`` after it reached the twin
+    (the network's one way), until the job ends; an error event and [DONE] when the worker
+    sent no [DONE]. ``answered``: [DONE] went out, so the client has its whole answer."""
+
+    def __init__(self, job: Job, latency_s: float, clock: Callable[[], float]) -> None:
+        self.job, self.latency_s, self.clock = job, latency_s, clock
+        self.answered = False
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        job, cursor = self.job, 0
+        while True:
+            if cursor < len(job.stream):
+                text = _event_text(job.stream[cursor].get("output"))
+                if self.latency_s > 0:
+                    await asyncio.sleep(job.stream_at[cursor] + self.latency_s - self.clock())
+                cursor += 1
+                self.answered = self.answered or _DONE in text
+                yield text
+            elif job.status in FINAL:
+                break
+            else:
+                job.changed.clear()
+                await job.changed.wait()
+        if not self.answered:
+            error = _failure(job) if job.status is not JobStatus.COMPLETED else {
+                "message": "the worker's stream ended without data: [DONE]",
+                "type": "server_error", "param": None, "code": None}  # fmt: skip
+            yield f"data: {json.dumps({'error': error})}\n\n{_DONE}\n\n"
 
 
 class _EventStream(StreamingResponse):
@@ -215,15 +222,15 @@ async def _serve(request: Request, route: str) -> Response:
         )
     if not job.stream or not streaming:
         return _answer(job)
-    latency_s = platform.settings.api_latency_ms / 1000
-    return _EventStream(
-        _relay(job, latency_s, platform.queue.clock), lambda: _cancel_unfinished(platform, job)
-    )
+    relay = _Relay(job, platform.settings.api_latency_ms / 1000, platform.queue.clock)
 
+    def abandoned() -> None:
+        # A client that leaves once it has [DONE] (before the job's result is in) left
+        # nothing unread: that job completes.
+        if job.status not in FINAL and not relay.answered:
+            cancel_job(platform, job)
 
-def _cancel_unfinished(platform: Platform, job: Job) -> None:
-    if job.status not in FINAL:
-        cancel_job(platform, job)
+    return _EventStream(aiter(relay), abandoned)
 
 
 async def chat_completions(request: Request) -> Response:
