@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam
 from twin_helpers import calibrated, small
 
-from podpulse.common.testing import wait_until
+from podpulse.common.testing import cases, wait_until
 from podpulse.twin import RunningTwin, running_twin
 from podpulse.twin._jobs import Job, JobStatus, Policy
 from podpulse.twin._openai_api import _Relay, _worker_error
@@ -314,3 +316,66 @@ async def test_a_relayed_chunk_leaves_a_network_latency_after_it_arrived() -> No
         'data: {"error": {"message": "worker died", "type": "server_error", "param": null, '
         '"code": null}}\n\ndata: [DONE]\n\n'
     ]
+
+
+# The stand-in obeys these body keys (an hour's wait, a killed worker): generated bodies leave
+# them out and answer at once.
+_PACE = {"first_token_ms": 0, "token_ms": 0, "output_tokens": 2}
+_text = st.text(max_size=6)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(-1e9, 1e9) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_message = st.fixed_dictionaries(
+    {}, optional={"role": st.sampled_from(["user", "system"]) | _json, "content": _json}
+)
+_options = {
+    "stream": st.booleans() | _json,
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}) | _json,
+    "max_tokens": st.integers(-2, 3) | _json,
+}
+# A well-formed request with odd options, or any field of any shape.
+_chat = st.fixed_dictionaries(
+    {
+        "model": st.just("calibrated"),
+        "messages": st.lists(
+            st.fixed_dictionaries({"role": st.just("user"), "content": _text}), min_size=1
+        ),
+    },
+    optional=_options,
+) | st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.just("calibrated") | _json,
+        "messages": st.lists(_message, max_size=2) | _json,
+        **_options,
+    },
+)
+
+
+def test_generated_chat_bodies_are_answered_or_refused_in_openais_schema(
+    twin: RunningTwin,
+) -> None:
+    """Generated chat bodies (wrong types, missing fields, odd JSON): each is a 200 answer,
+    streamed or whole, or a 400 in OpenAI's error schema naming what is wrong; never 5xx."""
+    headers = {"Authorization": f"Bearer {twin.api_key}"}
+
+    @settings(max_examples=cases(200), deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    @given(body=_chat | _json)
+    def request(body: Any) -> None:
+        sent = {**body, **_PACE} if isinstance(body, dict) else body
+        answer = http.post(f"{_base(twin)}/chat/completions", json=sent, headers=headers)
+        assert answer.status_code in (200, 400), (sent, answer.text)
+        if answer.status_code == 400:
+            error = answer.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}, error
+            assert error["type"] == "invalid_request_error"
+        elif answer.headers["content-type"].startswith("text/event-stream"):
+            assert answer.text.endswith("data: [DONE]\n\n"), answer.text
+        else:
+            assert answer.json()["object"] == "chat.completion", answer.text
+
+    with httpx.Client(timeout=60) as http:
+        request()

@@ -141,20 +141,31 @@ def _token_text(index: int) -> str:
     return f"t{index} "
 
 
-def _count(source: dict[str, Any], key: str) -> int | None:
+# Bounds on a job's own overrides: an hour per wait, and as many tokens as the settings allow,
+# so no request can park a worker's slot for longer (or overflow a sleep).
+_MAX_DELAY_MS = 3_600_000
+_MAX_TOKENS = 100_000
+
+
+def _count(source: dict[str, Any], key: str, limit: int | None = None) -> int | None:
     value = source.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _BadInput(f"{key} must be a positive integer", key)
+    if limit is not None and value > limit:
+        raise _BadInput(f"{key} must be at most {limit}", key)
     return value
 
 
 def _delay(source: dict[str, Any], key: str) -> float | None:
     try:
-        return _number(source, key)
+        value = _number(source, key)
     except ValueError:
-        raise _BadInput(f"{key} must be a non-negative number (ms)", key) from None
+        value = -1.0
+    if value is not None and not 0 <= value <= _MAX_DELAY_MS:
+        raise _BadInput(f"{key} must be a number of ms from 0 to {_MAX_DELAY_MS}", key)
+    return value
 
 
 @dataclass
@@ -176,7 +187,7 @@ def _plan(
     (``max_new_tokens`` natively, ``max_tokens`` on the OpenAI route): a cap below the answer's
     length ends it early with finish_reason "length", as a model stopped by it is."""
     first, gap = _delay(source, "first_token_ms"), _delay(source, "token_ms")
-    wanted = _count(source, "output_tokens") or settings.output_tokens
+    wanted = _count(source, "output_tokens", _MAX_TOKENS) or settings.output_tokens
     cap = _count(source, cap_key)
     if cap_key == "max_tokens" and cap is None:
         cap = _count(source, "max_completion_tokens")  # the newer name of the same bound
