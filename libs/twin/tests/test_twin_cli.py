@@ -44,6 +44,7 @@ def test_serve_flags_override_the_environment_which_overrides_defaults(
            "TWIN_API_KEY": "from-the-environment"}  # fmt: skip
     result = invoke(
         ["serve", "--workers-min", "3", "--exec-ms", "5", "--concurrency", "4",
+         "--first-token-ms", "80", "--token-ms", "12",
          "--worker-command", "python -m 'podpulse.worker'", "--scaler-type", "request_count"],
         env,
     )  # fmt: skip
@@ -57,7 +58,8 @@ def test_serve_flags_override_the_environment_which_overrides_defaults(
     assert settings.idle_timeout_s == 180
     assert settings.api_key.get_secret_value() == "from-the-environment"
     assert "from-the-environment" not in result.output
-    assert CalibratedSettings(exec_ms=5, jitter=0.5).worker_env() == worker_env
+    given = CalibratedSettings(exec_ms=5, first_token_ms=80, token_ms=12, jitter=0.5)
+    assert given.worker_env() == worker_env
     assert f"{sys.executable} -m podpulse.worker" in result.output
 
 

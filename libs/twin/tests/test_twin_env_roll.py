@@ -188,12 +188,12 @@ def test_the_cli_sets_shows_and_unsets(monkeypatch: pytest.MonkeyPatch) -> None:
         runner = CliRunner()
         done = runner.invoke(cli.app, ["env", "TWIN_CALIBRATED_EXEC_MS=6000"])
         assert done.exit_code == 0, done.output
-        assert "worker env changes: TWIN_CALIBRATED_EXEC_MS; revision 1" in done.output
+        assert "worker env overrides in force: TWIN_CALIBRATED_EXEC_MS; revision 1" in done.output
         assert twin.platform.pool.env_overrides == {"TWIN_CALIBRATED_EXEC_MS": "6000"}
         shown = runner.invoke(cli.app, ["env"])
         assert "TWIN_CALIBRATED_EXEC_MS; revision 1" in shown.output
         unset = runner.invoke(cli.app, ["env", "--unset", "TWIN_CALIBRATED_EXEC_MS"])
-        assert "changes: none; revision 2" in unset.output
+        assert "overrides in force: none; revision 2" in unset.output
         bad = runner.invoke(cli.app, ["env", "NOVALUE"])
         assert bad.exit_code == 2
         assert "expected NAME=VALUE, got 'NOVALUE'" in bad.output

@@ -52,8 +52,9 @@ def test_streaming_handler_output_arrives_through_stream() -> None:
     """A generator handler's partial outputs come back from /stream, then the aggregate."""
     settings = small(handler="calibrated-stream")
     with running_twin(settings, calibrated()) as twin, twin.client() as api:
-        job_id = api.post("/run", json={"input": {"chunks": 4, "exec_ms": 100}}).json()["id"]
-        chunks: list[object] = []
+        job_input = {"stream": True, "output_tokens": 4, "first_token_ms": 0, "token_ms": 100}
+        job_id = api.post("/run", json={"input": job_input}).json()["id"]
+        chunks: list[dict[str, object]] = []
 
         def drained() -> bool:
             body = api.get(f"/stream/{job_id}").json()
@@ -61,9 +62,10 @@ def test_streaming_handler_output_arrives_through_stream() -> None:
             return body["status"] == "COMPLETED"
 
         wait_until(drained, 20, "the stream to finish")
-        assert chunks == [{"chunk": i} for i in range(4)]
+        assert [c["text"] for c in chunks[:4]] == ["t0 ", "t1 ", "t2 ", "t3 "]
+        assert chunks[4]["done"] is True
         final = api.get(f"/status/{job_id}").json()
-        assert final["output"] == [{"chunk": i} for i in range(4)]
+        assert final["output"] == chunks
 
 
 def test_an_external_sdk_worker_joins_and_serves() -> None:

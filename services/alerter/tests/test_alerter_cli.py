@@ -46,12 +46,12 @@ def cli(monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str):
 
 
 def test_rules_prints_the_defaults_and_validates_a_file(cli, tmp_path: Path) -> None:
-    """`rules` prints the shipped five (which read back as the defaults); a bad file: exit 2,
+    """`rules` prints the shipped seven (which read back as the defaults); a bad file: exit 2,
     FILE:LINE: key: why."""
     result = cli("alerts", "rules")
     assert result.exit_code == 0
     assert parse_rules(result.stdout) == default_rules()
-    assert len(default_rules().rules) == 5
+    assert len(default_rules().rules) == 7
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_RULES)
     result = cli("alerts", "rules", "--rules", str(bad))

@@ -25,8 +25,9 @@ rules:
 """
 
 
-def test_defaults_are_the_five_documented_thresholds() -> None:
-    """The packaged defaults hold exactly the five alerts of the design, with their severities."""
+def test_defaults_are_the_documented_thresholds() -> None:
+    """The packaged defaults hold exactly the five alerts of the design and the two streaming
+    ones (time to first token, time per output token), with their severities."""
     config = default_rules()
     got = {(r.name, r.metric, r.stat, r.op, r.threshold, r.severity) for r in config.rules}
     assert got == {
@@ -35,6 +36,8 @@ def test_defaults_are_the_five_documented_thresholds() -> None:
         ("TotalP95High", "total_ms", "p95", ">", 8000, "critical"),
         ("FailRateHigh", "fail_rate", "rate", ">", 0.01, "critical"),
         ("ThroughputLow", "tokens_per_s", "mean", "<", 30, "warning"),
+        ("TtftP95High", "ttft_ms", "p95", ">", 2000, "warning"),
+        ("TpotP95High", "tpot_ms", "p95", ">", 50, "warning"),
     }
     assert all(r.for_ > 0 and r.min_samples > 1 for r in config.rules)
 

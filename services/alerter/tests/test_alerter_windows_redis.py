@@ -45,24 +45,23 @@ def _store(url: str, prefix: str) -> RedisWindowStore:
 
 
 def _spans(now: float) -> list[SpanSpec]:
-    """120 jobs over the last 10 minutes: spread latencies, some failures, two endpoints."""
+    """120 jobs over the last 10 minutes: spread latencies, some failures, two endpoints;
+    every third one streamed (time to first token and per output token, in seconds)."""
     specs = []
     for i in range(120):
         failed = i % 17 == 0
-        specs.append(
-            SpanSpec(
-                job_attrs(
-                    "ep1" if i % 5 else "ep2",
-                    exec_ms=50.0 + (i * 37) % 4000,
-                    delay_ms=float((i * 13) % 2500),
-                    total_ms=100.0 + (i * 53) % 7000,
-                    tokens_per_s=20.0 + i % 30,
-                    status="FAILED" if failed else "COMPLETED",
-                ),
-                end_s=now - i * 5,
-                error=failed,
-            )
+        attrs = job_attrs(
+            "ep1" if i % 5 else "ep2",
+            exec_ms=50.0 + (i * 37) % 4000,
+            delay_ms=float((i * 13) % 2500),
+            total_ms=3000.0 + (i * 53) % 5000,
+            tokens_per_s=20.0 + i % 30,
+            status="FAILED" if failed else "COMPLETED",
         )
+        if i % 3 == 0:
+            attrs["gen_ai.server.time_to_first_token"] = 0.2 + (i * 29) % 2900 / 1000
+            attrs["gen_ai.server.time_per_output_token"] = 0.01 + i % 60 / 1000
+        specs.append(SpanSpec(attrs, end_s=now - i * 5, error=failed))
     return specs
 
 
@@ -105,6 +104,8 @@ def test_two_ingest_apps_fed_halves_give_the_same_stats_as_one_fed_all(redis_url
         text = httpx.get(f"{url_a}/metrics").text
         assert 'podpulse_window_jobs{endpoint="ep1",model="qwen"}' in text
     assert expected[("ep1", "exec_ms", "p95", 900.0)].samples > 50
+    assert expected[("ep1", "ttft_ms", "p95", 900.0)].samples > 15
+    assert expected[("ep1", "tpot_ms", "p95", 900.0)].samples > 15
 
 
 def test_a_repeated_or_failed_flush_never_counts_twice_or_loses(redis_url: str) -> None:

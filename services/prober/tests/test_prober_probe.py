@@ -180,7 +180,9 @@ async def test_growing_execution_time_fails_the_soak_trend_test(twin_target: Tar
         engine = Engine(
             client,
             run_id="degrade",
-            make_input=lambda seq: {"exec_ms": 20 + 6 * seq},
+            # Steep (15 ms more per request), so the trend stands far above the tens of ms a
+            # loaded machine adds to every request: a 6 ms slope failed to show on a busy box.
+            make_input=lambda seq: {"exec_ms": 20 + 15 * seq},
             on_record=records.append,
         )
         await engine.run(Load(concurrency=2, duration_s=4.0))

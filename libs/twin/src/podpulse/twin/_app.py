@@ -17,6 +17,7 @@ from starlette.routing import Route
 from podpulse.common.runpod import EndpointPatch
 
 from ._http import ApiError, check_bearer, error_response, read_json
+from ._openai_api import openai_routes
 from ._platform import Platform
 from ._public_api import public_routes
 from ._worker_api import worker_routes
@@ -117,6 +118,7 @@ def create_app(settings: TwinSettings, *, worker_env: Mapping[str, str] | None =
         Route("/twin/v1/{endpoint_id}/env", get_worker_env, methods=["GET"]),
         Route("/twin/v1/{endpoint_id}/env", patch_worker_env, methods=["PATCH"]),
         *public_routes,
+        *openai_routes,
         *worker_routes,
     ]
     app = Starlette(

@@ -59,6 +59,7 @@ class Job:
     progress: Any = None  # the latest progress update; /status shows it while IN_PROGRESS
     stream: list[Any] = field(default_factory=list)
     stream_read: int = 0  # how many stream chunks /stream has already handed out
+    stream_at: list[float] = field(default_factory=list)  # when each stream chunk arrived
     routed_at: float | None = None  # when routing to its worker began: queued and worker free
     retries: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,6 +130,10 @@ class JobQueue:
         self._ids = itertools.count(1)
         self.on_queued: Callable[[], None] = lambda: None
 
+    def clock(self) -> float:
+        """Now, on the clock the queue's times are read from."""
+        return self._clock()
+
     # --- clients --------------------------------------------------------------------------
     def submit(
         self, job_input: Any, policy: Policy, *, sync: bool, webhook: str | None = None
@@ -171,6 +176,7 @@ class JobQueue:
         job.started_at = job.finished_at = None
         job.worker_id = job.output = job.error = job.progress = None
         job.stream.clear()
+        job.stream_at.clear()
         job.stream_read = 0
         job.retries += 1
         job.done = asyncio.Event()
@@ -278,8 +284,10 @@ class JobQueue:
         job.changed.set()
 
     def add_stream(self, job: Job, chunks: Iterable[Any]) -> None:
-        """Append streamed partial outputs for /stream."""
-        job.stream.extend(chunks)
+        """Append streamed partial outputs for /stream, stamped with their arrival."""
+        added = list(chunks)
+        job.stream.extend(added)
+        job.stream_at.extend([self._clock()] * len(added))
         job.changed.set()
 
     # --- views ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from ._http import ApiError, check_bearer, parse_count, read_json
 from ._jobs import FINAL, Job, JobStatus, Policy
 from ._platform import Platform
 
-__all__ = ["public_routes"]
+__all__ = ["cancel_job", "endpoint_platform", "far", "public_routes"]
 
 # RunPod's /runsync waits up to 90 s by default; ?wait= takes 1 s to 5 min in ms.
 DEFAULT_SYNC_WAIT_MS = 90_000
@@ -24,7 +24,8 @@ SYNC_WAIT_RANGE_MS = (1_000, 300_000)
 STREAM_HOLD_S = 2.0
 
 
-def _platform(request: Request) -> Platform:
+def endpoint_platform(request: Request) -> Platform:
+    """The platform behind an endpoint route, once the key and the endpoint id are checked."""
     platform: Platform = request.app.state.platform
     check_bearer(request, platform.settings.api_key.get_secret_value())
     if request.path_params["endpoint_id"] != platform.settings.endpoint_id:
@@ -60,7 +61,7 @@ def _parse_policy(raw: Any) -> Policy:
 
 
 async def _submit(request: Request, *, sync: bool) -> tuple[Platform, Job]:
-    platform = _platform(request)
+    platform = endpoint_platform(request)
     limit = (
         platform.settings.max_runsync_body_bytes if sync else platform.settings.max_run_body_bytes
     )
@@ -85,7 +86,8 @@ async def run(request: Request) -> JSONResponse:
 
 async def runsync(request: Request) -> JSONResponse:
     """POST /runsync: queue a job and wait for it up to ?wait= ms."""
-    _platform(request)  # the key first: a caller without one learns nothing of the parameters
+    # The key first: a caller without one learns nothing of the parameters.
+    endpoint_platform(request)
     wait_ms = DEFAULT_SYNC_WAIT_MS
     if "wait" in request.query_params:
         low, high = SYNC_WAIT_RANGE_MS
@@ -104,12 +106,12 @@ async def runsync(request: Request) -> JSONResponse:
 
 async def status(request: Request) -> JSONResponse:
     """GET or POST /status/{id}."""
-    return JSONResponse(_job(_platform(request), request).to_json())
+    return JSONResponse(_job(endpoint_platform(request), request).to_json())
 
 
 async def stream(request: Request) -> JSONResponse:
     """GET /stream/{id}: partial outputs not yet read, holding briefly for new ones."""
-    job = _job(_platform(request), request)
+    job = _job(endpoint_platform(request), request)
     cursor = job.stream_read
     if cursor >= len(job.stream) and job.status not in FINAL:
         job.changed.clear()
@@ -120,18 +122,23 @@ async def stream(request: Request) -> JSONResponse:
     return JSONResponse({"status": job.status.value, "stream": chunks})
 
 
-async def cancel(request: Request) -> JSONResponse:
-    """POST /cancel/{id}: a queued job is dropped; a running one is stopped on its worker."""
-    platform = _platform(request)
-    job = _job(platform, request)
+def cancel_job(platform: Platform, job: Job) -> None:
+    """Cancel ``job``: dropped from the queue, or stopped on its worker (job-stop)."""
     for worker_id in platform.queue.cancel(job):
         platform.request_stop(worker_id, job.id)
+
+
+async def cancel(request: Request) -> JSONResponse:
+    """POST /cancel/{id}: a queued job is dropped; a running one is stopped on its worker."""
+    platform = endpoint_platform(request)
+    job = _job(platform, request)
+    cancel_job(platform, job)
     return JSONResponse({"id": job.id, "status": job.status.value})
 
 
 async def retry(request: Request) -> JSONResponse:
     """POST /retry/{id}: queue a FAILED or TIMED_OUT job again under its id."""
-    platform = _platform(request)
+    platform = endpoint_platform(request)
     job = _job(platform, request)
     if not platform.queue.retry(job):
         raise ApiError(
@@ -143,16 +150,16 @@ async def retry(request: Request) -> JSONResponse:
 
 async def purge_queue(request: Request) -> JSONResponse:
     """POST /purge-queue: drop every queued job; running ones go on."""
-    removed = _platform(request).queue.purge()
+    removed = endpoint_platform(request).queue.purge()
     return JSONResponse({"removed": removed, "status": "completed"})
 
 
 async def health(request: Request) -> JSONResponse:
     """GET /health: job and worker counts."""
-    return JSONResponse(_platform(request).health())
+    return JSONResponse(endpoint_platform(request).health())
 
 
-def _far(
+def far(
     endpoint: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
     """``endpoint`` a network away: ``api_latency_ms`` passes before the twin reads a request
@@ -175,12 +182,12 @@ def _far(
 
 
 public_routes = [
-    Route("/v2/{endpoint_id}/run", _far(run), methods=["POST"]),
-    Route("/v2/{endpoint_id}/runsync", _far(runsync), methods=["POST"]),
-    Route("/v2/{endpoint_id}/status/{job_id}", _far(status), methods=["GET", "POST"]),
-    Route("/v2/{endpoint_id}/stream/{job_id}", _far(stream), methods=["GET", "POST"]),
-    Route("/v2/{endpoint_id}/cancel/{job_id}", _far(cancel), methods=["POST"]),
-    Route("/v2/{endpoint_id}/retry/{job_id}", _far(retry), methods=["POST"]),
-    Route("/v2/{endpoint_id}/purge-queue", _far(purge_queue), methods=["POST"]),
-    Route("/v2/{endpoint_id}/health", _far(health), methods=["GET"]),
+    Route("/v2/{endpoint_id}/run", far(run), methods=["POST"]),
+    Route("/v2/{endpoint_id}/runsync", far(runsync), methods=["POST"]),
+    Route("/v2/{endpoint_id}/status/{job_id}", far(status), methods=["GET", "POST"]),
+    Route("/v2/{endpoint_id}/stream/{job_id}", far(stream), methods=["GET", "POST"]),
+    Route("/v2/{endpoint_id}/cancel/{job_id}", far(cancel), methods=["POST"]),
+    Route("/v2/{endpoint_id}/retry/{job_id}", far(retry), methods=["POST"]),
+    Route("/v2/{endpoint_id}/purge-queue", far(purge_queue), methods=["POST"]),
+    Route("/v2/{endpoint_id}/health", far(health), methods=["GET"]),
 ]

@@ -126,6 +126,20 @@ def serve_command(
             show_default=env_default(CalibratedSettings, "exec_ms"),
         ),
     ] = None,
+    first_token_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="calibrated-stream: median time to an answer's first token, ms.",
+            show_default=env_default(CalibratedSettings, "first_token_ms"),
+        ),
+    ] = None,
+    token_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="calibrated-stream: median time between tokens, ms.",
+            show_default=env_default(CalibratedSettings, "token_ms"),
+        ),
+    ] = None,
     job_loop: Annotated[
         str | None,
         typer.Option(
@@ -204,7 +218,7 @@ def serve_command(
             cold_start_ms=cold_start_ms,
             log_dir=log_dir,
         ),
-        _given(exec_ms=exec_ms),
+        _given(exec_ms=exec_ms, first_token_ms=first_token_ms, token_ms=token_ms),
     )
     console().print(
         f"twin serving endpoint [bold]{settings.endpoint_id}[/] at {settings.base_url} "
@@ -253,7 +267,7 @@ def env_command(
         raise typer.Exit(1) from None
     names = ", ".join(answer.get("env") or []) or "none"
     console().print(
-        f"worker env changes: {names}; revision {answer.get('revision')}; "
+        f"worker env overrides in force: {names}; revision {answer.get('revision')}; "
         f"workers to roll: {answer.get('workersToRoll')}",
         highlight=False,
     )

@@ -227,6 +227,13 @@ class TwinSettings(BaseSettings):
     max_runsync_body_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1, description="RunPod's /runsync payload limit (20 MB)."
     )
+    openai_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="How long the OpenAI-compatible route waits for a job's answer (or a "
+        "streamed job's first chunk) before it answers 504 and cancels the job.",
+    )
     tick_s: float = Field(
         default=0.05, gt=0, le=5, description="How often the scaler and timeouts are checked."
     )
@@ -368,7 +375,8 @@ class CalibratedSettings(BaseSettings):
         default=0.25,
         ge=0,
         le=5,
-        description="Spread of the distribution as a fraction of exec_ms (sigma for lognormal).",
+        description="Spread of a distribution as a fraction of its median (sigma for lognormal): "
+        "exec_ms's, and calibrated-stream's first_token_ms and token_ms.",
     )
     error_rate: float = Field(
         default=0.0,
@@ -381,6 +389,36 @@ class CalibratedSettings(BaseSettings):
     )
     tokens_per_second: float = Field(
         default=40.0, gt=0, description="Decode speed the handler reports its token counts with."
+    )
+    # calibrated-stream: an answer's first token comes first_token_ms after the job starts, each
+    # next one token_ms after the one before, on a schedule kept from the start (time spent
+    # posting a chunk is not added), so a client can recover both values from what it reads.
+    first_token_ms: float = Field(
+        default=200.0,
+        ge=0,
+        description="calibrated-stream: median time from a job's start to its first token (ms).",
+    )
+    first_token_distribution: Distribution = Field(
+        default="fixed",
+        description="calibrated-stream: how first_token_ms is drawn, once per job (spread: "
+        "jitter).",
+    )
+    token_ms: float = Field(
+        default=25.0,
+        ge=0,
+        description="calibrated-stream: median time between one token and the next (ms; 25 is "
+        "40 tokens/s).",
+    )
+    token_distribution: Distribution = Field(
+        default="fixed",
+        description="calibrated-stream: how token_ms is drawn, once per token (spread: jitter).",
+    )
+    output_tokens: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="calibrated-stream: tokens in an answer, unless the job's output_tokens or "
+        "a chat request's max_tokens asks for another count.",
     )
     seed: int | None = Field(
         default=None,

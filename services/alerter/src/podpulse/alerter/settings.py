@@ -113,7 +113,7 @@ class AlerterSettings(BaseSettings):
     rules_file: Path | None = Field(
         default=None,
         validation_alias="ALERT_RULES_FILE",
-        description="YAML rules file (see docs/alerter.md, 'Rules'); unset: the five "
+        description="YAML rules file (see docs/alerter.md, 'Rules'); unset: the "
         "shipped defaults (`podpulse alerts rules` prints them).",
     )
     alertmanager_url: str | None = Field(

@@ -7,9 +7,10 @@ evaluator's and the outbox's counters are in a registry the serving process make
 ``ALERTER_METRICS_WINDOW_S``, and each ingest app renders its own next to ``REGISTRY``.
 
 Statistics per series (labels ``endpoint``, ``model``; ``model`` is "" when spans carry none):
-``podpulse_exec_ms``, ``podpulse_delay_ms``, ``podpulse_total_ms`` and
-``podpulse_tokens_per_s`` with ``quantile`` 0.5/0.95/0.99 (nearest rank, within 1 %),
-``podpulse_window_samples{metric}``, ``podpulse_window_jobs`` and ``podpulse_fail_rate``.
+``podpulse_exec_ms``, ``podpulse_delay_ms``, ``podpulse_total_ms``, ``podpulse_tokens_per_s``,
+``podpulse_ttft_ms`` and ``podpulse_tpot_ms`` with ``quantile`` 0.5/0.95/0.99 (nearest rank,
+within 1 %), ``podpulse_window_samples{metric}``, ``podpulse_window_jobs`` and
+``podpulse_fail_rate``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ _LATENCIES: tuple[tuple[WindowMetric, str, str], ...] = (
     ("delay_ms", "podpulse_delay_ms", "RunPod delayTime of successful jobs, ms."),
     ("total_ms", "podpulse_total_ms", "Client-measured total of successful jobs, ms."),
     ("tokens_per_s", "podpulse_tokens_per_s", "Output tokens per second."),
+    ("ttft_ms", "podpulse_ttft_ms", "Time to first token of streamed jobs and generations, ms."),
+    ("tpot_ms", "podpulse_tpot_ms", "Time per output token after the first, ms."),
 )
 
 

@@ -7,12 +7,15 @@ Two kinds of span count:
   Series: ``runpod.endpoint.id`` (on the span, else on its resource) and
   ``gen_ai.request.model``. ``runpod.execution_ms``, ``runpod.delay_ms`` and
   ``podpulse.total_ms`` (else the span's duration, which the prober makes the total) are the
-  latencies; ``podpulse.tokens_per_second``, else output tokens over exec, the throughput. A
-  job failed when the span's status is ERROR or ``runpod.job.status`` is FAILED or
-  TIMED_OUT; a failed job counts in fail_rate only.
+  latencies; ``podpulse.tokens_per_second``, else output tokens over exec, the throughput;
+  ``gen_ai.server.time_to_first_token`` and ``gen_ai.server.time_per_output_token`` (seconds,
+  the OpenTelemetry GenAI names; only streamed requests carry them) the time to first token
+  and per output token, kept in ms. A job failed when the span's status is ERROR or
+  ``runpod.job.status`` is FAILED or TIMED_OUT; a failed job counts in fail_rate only.
 * a GenAI span (``gen_ai.operation.name`` set, as the worker's ``chat {model}`` spans): one
   generation inside a worker. It contributes one tokens/s sample (``podpulse.tokens_per_second``,
-  else output tokens over the span's duration) and nothing else: its duration is generation
+  else output tokens over the span's duration), and its time to first token and per output
+  token when it carries them (the same two attributes), and nothing else: its duration is generation
   time, not RunPod's executionTime, and the job it belongs to is counted by its
   ``runpod.job`` span. It needs ``runpod.endpoint.id`` on the span or its resource (set
   ``OTEL_RESOURCE_ATTRIBUTES=runpod.endpoint.id=<id>`` on the worker); without one, or when
@@ -21,7 +24,9 @@ Two kinds of span count:
 Every other span is ignored (a Collector may forward everything). A span of ours that
 carries a wrong attribute (a string latency, a negative or non-finite number, a malformed
 endpoint id), no end time, or an end time outside the kept windows is *rejected*: it is
-dropped, counted by reason, and the reply's partial_success says so.
+dropped, counted by reason, and the reply's partial_success says so. So is a job span whose
+time to first token is longer than its ``podpulse.total_ms`` (milliseconds sent as seconds,
+most likely).
 """
 
 from __future__ import annotations
@@ -45,6 +50,12 @@ _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _MODEL_MAX = 256
 # A latency or rate past this is a unit mistake, not a measurement (1e9 ms is 11 days).
 _VALUE_MAX = 1e9
+# The GenAI timings, in seconds on the span (OpenTelemetry's unit), in ms in the windows.
+TTFT = "gen_ai.server.time_to_first_token"
+TPOT = "gen_ai.server.time_per_output_token"
+# The prober measures a job's first token and its total from the same send time, so the first
+# can pass the total only by rounding; past this slack the units are wrong.
+_TTFT_SLACK_MS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,20 @@ def _number(attrs: dict[str, Scalar], key: str) -> float | None:
     if not 0 <= number <= _VALUE_MAX:  # NaN fails this too
         raise _Bad("bad_attribute", f"{key} must be a finite number in [0, 1e9], got {number}")
     return number
+
+
+def _seconds_as_ms(attrs: dict[str, Scalar], key: str) -> float | None:
+    value = attrs.get(key)
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise _Bad("bad_attribute", f"{key} must be a number, got {type(value).__name__}")
+    seconds = float(value)  # type: ignore[arg-type]  # int or float, as in _number
+    if not 0 <= seconds <= _VALUE_MAX / 1000:  # NaN fails this too
+        raise _Bad(
+            "bad_attribute", f"{key} must be a finite number of seconds in [0, 1e6], got {seconds}"
+        )
+    return seconds * 1000.0
 
 
 def _text(attrs: dict[str, Scalar], key: str) -> str | None:
@@ -164,11 +189,26 @@ class SpanReader:
         exec_ms = _number(attrs, "runpod.execution_ms")
         delay_ms = _number(attrs, "runpod.delay_ms")
         total_ms = _number(attrs, "podpulse.total_ms")
+        # Only the prober's own total counts from the same (intended) send as its first token;
+        # a span's duration starts at the real send, which may be later.
+        measured_total_ms = total_ms
         if total_ms is None and span.start_ns > 0 and span.end_ns >= span.start_ns:
             total_ms = min((span.end_ns - span.start_ns) / 1e6, _VALUE_MAX)
         _number(attrs, "gen_ai.usage.input_tokens")
         output_tokens = _number(attrs, "gen_ai.usage.output_tokens")
         tokens_per_s = _number(attrs, "podpulse.tokens_per_second")
+        ttft_ms = _seconds_as_ms(attrs, TTFT)
+        tpot_ms = _seconds_as_ms(attrs, TPOT)
+        if (
+            ttft_ms is not None
+            and measured_total_ms is not None
+            and ttft_ms > measured_total_ms + _TTFT_SLACK_MS
+        ):
+            raise _Bad(
+                "bad_attribute",
+                f"{TTFT} is {ttft_ms / 1000:g} s, longer than the job's podpulse.total_ms"
+                f" {measured_total_ms:g} ms (milliseconds sent as seconds?)",
+            )
         if tokens_per_s is None and output_tokens and exec_ms:
             # Tokens over seconds as one division: exec_ms / 1000 underflows to 0 for a
             # subnormal exec_ms (5e-324), and the quotient of a tiny one overflows to inf.
@@ -187,6 +227,8 @@ class SpanReader:
             delay_ms=delay_ms,
             total_ms=total_ms,
             tokens_per_s=tokens_per_s,
+            ttft_ms=ttft_ms,
+            tpot_ms=tpot_ms,
         )
 
     def _genai(self, span: RawSpan, now: float) -> Observation | None:
@@ -199,6 +241,15 @@ class SpanReader:
         seconds = (span.end_ns - span.start_ns) / 1e9
         if tokens_per_s is None and output_tokens is not None and seconds > 0:
             tokens_per_s = min(output_tokens / seconds, _VALUE_MAX)
-        if tokens_per_s is None:
+        ttft_ms = _seconds_as_ms(span.attributes, TTFT)
+        tpot_ms = _seconds_as_ms(span.attributes, TPOT)
+        if tokens_per_s is None and ttft_ms is None and tpot_ms is None:
             return None
-        return Observation(series=series, at=at, failed=None, tokens_per_s=tokens_per_s)
+        return Observation(
+            series=series,
+            at=at,
+            failed=None,
+            tokens_per_s=tokens_per_s,
+            ttft_ms=ttft_ms,
+            tpot_ms=tpot_ms,
+        )

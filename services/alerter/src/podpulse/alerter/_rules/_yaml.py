@@ -47,7 +47,7 @@ def default_rules_text() -> str:
 
 
 def default_rules(*, max_window_s: float | None = None) -> RulesConfig:
-    """The five shipped rules with their route and inhibition."""
+    """The shipped rules with their route and inhibition."""
     return parse_rules(
         default_rules_text(), source=f"<{DEFAULT_RULES_RESOURCE}>", max_window_s=max_window_s
     )

@@ -22,9 +22,19 @@ __all__ = [
     "WindowStore",
 ]
 
-Metric = Literal["exec_ms", "delay_ms", "total_ms", "fail_rate", "tokens_per_s"]
+Metric = Literal[
+    "exec_ms", "delay_ms", "total_ms", "fail_rate", "tokens_per_s", "ttft_ms", "tpot_ms"
+]
 Stat = Literal["p50", "p95", "p99", "mean", "min", "max", "rate"]
-METRICS: tuple[Metric, ...] = ("exec_ms", "delay_ms", "total_ms", "fail_rate", "tokens_per_s")
+METRICS: tuple[Metric, ...] = (
+    "exec_ms",
+    "delay_ms",
+    "total_ms",
+    "fail_rate",
+    "tokens_per_s",
+    "ttft_ms",
+    "tpot_ms",
+)
 STATS: tuple[Stat, ...] = ("p50", "p95", "p99", "mean", "min", "max", "rate")
 
 
@@ -44,6 +54,8 @@ class Observation:
     job ended, whichever process received them. ``failed`` None: not a job (a worker's GenAI
     span, one generation), so it counts in no fail_rate; a failed job's latencies and tokens/s
     are not counted either (as in the prober's SLO, latency statistics are of successful jobs).
+    ``ttft_ms`` and ``tpot_ms`` (time to first token, time per output token) come only from
+    spans that carry them: streamed requests' prober spans and the worker's GenAI spans.
     """
 
     series: SeriesKey
@@ -53,6 +65,8 @@ class Observation:
     delay_ms: float | None = None
     total_ms: float | None = None
     tokens_per_s: float | None = None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

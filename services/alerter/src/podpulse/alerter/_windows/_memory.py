@@ -2,7 +2,8 @@
 
 A bucket holds what ended in ``[start, start + bucket_s)``: bounded histograms
 (``podpulse.common.histogram``, 1 % relative error, at most ~930 buckets each) of exec, delay
-and total ms and tokens/s, and the number of jobs and of failed jobs. A window of ``w``
+and total ms, tokens/s, and time to first token and per output token (ms), and the number of
+jobs and of failed jobs. A window of ``w``
 seconds up to ``now`` is the merge of the buckets that overlap ``(now - w, now]``, so it is
 exact to one bucket. Buckets older than ``retention_s`` are dropped as new ones start, and at
 most ``max_series`` series are kept (the least recently fed one is evicted and counted), so
@@ -45,6 +46,10 @@ _LATENCY_FIELDS: tuple[tuple[Metric, str], ...] = (
     ("delay_ms", "d"),
     ("total_ms", "t"),
     ("tokens_per_s", "k"),
+    # Fields of a Redis bucket hash are "<prefix><histogram bucket>": one letter per metric,
+    # none of them "j" or "f" (the counts). An older alerter reading these skips them.
+    ("ttft_ms", "r"),
+    ("tpot_ms", "p"),
 )
 _PREFIX_METRIC = {prefix: metric for metric, prefix in _LATENCY_FIELDS}
 _PERCENTILES: dict[Stat, float] = {"p50": 50, "p95": 95, "p99": 99}
@@ -77,6 +82,10 @@ class Bucket:
             hist["total_ms"].add(obs.total_ms)
         if obs.tokens_per_s is not None:
             hist["tokens_per_s"].add(obs.tokens_per_s)
+        if obs.ttft_ms is not None:
+            hist["ttft_ms"].add(obs.ttft_ms)
+        if obs.tpot_ms is not None:
+            hist["tpot_ms"].add(obs.tpot_ms)
 
     def merge_into(self, other: Bucket) -> None:
         """Add this bucket's counts to *other*."""
