@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -221,3 +223,40 @@ def test_openai_route_jobs_through_the_sdk(api: httpx.Client) -> None:
     assert body["status"] == "FAILED"
     # The SDK writes str() of the yielded error: a Python repr, not JSON.
     assert "'type': 'invalid_request_error'" in body["error"]
+
+
+def test_the_openai_client_chats_with_the_real_worker(model_twin: RunningTwin) -> None:
+    """The official openai client, sync and async, through the twin's OpenAI route to the real
+    worker on the tiny model: a streamed completion's deltas join into the whole one's text for
+    the same seed, usage comes last when asked, models lists the tiny model, and a bad field is
+    a BadRequestError naming it."""
+    base = f"{model_twin.endpoint_url}/openai/v1"
+    chat: dict[str, Any] = {"model": TINY_MODEL_NAME, "max_tokens": 12, "seed": 5,
+                            "messages": [{"role": "user", "content": "Which jobs?"}]}  # fmt: skip
+    with openai.OpenAI(base_url=base, api_key=model_twin.api_key, max_retries=0) as client:
+        assert [m.id for m in client.models.list()] == [TINY_MODEL_NAME]
+        whole = client.chat.completions.create(**chat)
+        stream = client.chat.completions.create(
+            **chat, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(**{**chat, "max_tokens": 10_000})
+    assert refused.value.body["param"] == "max_tokens"  # type: ignore[index]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage == whole.usage
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == (
+        whole.choices[0].finish_reason
+    )
+
+    async def streamed_async() -> str:
+        async with openai.AsyncOpenAI(
+            base_url=base, api_key=model_twin.api_key, max_retries=0
+        ) as client:
+            parts: list[str] = []
+            async for chunk in await client.chat.completions.create(**chat, stream=True):
+                parts.extend(choice.delta.content or "" for choice in chunk.choices)
+            return "".join(parts)
+
+    assert asyncio.run(streamed_async()) == text
