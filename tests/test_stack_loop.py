@@ -249,7 +249,8 @@ def test_probe_spans_alert_resolve_and_release_through_the_stack(loop: Loop) -> 
 
     # 3. Redis restarts mid-incident; the handler recovers and the resolution arrives, once.
     timings["Redis restart (alert firing)"] = loop.restart_redis()
-    assert "overrides in force: none; revision 2" in loop.twin_env("--unset", "TWIN_CALIBRATED_EXEC_MS")
+    unset = loop.twin_env("--unset", "TWIN_CALIBRATED_EXEC_MS")
+    assert "overrides in force: none; revision 2" in unset
     fixed = time.monotonic()
     wait_until(lambda: _exec_alerts(loop.slack, slack=True) == ["firing", "resolved"],
                timeout_s=90, what="the resolution at Slack", poll_s=0.1)  # fmt: skip
