@@ -137,4 +137,7 @@ def slo_of(settings: ProberSettings) -> Slo:
         total_p50_ms=settings.slo_total_p50_ms,
         total_p95_ms=settings.slo_total_p95_ms,
         success_pct=settings.slo_success_pct,
+        ttft_p95_ms=settings.slo_ttft_p95_ms,
+        itl_p95_ms=settings.slo_itl_p95_ms,
+        tpot_p95_ms=settings.slo_tpot_p95_ms,
     )

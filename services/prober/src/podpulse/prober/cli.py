@@ -54,8 +54,8 @@ from ._results_dir import (
     read_target,
     run_dir,
 )
-from ._run_stats import RunStats
-from ._summarize import summarize
+from ._run_stats import RunStats, targets_of
+from ._summarize import slo_of, summarize
 from ._target import EmbeddedTwin, TargetError, default_target_kind, open_target
 from .settings import ProberSettings
 
@@ -522,9 +522,10 @@ def _rebuild(folder: Path, settings: ProberSettings) -> RunSummary:
     window = (spec.window_s or settings.soak_window_s) if spec.kind == "soak" else None
     origin = min((r.intended for r in records), default=None) if window else None
     levels: dict[int, RunStats] = {}
+    targets = targets_of(slo_of(settings))
     for record in records:
         if record.concurrency not in levels:
-            levels[record.concurrency] = RunStats(window_s=window, origin=origin)
+            levels[record.concurrency] = RunStats(window_s=window, origin=origin, targets=targets)
         levels[record.concurrency].add(record)
     try:
         return summarize(spec, levels, settings, target=target, interrupted=True)

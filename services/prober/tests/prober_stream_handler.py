@@ -1,0 +1,39 @@
+"""A MODULE:FUNC handler for the prober's streaming tests: known delays, STREAM.md chunks.
+
+With ``"stream": true`` in the input it yields ``tokens`` text chunks (one token each), the
+first after ``first_ms`` and each next one ``per_token_ms`` later, then the final chunk with
+usage; without it, one whole answer after the same total time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Stream (or answer whole) ``tokens`` tokens at the input's pace."""
+    job_input = job["input"]
+    first = float(job_input.get("first_ms", 100)) / 1000
+    pace = float(job_input.get("per_token_ms", 30)) / 1000
+    tokens = int(job_input.get("tokens", 4))
+    usage = {"input_tokens": 3, "output_tokens": tokens}
+    if not job_input.get("stream"):
+        await asyncio.sleep(first + pace * (tokens - 1))
+        yield {"text": "w " * tokens, "usage": usage, "model": "prober-test"}
+        return
+    await asyncio.sleep(first)
+    for index in range(tokens):
+        if index:
+            await asyncio.sleep(pace)
+        yield {"text": f"w{index} ", "tokens": 1}
+    yield {
+        "text": "",
+        "tokens": 0,
+        "finish_reason": "length",
+        "usage": usage,
+        "timings": {},
+        "model": "prober-test",
+        "done": True,
+    }

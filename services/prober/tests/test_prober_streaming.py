@@ -1,0 +1,298 @@
+"""TTFT, ITL and TPOT as a chat user feels them: /run + /stream against a real twin with
+real SDK workers, and RunPod's OpenAI route against a loopback server-sent-event server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from podpulse.common.request_records import Outcome, RequestRecord, read_records
+from podpulse.common.runpod import sse_data
+from podpulse.common.summary import Slo
+from podpulse.common.testing import free_port, wait_until
+from podpulse.prober import Engine, Load, RequestOptions, Target
+from podpulse.prober._results_dir import ResultsWriter
+from podpulse.prober._run_stats import GoodputTargets, RunStats
+from podpulse.prober._spans import span_attributes
+from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
+
+TESTS = str(Path(__file__).parent)
+FIRST_MS, PER_TOKEN_MS, TOKENS = 120.0, 30.0, 5
+PACE = {"first_ms": FIRST_MS, "per_token_ms": PER_TOKEN_MS, "tokens": TOKENS}
+KEY = "CANARY-prober-openai-key"
+
+
+@pytest.fixture(scope="module")
+def stream_twin() -> Iterator[Target]:
+    """One warm twin worker serving prober_stream_handler (a generator: outputs aggregate)."""
+    settings = TwinSettings(
+        workers_min=1,
+        workers_max=1,
+        worker_concurrency=4,
+        stop_grace_s=0.3,
+        handler="prober_stream_handler:handler",
+    )
+    with running_twin(settings, CalibratedSettings(), worker_env={"PYTHONPATH": TESTS}) as twin:
+        yield Target(
+            endpoint_id=twin.endpoint_id, base_url=twin.base_url, api_key=twin.api_key, kind="twin"
+        )
+
+
+async def _run(target: Target, api: str, runs: int = 3, **job: object) -> list[RequestRecord]:
+    records: list[RequestRecord] = []
+    async with target.client(timeout_s=20) as client:
+        engine = Engine(
+            client,
+            run_id=f"stream-{api}",
+            make_input=lambda seq: {"question": "hi", **PACE, **job},
+            options=RequestOptions(api=api, timeout_s=20),  # type: ignore[arg-type]
+            on_record=records.append,
+        )
+        await engine.run(Load(concurrency=1, runs=runs))
+    return records
+
+
+def _check_pace(record: RequestRecord) -> None:
+    """The measured first token and decode pace are no faster than the handler's delays."""
+    assert record.outcome is Outcome.OK, record.error
+    assert record.output_tokens == TOKENS
+    assert record.ttft_ms is not None
+    assert record.tpot_ms is not None
+    assert record.ttft_ms >= FIRST_MS
+    # One gap per text-carrying chunk after the first: TOKENS chunks, TOKENS - 1 gaps.
+    assert len(record.itl_ms) == TOKENS - 1
+    # The last token cannot reach the client before the handler made it.
+    last_ms = record.ttft_ms + record.tpot_ms * (TOKENS - 1)
+    assert last_ms >= FIRST_MS + PER_TOKEN_MS * (TOKENS - 1) - 0.01
+    assert sum(record.itl_ms) == pytest.approx(record.tpot_ms * (TOKENS - 1), abs=0.01)
+    assert record.total_ms >= last_ms - 0.01
+
+
+async def test_stream_api_measures_ttft_itl_tpot_and_runpods_timings(stream_twin: Target):
+    """--api stream: /run + /stream; TTFT and TPOT no faster than the handler's known delays,
+    one ITL gap per text chunk, and delayTime/executionTime read from /status."""
+    records = await _run(stream_twin, "stream")
+    assert len(records) == 3
+    for record in records:
+        _check_pace(record)
+        assert record.api == "stream"
+        assert record.exec_ms is not None
+        assert record.exec_ms >= FIRST_MS
+        assert record.delay_ms is not None
+        assert record.model == "prober-test"
+
+
+async def test_runsync_reads_a_generator_workers_aggregated_list(stream_twin: Target):
+    """--api runsync against a generator handler: output is [answer], usage still read;
+    no TTFT (nothing streamed)."""
+    records = await _run(stream_twin, "runsync", runs=2)
+    for record in records:
+        assert record.outcome is Outcome.OK, record.error
+        assert record.output_tokens == TOKENS
+        assert record.ttft_ms is None
+        assert record.itl_ms == ()
+        assert record.api == "runsync"
+
+
+# --- the OpenAI route, served by a loopback SSE server speaking STREAM.md section 2 ---------
+
+
+def _chunk(content: str | None, *, usage: dict[str, int] | None = None) -> str:
+    choices = [] if usage is not None else [{"index": 0, "delta": {"content": content}}]
+    body: dict[str, object] = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "model": "openai-test",
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _completions(request: Request) -> Response:
+    if request.headers.get("authorization") != f"Bearer {KEY}":
+        return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, 401)
+    body = await request.json()
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    tokens = int(body.get("max_tokens", TOKENS))
+
+    async def events() -> AsyncIterator[str]:
+        # A role-only first delta carries no text: it must not count as the first token.
+        yield 'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+        await asyncio.sleep(FIRST_MS / 1000)
+        for index in range(tokens):
+            if index:
+                await asyncio.sleep(PER_TOKEN_MS / 1000)
+            yield _chunk(f"w{index} ")
+        usage = {"prompt_tokens": 3, "completion_tokens": tokens, "total_tokens": tokens + 3}
+        yield ": a comment line, as pings are\n\n" + _chunk(None, usage=usage)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def openai_target() -> Iterator[Target]:
+    """A loopback server with RunPod's OpenAI route for endpoint 'oai', in a thread."""
+    app = Starlette(
+        routes=[Route("/v2/oai/openai/v1/chat/completions", _completions, methods=["POST"])]
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout_s=20, what=f"uvicorn on {port}")
+        yield Target(
+            endpoint_id="oai", base_url=f"http://127.0.0.1:{port}/v2", api_key=KEY, kind="twin"
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+async def test_openai_api_measures_ttft_itl_tpot_from_server_sent_events(openai_target: Target):
+    """--api openai: TTFT from the first delta with content (not the role chunk), one gap per
+    content chunk, output tokens from the usage chunk; no RunPod timings on this route."""
+    records = await _run(openai_target, "openai", max_new_tokens=TOKENS)
+    assert len(records) == 3
+    for record in records:
+        _check_pace(record)
+        assert record.api == "openai"
+        assert record.input_tokens == 3
+        assert record.delay_ms is None
+        assert record.exec_ms is None
+        assert record.model == "openai-test"
+
+
+async def test_openai_api_with_a_bad_key_is_an_http_error(openai_target: Target):
+    """A refused key fails the request as HTTP_ERROR, naming the rejection."""
+    wrong = Target(
+        endpoint_id="oai", base_url=openai_target.base_url, api_key="CANARY-wrong", kind="twin"
+    )
+    records = await _run(wrong, "openai", runs=1)
+    assert [r.outcome for r in records] == [Outcome.HTTP_ERROR]
+    assert "rejected" in (records[0].error or "")
+
+
+async def test_sse_events_are_cut_at_blank_lines_however_the_body_is_split():
+    """sse_data: events split across reads, CRLF, comments and multi-line data."""
+
+    async def pieces() -> AsyncIterator[str]:
+        for piece in [
+            'data: {"a"',
+            ": 1}\r\n\r\n: ping\n\nda",
+            "ta: x\ndata: y\n\n",
+            "data: [DONE]",
+        ]:
+            yield piece
+
+    assert [data async for data in sse_data(pieces())] == ['{"a": 1}', "x\ny", "[DONE]"]
+
+
+# --- what the records become: CSV, statistics, spans ---------------------------------------
+
+
+def _streamed(seq: int, ttft: float, tpot: float, total_s: float = 1.0) -> RequestRecord:
+    return RequestRecord(
+        run_id="r",
+        seq=seq,
+        concurrency=1,
+        intended=100.0 + seq,
+        sent=100.0 + seq,
+        done=100.0 + seq + total_s,
+        outcome=Outcome.OK,
+        output_tokens=10,
+        api="stream",
+        ttft_ms=ttft,
+        tpot_ms=tpot,
+        itl_ms=(tpot, tpot * 2),
+    )
+
+
+def test_streamed_columns_round_trip_through_requests_csv(tmp_path: Path):
+    """ttft_ms, tpot_ms, itl_ms and api are written and read back; older rows lack them."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    record = _streamed(0, 250.5, 12.25)
+    with contextlib.closing(ResultsWriter(folder)) as writer:
+        writer.write(record)
+    [back] = read_records(folder)
+    assert back == record
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "requests.csv").write_text(
+        "run_id,seq,concurrency,intended,sent,done,outcome,total_ms\nr,0,1,1.0,1.0,2.0,OK,1000\n"
+    )
+    [legacy] = read_records(old)
+    assert legacy.api is None
+    assert legacy.ttft_ms is None
+    assert legacy.itl_ms == ()
+
+
+def test_summary_has_ttft_itl_tpot_percentiles_slo_rows_and_goodput():
+    """A streamed level: TTFT/ITL/TPOT percentiles and SLO rows; goodput counts the requests
+    that met every target (here the one over the TTFT target does not)."""
+    slo = Slo(ttft_p95_ms=500, tpot_p95_ms=50)
+    records = [_streamed(0, 100, 10), _streamed(1, 200, 20), _streamed(2, 900, 10)]
+    stats = RunStats.from_records(
+        records, targets=GoodputTargets(total_ms=slo.total_p95_ms, ttft_ms=500, tpot_ms=50)
+    )
+    level = stats.to_summary(slo, 1)
+    assert level.latency_ms.ttft is not None
+    assert level.latency_ms.ttft.p50 == 200
+    assert level.latency_ms.itl is not None
+    assert level.latency_ms.itl.count == 6
+    rows = {row.metric: row for row in level.slo.rows}
+    assert rows["TTFT P95"].status == "FAIL"
+    assert rows["TPOT P95"].status == "PASS"
+    assert "ITL P95" in rows
+    assert level.goodput is not None
+    assert level.goodput.good == 2
+    assert level.goodput.rps is not None
+    assert level.goodput.rps > 0
+    assert level.goodput.ttft_ms == 500
+
+
+def test_whole_answer_summary_has_no_streaming_rows_but_goodput():
+    """A runsync level: no TTFT lines, goodput by the total target alone."""
+    record = RequestRecord(
+        run_id="r", seq=0, concurrency=1, intended=1.0, sent=1.0, done=2.0, outcome=Outcome.OK
+    )
+    level = RunStats.from_records([record]).to_summary(Slo(), 1)
+    assert level.latency_ms.ttft is None
+    assert {row.metric for row in level.slo.rows}.isdisjoint({"TTFT P95", "ITL P95", "TPOT P95"})
+    assert level.goodput is not None
+    assert level.goodput.good == 1
+    assert level.goodput.ttft_ms is None
+
+
+def test_streamed_span_carries_gen_ai_server_timings_in_seconds():
+    """gen_ai.server.time_to_first_token and time_per_output_token, in seconds."""
+    attrs = span_attributes(
+        _streamed(0, 250.0, 20.0), endpoint_id="e", kind="load", target_kind="twin"
+    )
+    assert attrs["gen_ai.server.time_to_first_token"] == pytest.approx(0.25)
+    assert attrs["gen_ai.server.time_per_output_token"] == pytest.approx(0.02)
+    whole = span_attributes(
+        RequestRecord(
+            run_id="r", seq=0, concurrency=1, intended=1.0, sent=1.0, done=2.0, outcome=Outcome.OK
+        ),
+        endpoint_id="e",
+        kind="load",
+        target_kind="twin",
+    )
+    assert "gen_ai.server.time_to_first_token" not in whole
