@@ -2,7 +2,8 @@
 
 With ``"stream": true`` in the input it yields ``tokens`` text chunks (one token each), the
 first after ``first_ms`` and each next one ``per_token_ms`` later, then the final chunk with
-usage; without it, one whole answer after the same total time.
+usage; without it, one whole answer after the same total time. The defaults (120 ms, 30 ms,
+5 tokens) are test_prober_streaming's constants, for runs whose input is a plain prompt.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """Stream (or answer whole) ``tokens`` tokens at the input's pace."""
     job_input = job["input"]
-    first = float(job_input.get("first_ms", 100)) / 1000
+    first = float(job_input.get("first_ms", 120)) / 1000
     pace = float(job_input.get("per_token_ms", 30)) / 1000
-    tokens = int(job_input.get("tokens", 4))
+    tokens = int(job_input.get("tokens", 5))
     usage = {"input_tokens": 3, "output_tokens": tokens}
     if not job_input.get("stream"):
         await asyncio.sleep(first + pace * (tokens - 1))

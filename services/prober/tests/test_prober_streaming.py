@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from typer.testing import CliRunner, Result
 
+from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.request_records import Outcome, RequestRecord, read_records
 from podpulse.common.runpod import sse_data
-from podpulse.common.summary import Slo
+from podpulse.common.summary import Slo, parse_summary
 from podpulse.common.testing import free_port, wait_until
 from podpulse.prober import Engine, Load, RequestOptions, Target
 from podpulse.prober._results_dir import ResultsWriter
@@ -296,3 +300,87 @@ def test_streamed_span_carries_gen_ai_server_timings_in_seconds():
         target_kind="twin",
     )
     assert "gen_ai.server.time_to_first_token" not in whole
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Run `podpulse ...` in this process with a clean prober/RunPod environment."""
+    for name in list(os.environ):
+        if name.startswith(("RUNPOD_", "PROBER_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PROBER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PROBER_WARMUP", "0")
+    runner = CliRunner()
+    app = build_app(entry_points(group=ENTRY_POINT_GROUP))
+
+    def invoke(*args: str, **env: str) -> Result:
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def _hosted(target: Target) -> dict[str, str]:
+    key = target.api_key if isinstance(target.api_key, str) else target.api_key()
+    return {
+        "RUNPOD_ENDPOINT_ID": target.endpoint_id,
+        "RUNPOD_ENDPOINT_BASE_URL": target.base_url,
+        "RUNPOD_API_KEY": key,
+    }
+
+
+def test_loadtest_api_stream_sweep_prints_chat_table_and_recommends_by_goodput(
+    cli, stream_twin: Target, tmp_path: Path
+):
+    """loadtest --api stream --recommend-by goodput: TTFT/ITL/TPOT table and SLO rows, a
+    goodput line and column, a goodput recommendation; report rebuilds it from the CSV."""
+    done = cli(
+        "loadtest", "--api", "stream", "--concurrency", "1,2", "--runs", "3",
+        "--recommend-by", "goodput", "--slo-ttft-p95-ms", "60000", "--slo-tpot-p95-ms",
+        "60000", "--slo-itl-p95-ms", "60000", "--run-id", "chat", **_hosted(stream_twin),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    for text in ("TTFT P95", "ITL P95", "TPOT P95", "what a chat user feels", "goodput: "):
+        assert text in done.stdout
+    assert "the highest goodput" in done.stdout
+    summary = parse_summary((tmp_path / "chat" / "summary.json").read_text())
+    assert summary.sweep is not None
+    assert summary.sweep.recommend_by == "goodput"
+    for level in summary.levels:
+        assert level.latency_ms.ttft is not None
+        assert level.latency_ms.ttft.p90 is not None
+        assert level.latency_ms.ttft.p50 is not None
+        assert level.latency_ms.ttft.p50 >= FIRST_MS
+        assert level.goodput is not None
+        assert level.goodput.good == 3
+        assert level.goodput.ttft_ms == 60000
+    (tmp_path / "chat" / "summary.json").unlink()
+    rebuilt = cli("report", "chat", "--json")
+    # A summary rebuilt from the CSV is marked interrupted (partial evidence): exit 1.
+    assert rebuilt.exit_code == 1, rebuilt.output
+    again = parse_summary(rebuilt.stdout)
+    assert [lvl.latency_ms.ttft for lvl in again.levels] == [
+        lvl.latency_ms.ttft for lvl in summary.levels
+    ]
+
+
+def test_a_tight_ttft_flag_fails_the_run_on_its_row(cli, stream_twin: Target, tmp_path: Path):
+    """--slo-ttft-p95-ms below the handler's first-token delay: the TTFT row fails, exit 1,
+    and no request counts as good."""
+    done = cli("loadtest", "--api", "stream", "--runs", "2", "--slo-ttft-p95-ms", "1",
+               "--run-id", "tight", "--json", **_hosted(stream_twin))  # fmt: skip
+    assert done.exit_code == 1, done.output
+    level = parse_summary(done.stdout).level
+    rows = {row.metric: row.status for row in level.slo.rows}
+    assert rows["TTFT P95"] == "FAIL"
+    assert level.goodput is not None
+    assert level.goodput.good == 0
+
+
+def test_api_flag_refuses_an_unknown_choice(cli):
+    """--api takes runsync, stream or openai; anything else exits 2 naming the flag."""
+    done = cli("loadtest", "--api", "grpc", "--target", "twin")
+    assert done.exit_code == 2
+    assert "--api must be runsync, stream or openai" in done.stderr

@@ -344,10 +344,11 @@ class RunStats(BaseModel):
         return self.output_tokens / (self.token_exec_units / 10_000)
 
     def latency(self, name: Metric) -> LatencyStats:
-        """P50/P95/P99 and mean of one metric, in ms."""
+        """P50/P90/P95/P99 and mean of one metric, in ms."""
         hist = self.hist[name]
         return LatencyStats(
             p50=_round(_p(hist, 50)),
+            p90=_round(_p(hist, 90)),
             p95=_round(_p(hist, 95)),
             p99=_round(_p(hist, 99)),
             mean=_round(hist.mean()),

@@ -46,7 +46,7 @@ def summarize(
     else:
         ran = [spec.concurrency[0]]
     levels = tuple(results.get(level, RunStats()).to_summary(slo, level) for level in sorted(ran))
-    sweep = sweep_result(levels) if spec.kind == "sweep" else None
+    sweep = sweep_result(levels, spec.recommend_by) if spec.kind == "sweep" else None
     soak = None
     if spec.kind == "soak":
         stats = results.get(spec.concurrency[0])

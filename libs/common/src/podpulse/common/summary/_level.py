@@ -30,6 +30,7 @@ class LatencyStats(_Model):
     """Nearest-rank percentiles and the mean of one metric, in ms (None: no values)."""
 
     p50: Ms | None
+    p90: Ms | None = None  # absent from summaries written before it was reported
     p95: Ms | None
     p99: Ms | None
     mean: Ms | None
