@@ -1,7 +1,8 @@
 """A MODULE:FUNC handler for the prober's streaming tests: known delays, STREAM.md chunks.
 
 With ``"stream": true`` in the input it yields ``tokens`` text chunks (one token each), the
-first after ``first_ms`` and each next one ``per_token_ms`` later, then the final chunk with
+first after ``first_ms`` and each next one ``per_token_ms`` later (``per_chunk`` tokens to a
+chunk when given, the chunks that much further apart), then the final chunk with
 usage; without it, one whole answer after the same total time. The defaults (120 ms, 30 ms,
 5 tokens) are test_prober_streaming's constants, for runs whose input is a plain prompt.
 """
@@ -24,11 +25,14 @@ async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         await asyncio.sleep(first + pace * (tokens - 1))
         yield {"text": "w " * tokens, "usage": usage, "model": "prober-test"}
         return
+    # per_chunk > 1: a worker that batches decode steps into bigger chunks.
+    per_chunk = int(job_input.get("per_chunk", 1))
     await asyncio.sleep(first)
-    for index in range(tokens):
+    for index in range(0, tokens, per_chunk):
         if index:
-            await asyncio.sleep(pace)
-        yield {"text": f"w{index} ", "tokens": 1}
+            await asyncio.sleep(pace * per_chunk)
+        size = min(per_chunk, tokens - index)
+        yield {"text": "w " * size, "tokens": size}
     yield {
         "text": "",
         "tokens": 0,

@@ -11,6 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import uvicorn
@@ -23,12 +24,13 @@ from typer.testing import CliRunner, Result
 from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.request_records import Outcome, RequestRecord, read_records
 from podpulse.common.runpod import sse_data
-from podpulse.common.summary import Slo, parse_summary
+from podpulse.common.summary import Slo, SweepResult, SweepRow, Tightest, parse_summary
 from podpulse.common.testing import free_port, wait_until
 from podpulse.prober import Engine, Load, RequestOptions, Target
 from podpulse.prober._results_dir import ResultsWriter
 from podpulse.prober._run_stats import GoodputTargets, RunStats
 from podpulse.prober._spans import span_attributes
+from podpulse.prober._sweep import recommend
 from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 
 TESTS = str(Path(__file__).parent)
@@ -59,7 +61,7 @@ async def _run(target: Target, api: str, runs: int = 3, **job: object) -> list[R
         engine = Engine(
             client,
             run_id=f"stream-{api}",
-            make_input=lambda seq: {"question": "hi", **PACE, **job},
+            make_input=lambda seq: {"question": "hi", **PACE} | job,
             options=RequestOptions(api=api, timeout_s=20),  # type: ignore[arg-type]
             on_record=records.append,
         )
@@ -129,11 +131,21 @@ async def _completions(request: Request) -> Response:
     if request.headers.get("authorization") != f"Bearer {KEY}":
         return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, 401)
     body = await request.json()
+    question = body["messages"][0]["content"]
+    if question == "job failed":
+        # How the route answers a job whose handler raised (STREAM.md section 2).
+        error = {"message": "handler error", "type": "server_error", "param": None, "code": None}
+        return JSONResponse({"error": error}, 500)
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     tokens = int(body.get("max_tokens", TOKENS))
 
     async def events() -> AsyncIterator[str]:
+        if question == "error event":
+            yield _chunk("partial ")
+            yield 'data: {"error": {"message": "engine died", "type": "server_error"}}\n\n'
+            yield "data: [DONE]\n\n"
+            return
         # A role-only first delta carries no text: it must not count as the first token.
         yield 'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
         await asyncio.sleep(FIRST_MS / 1000)
@@ -190,6 +202,56 @@ async def test_openai_api_with_a_bad_key_is_an_http_error(openai_target: Target)
     records = await _run(wrong, "openai", runs=1)
     assert [r.outcome for r in records] == [Outcome.HTTP_ERROR]
     assert "rejected" in (records[0].error or "")
+
+
+@pytest.mark.parametrize(
+    ("question", "outcome", "reason"),
+    [
+        ("job failed", Outcome.HTTP_ERROR, "HTTP 500"),
+        ("error event", Outcome.FAILED, "engine died"),
+    ],
+)
+async def test_openai_api_failures_name_their_reason(
+    openai_target: Target, question: str, outcome: Outcome, reason: str
+):
+    """A failed job (HTTP 500) and an error event mid-stream fail the request, saying why."""
+    records = await _run(openai_target, "openai", runs=1, question=question)
+    assert [r.outcome for r in records] == [outcome]
+    assert reason in (records[0].error or "")
+
+
+async def test_a_chunk_of_several_tokens_is_one_itl_gap(stream_twin: Target):
+    """6 tokens in chunks of 3: two text chunks, so one ITL gap (vLLM's counting), while
+    TPOT still divides by the 5 token intervals."""
+    [record] = await _run(stream_twin, "stream", runs=1, tokens=6, per_chunk=3)
+    assert record.outcome is Outcome.OK, record.error
+    assert record.output_tokens == 6
+    assert len(record.itl_ms) == 1
+    assert record.tpot_ms == pytest.approx(record.itl_ms[0] / 5, abs=0.01)
+
+
+def test_goodput_recommends_the_level_with_most_goodput_and_the_result_checks_it():
+    """--recommend-by goodput: the highest goodput wins (the lowest level on a tie), even a
+    level that failed the SLO; a summary claiming another level is refused."""
+    tight = Tightest(metric="Total P95", margin=1.0, margin_pct=1.0, unit="ms")
+
+    def row(
+        level: int, goodput: float | None, status: Literal["PASS", "FAIL"] = "PASS"
+    ) -> SweepRow:
+        return SweepRow(
+            concurrency=level, total_p50_ms=1.0, total_p95_ms=1.0, exec_p50_ms=1.0,
+            queue_p50_ms=1.0, success_rate_pct=100.0, status=status, tightest=tight,
+            goodput_rps=goodput,
+        )  # fmt: skip
+
+    rows = (row(1, 1.0), row(2, 3.0, "FAIL"), row(3, 3.0, "FAIL"), row(4, None, "FAIL"))
+    chosen = recommend(rows, "goodput")
+    assert chosen is not None
+    assert chosen.concurrency == 2
+    assert recommend(rows, "slo") is not None
+    assert recommend((row(1, None),), "goodput") is None
+    with pytest.raises(ValueError, match="contradicts the table"):
+        SweepResult(table=rows, recommendation=recommend(rows, "slo"), recommend_by="goodput")
 
 
 async def test_sse_events_are_cut_at_blank_lines_however_the_body_is_split():
