@@ -318,6 +318,7 @@ class Engine:
                     on_job=lambda job: self._track(job, state),
                     poll_interval_s=options.poll_interval_s,
                     streamed=state.streamed,
+                    policy=options.policy,
                 )
                 return _outcome(final)
             wait_ms = options.runsync_wait_ms()

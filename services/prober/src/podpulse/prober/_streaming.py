@@ -30,6 +30,7 @@ from typing import Any
 
 from podpulse.common.runpod import (
     Job,
+    JobPolicy,
     RunPodClient,
     RunPodProtocolError,
     StreamResult,
@@ -100,6 +101,7 @@ async def read_stream(
     on_job: Callable[[Job], None],
     poll_interval_s: float,
     streamed: Streamed,
+    policy: JobPolicy | None = None,
 ) -> Job:
     """``POST /run`` with ``"stream": true``, ``GET /stream`` until the job is final, then
     ``GET /status`` for delayTime/executionTime and the aggregated output; the final job.
@@ -110,7 +112,7 @@ async def read_stream(
     the rest of the interval.
     """
     body = {**job_input, "stream": True} if isinstance(job_input, dict) else job_input
-    job: Job = await call(lambda: client.run(body))
+    job: Job = await call(lambda: client.run(body, policy=policy))
     on_job(job)
     status = job.status
     while not status.is_final:
