@@ -15,6 +15,9 @@ from typing import Literal
 
 import pytest
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -22,11 +25,12 @@ from starlette.routing import Route
 from typer.testing import CliRunner, Result
 
 from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
+from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import Outcome, RequestRecord, read_records
-from podpulse.common.runpod import sse_data
+from podpulse.common.runpod import sse_data, whole_output
 from podpulse.common.summary import Slo, SweepResult, SweepRow, Tightest, parse_summary
 from podpulse.common.testing import free_port, wait_until
-from podpulse.prober import Engine, Load, RequestOptions, Target
+from podpulse.prober import Engine, Load, ProberSettings, RequestOptions, Target, run_probe
 from podpulse.prober._results_dir import ResultsWriter
 from podpulse.prober._run_stats import GoodputTargets, RunStats
 from podpulse.prober._spans import span_attributes
@@ -446,3 +450,43 @@ def test_api_flag_refuses_an_unknown_choice(cli):
     done = cli("loadtest", "--api", "grpc", "--target", "twin")
     assert done.exit_code == 2
     assert "--api must be runsync, stream or openai" in done.stderr
+
+
+async def test_prober_api_setting_streams_a_probe_and_its_spans_carry_ttft(
+    stream_twin: Target, tmp_path: Path
+):
+    """PROBER_API=stream with a spec that names no API (as Celery's scheduled probes): rows
+    say stream, summary.json has TTFT/ITL/TPOT, each span carries TTFT and TPOT in seconds."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spec = ProbeSpec(kind="load", run_id="by-setting", runs=2, warmup=0)
+    summary = await run_probe(
+        spec,
+        stream_twin,
+        tmp_path,
+        settings=ProberSettings(api="stream"),
+        tracer=provider.get_tracer("test"),
+    )
+    records = read_records(tmp_path / "by-setting")
+    assert [r.api for r in records] == ["stream", "stream"]
+    assert summary.level.latency_ms.tpot is not None
+    assert summary.level.latency_ms.tpot.count == 2
+    by_job = {r.job_id: r for r in records}
+    for span in exporter.get_finished_spans():
+        attrs = span.attributes or {}
+        record = by_job[str(attrs["runpod.job.id"])]
+        assert record.ttft_ms is not None
+        assert attrs["gen_ai.server.time_to_first_token"] == pytest.approx(record.ttft_ms / 1000)
+        assert record.ttft_ms >= FIRST_MS
+        assert "gen_ai.server.time_per_output_token" in attrs
+
+
+def test_whole_output_takes_a_dict_or_an_aggregated_list():
+    """/runsync output: a dict (old workers), [answer], or [chunk, ..., final]."""
+    answer = {"text": "hi", "usage": {"output_tokens": 1}}
+    assert whole_output(answer) is answer
+    assert whole_output([answer]) is answer
+    assert whole_output([{"text": "h", "tokens": 1}, answer]) is answer
+    assert whole_output(["data: x\n\n"]) is None
+    assert whole_output(None) is None
