@@ -142,7 +142,8 @@ class RunPodClient(HttpClientBase):
             "POST",
             f"{self._url}/openai/v1/chat/completions",
             call="openai_chat",
-            not_found=self._no_endpoint(),
+            not_found=f"no OpenAI-compatible route at {self._url}/openai/v1 "
+            "(an unknown endpoint, or a platform without the route)",
             body=body,
         ) as response:
             yield sse_data(response.aiter_text())
