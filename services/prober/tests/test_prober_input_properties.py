@@ -295,8 +295,11 @@ def test_report_on_any_summary_file_exits_0_1_or_2_with_one_line(
 
 # --- requests.csv through `report` -------------------------------------------------------------
 
+# A streamed row, so the fuzzed cells land among valid TTFT/TPOT/ITL values too.
 _ROW = {**RequestRecord(run_id="r", seq=0, concurrency=1, intended=1.7e9, sent=1.7e9,
-                        done=1.7e9 + 0.5, outcome=Outcome.OK, exec_ms=300.0).to_row()}  # fmt: skip
+                        done=1.7e9 + 0.5, outcome=Outcome.OK, exec_ms=300.0, output_tokens=3,
+                        api="stream", ttft_ms=120.0, tpot_ms=30.0,
+                        itl_ms=(30.0, 31.5)).to_row()}  # fmt: skip
 _csv_cell = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["", "1e400", "-1", "nan", "inf", "1_0", "٣", "OK", "FAILED", "x" * 200_000]),

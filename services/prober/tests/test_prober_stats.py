@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -120,7 +121,7 @@ _records = st.lists(
 @given(_records, _records, _records)
 def test_merge_equals_stats_over_the_union(a, b, c):
     """Merging shard stats (any grouping) equals stats built from all records at once."""
-    kw = {"window_s": 5.0, "origin": 1000.0}
+    kw: dict[str, Any] = {"window_s": 5.0, "origin": 1000.0}
     parts = [RunStats.from_records(p, **kw) for p in (a, b, c)]
     whole = RunStats.from_records(a + b + c, **kw)
     assert parts[0].merge(parts[1]).merge(parts[2]) == whole

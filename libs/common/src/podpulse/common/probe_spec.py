@@ -9,10 +9,14 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-__all__ = ["Arrival", "ProbeKind", "ProbeSpec", "check_run_id"]
+__all__ = ["Api", "Arrival", "ProbeKind", "ProbeSpec", "RecommendBy", "check_run_id"]
 
 ProbeKind = Literal["smoke", "load", "sweep", "soak"]
 Arrival = Literal["closed", "constant", "poisson"]
+# How each request is sent: /runsync (whole answers), /run + /stream, or the OpenAI route.
+Api = Literal["runsync", "stream", "openai"]
+# What a sweep recommends by: the SLO table (every line passes) or the highest goodput.
+RecommendBy = Literal["slo", "goodput"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -72,6 +76,14 @@ class ProbeSpec(BaseModel):
         "run must share it: it aligns their schedules and their soak windows.",
     )
     seed: int | None = Field(default=None, description="Seed of Poisson arrivals.")
+    api: Api | None = Field(
+        default=None,
+        description="runsync, stream (/run + /stream) or openai (the OpenAI route); None: "
+        "the settings' PROBER_API.",
+    )
+    recommend_by: RecommendBy = Field(
+        default="slo", description="A sweep recommends by the SLO table or by goodput."
+    )
 
     @field_validator("run_id")
     @classmethod

@@ -10,6 +10,13 @@ Times: ``intended``, ``sent`` and ``done`` are wall-clock epoch seconds (so rows
 prober processes line up); durations are milliseconds. ``total_ms`` runs from the intended
 start, not the send, so time a request spent waiting on the client side (coordinated
 omission) counts against the endpoint as a user would feel it.
+
+Streamed requests (``api`` stream or openai) add what a chat user feels: ``ttft_ms`` (intended
+start to the first chunk that carries text), ``itl_ms`` (the gaps between successive
+text-carrying chunks, space-separated in the CSV: one gap per chunk, however many tokens it
+carries, as vLLM's ``bench serve`` counts them) and ``tpot_ms`` ((last text chunk - first text
+chunk) / (output tokens - 1), vLLM's TPOT). CSVs written before these columns existed read
+back with them empty.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "APIS",
     "CSV_COLUMNS",
     "REQUIRED_COLUMNS",
     "Outcome",
@@ -37,6 +45,8 @@ __all__ = [
 # durations up to ~115 days. Beyond them a value is damage, and would overflow a datetime.
 _MAX_EPOCH_S = 253_402_300_799.0
 _MAX_MS = 1e10
+# How a request was sent: /runsync (whole answers), /run + /stream, or the OpenAI route.
+APIS = ("runsync", "stream", "openai")
 
 
 class RecordError(ValueError):
@@ -77,6 +87,15 @@ class RequestRecord:
     shard: int = 0
     rate_limited: int = 0  # 429 answers this request got (and backed off from) before its end
     model: str | None = None  # the model the endpoint says answered, for gen_ai.request.model
+    api: str | None = None  # runsync, stream or openai (None: written before the choice existed)
+    ttft_ms: float | None = None  # intended start to the first text-carrying chunk (streamed)
+    tpot_ms: float | None = None  # (last text - first text) / (output tokens - 1) (streamed)
+    itl_ms: tuple[float, ...] = ()  # gaps between successive text-carrying chunks (streamed)
+
+    @property
+    def streamed(self) -> bool:
+        """True when the request was read as a stream (its TTFT and ITL mean something)."""
+        return self.api in ("stream", "openai")
 
     @property
     def ok(self) -> bool:
@@ -112,6 +131,7 @@ class RequestRecord:
         row = dataclasses.asdict(self)
         row["outcome"] = self.outcome.value
         row["total_ms"] = round(self.total_ms, 3)
+        row["itl_ms"] = " ".join(f"{gap:.3f}" for gap in self.itl_ms)
         return row
 
     @classmethod
@@ -155,6 +175,15 @@ class RequestRecord:
             value = text(key)
             return None if value is None else count(key, value)
 
+        def gaps(key: str) -> tuple[float, ...]:
+            value = text(key)
+            if value is None:
+                return ()
+            return tuple(number(key, part, high=_MAX_MS) for part in value.split())
+
+        api = text("api")
+        if api is not None and api not in APIS:
+            raise RecordError(f"api: not one of {', '.join(APIS)}")
         outcome = need("outcome")
         if outcome not in Outcome.__members__:
             raise RecordError(f"outcome: not one of {', '.join(Outcome)}")
@@ -177,6 +206,10 @@ class RequestRecord:
             shard=opt_count("shard") or 0,
             rate_limited=opt_count("rate_limited") or 0,
             model=text("model"),
+            api=api,
+            ttft_ms=ms("ttft_ms"),
+            tpot_ms=ms("tpot_ms"),
+            itl_ms=gaps("itl_ms"),
         )
 
 

@@ -8,12 +8,15 @@ Coordinated omission. Every request has an *intended* start, and its total runs 
   leaves late (a saturated event loop, or the in-flight cap) keeps its scheduled intended
   start, so the lateness is counted in its total and shows as schedule lag.
 
-Request style. Each request is one ``POST /runsync?wait=`` and, only if that comes back
-unfinished (the wait ran out, or hosted RunPod returned early), ``GET /status`` every
-``poll_interval_s``. /runsync answers the moment the job finishes, so total is measured to
-within one loopback/network round trip, with no polling quantisation; the runpod SDK's own
-``run_sync`` polls once a second (and drops delayTime/executionTime), which would quantise
-every total to 1 s steps. Polling at 50 ms bounds the error of the rare long job to 50 ms.
+Request style (``RequestOptions.api``). ``runsync`` (the default): each request is one
+``POST /runsync?wait=`` and, only if that comes back unfinished (the wait ran out, or hosted
+RunPod returned early), ``GET /status`` every ``poll_interval_s``. /runsync answers the
+moment the job finishes, so total is measured to within one loopback/network round trip,
+with no polling quantisation; the runpod SDK's own ``run_sync`` polls once a second (and
+drops delayTime/executionTime), which would quantise every total to 1 s steps. Polling at
+50 ms bounds the error of the rare long job to 50 ms. ``stream`` (``/run`` + ``/stream`` +
+``/status``) and ``openai`` (RunPod's OpenAI route, server-sent events) read the answer as it
+is made and record TTFT, ITL and TPOT (podpulse.prober._streaming says how each is counted).
 
 429. The RunPod client is built with ``max_retries=0``: its own retries would sleep out of
 sight and hide the 429s. Here each 429 is counted on the request (``rate_limited``), the slot
@@ -36,7 +39,7 @@ import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.retry import Retry
@@ -47,12 +50,16 @@ from podpulse.common.runpod import (
     RunPodError,
     RunPodRateLimited,
     RunPodTimeout,
+    whole_output,
 )
 
 from ._load import Clock, EngineResult, Load, RequestOptions, arrivals
 from ._stop import RunAborted, StopRule, Streak, unreachable
+from ._streaming import Streamed, chat_body, read_openai, read_stream
 
 __all__ = ["Engine"]
+
+T = TypeVar("T")
 
 _REASON_CHARS = 300
 # How long cancelling in-flight jobs may take after Ctrl-C, so an interrupt stays prompt.
@@ -233,8 +240,7 @@ class Engine:
         outcome, error = Outcome.OK, None
         try:
             async with asyncio.timeout(self.options.timeout_s):
-                final = await self._until_final(self.make_input(seq), state)
-            outcome, error = _outcome(final)
+                outcome, error = await self._until_final(self.make_input(seq), state)
         except TimeoutError:
             outcome = Outcome.CLIENT_TIMEOUT
             error = f"no final status within the client timeout ({self.options.timeout_s:g} s)"
@@ -248,8 +254,17 @@ class Engine:
             outcome, error = Outcome.HTTP_ERROR, _short(str(exc))
             failed = unreachable(exc)
         done = self.clock.now()
-        job = state.job
+        job, streamed = state.job, state.streamed
         usage, model = _usage(job.output) if job is not None else ({}, None)
+        if streamed is not None:
+            # The streamed read's own counts (the OpenAI route has no job at all).
+            if streamed.input_tokens is not None:
+                usage["input_tokens"] = streamed.input_tokens
+            if streamed.output_tokens is not None:
+                usage["output_tokens"] = streamed.output_tokens
+            model = streamed.model or model
+        output_tokens = usage.get("output_tokens")
+        times = streamed.times if streamed is not None else None
         record = RequestRecord(
             run_id=self.run_id,
             seq=seq,
@@ -264,35 +279,75 @@ class Engine:
             delay_ms=job.delay_time_ms if job else None,
             exec_ms=job.execution_time_ms if job else None,
             input_tokens=usage.get("input_tokens"),
-            output_tokens=usage.get("output_tokens"),
+            output_tokens=output_tokens,
             error=error,
             shard=self.shard,
             rate_limited=state.rate_limited,
             model=model,
+            api=self.options.api,
+            ttft_ms=None if times is None else times.ttft_ms(intended),
+            tpot_ms=None if times is None else times.tpot_ms(output_tokens),
+            itl_ms=() if times is None else times.itl_ms(),
         )
         return record, failed
 
-    async def _until_final(self, job_input: Any, state: _Attempt) -> Job:
+    async def _until_final(self, job_input: Any, state: _Attempt) -> tuple[Outcome, str | None]:
+        """Send the request the run's API asks for; how it ended."""
         options = self.options
-        wait_ms = options.runsync_wait_ms()
-        state.job = await self._call(
-            lambda: self.client.runsync(job_input, wait_ms=wait_ms, policy=options.policy),
-            state,
-        )
-        job_id = state.job.id
-        self._in_flight.add(job_id)
+        if options.api == "openai":
+            body = chat_body(job_input, options.model)
+            complete = await self._call(
+                lambda: read_openai(self.client, body, now=self.clock.now, streamed=_reset(state)),
+                state,
+            )
+            streamed = state.streamed
+            assert streamed is not None
+            if streamed.error is not None:
+                return Outcome.FAILED, _short(streamed.error)
+            if not complete:
+                return Outcome.FAILED, "the event stream ended without data: [DONE]"
+            return Outcome.OK, None
         try:
+            if options.api == "stream":
+                state.streamed = Streamed()
+                final = await read_stream(
+                    self.client,
+                    job_input,
+                    now=self.clock.now,
+                    call=lambda send: self._call(send, state),
+                    on_job=lambda job: self._track(job, state),
+                    poll_interval_s=options.poll_interval_s,
+                    streamed=state.streamed,
+                    policy=options.policy,
+                )
+                return _outcome(final)
+            wait_ms = options.runsync_wait_ms()
+            self._track(
+                await self._call(
+                    lambda: self.client.runsync(job_input, wait_ms=wait_ms, policy=options.policy),
+                    state,
+                ),
+                state,
+            )
+            assert state.job is not None
+            job_id = state.job.id
             while not state.job.status.is_final:
                 await asyncio.sleep(options.poll_interval_s)
                 state.job = await self._call(lambda: self.client.status(job_id), state)
+            return _outcome(state.job)
         finally:
-            self._in_flight.discard(job_id)
-        return state.job
+            if state.job is not None:
+                self._in_flight.discard(state.job.id)
 
-    async def _call(self, send: Callable[[], Awaitable[Job]], state: _Attempt) -> Job:
+    def _track(self, job: Job, state: _Attempt) -> None:
+        """The request's job as last seen, kept in flight (to cancel) until it is final."""
+        state.job = job
+        self._in_flight.add(job.id)
+
+    async def _call(self, send: Callable[[], Awaitable[T]], state: _Attempt) -> T:
         """``send()``, backing off from 429s; a request's 429s share one retry budget."""
 
-        async def counted() -> Job:
+        async def counted() -> T:
             try:
                 return await send()
             except RunPodRateLimited:
@@ -341,6 +396,13 @@ def _asked_wait(error: BaseException) -> float | None:
 class _Attempt:
     job: Job | None = None
     rate_limited: int = 0
+    streamed: Streamed | None = None  # set when the answer is read as a stream
+
+
+def _reset(state: _Attempt) -> Streamed:
+    # A retried OpenAI request (after a 429) starts its reading afresh.
+    state.streamed = Streamed()
+    return state.streamed
 
 
 def _outcome(job: Job) -> tuple[Outcome, str | None]:
@@ -367,8 +429,10 @@ def _short(text: str) -> str:
 
 
 def _usage(output: Any) -> tuple[dict[str, int], str | None]:
-    """Token counts and model name from the handler's output, when it reports them."""
-    if not isinstance(output, dict):
+    """Token counts and model name from the handler's output, when it reports them; the
+    output may be the answer itself or the aggregated list of a generator's yields."""
+    output = whole_output(output)
+    if output is None:
         return {}, None
     usage = output.get("usage")
     counts = {}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from podpulse.common.probe_spec import Arrival
+from podpulse.common.probe_spec import Api, Arrival
 from podpulse.common.request_records import RequestRecord
 from podpulse.common.runpod import Backoff, JobPolicy
 
@@ -85,6 +85,9 @@ class RequestOptions:
     policy: JobPolicy | None = None
     rate_limit_retries: int = 5
     backoff: Backoff = field(default_factory=Backoff)
+    # runsync (whole answers), stream (/run + /stream) or openai (the OpenAI route).
+    api: Api = "runsync"
+    model: str | None = None  # the OpenAI route's "model", when the endpoint needs one
 
     def runsync_wait_ms(self) -> int:
         """?wait= for /runsync: at most the timeout, within RunPod's 1 s..5 min."""

@@ -24,11 +24,11 @@ from ._engine import Engine
 from ._load import RequestOptions
 from ._prompts import load_prompts
 from ._results_dir import ResultsWriter, run_dir, write_json, write_target
-from ._run_stats import RunStats
+from ._run_stats import RunStats, targets_of
 from ._shards import check_sharding, shard_load, write_shard_stats
 from ._spans import emit_span
 from ._stop import RunAborted, StopRule
-from ._summarize import write_summary
+from ._summarize import slo_of, write_summary
 from ._target import Target
 from .settings import ProberSettings
 
@@ -146,17 +146,20 @@ class _Run:
             poll_interval_s=settings.status_poll_ms / 1000,
             policy=spec.policy,  # type: ignore[arg-type]  # JobPolicy's keys, checked by RunPod
             rate_limit_retries=settings.rate_limit_retries,
+            api=spec.api or settings.api,
+            model=settings.model_name,
         )
         stop_rule = StopRule(
             max_failures=settings.abort_after_failures, max_failing_s=settings.abort_after_s
         )
+        targets = targets_of(slo_of(settings))
         async with self.target.client(timeout_s=spec.timeout_s) as client:
             for level in spec.concurrency:
                 load = shard_load(spec, level, self.shard, self.shards)
                 # Without start_at, windows count from the end of warm-up (set below).
                 placeholder = 0.0 if window_s else None
                 origin = spec.start_at if spec.start_at is not None else placeholder
-                results[level] = RunStats(window_s=window_s, origin=origin)
+                results[level] = RunStats(window_s=window_s, origin=origin, targets=targets)
                 if load is None:
                     continue
                 engine = Engine(

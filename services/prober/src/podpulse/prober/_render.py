@@ -91,29 +91,98 @@ def _slo_table(out: Console, level: LevelSummary, title: str) -> None:
     for kind, failure in level.failures.items():
         for example in failure.examples:
             out.print(f"  {kind}: {escape(example)}", highlight=False)
+    _chat_table(out, level)
+    _goodput_line(out, level)
+
+
+def _chat_table(out: Console, level: LevelSummary) -> None:
+    """TTFT, ITL and TPOT percentiles, for a level whose requests streamed."""
+    latency = level.latency_ms
+    metrics = (("TTFT", latency.ttft), ("ITL", latency.itl), ("TPOT", latency.tpot))
+    if all(stats is None for _, stats in metrics):
+        return
+    table = Table(title="what a chat user feels (ms)")
+    for column in ("Metric", "P50", "P90", "P95", "P99", "Mean", "Count"):
+        table.add_column(column, justify="left" if column == "Metric" else "right")
+    for name, stats in metrics:
+        if stats is None:
+            continue
+        table.add_row(
+            name,
+            *(
+                _ms_fine(value)
+                for value in (stats.p50, stats.p90, stats.p95, stats.p99, stats.mean)
+            ),
+            str(stats.count),
+        )
+    out.print(table)
+
+
+def _ms_fine(value: float | None) -> str:
+    # TPOT and ITL are tens of ms: a whole-ms rounding would hide most of a change.
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _goodput_line(out: Console, level: LevelSummary) -> None:
+    goodput = level.goodput
+    if goodput is None:
+        return
+    targets = [f"total <= {goodput.total_ms:g} ms"]
+    if goodput.ttft_ms is not None:
+        targets.append(f"TTFT <= {goodput.ttft_ms:g} ms")
+    if goodput.tpot_ms is not None:
+        targets.append(f"TPOT <= {goodput.tpot_ms:g} ms")
+    rps = "n/a" if goodput.rps is None else f"{goodput.rps:.3f} req/s"
+    out.print(
+        f"goodput: {rps} ({goodput.good} of {level.ok} completed requests met {', '.join(targets)})"
+    )
 
 
 def _sweep_table(out: Console, summary: RunSummary, sweep: SweepResult) -> None:
     table = Table(title=f"sweep {summary.run_id}")
-    for column in ("Concurrency", "Total P50", "Exec P50", "Queue P50", "Total P95", "Status"):
+    streamed = any(row.ttft_p95_ms is not None for row in sweep.table)
+    # The goodput column where it matters (a chat run, or a recommendation by it), so a
+    # whole-answer sweep's table keeps fitting an 80-column terminal.
+    show_goodput = streamed or sweep.recommend_by == "goodput"
+    columns = ["Concurrency", "Total P50", "Exec P50", "Queue P50", "Total P95"]
+    columns += ["TTFT P95"] if streamed else []
+    columns += ["Goodput"] if show_goodput else []
+    for column in (*columns, "Status"):
         table.add_column(column, justify="right")
     for row in sweep.table:
-        table.add_row(
+        cells = [
             str(row.concurrency),
             f"{_ms(row.total_p50_ms)} ms",
             f"{_ms(row.exec_p50_ms)} ms",
             f"{_ms(row.queue_p50_ms)} ms",
             f"{_ms(row.total_p95_ms)} ms",
-            _status(row.status),
-        )
+        ]
+        if streamed:
+            cells.append(f"{_ms(row.ttft_p95_ms)} ms")
+        if show_goodput:
+            cells.append("-" if row.goodput_rps is None else f"{row.goodput_rps:.2f}/s")
+        table.add_row(*cells, _status(row.status))
     out.print(table)
     shown = summary.level
     _slo_table(out, shown, f"SLO at concurrency {shown.concurrency}")
     rec = sweep.recommendation
     if rec is None:
-        out.print("[red]recommendation: none, no concurrency level met the SLO[/red]")
+        reason = (
+            "no request met every goodput target"
+            if sweep.recommend_by == "goodput"
+            else "no concurrency level met the SLO"
+        )
+        out.print(f"[red]recommendation: none, {reason}[/red]")
         return
     tight = rec.tightest
+    if sweep.recommend_by == "goodput":
+        out.print(
+            f"recommendation: concurrency [bold]{rec.concurrency}[/bold], the highest goodput "
+            "(requests/s that met every per-request target)"
+        )
+        if rec.failed_levels:
+            out.print(f"[yellow]levels that failed the SLO: {list(rec.failed_levels)}[/yellow]")
+        return
     margin = "-" if tight.margin is None else f"{tight.margin:+,.1f} {tight.unit}"
     share = "" if tight.margin_pct is None else f" ({tight.margin_pct:+.1f}% of the threshold)"
     out.print(

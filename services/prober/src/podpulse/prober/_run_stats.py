@@ -13,6 +13,12 @@ the field, never a half-read ``RunStats`` or a bare ``KeyError``.
 
 Latency percentiles are over successful requests only (a failure's "latency" is a timeout
 or an error page); failures are counted by kind and judged by the success rate.
+
+Streamed requests add TTFT, TPOT (one value per request) and ITL (every gap of every request
+in one histogram, as vLLM pools them) and their SLO lines. Goodput (vLLM's ``--goodput``)
+counts the completed requests that met every per-request target -- total, and for streamed
+requests TTFT and TPOT (an answer of one token has no TPOT and meets that target) -- as
+they are added, so it merges across shards as a plain count.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from podpulse.common.summary import (
     Breakdown,
     FailureKind,
     FailureName,
+    Goodput,
     Latencies,
     LatencyStats,
     LevelSummary,
@@ -51,10 +58,19 @@ from podpulse.common.summary import (
     Tokens,
 )
 
-__all__ = ["PERCENTILE_METHOD", "Metric", "RunStats"]
+__all__ = ["PERCENTILE_METHOD", "GoodputTargets", "Metric", "RunStats", "targets_of"]
 
-Metric = Literal["total", "exec", "delay", "overhead", "schedule_lag"]
-SloMetric = Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
+Metric = Literal["total", "exec", "delay", "overhead", "schedule_lag", "ttft", "itl", "tpot"]
+SloMetric = Literal[
+    "Exec P50",
+    "Exec P95",
+    "Total P50",
+    "Total P95",
+    "Success rate",
+    "TTFT P95",
+    "ITL P95",
+    "TPOT P95",
+]
 
 PERCENTILE_METHOD = (
     "nearest-rank (the value at rank ceil(q/100*n)) over 0.1 ms buckets, successful requests"
@@ -99,6 +115,33 @@ _Counts = Annotated[
 _Sorted = WrapSerializer(lambda value, dump: dump(dict(sorted(value.items()))))
 
 
+class GoodputTargets(BaseModel):
+    """Per-request targets a request must all meet to count towards goodput, in ms."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    total_ms: float = Field(default=Slo().total_p95_ms, gt=0)
+    ttft_ms: float = Field(default=Slo().ttft_p95_ms, gt=0)
+    tpot_ms: float = Field(default=Slo().tpot_p95_ms, gt=0)
+
+    def met_by(self, record: RequestRecord) -> bool:
+        """Whether a completed request met every target that applies to it."""
+        if record.total_ms > self.total_ms:
+            return False
+        if not record.streamed:
+            return True
+        if record.ttft_ms is None or record.ttft_ms > self.ttft_ms:
+            return False
+        return record.tpot_ms is None or record.tpot_ms <= self.tpot_ms
+
+
+def targets_of(slo: Slo) -> GoodputTargets:
+    """Goodput's targets: the SLO's P95 thresholds, applied to each request."""
+    return GoodputTargets(
+        total_ms=slo.total_p95_ms, ttft_ms=slo.ttft_p95_ms, tpot_ms=slo.tpot_p95_ms
+    )
+
+
 class RunStats(BaseModel):
     """Histograms, outcome counts, tokens and time span of a set of requests.
 
@@ -120,6 +163,9 @@ class RunStats(BaseModel):
     # units (an integer, so shards add up exactly): the denominator of decode tokens/s.
     token_exec_units: NonNegativeInt = 0
     rate_limited: NonNegativeInt = 0
+    targets: GoodputTargets = Field(default_factory=GoodputTargets)
+    good: NonNegativeInt = 0  # completed requests that met every goodput target
+    streamed: NonNegativeInt = 0  # requests read as a stream (their TTFT lines then show)
     first_intended: float | None = None
     last_done: float | None = None
     windows: Annotated[dict[NonNegativeInt, RunStats], _Sorted] = Field(default_factory=dict)
@@ -129,7 +175,11 @@ class RunStats(BaseModel):
         # in through from_json. For the type checker only: pydantic runs a model's own
         # __init__ inside validation, where from_json's context would not reach it.
         def __init__(
-            self, *, window_s: float | None = None, origin: float | None = None
+            self,
+            *,
+            window_s: float | None = None,
+            origin: float | None = None,
+            targets: GoodputTargets = ...,
         ) -> None: ...
 
     @model_validator(mode="before")
@@ -138,7 +188,7 @@ class RunStats(BaseModel):
         # to_json writes every field, so one missing from a shard's JSON is damage, and must
         # not read as zero; only the window settings may be left out (they default to none).
         if info.context == _WIRE and isinstance(data, Mapping):
-            optional = {"window_s", "origin"}
+            optional = {"window_s", "origin", "targets"}
             missing = [name for name in cls.model_fields if name not in {*data, *optional}]
             if missing:
                 raise ValueError(f"RunStats JSON lacks the fields {missing}")
@@ -165,9 +215,10 @@ class RunStats(BaseModel):
         *,
         window_s: float | None = None,
         origin: float | None = None,
+        targets: GoodputTargets | None = None,
     ) -> RunStats:
         """Statistics over ``records``."""
-        stats = cls(window_s=window_s, origin=origin)
+        stats = cls(window_s=window_s, origin=origin, targets=targets or GoodputTargets())
         for record in records:
             stats.add(record)
         return stats
@@ -190,7 +241,10 @@ class RunStats(BaseModel):
         self.first_intended = _min(self.first_intended, record.intended)
         self.last_done = _max(self.last_done, record.done)
         self.hist["schedule_lag"].add(record.schedule_lag_ms)
+        if record.streamed:
+            self.streamed += 1
         if record.ok:
+            self._add_chat(record)
             self.hist["total"].add(record.total_ms)
             if record.exec_ms is not None:
                 self.hist["exec"].add(record.exec_ms)
@@ -209,8 +263,19 @@ class RunStats(BaseModel):
             assert self.origin is not None
             index = max(0, int((record.done - self.origin) // self.window_s))
             if index not in self.windows:
-                self.windows[index] = RunStats()
+                self.windows[index] = RunStats(targets=self.targets)
             self.windows[index].add(record)
+
+    def _add_chat(self, record: RequestRecord) -> None:
+        """A completed request's TTFT, TPOT and gaps, and whether it was good."""
+        if record.ttft_ms is not None:
+            self.hist["ttft"].add(record.ttft_ms)
+        if record.tpot_ms is not None:
+            self.hist["tpot"].add(record.tpot_ms)
+        for gap in record.itl_ms:
+            self.hist["itl"].add(gap)
+        if self.targets.met_by(record):
+            self.good += 1
 
     def merge(self, other: RunStats) -> RunStats:
         """A new ``RunStats`` over both sets of requests (exact, order-independent)."""
@@ -219,7 +284,9 @@ class RunStats(BaseModel):
                 "cannot merge RunStats with different windows "
                 f"({self.window_s}@{self.origin} vs {other.window_s}@{other.origin})"
             )
-        merged = RunStats(window_s=self.window_s, origin=self.origin)
+        if self.targets != other.targets:
+            raise ValueError("cannot merge RunStats counted against different goodput targets")
+        merged = RunStats(window_s=self.window_s, origin=self.origin, targets=self.targets)
         merged.hist = {name: self.hist[name].merge(other.hist[name]) for name in _METRICS}
         merged.outcomes = self.outcomes + other.outcomes
         for kind in {*self.examples, *other.examples}:
@@ -230,12 +297,16 @@ class RunStats(BaseModel):
         merged.output_tokens = self.output_tokens + other.output_tokens
         merged.token_exec_units = self.token_exec_units + other.token_exec_units
         merged.rate_limited = self.rate_limited + other.rate_limited
+        merged.good = self.good + other.good
+        merged.streamed = self.streamed + other.streamed
         merged.first_intended = _min(self.first_intended, other.first_intended)
         merged.last_done = _max(self.last_done, other.last_done)
         for index in {*self.windows, *other.windows}:
             mine, theirs = self.windows.get(index), other.windows.get(index)
             merged.windows[index] = (
-                mine.merge(theirs) if mine and theirs else (mine or theirs or RunStats())
+                mine.merge(theirs)
+                if mine and theirs
+                else (mine or theirs or RunStats(targets=self.targets))
             )
         return merged
 
@@ -273,10 +344,11 @@ class RunStats(BaseModel):
         return self.output_tokens / (self.token_exec_units / 10_000)
 
     def latency(self, name: Metric) -> LatencyStats:
-        """P50/P95/P99 and mean of one metric, in ms."""
+        """P50/P90/P95/P99 and mean of one metric, in ms."""
         hist = self.hist[name]
         return LatencyStats(
             p50=_round(_p(hist, 50)),
+            p90=_round(_p(hist, 90)),
             p95=_round(_p(hist, 95)),
             p99=_round(_p(hist, 99)),
             mean=_round(hist.mean()),
@@ -293,6 +365,12 @@ class RunStats(BaseModel):
             ("Total P95", slo.total_p95_ms, _p(total, 95), "<="),
             ("Success rate", slo.success_pct, self.success_pct, ">="),
         ]
+        if self.streamed:
+            checks += [
+                ("TTFT P95", slo.ttft_p95_ms, _p(self.hist["ttft"], 95), "<="),
+                ("ITL P95", slo.itl_p95_ms, _p(self.hist["itl"], 95), "<="),
+                ("TPOT P95", slo.tpot_p95_ms, _p(self.hist["tpot"], 95), "<="),
+            ]
         rows = []
         for metric, limit, actual, sense in checks:
             unit: Literal["ms", "%"] = "%" if metric == "Success rate" else "ms"
@@ -351,6 +429,9 @@ class RunStats(BaseModel):
                 delay=self.latency("delay"),
                 overhead=self.latency("overhead"),
                 schedule_lag=self.latency("schedule_lag"),
+                ttft=self.latency("ttft") if self.streamed else None,
+                itl=self.latency("itl") if self.streamed else None,
+                tpot=self.latency("tpot") if self.streamed else None,
             ),
             breakdown_pct=self.breakdown_pct(),
             tokens=Tokens(
@@ -362,6 +443,13 @@ class RunStats(BaseModel):
                 ),
             ),
             throughput_rps=_round(self.ok / duration if duration else None, 3),
+            goodput=Goodput(
+                good=self.good,
+                rps=_round(self.good / duration if duration else None, 3),
+                total_ms=self.targets.total_ms,
+                ttft_ms=self.targets.ttft_ms if self.streamed else None,
+                tpot_ms=self.targets.tpot_ms if self.streamed else None,
+            ),
             started_at=_utc(self.first_intended),
             ended_at=_utc(self.last_done),
             duration_s=round(duration, 3),

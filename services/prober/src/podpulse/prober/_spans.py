@@ -2,7 +2,9 @@
 
 The span starts at the request's intended start and ends when its result arrived, so its
 duration is the request's total as the prober reports it (client-side queueing included).
-It is emitted after the fact, with explicit times, once the record is complete.
+It is emitted after the fact, with explicit times, once the record is complete. A streamed
+request's span also carries its time to first token and time per output token under the
+OpenTelemetry GenAI names, in seconds as those metrics are.
 """
 
 from __future__ import annotations
@@ -49,8 +51,14 @@ def span_attributes(
         "gen_ai.usage.input_tokens": record.input_tokens,
         "gen_ai.usage.output_tokens": record.output_tokens,
         "podpulse.tokens_per_second": record.tokens_per_second,
+        "gen_ai.server.time_to_first_token": _seconds(record.ttft_ms),
+        "gen_ai.server.time_per_output_token": _seconds(record.tpot_ms),
     }
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 def emit_span(

@@ -46,7 +46,7 @@ def summarize(
     else:
         ran = [spec.concurrency[0]]
     levels = tuple(results.get(level, RunStats()).to_summary(slo, level) for level in sorted(ran))
-    sweep = sweep_result(levels) if spec.kind == "sweep" else None
+    sweep = sweep_result(levels, spec.recommend_by) if spec.kind == "sweep" else None
     soak = None
     if spec.kind == "soak":
         stats = results.get(spec.concurrency[0])
@@ -137,4 +137,7 @@ def slo_of(settings: ProberSettings) -> Slo:
         total_p50_ms=settings.slo_total_p50_ms,
         total_p95_ms=settings.slo_total_p95_ms,
         success_pct=settings.slo_success_pct,
+        ttft_p95_ms=settings.slo_ttft_p95_ms,
+        itl_p95_ms=settings.slo_itl_p95_ms,
+        tpot_p95_ms=settings.slo_tpot_p95_ms,
     )

@@ -2,13 +2,18 @@
 
 The recommendation is the highest concurrency whose run met every SLO line, reported with
 its tightest margin (the SLO line with the least headroom, as a share of its threshold):
-that is how close the recommended level is to failing.
+that is how close the recommended level is to failing. Asked to (``--recommend-by
+goodput``), it is instead the level with the highest goodput -- the most requests per second
+that each met every per-request target, which is what a chat endpoint sells (vLLM's
+``bench serve --goodput``): past that level, more concurrency buys slower answers, not more
+good ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from podpulse.common.probe_spec import RecommendBy
 from podpulse.common.summary import (
     LevelSummary,
     Recommendation,
@@ -16,6 +21,7 @@ from podpulse.common.summary import (
     SweepResult,
     SweepRow,
     Tightest,
+    best_row,
 )
 
 __all__ = ["recommend", "sweep_result", "sweep_rows"]
@@ -42,6 +48,8 @@ def sweep_rows(levels: Sequence[LevelSummary]) -> tuple[SweepRow, ...]:
                     margin_pct=tightest.margin_pct,
                     unit=tightest.unit,
                 ),
+                goodput_rps=summary.goodput.rps if summary.goodput else None,
+                ttft_p95_ms=latency.ttft.p95 if latency.ttft else None,
             )
         )
     return tuple(rows)
@@ -60,15 +68,12 @@ def _tightest(slo_rows: Sequence[SloRow]) -> SloRow:
     )
 
 
-def recommend(rows: Sequence[SweepRow]) -> Recommendation | None:
-    """The highest concurrency that passes with every lower level passing too, and its
-    tightest margin; None when the lowest level fails. A lone passing level above a failing
-    one is luck, not capacity, so it is never recommended."""
-    recommended = None
-    for row in sorted(rows, key=lambda r: r.concurrency):
-        if row.status != "PASS":
-            break
-        recommended = row
+def recommend(rows: Sequence[SweepRow], by: RecommendBy = "slo") -> Recommendation | None:
+    """By the SLO: the highest concurrency that passes with every lower level passing too,
+    and its tightest margin; None when the lowest level fails. A lone passing level above a
+    failing one is luck, not capacity, so it is never recommended. By goodput: the level
+    with the highest goodput (the lowest on a tie); None when no request was good."""
+    recommended = best_row(tuple(sorted(rows, key=lambda r: r.concurrency)), by)
     if recommended is None:
         return None
     return Recommendation(
@@ -78,7 +83,7 @@ def recommend(rows: Sequence[SweepRow]) -> Recommendation | None:
     )
 
 
-def sweep_result(levels: Sequence[LevelSummary]) -> SweepResult:
+def sweep_result(levels: Sequence[LevelSummary], by: RecommendBy = "slo") -> SweepResult:
     """A sweep's table and recommendation from its levels' summaries."""
     rows = sweep_rows(levels)
-    return SweepResult(table=rows, recommendation=recommend(rows))
+    return SweepResult(table=rows, recommendation=recommend(rows, by), recommend_by=by)

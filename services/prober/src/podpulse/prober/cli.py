@@ -54,8 +54,8 @@ from ._results_dir import (
     read_target,
     run_dir,
 )
-from ._run_stats import RunStats
-from ._summarize import summarize
+from ._run_stats import RunStats, targets_of
+from ._summarize import slo_of, summarize
 from ._target import EmbeddedTwin, TargetError, default_target_kind, open_target
 from .settings import ProberSettings
 
@@ -337,6 +337,65 @@ RunIdOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print summary.json only.")]
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="<runsync|stream|openai>",
+        help="How each request is sent: runsync (whole answers), stream (/run + /stream) or "
+        "openai (RunPod's OpenAI route, streamed); the last two measure TTFT, ITL and TPOT.",
+        show_default=env_default(ProberSettings, "api"),
+    ),
+]
+SloTtftOption = Annotated[
+    float | None,
+    typer.Option(
+        "--slo-ttft-p95-ms",
+        min=0.001,
+        help="TTFT P95 limit (streamed runs; also goodput's TTFT target).",
+        show_default=env_default(ProberSettings, "slo_ttft_p95_ms"),
+    ),
+]
+SloItlOption = Annotated[
+    float | None,
+    typer.Option(
+        "--slo-itl-p95-ms",
+        min=0.001,
+        help="ITL P95 limit (streamed runs).",
+        show_default=env_default(ProberSettings, "slo_itl_p95_ms"),
+    ),
+]
+SloTpotOption = Annotated[
+    float | None,
+    typer.Option(
+        "--slo-tpot-p95-ms",
+        min=0.001,
+        help="TPOT P95 limit (streamed runs; also goodput's TPOT target).",
+        show_default=env_default(ProberSettings, "slo_tpot_p95_ms"),
+    ),
+]
+
+
+def _api(flag: str | None, settings: ProberSettings) -> str:
+    if flag is None:
+        return settings.api
+    if flag not in ("runsync", "stream", "openai"):
+        raise _usage(f"--api must be runsync, stream or openai, got {flag!r}")
+    return flag
+
+
+def _chat_slo(
+    settings: ProberSettings, ttft: float | None, itl: float | None, tpot: float | None
+) -> ProberSettings:
+    """The settings with this run's TTFT, ITL and TPOT limits where flags gave them."""
+    flags = {"slo_ttft_p95_ms": ttft, "slo_itl_p95_ms": itl, "slo_tpot_p95_ms": tpot}
+    update = {
+        name: _finite(value, "--" + name.replace("_", "-"))
+        for name, value in flags.items()
+        if value is not None
+    }
+    return settings.model_copy(update=update) if update else settings
+
+
 TargetOption = Annotated[
     str | None,
     typer.Option(
@@ -393,6 +452,18 @@ def loadtest(
     run_id: RunIdOption = None,
     as_json: JsonOption = False,
     target: TargetOption = None,
+    api: ApiOption = None,
+    slo_ttft_p95_ms: SloTtftOption = None,
+    slo_itl_p95_ms: SloItlOption = None,
+    slo_tpot_p95_ms: SloTpotOption = None,
+    recommend_by: Annotated[
+        str,
+        typer.Option(
+            metavar="<slo|goodput>",
+            help="A sweep recommends the highest level meeting the SLO, or the level with the "
+            "highest goodput.",
+        ),
+    ] = "slo",
 ) -> None:
     """Load test: the SLO table per level; several levels make a sweep with a recommendation.
 
@@ -400,6 +471,9 @@ def loadtest(
     OTEL_TRACES_EXPORTER to emit one runpod.job span per request.
     """
     settings, common = _settings()
+    settings = _chat_slo(settings, slo_ttft_p95_ms, slo_itl_p95_ms, slo_tpot_p95_ms)
+    if recommend_by not in ("slo", "goodput"):
+        raise _usage(f"--recommend-by must be slo or goodput, got {recommend_by!r}")
     kind_of_target = _target_kind(target, common)
     if arrival not in ("closed", "constant", "poisson"):
         raise _usage(f"--arrival must be closed, constant or poisson, got {arrival!r}")
@@ -421,6 +495,8 @@ def loadtest(
         warmup=settings.warmup if warmup is None else warmup,
         timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
+        api=_api(api, settings),
+        recommend_by=recommend_by,
     )
     options = _RunOptions(kind_of_target, _results_dir(results_dir, settings), as_json)
     _run(spec, settings, common, options)
@@ -460,9 +536,14 @@ def soak(
     run_id: RunIdOption = None,
     as_json: JsonOption = False,
     target: TargetOption = None,
+    api: ApiOption = None,
+    slo_ttft_p95_ms: SloTtftOption = None,
+    slo_itl_p95_ms: SloItlOption = None,
+    slo_tpot_p95_ms: SloTpotOption = None,
 ) -> None:
     """Soak: fixed concurrency for a while; per-window P50/P95, trend tests, plot, report."""
     settings, common = _settings()
+    settings = _chat_slo(settings, slo_ttft_p95_ms, slo_itl_p95_ms, slo_tpot_p95_ms)
     kind_of_target = _target_kind(target, common)
     seconds = _seconds(duration, "--duration")
     if seconds is None and runs is None:
@@ -477,6 +558,7 @@ def soak(
         warmup=settings.warmup if warmup is None else warmup,
         timeout_s=settings.timeout_s if timeout is None else _finite(timeout, "--timeout"),
         prompts=prompts,
+        api=_api(api, settings),
     )
     options = _RunOptions(kind_of_target, _results_dir(results_dir, settings), as_json)
     _run(spec, settings, common, options)
@@ -522,9 +604,10 @@ def _rebuild(folder: Path, settings: ProberSettings) -> RunSummary:
     window = (spec.window_s or settings.soak_window_s) if spec.kind == "soak" else None
     origin = min((r.intended for r in records), default=None) if window else None
     levels: dict[int, RunStats] = {}
+    targets = targets_of(slo_of(settings))
     for record in records:
         if record.concurrency not in levels:
-            levels[record.concurrency] = RunStats(window_s=window, origin=origin)
+            levels[record.concurrency] = RunStats(window_s=window, origin=origin, targets=targets)
         levels[record.concurrency].add(record)
     try:
         return summarize(spec, levels, settings, target=target, interrupted=True)

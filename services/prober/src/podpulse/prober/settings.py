@@ -67,6 +67,24 @@ class ProberSettings(BaseSettings):
         description="Lowest share of requests that must complete.",
     )
 
+    # What a chat user feels; these lines appear only in runs that stream (--api stream or
+    # openai). Their thresholds are also goodput's per-request targets (with total P95's).
+    slo_ttft_p95_ms: float = Field(
+        default=_SLO.ttft_p95_ms,
+        gt=0,
+        description="Time to first token P95 limit (streamed runs); also goodput's TTFT target.",
+    )
+    slo_itl_p95_ms: float = Field(
+        default=_SLO.itl_p95_ms,
+        gt=0,
+        description="Inter-token latency P95 limit (streamed runs): the gaps between chunks.",
+    )
+    slo_tpot_p95_ms: float = Field(
+        default=_SLO.tpot_p95_ms,
+        gt=0,
+        description="Time per output token P95 limit (streamed runs); also goodput's TPOT target.",
+    )
+
     # Soak.
     soak_p95_ms: float = Field(
         default=4000, gt=0, description="Total-latency P95 every soak window must stay under."
@@ -86,6 +104,13 @@ class ProberSettings(BaseSettings):
     )
 
     # How each request is sent.
+    api: Literal["runsync", "stream", "openai"] = Field(
+        default="runsync",
+        description="How each request is sent: 'runsync' (POST /runsync, whole answers), "
+        "'stream' (POST /run with stream: true, then GET /stream until the job is final: "
+        "TTFT, ITL and TPOT) or 'openai' (RunPod's OpenAI-compatible chat completions, "
+        "streamed as server-sent events: TTFT, ITL and TPOT). --api sets it per run.",
+    )
     timeout_s: float = Field(
         default=120, gt=0, description="Per-request client timeout, from the send to the result."
     )

@@ -33,6 +33,8 @@ from ._models import (
     StreamResult,
     WorkerCounts,
 )
+from ._outputs import whole_output
+from ._sse import sse_data
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -65,4 +67,6 @@ __all__ = [
     "StreamResult",
     "WorkerCounts",
     "parse_retry_after",
+    "sse_data",
+    "whole_output",
 ]

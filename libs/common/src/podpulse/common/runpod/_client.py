@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +14,7 @@ from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL as DEFAULT
 from ..retry import Backoff
 from ._http import ApiKey, HttpClientBase, ModelT, Requester, parse_model
 from ._models import Health, Job, JobPolicy, PurgeResult, StreamResult
+from ._sse import sse_data
 
 # How long RunPod holds a /runsync open when no ?wait= is given.
 DEFAULT_RUNSYNC_WAIT_MS = 90_000
@@ -124,6 +127,26 @@ class RunPodClient(HttpClientBase):
         return await self._read(
             "GET", f"stream/{segment}", StreamResult, "stream", self._no_job(job_id)
         )
+
+    @asynccontextmanager
+    async def openai_chat_stream(
+        self, body: Mapping[str, Any]
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """``POST /openai/v1/chat/completions`` (RunPod's OpenAI-compatible route), streamed.
+
+        Yields the ``data`` of each server-sent event as it arrives (``[DONE]`` included),
+        for a caller that times the chunks; ``body`` should ask for ``"stream": true``. Not
+        retried (see ``Requester.stream``); HTTP errors raise as for every other call.
+        """
+        async with self._http.stream(
+            "POST",
+            f"{self._url}/openai/v1/chat/completions",
+            call="openai_chat",
+            not_found=f"no OpenAI-compatible route at {self._url}/openai/v1 "
+            "(an unknown endpoint, or a platform without the route)",
+            body=body,
+        ) as response:
+            yield sse_data(response.aiter_text())
 
     async def purge_queue(self) -> PurgeResult:
         """``POST /purge-queue``: drop every queued (not yet running) job."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -189,6 +190,51 @@ class Requester:
             return await self._retry.acall(attempt, sleep=self.backoff.sleep, on_retry=log_retry)
         except _Again as exc:
             raise exc.final() from None
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        call: str,
+        not_found: str,
+        body: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send once and yield the response with its body unread, to be read as it arrives.
+
+        Never retried: a streamed answer may have begun on the server (and a 429 is the
+        caller's to back off from, as a prober counts each one). An HTTP error status is
+        raised as the same ``RunPodError`` ``request`` raises, its body read first; a
+        transport failure while the body is read is mapped the same way.
+        """
+        timeout = httpx.Timeout(self.timeout)
+        key = self._key(call)
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Accept": "text/event-stream",
+            "User-Agent": _USER_AGENT,
+        }
+        try:
+            async with self._client.stream(
+                method, url, json=body, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _status_error(
+                        response,
+                        call=call,
+                        not_found=not_found,
+                        key=key,
+                        idempotent=False,
+                        retries=0,
+                        retry_after=parse_retry_after(
+                            response.headers.get("Retry-After"), self.backoff.now()
+                        ),
+                    )
+                yield response
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, call, timeout) from None
 
 
 class _Again(Exception):

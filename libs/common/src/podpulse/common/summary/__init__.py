@@ -18,6 +18,7 @@ from ._level import (
     Breakdown,
     FailureKind,
     Failures,
+    Goodput,
     Latencies,
     LatencyStats,
     LevelSummary,
@@ -29,7 +30,7 @@ from ._level import (
 )
 from ._run import RunSummary, ShardInfo, SummaryError, parse_summary, read_summary
 from ._soak import SoakCheck, SoakTrends, SoakVerdict, SoakWindow, Trend
-from ._sweep import Recommendation, SweepResult, SweepRow, Tightest
+from ._sweep import Recommendation, SweepResult, SweepRow, Tightest, best_row
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -38,6 +39,7 @@ __all__ = [
     "FailureKind",
     "FailureName",
     "Failures",
+    "Goodput",
     "Latencies",
     "LatencyStats",
     "LevelSummary",
@@ -60,6 +62,7 @@ __all__ = [
     "Tightest",
     "Tokens",
     "Trend",
+    "best_row",
     "check_run_id",
     "parse_summary",
     "read_summary",

@@ -30,6 +30,7 @@ class LatencyStats(_Model):
     """Nearest-rank percentiles and the mean of one metric, in ms (None: no values)."""
 
     p50: Ms | None
+    p90: Ms | None = None  # absent from summaries written before it was reported
     p95: Ms | None
     p99: Ms | None
     mean: Ms | None
@@ -44,6 +45,26 @@ class Latencies(_Model):
     delay: LatencyStats = Field(description="RunPod delayTime: time in the queue.")
     overhead: LatencyStats = Field(description="total - delay - exec: network and polling.")
     schedule_lag: LatencyStats = Field(description="How late requests left (every request).")
+    # Streamed runs only (None in whole-answer runs and in summaries from before streaming).
+    ttft: LatencyStats | None = Field(
+        default=None, description="Intended start to the first text-carrying chunk."
+    )
+    itl: LatencyStats | None = Field(
+        default=None, description="Gaps between successive text-carrying chunks (all gaps)."
+    )
+    tpot: LatencyStats | None = Field(
+        default=None, description="(last text chunk - first) / (output tokens - 1)."
+    )
+
+
+class Goodput(_Model):
+    """vLLM's goodput: completed requests per second that met every per-request target."""
+
+    good: Count = Field(description="Completed requests that met every target.")
+    rps: float | None = Field(description="good over the level's wall-clock duration.")
+    total_ms: float = Field(gt=0, description="Target on each request's total.")
+    ttft_ms: float | None = Field(description="Target on each TTFT (streamed runs).")
+    tpot_ms: float | None = Field(description="Target on each TPOT (streamed runs).")
 
 
 class FailureKind(_Model):
@@ -85,9 +106,22 @@ class Slo(_Model):
     total_p50_ms: float = Field(default=5000, gt=0)
     total_p95_ms: float = Field(default=8000, gt=0)
     success_pct: float = Field(default=99.0, ge=0, le=100)
+    # What a chat user feels: lines of streamed runs only (STREAM.md section 4's defaults).
+    ttft_p95_ms: float = Field(default=2000, gt=0)
+    itl_p95_ms: float = Field(default=100, gt=0)
+    tpot_p95_ms: float = Field(default=50, gt=0)
 
 
-SloMetric = Literal["Exec P50", "Exec P95", "Total P50", "Total P95", "Success rate"]
+SloMetric = Literal[
+    "Exec P50",
+    "Exec P95",
+    "Total P50",
+    "Total P95",
+    "Success rate",
+    "TTFT P95",
+    "ITL P95",
+    "TPOT P95",
+]
 # The rounding of a row's actual (1 decimal for ms, 3 for %) and of its margin, computed from
 # the unrounded value: a margin may differ from threshold - actual by up to both roundings.
 _MARGIN_SLACK = {"ms": 0.1 + 1e-6, "%": 0.001 + 1e-9}
@@ -142,6 +176,9 @@ _THRESHOLD_OF: dict[str, str] = {
     "Total P50": "total_p50_ms",
     "Total P95": "total_p95_ms",
     "Success rate": "success_pct",
+    "TTFT P95": "ttft_p95_ms",
+    "ITL P95": "itl_p95_ms",
+    "TPOT P95": "tpot_p95_ms",
 }
 
 
@@ -180,6 +217,9 @@ class LevelSummary(_Model):
     breakdown_pct: Breakdown
     tokens: Tokens
     throughput_rps: float | None
+    goodput: Goodput | None = Field(
+        default=None, description="None only in summaries written before goodput existed."
+    )
     started_at: AwareDatetime | None = Field(description="The first request's intended start.")
     ended_at: AwareDatetime | None = Field(description="The last request's result.")
     duration_s: Annotated[float, Field(ge=0)]
@@ -187,6 +227,8 @@ class LevelSummary(_Model):
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> Self:
+        if self.goodput is not None and self.goodput.good > self.ok:
+            raise ValueError(f"goodput counts {self.goodput.good} good of {self.ok} completed")
         if self.ok + self.failed != self.requests:
             raise ValueError(f"ok {self.ok} + failed {self.failed} != requests {self.requests}")
         counted = sum(kind.count for kind in self.failures.values())
@@ -218,6 +260,9 @@ class LevelSummary(_Model):
             "Total P50": latency.total.p50,
             "Total P95": latency.total.p95,
             "Success rate": self.success_rate_pct,
+            "TTFT P95": latency.ttft.p95 if latency.ttft else None,
+            "ITL P95": latency.itl.p95 if latency.itl else None,
+            "TPOT P95": latency.tpot.p95 if latency.tpot else None,
         }
         for row in self.slo.rows:
             if row.actual != measured[row.metric]:
