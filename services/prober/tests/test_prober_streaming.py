@@ -9,10 +9,12 @@ import json
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
+import httpx
 import pytest
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
@@ -35,6 +37,7 @@ from podpulse.prober._results_dir import ResultsWriter
 from podpulse.prober._run_stats import GoodputTargets, RunStats
 from podpulse.prober._spans import span_attributes
 from podpulse.prober._sweep import recommend
+from podpulse.prober._transport import AiohttpTransport
 from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 
 TESTS = str(Path(__file__).parent)
@@ -164,11 +167,27 @@ async def _completions(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+# Released by the test once it holds the first piece of /hold's body.
+_HOLD = threading.Event()
+
+
+async def _hold(request: Request) -> Response:
+    async def pieces() -> AsyncIterator[str]:
+        yield "first\n"
+        await asyncio.to_thread(_HOLD.wait, 30)
+        yield "rest\n"
+
+    return StreamingResponse(pieces(), media_type="text/plain")
+
+
 @pytest.fixture(scope="module")
 def openai_target() -> Iterator[Target]:
     """A loopback server with RunPod's OpenAI route for endpoint 'oai', in a thread."""
     app = Starlette(
-        routes=[Route("/v2/oai/openai/v1/chat/completions", _completions, methods=["POST"])]
+        routes=[
+            Route("/v2/oai/openai/v1/chat/completions", _completions, methods=["POST"]),
+            Route("/hold", _hold, methods=["GET"]),
+        ]
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -196,6 +215,39 @@ async def test_openai_api_measures_ttft_itl_tpot_from_server_sent_events(openai_
         assert record.delay_ms is None
         assert record.exec_ms is None
         assert record.model == "openai-test"
+
+
+async def test_the_transport_hands_on_a_body_as_it_arrives(openai_target: Target):
+    """The prober's aiohttp transport gives httpx each piece of a body as it arrives: the
+    first piece is read while the server still holds the rest (it read whole bodies, so
+    every streamed chunk reached the prober at the end and TTFT was the whole answer)."""
+    _HOLD.clear()
+    url = openai_target.base_url.removesuffix("/v2") + "/hold"
+    async with (
+        httpx.AsyncClient(transport=AiohttpTransport()) as client,
+        client.stream("GET", url) as response,
+    ):
+        pieces = response.aiter_text()
+        first = await anext(pieces)
+        held = not _HOLD.is_set()
+        _HOLD.set()
+        rest = "".join([piece async for piece in pieces])
+    assert held
+    assert (first, rest) == ("first\n", "rest\n")
+
+
+def test_a_run_on_the_openai_route_alone_has_no_exec_lines():
+    """The OpenAI route reports no executionTime: a level sent only through it has no Exec
+    lines to fail; one with any request on another API keeps them."""
+    openai = [replace(_streamed(seq, 200.0, 20.0), api="openai") for seq in range(3)]
+    only = RunStats()
+    for record in openai:
+        only.add(record)
+    assert [row.metric for row in only.slo_rows(Slo())][:2] == ["Total P50", "Total P95"]
+    mixed = RunStats()
+    for record in [*openai, _streamed(9, 200.0, 20.0)]:
+        mixed.add(record)
+    assert [row.metric for row in mixed.slo_rows(Slo())][:2] == ["Exec P50", "Exec P95"]
 
 
 async def test_openai_api_with_a_bad_key_is_an_http_error(openai_target: Target):
@@ -490,3 +542,27 @@ def test_whole_output_takes_a_dict_or_an_aggregated_list():
     assert whole_output([{"text": "h", "tokens": 1}, answer]) is answer
     assert whole_output(["data: x\n\n"]) is None
     assert whole_output(None) is None
+
+
+def test_loadtest_on_the_openai_route_of_the_embedded_twin(cli, tmp_path: Path):
+    """--api openai on the default target: the embedded twin serves its streaming stand-in
+    (a whole answer has no first token to time), the model is the one the route lists, the
+    tokens arrive paced (not all at the end), and no Exec line fails for want of data."""
+    pace = {"TWIN_CALIBRATED_FIRST_TOKEN_MS": "100", "TWIN_CALIBRATED_TOKEN_MS": "40",
+            "TWIN_CALIBRATED_OUTPUT_TOKENS": "6", "TWIN_WORKERS_MIN": "1",
+            "TWIN_WORKERS_MAX": "1"}  # fmt: skip
+    done = cli("loadtest", "--target", "twin", "--api", "openai", "--runs", "3",
+               "--run-id", "oai", **pace)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    # The file, not stdout: the in-process twin's log lines share this test's stdout.
+    level = parse_summary((tmp_path / "oai" / "summary.json").read_text()).levels[0]
+    assert level.ok == 3
+    assert level.latency_ms.ttft is not None
+    assert level.latency_ms.tpot is not None
+    assert level.latency_ms.ttft.p50 is not None
+    assert level.latency_ms.ttft.p50 >= 100
+    # Read whole, every gap would be a few microseconds; paced, they are the handler's 40 ms.
+    assert (level.latency_ms.tpot.p50 or 0) >= 10
+    assert "Exec P50" not in [row.metric for row in level.slo.rows]
+    records = read_records(tmp_path / "oai")
+    assert {r.model for r in records} == {"calibrated"}

@@ -114,7 +114,9 @@ def run_and_publish(app: Celery, context: ProberContext, spec: ProbeSpec) -> dic
     with claim_run(context.redis, spec.run_id, ttl_s=ttl_s) as claim:
         if not claim.owned:
             return {"run_id": spec.run_id, "skipped": claim.state}
-        with open_target(settings.target, context.common, context.twin) as target:
+        with open_target(
+            settings.target, context.common, context.twin, api=spec.api or settings.api
+        ) as target:
             run = run_probe(spec, target, settings.results_dir, settings=settings)
             summary = asyncio.run(while_held(claim, run))
     published = publish_completed(app, summary, folder, retry=context.bus_retry)

@@ -183,7 +183,9 @@ def run_one_shard(
         target: TargetInfo | None = None
         complete: bool | None = None
         try:
-            with open_target(settings.target, context.common, context.twin) as opened:
+            with open_target(
+                settings.target, context.common, context.twin, api=spec.api or settings.api
+            ) as opened:
                 target = opened.info()
                 outcome = asyncio.run(_run_shard(context, spec, opened, shard, shards, claim))
         except BaseException as exc:

@@ -12,12 +12,14 @@ merges them (podpulse.prober._shards) and calls ``write_summary`` once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from opentelemetry.trace import Tracer
 
 from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import RequestRecord
+from podpulse.common.runpod import RunPodClient, RunPodError
 from podpulse.common.summary import RunSummary
 
 from ._engine import Engine
@@ -29,7 +31,7 @@ from ._shards import check_sharding, shard_load, write_shard_stats
 from ._spans import emit_span
 from ._stop import RunAborted, StopRule
 from ._summarize import slo_of, write_summary
-from ._target import Target
+from ._target import Target, TargetError
 from .settings import ProberSettings
 
 __all__ = ["run_probe", "run_shard"]
@@ -154,6 +156,8 @@ class _Run:
         )
         targets = targets_of(slo_of(settings))
         async with self.target.client(timeout_s=spec.timeout_s) as client:
+            if options.api == "openai" and not options.model:
+                options = replace(options, model=await _served_model(client))
             for level in spec.concurrency:
                 load = shard_load(spec, level, self.shard, self.shards)
                 # Without start_at, windows count from the end of warm-up (set below).
@@ -202,3 +206,15 @@ class _Run:
                 on_record(rec)
 
         return record
+
+
+async def _served_model(client: RunPodClient) -> str:
+    """The model an OpenAI-route run names when PROBER_MODEL_NAME is unset: the first the
+    route lists, as vLLM's bench serve does (the OpenAI API requires one)."""
+    try:
+        ids = await client.openai_model_ids()
+    except RunPodError as exc:
+        raise TargetError(f"the OpenAI route's models could not be listed: {exc}") from None
+    if not ids:
+        raise TargetError("the OpenAI route lists no model: set PROBER_MODEL_NAME")
+    return ids[0]

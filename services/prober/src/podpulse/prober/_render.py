@@ -73,14 +73,17 @@ def _slo_table(out: Console, level: LevelSummary, title: str) -> None:
         table.add_row(row.metric, escape(row.slo), shown, headroom, _status(row.status))
     out.print(table)
     breakdown = level.breakdown_pct
-    parts = ", ".join(
-        f"{name} {value:.1f}%"
-        for name, value in (
-            ("execution", breakdown.execution),
-            ("queue", breakdown.queue),
-            ("overhead", breakdown.overhead),
+    parts = (
+        ", ".join(
+            f"{name} {value:.1f}%"
+            for name, value in (
+                ("execution", breakdown.execution),
+                ("queue", breakdown.queue),
+                ("overhead", breakdown.overhead),
+            )
+            if value is not None
         )
-        if value is not None
+        or "n/a (no queue or execution times on this API)"
     )
     failures = ", ".join(f"{k} {v.count}" for k, v in level.failures.items()) or "none"
     out.print(

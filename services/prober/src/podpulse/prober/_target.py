@@ -124,6 +124,15 @@ class EmbeddedTwin:
 
         return cls(settings=TwinSettings(), calibrated=CalibratedSettings())
 
+    def for_api(self, api: str) -> EmbeddedTwin:
+        """The twin a run on *api* needs: a streamed run (stream, openai) gets the streaming
+        stand-in (``calibrated-stream``) unless TWIN_HANDLER chose a handler, since the whole
+        one answers at once and would give the run no first token to time."""
+        if api == "runsync" or "handler" in self.settings.model_fields_set:
+            return self
+        streaming = self.settings.model_copy(update={"handler": "calibrated-stream"})
+        return EmbeddedTwin(settings=streaming, calibrated=self.calibrated)
+
 
 @contextlib.contextmanager
 def embedded_twin(twin: EmbeddedTwin) -> Iterator[Target]:
@@ -149,14 +158,15 @@ def embedded_twin(twin: EmbeddedTwin) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def open_target(
-    kind: TargetKind, common: CommonSettings, twin: EmbeddedTwin | None
+    kind: TargetKind, common: CommonSettings, twin: EmbeddedTwin | None, *, api: str = "runsync"
 ) -> Iterator[Target]:
     """The target of *kind* for the block: TargetError, never another kind, when it is not
-    configured (hosted: no endpoint or key; twin: no twin settings were built)."""
+    configured (hosted: no endpoint or key; twin: no twin settings were built). *api* is the
+    run's, which picks the twin's stand-in handler (:meth:`EmbeddedTwin.for_api`)."""
     if kind == "hosted":
         yield hosted_target(common)
         return
     if twin is None:
         raise TargetError("the twin target needs the twin's settings, and none were given")
-    with embedded_twin(twin) as target:
+    with embedded_twin(twin.for_api(api)) as target:
         yield target

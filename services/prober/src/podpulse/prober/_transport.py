@@ -13,6 +13,8 @@ for httpcore (connect errors, timeouts, dropped connections).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aiohttp
 import httpx
 
@@ -55,23 +57,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if name.lower() not in _SKIPPED_REQUEST_HEADERS
         ]
         try:
-            async with self._get_session().request(
+            response = await self._get_session().request(
                 request.method,
                 str(request.url),
                 data=request.content or None,
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
-            ) as response:
-                content = await response.read()
-                kept = [
-                    (name, value)
-                    for name, value in response.headers.items()
-                    if name.lower() not in _WIRE_HEADERS
-                ]
-                return httpx.Response(
-                    response.status, headers=kept, content=content, request=request
-                )
+            )
+            kept = [
+                (name, value)
+                for name, value in response.headers.items()
+                if name.lower() not in _WIRE_HEADERS
+            ]
+            # The body is handed on as it arrives, not read first: a streamed answer's chunks
+            # are timed by the caller (time to first token), and a whole one is read by httpx.
+            return httpx.Response(
+                response.status,
+                headers=kept,
+                stream=_Body(response, request),
+                request=request,
+            )
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
         except TimeoutError as exc:
@@ -86,3 +92,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response's body as httpx reads a stream: each piece as it arrives."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._response.content.iter_any():
+                yield piece
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc) or "read timed out", request=self._request) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=self._request) from exc
+
+    async def aclose(self) -> None:
+        self._response.release()

@@ -216,7 +216,7 @@ def _run(
         with (
             _sigterm_as_sigint(),
             _quiet_twin(),
-            open_target(options.target, common, twin) as target,
+            open_target(options.target, common, twin, api=spec.api or settings.api) as target,
             _progress(spec, options.as_json) as on_record,
         ):
             err.print(

@@ -12,6 +12,7 @@ import httpx
 from podpulse.common.settings import DEFAULT_RUNPOD_ENDPOINT_BASE_URL as DEFAULT_BASE_URL
 
 from ..retry import Backoff
+from ._errors import RunPodProtocolError
 from ._http import ApiKey, HttpClientBase, ModelT, Requester, parse_model
 from ._models import Health, Job, JobPolicy, PurgeResult, StreamResult
 from ._sse import sse_data
@@ -147,6 +148,23 @@ class RunPodClient(HttpClientBase):
             body=body,
         ) as response:
             yield sse_data(response.aiter_text())
+
+    async def openai_model_ids(self) -> list[str]:
+        """``GET /openai/v1/models``: the ids of the models the OpenAI route serves."""
+        data = await self._http.request(
+            "GET",
+            f"{self._url}/openai/v1/models",
+            call="openai_models",
+            idempotent=True,
+            not_found=f"no OpenAI-compatible route at {self._url}/openai/v1 "
+            "(an unknown endpoint, or a platform without the route)",
+        )
+        models = data.get("data")
+        if not isinstance(models, list):
+            raise RunPodProtocolError(
+                "the answer has no 'data' list of models", call="openai_models", field="data"
+            )
+        return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def purge_queue(self) -> PurgeResult:
         """``POST /purge-queue``: drop every queued (not yet running) job."""
