@@ -223,6 +223,57 @@ def test_slow_twin_alerts_slack_and_webhook_survives_restart_and_resolves(tmp_pa
     check_payloads(hook.bodies(), slack.bodies(), hook.keys())
 
 
+TTFT_RULES = """
+evaluation_interval: 1s
+route: {group_by: [alertname, endpoint], group_wait: 1s, group_interval: 2s,
+        repeat_interval: 1h, send_resolved: true}
+rules:
+  - name: TtftP95High
+    metric: ttft_ms
+    stat: p95
+    op: ">"
+    threshold: 300
+    window: 10s
+    for: 2s
+    keep_firing_for: 5s
+    min_samples: 5
+    severity: warning
+    annotations: {summary: "time to first token P95 {{ value }} ms on {{ endpoint }}"}
+"""
+
+
+def streaming_loadtest(tmp: Path, env: dict[str, str], first_token_ms: int, seconds: int,
+                       name: str) -> list[str]:  # fmt: skip
+    env.update(TWIN_HANDLER="calibrated-stream", TWIN_CALIBRATED_FIRST_TOKEN_MS=str(first_token_ms),
+               TWIN_CALIBRATED_TOKEN_MS="5", TWIN_CALIBRATED_OUTPUT_TOKENS="8")  # fmt: skip
+    return [*loadtest(tmp, env, 20, seconds, name), "--api", "stream"]
+
+
+def test_a_slow_first_token_fires_ttft_and_a_fast_one_resolves_it(tmp_path) -> None:
+    """Streamed prober runs on a twin whose first token is slow fire TtftP95High at the
+    webhook (the time to first token read from the prober's spans); a run whose first token
+    is quick resolves it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TTFT_RULES)
+    port = free_port()
+    with redis_server() as redis_url, recorder() as slack, recorder() as hook:
+        alerter_env, prober_env = envs(redis_url, port, slack.url, hook.url)
+        with served(Serving(port, rules, alerter_env, tmp_path / "serve.log")):
+            slow_argv = streaming_loadtest(tmp_path, prober_env, 700, 40, "slow")
+            with process(slow_argv, dict(prober_env), tmp_path / "slow.log") as slow:
+                wait_until(lambda: statuses(hook) == ["firing"], timeout_s=90, what="firing")
+                slow.send_signal(signal.SIGTERM)
+                assert slow.wait(timeout=90) == 130
+            fast_argv = streaming_loadtest(tmp_path, prober_env, 20, 30, "fast")
+            with process(fast_argv, dict(prober_env), tmp_path / "fast.log"):
+                wait_until(lambda: statuses(hook) == ["firing", "resolved"], timeout_s=90,
+                           what="the resolution")  # fmt: skip
+    firing, resolved = hook.bodies()
+    assert firing["commonLabels"]["alertname"] == "TtftP95High"
+    assert firing["commonAnnotations"]["summary"].startswith("time to first token P95 7")
+    assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+
+
 def check_payloads(hook: list, slack: list, keys: list[str]) -> None:
     firing, resolved = hook
     assert firing["version"] == "4"
