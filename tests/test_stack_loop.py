@@ -244,7 +244,9 @@ def test_probe_spans_alert_resolve_and_release_through_the_stack(loop: Loop) -> 
                                                  "severity": "critical"}  # fmt: skip
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert alert["fingerprint"]
-    wait_until(lambda: loop.status().get("alerts") == ["critical ExecP95High"], timeout_s=15,
+    # Contained, not equal: a smoke run that failed while the workers rolled fires
+    # ProbeRunFailedSlo beside it (on a loaded machine), until a later smoke passes.
+    wait_until(lambda: "critical ExecP95High" in loop.status().get("alerts", []), timeout_s=15,
                what="the firing alert in the status view")  # fmt: skip
 
     # 3. Redis restarts mid-incident; the handler recovers and the resolution arrives, once.
@@ -260,8 +262,8 @@ def test_probe_spans_alert_resolve_and_release_through_the_stack(loop: Loop) -> 
     resolved = next(b for b in loop.webhook.bodies() if b.get("status") == "resolved")
     assert resolved["alerts"][0]["fingerprint"] == alert["fingerprint"]
     assert resolved["alerts"][0]["startsAt"] == alert["startsAt"]
-    wait_until(lambda: loop.status().get("alerts") == [], timeout_s=15,
-               what="no firing alert in the status view")  # fmt: skip
+    wait_until(lambda: "critical ExecP95High" not in loop.status().get("alerts", []),
+               timeout_s=15, what="no firing ExecP95High in the status view")  # fmt: skip
 
     # 4. A soak on the prober's queue, Redis restarted while it runs; the tagger releases.
     app = create_celery_app("prober", CommonSettings(redis_url=loop.env["REDIS_URL"]))
