@@ -148,3 +148,45 @@ async def test_the_fast_loop_beats_the_gate_while_its_event_loop_runs() -> None:
     await asyncio.wait_for(beaten.wait(), 10)
     task.cancel()
     assert beats >= 3
+
+
+_LOCAL_WORKER = """
+import sys
+from podpulse.common.runpod_worker import serve
+
+async def handler(job):
+    yield {"text": "CANARY-one"}
+    if job["input"].get("fail"):
+        yield {"error": "the second step failed"}
+        return
+    yield {"text": "CANARY-two"}
+
+serve({"handler": handler, "return_aggregate_stream": True}, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("job_loop", ["fast", "sdk"])
+def test_the_sdks_local_test_runs_a_generator_handler(tmp_path, job_loop: str) -> None:
+    """`--test_input` (an image's build check) runs every step of a generator handler and
+    reports the outputs as the platform aggregates them; a yielded error fails it (the SDK
+    awaited the generator object and called that a success without running it)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "local_worker.py"
+    script.write_text(_LOCAL_WORKER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+
+    def run(job_input: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, str(script), job_loop, "--test_input", job_input]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+
+    done = run('{"input": {}}')
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "CANARY-one" in done.stdout
+    assert "CANARY-two" in done.stdout
+    failed = run('{"input": {"fail": true}}')
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "the second step failed" in failed.stdout + failed.stderr

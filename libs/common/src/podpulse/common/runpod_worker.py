@@ -44,8 +44,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import multiprocessing
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -310,6 +313,7 @@ def serve(config: dict[str, Any], job_loop: JobLoop) -> None:
     from runpod import serverless
     from runpod.serverless import worker
 
+    config = _for_local_test(config)
     if job_loop == "sdk":
         serverless.start(config)
         return
@@ -329,3 +333,28 @@ def serve(config: dict[str, Any], job_loop: JobLoop) -> None:
         serverless.start(config)
     finally:
         rp_scale.JobScaler, worker_state.PingJobMirror = stock, stock_mirror
+
+
+def _for_local_test(config: dict[str, Any]) -> dict[str, Any]:
+    """*config*, with a generator handler collected into one list where the SDK runs its local
+    test (``--test_input``, or test_input.json when no platform URL is set, as an image's
+    build check does).
+
+    That test awaits what the handler returns and reports it: a generator is not awaitable,
+    so it would be reported a success without running a step. Collected, the test sees what
+    the platform's ``return_aggregate_stream`` gives, and a failed job fails it.
+    """
+    handler = config.get("handler")
+    local = os.environ.get("RUNPOD_WEBHOOK_GET_JOB") is None or any(
+        arg == "--test_input" or arg.startswith("--test_input=") for arg in sys.argv
+    )
+    if not local or not inspect.isasyncgenfunction(handler):
+        return config
+
+    async def collected(job: dict[str, Any]) -> Any:
+        outputs = [output async for output in handler(job)]
+        # A yielded {"error": ...} fails a streamed job on the platform; here too.
+        errors = [o["error"] for o in outputs if isinstance(o, dict) and "error" in o]
+        return {"error": str(errors[0])} if errors else outputs
+
+    return {**config, "handler": collected}
