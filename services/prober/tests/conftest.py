@@ -1,15 +1,19 @@
-"""Fixtures for the prober's tests: a real twin with real runpod SDK worker processes, and the
-Celery tests' emptied Redis and process environment."""
+"""Fixtures for the prober's tests: a real twin with real runpod SDK worker processes, the
+command line run in-process, and the Celery tests' emptied Redis and process environment."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import redis
 from celery_helpers import prober_env
+from typer.testing import CliRunner, Result
 
+from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.prober import Target
 from podpulse.twin import CalibratedSettings, TwinSettings, running_twin
 
@@ -43,3 +47,20 @@ def empty_redis(redis_client: redis.Redis) -> redis.Redis:
 def app_env(redis_url: str, twin_target: Target, tmp_path: Path) -> dict[str, str]:
     """A prober worker's or beat's environment: the file's Redis, the session's twin."""
     return prober_env(redis_url, twin_target, tmp_path / "results")
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
+    """Run `podpulse ...` in this process with a clean prober/RunPod environment."""
+    for name in list(os.environ):
+        if name.startswith(("RUNPOD_", "PROBER_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PROBER_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PROBER_WARMUP", "0")
+    runner = CliRunner()
+    app = build_app(entry_points(group=ENTRY_POINT_GROUP))
+
+    def invoke(*args: str, **env: str) -> Result:
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return invoke

@@ -9,13 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from cli_helpers import hosted_env
 
-from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import Outcome, RequestRecord
 from podpulse.common.summary import TargetInfo, parse_summary
@@ -26,7 +24,6 @@ from podpulse.prober._results_dir import ResultsWriter, write_json, write_target
 pytestmark = pytest.mark.slow
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
-_APP = build_app(entry_points(group=ENTRY_POINT_GROUP))
 # A small, quick embedded twin for the real-process test: one warm worker, 30 ms jobs.
 _FAST_TWIN = {
     "TWIN_WORKERS_MIN": "1",
@@ -41,37 +38,11 @@ _FAST_TWIN = {
 _TWIN_INFO = TargetInfo(kind="twin", endpoint_id="ep-twin", base_url="http://127.0.0.1:1/v2")
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Run `podpulse ...` in this process with a clean prober/RunPod environment."""
-    for name in list(os.environ):
-        if name.startswith(("RUNPOD_", "PROBER_", "OTEL_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("PROBER_RESULTS_DIR", str(tmp_path))
-    monkeypatch.setenv("PROBER_WARMUP", "0")
-    runner = CliRunner()
-
-    def invoke(*args: str, **env: str) -> Result:
-        return runner.invoke(_APP, list(args), env=env, catch_exceptions=False)
-
-    return invoke
-
-
-def _hosted(target: Target) -> dict[str, str]:
-    """The session's twin, configured as the hosted endpoint."""
-    key = target.api_key if isinstance(target.api_key, str) else target.api_key()
-    return {
-        "RUNPOD_ENDPOINT_ID": target.endpoint_id,
-        "RUNPOD_ENDPOINT_BASE_URL": target.base_url,
-        "RUNPOD_API_KEY": key,
-    }
-
-
 def test_sweep_passes_names_its_target_and_report_reads_it(cli, twin_target: Target):
     """loadtest --concurrency 1,2 exits 0, says which target it uses, prints the table and
     recommendation; report reads the same summary back."""
     done = cli("loadtest", "--concurrency", "1,2", "--runs", "5", "--run-id", "s1",
-               **_hosted(twin_target))  # fmt: skip
+               **hosted_env(twin_target))  # fmt: skip
     assert done.exit_code == 0, done.output
     assert f"on target hosted: endpoint {twin_target.endpoint_id} at {twin_target.base_url}" in (
         done.stderr
@@ -91,7 +62,7 @@ def test_sweep_passes_names_its_target_and_report_reads_it(cli, twin_target: Tar
 def test_impossible_slo_from_the_environment_exits_1(cli, twin_target: Target):
     """An SLO no run can meet (PROBER_SLO_TOTAL_P50_MS=1) makes loadtest exit 1."""
     done = cli("loadtest", "--runs", "5", "--json", "--target", "hosted",
-               PROBER_SLO_TOTAL_P50_MS="1", **_hosted(twin_target))  # fmt: skip
+               PROBER_SLO_TOTAL_P50_MS="1", **hosted_env(twin_target))  # fmt: skip
     assert done.exit_code == 1, done.output
     summary = parse_summary(done.stdout)
     rows = {row.metric: row.status for row in summary.level.slo.rows}
@@ -199,7 +170,7 @@ def test_report_of_an_old_summary_exits_2_naming_the_field(cli, tmp_path: Path):
 def test_report_refuses_a_verdict_its_evidence_contradicts(cli, tmp_path: Path, twin_target):
     """A summary.json edited to pass while its SLO rows fail exits 2 naming `passed`."""
     cli("loadtest", "--runs", "3", "--run-id", "edited", "--json", PROBER_SLO_TOTAL_P50_MS="1",
-        **_hosted(twin_target))  # fmt: skip
+        **hosted_env(twin_target))  # fmt: skip
     path = tmp_path / "edited" / "summary.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["passed"] is False

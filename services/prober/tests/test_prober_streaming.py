@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
 import httpx
 import pytest
 import uvicorn
+from cli_helpers import hosted_env
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,9 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from typer.testing import CliRunner, Result
 
-from podpulse.common.cli import ENTRY_POINT_GROUP, build_app
 from podpulse.common.probe_spec import ProbeSpec
 from podpulse.common.request_records import Outcome, RequestRecord, read_records
 from podpulse.common.runpod import sse_data, whole_output
@@ -423,32 +420,6 @@ def test_streamed_span_carries_gen_ai_server_timings_in_seconds():
 # --- the command line -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Run `podpulse ...` in this process with a clean prober/RunPod environment."""
-    for name in list(os.environ):
-        if name.startswith(("RUNPOD_", "PROBER_", "OTEL_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("PROBER_RESULTS_DIR", str(tmp_path))
-    monkeypatch.setenv("PROBER_WARMUP", "0")
-    runner = CliRunner()
-    app = build_app(entry_points(group=ENTRY_POINT_GROUP))
-
-    def invoke(*args: str, **env: str) -> Result:
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-    return invoke
-
-
-def _hosted(target: Target) -> dict[str, str]:
-    key = target.api_key if isinstance(target.api_key, str) else target.api_key()
-    return {
-        "RUNPOD_ENDPOINT_ID": target.endpoint_id,
-        "RUNPOD_ENDPOINT_BASE_URL": target.base_url,
-        "RUNPOD_API_KEY": key,
-    }
-
-
 def test_loadtest_api_stream_sweep_prints_chat_table_and_recommends_by_goodput(
     cli, stream_twin: Target, tmp_path: Path
 ):
@@ -457,7 +428,7 @@ def test_loadtest_api_stream_sweep_prints_chat_table_and_recommends_by_goodput(
     done = cli(
         "loadtest", "--api", "stream", "--concurrency", "1,2", "--runs", "3",
         "--recommend-by", "goodput", "--slo-ttft-p95-ms", "60000", "--slo-tpot-p95-ms",
-        "60000", "--slo-itl-p95-ms", "60000", "--run-id", "chat", **_hosted(stream_twin),
+        "60000", "--slo-itl-p95-ms", "60000", "--run-id", "chat", **hosted_env(stream_twin),
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     for text in ("TTFT P95", "ITL P95", "TPOT P95", "what a chat user feels", "goodput: "):
@@ -488,7 +459,7 @@ def test_a_tight_ttft_flag_fails_the_run_on_its_row(cli, stream_twin: Target, tm
     """--slo-ttft-p95-ms below the handler's first-token delay: the TTFT row fails, exit 1,
     and no request counts as good."""
     done = cli("loadtest", "--api", "stream", "--runs", "2", "--slo-ttft-p95-ms", "1",
-               "--run-id", "tight", "--json", **_hosted(stream_twin))  # fmt: skip
+               "--run-id", "tight", "--json", **hosted_env(stream_twin))  # fmt: skip
     assert done.exit_code == 1, done.output
     level = parse_summary(done.stdout).level
     rows = {row.metric: row.status for row in level.slo.rows}

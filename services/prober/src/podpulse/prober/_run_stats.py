@@ -53,6 +53,7 @@ from podpulse.common.summary import (
     LatencyStats,
     LevelSummary,
     Slo,
+    SloMetric,
     SloRow,
     SloVerdict,
     Tokens,
@@ -61,16 +62,6 @@ from podpulse.common.summary import (
 __all__ = ["PERCENTILE_METHOD", "GoodputTargets", "Metric", "RunStats", "targets_of"]
 
 Metric = Literal["total", "exec", "delay", "overhead", "schedule_lag", "ttft", "itl", "tpot"]
-SloMetric = Literal[
-    "Exec P50",
-    "Exec P95",
-    "Total P50",
-    "Total P95",
-    "Success rate",
-    "TTFT P95",
-    "ITL P95",
-    "TPOT P95",
-]
 
 PERCENTILE_METHOD = (
     "nearest-rank (the value at rank ceil(q/100*n)) over 0.1 ms buckets, successful requests"
