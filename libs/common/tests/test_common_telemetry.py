@@ -201,6 +201,19 @@ def test_standard_resource_variables_win(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
+def test_a_workers_spans_name_the_endpoint_runpod_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUNPOD_ENDPOINT_ID (set by RunPod, and the twin, in a worker's environment) becomes the
+    resource's runpod.endpoint.id, which the alerter keys GenAI spans by; an explicit
+    OTEL_RESOURCE_ATTRIBUTES value wins."""
+    monkeypatch.setenv("RUNPOD_ENDPOINT_ID", "ep-canary")
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    provider = configure_telemetry("worker", settings=_settings(), exporter=InMemorySpanExporter())
+    assert provider.resource.attributes["runpod.endpoint.id"] == "ep-canary"
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "runpod.endpoint.id=ep-chosen")
+    provider = configure_telemetry("worker", settings=_settings(), exporter=InMemorySpanExporter())
+    assert provider.resource.attributes["runpod.endpoint.id"] == "ep-chosen"
+
+
 def test_sdk_disabled_records_nothing() -> None:
     """OTEL_SDK_DISABLED=true gives non-recording spans and exports nothing."""
     exporter = InMemorySpanExporter()

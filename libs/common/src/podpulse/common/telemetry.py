@@ -173,7 +173,12 @@ def configure_telemetry(
     command whose stdout is its result (``--json``) sends spans to stderr instead.
     """
     global _pipeline
-    resource = Resource.create({SERVICE_NAME: service_name}).merge(OTELResourceDetector().detect())
+    defaults: dict[str, str] = {SERVICE_NAME: service_name}
+    if endpoint := os.environ.get("RUNPOD_ENDPOINT_ID"):
+        # RunPod sets it in every worker's environment (the twin does too): the alerter keys a
+        # worker's GenAI spans by it, with no OTEL_RESOURCE_ATTRIBUTES to write by hand.
+        defaults["runpod.endpoint.id"] = endpoint
+    resource = Resource.create(defaults).merge(OTELResourceDetector().detect())
     if settings.sdk_disabled:
         # Spans are non-recording, so nothing reaches a processor; none is attached anyway.
         provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)

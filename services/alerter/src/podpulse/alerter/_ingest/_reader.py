@@ -17,9 +17,9 @@ Two kinds of span count:
   else output tokens over the span's duration), and its time to first token and per output
   token when it carries them (the same two attributes), and nothing else: its duration is generation
   time, not RunPod's executionTime, and the job it belongs to is counted by its
-  ``runpod.job`` span. It needs ``runpod.endpoint.id`` on the span or its resource (set
-  ``OTEL_RESOURCE_ATTRIBUTES=runpod.endpoint.id=<id>`` on the worker); without one, or when
-  failed, it is ignored.
+  ``runpod.job`` span. It needs ``runpod.endpoint.id`` on the span or its resource (podpulse's
+  telemetry sets it from the ``RUNPOD_ENDPOINT_ID`` RunPod gives workers, or
+  ``OTEL_RESOURCE_ATTRIBUTES``); without one, or when failed, it is ignored.
 
 Every other span is ignored (a Collector may forward everything). A span of ours that
 carries a wrong attribute (a string latency, a negative or non-finite number, a malformed
