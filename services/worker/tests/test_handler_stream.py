@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from podpulse.worker.handler import ModelHandler, build_handler
 from podpulse.worker.settings import WorkerSettings
 
 QUESTION = "How do I become a data analyst?"
-TIMINGS = {"queue_ms", "first_token_ms", "generate_ms", "tokens_per_second"}
+TIMINGS = {"queue_ms", "first_token_ms", "first_token_at", "generate_ms", "tokens_per_second"}
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +269,28 @@ async def test_every_job_span_carries_time_to_first_token_and_per_output_token(
         tpot = attrs["gen_ai.server.time_per_output_token"]
         assert tpot == pytest.approx((end_s - ttft) / (tokens - 1), rel=1e-2, abs=1e-5)
         assert tpot > 0
+
+
+async def test_first_token_at_is_the_wall_clock_moment_before_the_first_chunk(handler) -> None:
+    """timings.first_token_at (epoch s) lies within the job's wall-clock span, and no text
+    reaches the consumer before it: a client on the same machine can set its first chunk
+    beside the worker's first token."""
+    before = time.time()
+    arrivals: list[float] = []
+    chunks: list[Any] = []
+    async for out in handler.handle(job("t", question=QUESTION, max_new_tokens=8,
+                                        temperature=0.9, seed=5, stream=True)):  # fmt: skip
+        arrivals.append(time.time())
+        chunks.append(out)
+    after = time.time()
+    final = chunks[-1]
+    first_at = final["timings"]["first_token_at"]
+    assert before <= first_at <= after
+    first_text = next(at for at, c in zip(arrivals, chunks, strict=True) if c.get("text"))
+    assert first_at <= first_text
+    # The same moment as first_token_ms, counted from the job's arrival at the batcher.
+    arrived_at = first_at - final["timings"]["first_token_ms"] / 1000
+    assert before <= arrived_at <= first_at
 
 
 # -- RunPod's OpenAI route --------------------------------------------------------------------

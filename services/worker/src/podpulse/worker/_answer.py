@@ -45,6 +45,8 @@ def answer_fields(
             "queue_ms": round(best.queue_ms, 3),
             # Queue wait plus prefill: what a streaming client waits for a first word.
             "first_token_ms": round(best.first_token_ms, 3),
+            # The same moment on the wall clock (epoch s), for comparing with a client's.
+            "first_token_at": round(best.first_token_at, 6),
             "tokens_per_second": round(tokens_per_second(best), 3),
         },
         "validation": validation,

@@ -434,6 +434,9 @@ class BatchGenerator:
         if cut:
             text = text[: min(cut)]
         now = time.perf_counter()
+        # The first token's perf_counter reading in wall-clock time, read once per job here
+        # rather than once per step in _choose.
+        wall_now = time.time()
         result = GenerationResult(
             token_ids=list(row.tokens),
             text=text,
@@ -443,6 +446,7 @@ class BatchGenerator:
             generate_ms=(now - row.started) * 1000.0,
             batch_size=row.batch_size,
             first_token_ms=(row.first_token - row.enqueued) * 1000.0,
+            first_token_at=wall_now - (now - row.first_token),
         )
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             row.future.set_result(result)

@@ -41,6 +41,9 @@ class GenerationResult:
     batch_size: int
     # From submission to the first new token: queue wait plus prefill.
     first_token_ms: float = 0.0
+    # When the first new token was chosen, in epoch seconds (time.time()): the one timing
+    # another process (a client, the twin) can set beside its own clock on the same machine.
+    first_token_at: float = 0.0
 
 
 @dataclass(slots=True)
