@@ -46,9 +46,7 @@ import contextlib
 import functools
 import inspect
 import multiprocessing
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +55,7 @@ from . import _runpod_import  # noqa: F401  # first: runpod without py-cpuinfo's
 
 # isort: split
 from runpod.http_client import TooManyRequests
-from runpod.serverless.modules import rp_scale, worker_state
+from runpod.serverless.modules import rp_local, rp_scale, worker_state
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from .process import JobLoop
@@ -308,12 +306,25 @@ def serve(config: dict[str, Any], job_loop: JobLoop) -> None:
     (``rp_scale.JobScaler``) for this call, and a :class:`GatedPingMirror` that it beats for
     the mirror ``run_worker`` hands the heartbeat (``worker_state.PingJobMirror``); everything
     else ``start`` does is the SDK's. The stall limit is the ping interval the SDK's heartbeat
-    read (``RUNPOD_PING_INTERVAL``): a ping vouches for the interval before it.
+    read (``RUNPOD_PING_INTERVAL``): a ping vouches for the interval before it. Either loop's
+    local test (``rp_local.run_local``) runs a generator handler collected (:func:`_collected`).
     """
+    stock_local = rp_local.run_local
+
+    async def run_local(local: dict[str, Any]) -> None:
+        await stock_local({**local, "handler": _collected(local["handler"])})
+
+    rp_local.run_local = run_local
+    try:
+        _start(config, job_loop)
+    finally:
+        rp_local.run_local = stock_local
+
+
+def _start(config: dict[str, Any], job_loop: JobLoop) -> None:
     from runpod import serverless
     from runpod.serverless import worker
 
-    config = _for_local_test(config)
     if job_loop == "sdk":
         serverless.start(config)
         return
@@ -335,21 +346,18 @@ def serve(config: dict[str, Any], job_loop: JobLoop) -> None:
         rp_scale.JobScaler, worker_state.PingJobMirror = stock, stock_mirror
 
 
-def _for_local_test(config: dict[str, Any]) -> dict[str, Any]:
-    """*config*, with a generator handler collected into one list where the SDK runs its local
-    test (``--test_input``, or test_input.json when no platform URL is set, as an image's
-    build check does).
+def _collected(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """*handler*, a generator one collected into one list, for the SDK's local test
+    (``--test_input``, or test_input.json when no platform URL is set, as an image's build
+    check runs it).
 
     That test awaits what the handler returns and reports it: a generator is not awaitable,
     so it would be reported a success without running a step. Collected, the test sees what
-    the platform's ``return_aggregate_stream`` gives, and a failed job fails it.
+    the platform's ``return_aggregate_stream`` gives, and a failed job fails it. Only the
+    local test: the local API server (``--rp_serve_api``) streams a generator itself.
     """
-    handler = config.get("handler")
-    local = os.environ.get("RUNPOD_WEBHOOK_GET_JOB") is None or any(
-        arg == "--test_input" or arg.startswith("--test_input=") for arg in sys.argv
-    )
-    if not local or not inspect.isasyncgenfunction(handler):
-        return config
+    if not inspect.isasyncgenfunction(handler):
+        return handler
 
     async def collected(job: dict[str, Any]) -> Any:
         outputs = [output async for output in handler(job)]
@@ -357,4 +365,4 @@ def _for_local_test(config: dict[str, Any]) -> dict[str, Any]:
         errors = [o["error"] for o in outputs if isinstance(o, dict) and "error" in o]
         return {"error": str(errors[0])} if errors else outputs
 
-    return {**config, "handler": collected}
+    return collected

@@ -77,30 +77,29 @@ def _short(text: str) -> str:
     return ascii(text[:60] + ("..." if len(text) > 60 else ""))
 
 
-def _number(attrs: dict[str, Scalar], key: str) -> float | None:
+def _number(
+    attrs: dict[str, Scalar],
+    key: str,
+    *,
+    limit: float = _VALUE_MAX,
+    what: str = "a finite number in [0, 1e9]",
+) -> float | None:
     value = attrs.get(key)
     if value is None:
         return None
     if type(value) not in (int, float):
         raise _Bad("bad_attribute", f"{key} must be a number, got {type(value).__name__}")
     number = float(value)  # type: ignore[arg-type]  # int or float: mypy does not narrow on type()
-    if not 0 <= number <= _VALUE_MAX:  # NaN fails this too
-        raise _Bad("bad_attribute", f"{key} must be a finite number in [0, 1e9], got {number}")
+    if not 0 <= number <= limit:  # NaN fails this too
+        raise _Bad("bad_attribute", f"{key} must be {what}, got {number}")
     return number
 
 
 def _seconds_as_ms(attrs: dict[str, Scalar], key: str) -> float | None:
-    value = attrs.get(key)
-    if value is None:
-        return None
-    if type(value) not in (int, float):
-        raise _Bad("bad_attribute", f"{key} must be a number, got {type(value).__name__}")
-    seconds = float(value)  # type: ignore[arg-type]  # int or float, as in _number
-    if not 0 <= seconds <= _VALUE_MAX / 1000:  # NaN fails this too
-        raise _Bad(
-            "bad_attribute", f"{key} must be a finite number of seconds in [0, 1e6], got {seconds}"
-        )
-    return seconds * 1000.0
+    seconds = _number(
+        attrs, key, limit=_VALUE_MAX / 1000, what="a finite number of seconds in [0, 1e6]"
+    )
+    return None if seconds is None else seconds * 1000.0
 
 
 def _text(attrs: dict[str, Scalar], key: str) -> str | None:

@@ -73,19 +73,11 @@ class Bucket:
             if obs.failed:
                 self.failed += 1
                 return
-        hist = self.hist
-        if obs.exec_ms is not None:
-            hist["exec_ms"].add(obs.exec_ms)
-        if obs.delay_ms is not None:
-            hist["delay_ms"].add(obs.delay_ms)
-        if obs.total_ms is not None:
-            hist["total_ms"].add(obs.total_ms)
-        if obs.tokens_per_s is not None:
-            hist["tokens_per_s"].add(obs.tokens_per_s)
-        if obs.ttft_ms is not None:
-            hist["ttft_ms"].add(obs.ttft_ms)
-        if obs.tpot_ms is not None:
-            hist["tpot_ms"].add(obs.tpot_ms)
+        # Each metric is the Observation field of the same name.
+        for metric, _ in _LATENCY_FIELDS:
+            value = getattr(obs, metric)
+            if value is not None:
+                self.hist[metric].add(value)
 
     def merge_into(self, other: Bucket) -> None:
         """Add this bucket's counts to *other*."""
