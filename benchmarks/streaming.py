@@ -62,13 +62,13 @@ import structlog
 
 from podpulse.common.histogram import percentile
 from podpulse.common.net import free_port
+from podpulse.common.runpod import JobStatus
 from podpulse.common.testing import wait_until
 from podpulse.prober import Engine, RequestOptions, Target
 from podpulse.twin import DEFAULT_API_KEY
 
 PODPULSE = str(Path(sys.executable).with_name("podpulse"))
 ENDPOINT = "podpulse-twin"
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 P50_ERROR_GOAL_MS = 1.0
 P99_RATIO_GOAL = 1.1
 RECOVERY_GOAL = 0.02
@@ -123,7 +123,7 @@ async def bare_stream(
     async with session.post(f"{url}/run", json={"input": {**job_input, "stream": True}}) as r:
         job = await r.json()
     status = job["status"]
-    while status not in FINAL:
+    while not JobStatus(status).is_final:
         async with session.get(f"{url}/stream/{job['id']}") as r:
             raw = await r.read()
         at = clock()

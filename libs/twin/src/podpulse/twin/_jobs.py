@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +126,7 @@ class JobQueue:
         self._takers: deque[tuple[str, int, asyncio.Future[list[Job]]]] = deque()
         # When each worker's last running job ended, until it takes the next one.
         self._free_since: dict[str, float] = {}
+        self._busy: Counter[str] = Counter()  # running jobs per worker
         self.counters = Counters()
         self._ids = itertools.count(1)
         self.on_queued: Callable[[], None] = lambda: None
@@ -231,6 +232,7 @@ class JobQueue:
             if job.status is not JobStatus.IN_PROGRESS:
                 continue
             self._running.pop(job.id, None)
+            self._release(job.worker_id)
             job.status = JobStatus.IN_QUEUE
             job.started_at = None
             job.worker_id = None
@@ -370,7 +372,19 @@ class JobQueue:
             job.routed_at = max(job.created_at, free)
             job.worker_id = worker_id
             self._running[job.id] = job
+            self._busy[worker_id] += 1
             job.changed.set()
+
+    def _release(self, worker_id: str | None) -> int:
+        """One running job of *worker_id* is no longer running; how many it still runs."""
+        if worker_id is None:  # not taken by a worker: nothing to release
+            return 0
+        left = self._busy[worker_id] - 1
+        if left > 0:
+            self._busy[worker_id] = left
+        else:
+            del self._busy[worker_id]
+        return left
 
     def _remove_queued(self, job: Job) -> None:
         for queue in (self._queued, self._low):
@@ -378,15 +392,10 @@ class JobQueue:
                 queue.remove(job)
 
     def _finish(self, job: Job, status: JobStatus) -> None:
-        was_running = self._running.pop(job.id, None) is not None
-        job.status = status
         worker = job.worker_id
-        if (
-            was_running
-            and worker
-            and not any(j.worker_id == worker for j in self._running.values())
-        ):
+        if self._running.pop(job.id, None) is not None and worker and not self._release(worker):
             self._free_since[worker] = self._clock()
+        job.status = status
         # A job that never started gets no executionTime (started_at stays None), but its
         # retention still runs from the moment it ended.
         job.finished_at = self._clock()

@@ -32,11 +32,10 @@ from ._http import ApiError, read_json
 from ._jobs import FINAL, Job, JobStatus, Policy
 from ._platform import Platform
 from ._public_api import cancel_job, endpoint_platform, far
+from .calibrated import CHAT_ROUTE, MODELS_ROUTE, openai_error
 
 __all__ = ["openai_routes"]
 
-CHAT = "/v1/chat/completions"
-MODELS = "/v1/models"
 _DONE = "data: [DONE]"
 # A worker's error text longer than this is not read back as an OpenAI error object.
 _MAX_ERROR_CHARS = 64 * 1024
@@ -51,8 +50,8 @@ def _error(
     code: str | None = None,
     close: bool = False,
 ) -> JSONResponse:
-    """OpenAI's error body: its clients raise by status and read ``error.message``."""
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    """OpenAI's error body (see openai_error), as a response."""
+    body = openai_error(message, param, kind=kind, code=code)
     headers = {"Connection": "close"} if close else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -189,7 +188,7 @@ class _EventStream(StreamingResponse):
 async def _read(request: Request, route: str) -> tuple[Platform, dict[str, Any] | None]:
     """The platform, once the key is checked, and a chat request's body, bounded as /runsync's."""
     platform = endpoint_platform(request)
-    if route != CHAT:
+    if route != CHAT_ROUTE:
         return platform, None
     body = await read_json(request, platform.settings.max_runsync_body_bytes)
     if not isinstance(body, dict):
@@ -235,12 +234,12 @@ async def _serve(request: Request, route: str) -> Response:
 
 async def chat_completions(request: Request) -> Response:
     """POST /v2/{id}/openai/v1/chat/completions: a chat completion, streamed or whole."""
-    return await _serve(request, CHAT)
+    return await _serve(request, CHAT_ROUTE)
 
 
 async def models(request: Request) -> Response:
     """GET /v2/{id}/openai/v1/models: the models the endpoint's worker serves."""
-    return await _serve(request, MODELS)
+    return await _serve(request, MODELS_ROUTE)
 
 
 openai_routes = [

@@ -33,7 +33,15 @@ from typing import Any
 
 from .settings import CalibratedSettings, Distribution
 
-__all__ = ["CRASH_EXIT_CODE", "MODEL", "make_handler", "make_stream_handler"]
+__all__ = [
+    "CHAT_ROUTE",
+    "CRASH_EXIT_CODE",
+    "MODEL",
+    "MODELS_ROUTE",
+    "make_handler",
+    "make_stream_handler",
+    "openai_error",
+]
 
 # Exit code of a deliberate crash, so logs tell it from a real one.
 CRASH_EXIT_CODE = 17
@@ -124,8 +132,9 @@ def make_handler(settings: CalibratedSettings) -> Callable[[dict[str, Any]], Any
 # The model name the stand-ins answer as, and the owner its /v1/models entry names.
 MODEL = "calibrated"
 _OWNER = "podpulse"
-_CHAT = "/v1/chat/completions"
-_MODELS = "/v1/models"
+# The OpenAI route as a job names it (openai_route); the twin's route builds the jobs.
+CHAT_ROUTE = "/v1/chat/completions"
+MODELS_ROUTE = "/v1/models"
 
 
 class _BadInput(ValueError):
@@ -275,15 +284,15 @@ async def _native(
         yield {"text": "".join(_token_text(i) for i in range(plan.tokens)), **whole}
 
 
-def _openai_error(message: str, param: str | None = None) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": "invalid_request_error",
-            "param": param,
-            "code": None,
-        }
-    }
+def openai_error(
+    message: str,
+    param: str | None = None,
+    *,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+) -> dict[str, Any]:
+    """OpenAI's error body: its clients raise by status and read ``error.message``."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def _event(body: dict[str, Any]) -> str:
@@ -323,7 +332,7 @@ async def _chat(
         model, prompt_tokens, stream, include_usage = _read_chat(body)
         plan = _plan(settings, rng, body, "max_tokens")
     except _BadInput as exc:
-        yield _openai_error(str(exc), exc.param)
+        yield openai_error(str(exc), exc.param)
         return
     head = {"id": f"chatcmpl-{job_id}", "created": int(time.time()), "model": model}
     chunk = {**head, "object": "chat.completion.chunk"}
@@ -377,12 +386,12 @@ def make_stream_handler(
         if route is None:
             async for output in _native(settings, rng, job_input):
                 yield output
-        elif route == _CHAT:
+        elif route == CHAT_ROUTE:
             async for output in _chat(settings, rng, str(job["id"]), job_input.get("openai_input")):
                 yield output
-        elif route == _MODELS:
+        elif route == MODELS_ROUTE:
             yield _models()
         else:
-            yield _openai_error(f"unknown route {str(route)[:100]!r}", "openai_route")
+            yield openai_error(f"unknown route {str(route)[:100]!r}", "openai_route")
 
     return stream_handler

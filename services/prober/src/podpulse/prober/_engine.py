@@ -55,7 +55,7 @@ from podpulse.common.runpod import (
 
 from ._load import Clock, EngineResult, Load, RequestOptions, arrivals
 from ._stop import RunAborted, StopRule, Streak, unreachable
-from ._streaming import Streamed, chat_body, read_openai, read_stream
+from ._streaming import Streamed, chat_body, count_of, read_openai, read_stream
 
 __all__ = ["Engine"]
 
@@ -263,6 +263,13 @@ class Engine:
             if streamed.output_tokens is not None:
                 usage["output_tokens"] = streamed.output_tokens
             model = streamed.model or model
+            if (
+                self.options.api == "stream"
+                and "output_tokens" not in usage
+                and streamed.times.tokens
+            ):
+                # No usage in the answer: what the chunks themselves counted.
+                usage["output_tokens"] = streamed.times.tokens
         output_tokens = usage.get("output_tokens")
         times = streamed.times if streamed is not None else None
         record = RequestRecord(
@@ -438,8 +445,8 @@ def _usage(output: Any) -> tuple[dict[str, int], str | None]:
     counts = {}
     if isinstance(usage, dict):
         for key in ("input_tokens", "output_tokens"):
-            value = usage.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            value = count_of(usage.get(key))
+            if value is not None:
                 counts[key] = value
     model = output.get("model")
     return counts, model if isinstance(model, str) else None

@@ -34,10 +34,9 @@ from podpulse.common.runpod import (
     RunPodClient,
     RunPodProtocolError,
     StreamResult,
-    whole_output,
 )
 
-__all__ = ["ChunkTimes", "Streamed", "chat_body", "read_openai", "read_stream"]
+__all__ = ["ChunkTimes", "Streamed", "chat_body", "count_of", "read_openai", "read_stream"]
 
 Now = Callable[[], float]
 Call = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
@@ -50,7 +49,6 @@ class ChunkTimes:
     first: float | None = None
     last: float | None = None
     gaps: list[float] = field(default_factory=list)  # seconds
-    chunks: int = 0
     tokens: int = 0  # what the chunks themselves counted
 
     def text(self, at: float, tokens: int) -> None:
@@ -60,7 +58,6 @@ class ChunkTimes:
         else:
             self.first = at
         self.last = at
-        self.chunks += 1
         self.tokens += tokens
 
     def ttft_ms(self, intended: float) -> float | None:
@@ -86,7 +83,8 @@ class Streamed:
     error: str | None = None  # the answer's own error (an OpenAI error object), if any
 
 
-def _count(value: Any) -> int | None:
+def count_of(value: Any) -> int | None:
+    """*value* when it is a token count (a non-negative int), else None."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
@@ -127,17 +125,8 @@ async def read_stream(
                 await asyncio.sleep(rest)
         status = answer.status
     final: Job = await call(lambda: client.status(job.id))
+    # Its aggregated output (usage, model) is read by the engine, as for /runsync.
     on_job(final)
-    answer_out = whole_output(final.output)
-    if answer_out is not None:
-        usage = answer_out.get("usage")
-        if isinstance(usage, dict):
-            streamed.input_tokens = _count(usage.get("input_tokens"))
-            streamed.output_tokens = _count(usage.get("output_tokens"))
-        model = answer_out.get("model")
-        streamed.model = model if isinstance(model, str) else None
-    if streamed.output_tokens is None and streamed.times.tokens:
-        streamed.output_tokens = streamed.times.tokens
     return final
 
 
@@ -147,7 +136,7 @@ def _stream_chunk(output: Any, at: float, streamed: Streamed) -> None:
         return
     text = output.get("text")
     if isinstance(text, str) and text:
-        streamed.times.text(at, _count(output.get("tokens")) or 0)
+        streamed.times.text(at, count_of(output.get("tokens")) or 0)
 
 
 def chat_body(job_input: Any, model: str | None) -> dict[str, Any]:
@@ -203,5 +192,5 @@ def _openai_event(event: dict[str, Any], at: float, streamed: Streamed) -> None:
             streamed.times.text(at, 1)
     usage = event.get("usage")
     if isinstance(usage, dict):
-        streamed.input_tokens = _count(usage.get("prompt_tokens"))
-        streamed.output_tokens = _count(usage.get("completion_tokens"))
+        streamed.input_tokens = count_of(usage.get("prompt_tokens"))
+        streamed.output_tokens = count_of(usage.get("completion_tokens"))

@@ -235,11 +235,9 @@ class ChatStream:
         self._first = False
         return _event(self._chunk(delta, None))
 
-    def end(self, finish_reason: str, input_tokens: int, output_tokens: int, text: str = "") -> str:
-        """The finishing event (with any last text), the usage event if asked, and [DONE]."""
-        delta = {"content": text} if text else {}
-        if self._first:
-            delta = {"role": "assistant", **delta}
+    def end(self, finish_reason: str, input_tokens: int, output_tokens: int) -> str:
+        """The finishing event, the usage event if asked, and [DONE]."""
+        delta: dict[str, str] = {"role": "assistant"} if self._first else {}
         events = [_event(self._chunk(delta, finish_reason))]
         if self._include_usage:
             usage = {**self._head, "choices": [], "usage": _usage(input_tokens, output_tokens)}

@@ -44,7 +44,6 @@ class TextStream:
         self._text = ""
         self._sent = 0  # characters of _text given out
         self._tokens = 0  # tokens pushed and not yet counted in a piece
-        self.sent_text = ""
 
     def _decode(self, ids: list[int]) -> str:
         text: str = self._tokenizer.decode(ids, skip_special_tokens=True)
@@ -67,8 +66,9 @@ class TextStream:
 
     def finish(self, final_text: str) -> Piece | None:
         """The rest, given the batcher's whole ``final_text``; None when nothing is left."""
-        if final_text.startswith(self.sent_text):
-            self._text, self._sent = final_text, len(self.sent_text)
+        sent = self._text[: self._sent]
+        if final_text.startswith(sent):
+            self._text, self._sent = final_text, len(sent)
             end = len(final_text)
         else:  # cannot happen with a byte-level tokenizer; never send text twice
             end = self._sent
@@ -78,7 +78,6 @@ class TextStream:
 
     def _give(self, end: int) -> Piece:
         piece = Piece(self._text[self._sent : end], self._tokens)
-        self.sent_text += piece.text
         self._sent, self._tokens = end, 0
         return piece
 

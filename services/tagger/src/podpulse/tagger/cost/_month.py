@@ -7,7 +7,7 @@ workers at the active rate every second of the month, every other worker at the 
 from its start to its stop (its cold start, its jobs and the idle timeout it waited out). The
 simulated horizon is scaled to the 720 h month, cold starts with it.
 
-Both commands draw that workload with :func:`draw_workload` (the same size and seed), so the
+Both commands draw that workload in ``cli._scenario`` (the same size and seed), so the
 same rate on the same run prices the same configuration to the cent in either.
 
 A monthly figure assumes the rate holds all month with Poisson arrivals: no daily pattern,
@@ -33,7 +33,6 @@ __all__ = [
     "MONTH_S",
     "Assumptions",
     "Month",
-    "draw_workload",
     "estimate_month",
     "run_warnings",
 ]
@@ -68,20 +67,6 @@ class Month:
     def monthly_usd(self) -> float:
         """Always-on plus flex, to the cent (both commands show and rank by this figure)."""
         return round(self.always_on_usd + self.flex_usd, 2)
-
-
-def draw_workload(
-    *,
-    rate_rps: float,
-    exec_ms: Sequence[float],
-    overhead_ms: Sequence[float],
-    requests: int,
-    seed: int,
-) -> Workload:
-    """The workload both commands price: ``requests`` Poisson arrivals at ``rate_rps``."""
-    return Workload.draw(
-        rate_rps=rate_rps, requests=requests, exec_ms=exec_ms, overhead_ms=overhead_ms, seed=seed
-    )
 
 
 def estimate_month(

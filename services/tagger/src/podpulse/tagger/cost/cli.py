@@ -40,7 +40,7 @@ from ..settings import CostSettings
 from ._advise import MIN_RATE_RPS, Advice, Judged, candidates
 from ._advise import advise as run_advisor
 from ._estimate import CostError, CostReport, Measured, always_on_report, cost_report, measure
-from ._month import Assumptions, draw_workload, estimate_month, run_warnings
+from ._month import Assumptions, estimate_month, run_warnings
 from ._prices import GpuPrice, PriceError, PriceTable
 from ._scaler_model import JobLoop, Workload
 
@@ -152,7 +152,7 @@ def _scenario(
     else:
         source = "--rate"
     exec_ms = measured.exec_ms
-    workload = draw_workload(
+    workload = Workload.draw(
         rate_rps=rate,
         exec_ms=exec_ms,
         overhead_ms=measured.overhead_ms,
