@@ -270,7 +270,10 @@ def test_a_slow_first_token_fires_ttft_and_a_fast_one_resolves_it(tmp_path) -> N
                            what="the resolution")  # fmt: skip
     firing, resolved = hook.bodies()
     assert firing["commonLabels"]["alertname"] == "TtftP95High"
-    assert firing["commonAnnotations"]["summary"].startswith("time to first token P95 7")
+    summary = firing["commonAnnotations"]["summary"]
+    assert summary.startswith("time to first token P95 ")
+    # At least the handler's 700 ms first token; a loaded machine only adds to it.
+    assert float(summary.split()[5]) >= 700
     assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
 
 
